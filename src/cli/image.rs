@@ -1,0 +1,264 @@
+//! Image verbs: import, images, tag, rmi, image inspect|ls|rm|prune.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Ctx;
+use super::output::{print_json, print_table};
+use crate::image::{self, Removed, import::ImportOptions, short};
+use crate::reference::Reference;
+use crate::util::{ago, human_size, rfc3339};
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Import a rootfs tarball (plain, gzip or zstd; - for stdin) as an image
+    Import(ImportArgs),
+    /// List images
+    Images(ImagesArgs),
+    /// Give an image another name:tag
+    Tag(TagArgs),
+    /// Remove image tags, and images no tag or container holds
+    Rmi(RmiArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Show an image's config, layers and size as JSON
+    Inspect(InspectArgs),
+    /// List images
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove images
+    Rm(RmiArgs),
+    /// Import a tarball as an image
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The tarball: a path, or - for standard input
+    pub file: PathBuf,
+    /// The name to give the image, e.g. app:1.0
+    pub reference: Option<String>,
+    /// Set image config with a Dockerfile instruction: CMD, ENTRYPOINT, ENV, WORKDIR, USER,
+    /// LABEL, EXPOSE, VOLUME, STOPSIGNAL
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// A comment for the image's history
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+    /// Print only the image id, with no progress bar
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Show only images of this repository (name or name:tag)
+    pub repository: Option<String>,
+    /// Print only image ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not shorten ids
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image: name[:tag], id or id prefix
+    pub source: String,
+    /// The new name[:tag]
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images: name[:tag], id or id prefix
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Remove every tag of an image named by id, and tags of images containers use
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Images: name[:tag], id or id prefix
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
+    match cmd {
+        Commands::Import(a) | Commands::Image(ImageCmd::Import(a)) => import(ctx, a),
+        Commands::Images(a) | Commands::Image(ImageCmd::Ls(a)) => images(ctx, a),
+        Commands::Tag(a) => {
+            let store = ctx.store()?;
+            image::tag(&store, &a.source, &a.target)?;
+            Ok(0)
+        }
+        Commands::Rmi(a) | Commands::Image(ImageCmd::Rm(a)) => rmi(ctx, a),
+        Commands::Image(ImageCmd::Inspect(a)) => {
+            let store = ctx.store()?;
+            let all = a
+                .images
+                .iter()
+                .map(|i| image::inspect(&store, i))
+                .collect::<Result<Vec<_>>>()?;
+            print_json(&all)?;
+            Ok(0)
+        }
+    }
+}
+
+fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
+    let tag = a
+        .reference
+        .as_deref()
+        .map(Reference::parse_named)
+        .transpose()?;
+    if let Some(r @ Reference::Digest { .. }) = &tag {
+        return Err(
+            crate::error::user(format!("cannot import as {r}: a digest is not a tag"))
+                .hint("name the image name:tag, e.g. app:1.0")
+                .into(),
+        );
+    }
+    let store = ctx.store()?;
+    let progress = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} importing {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let imported = image::import::import_path(
+        &store,
+        &a.file,
+        ImportOptions {
+            changes: a.changes,
+            message: a.message,
+            tag,
+            progress,
+        },
+    )?;
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "Id": format!("sha256:{}", imported.id),
+            "DiffId": format!("sha256:{}", imported.diff_id),
+            "SourceDigest": format!("sha256:{}", imported.source_digest),
+            "Compression": imported.compression.name(),
+            "LayerReused": imported.layer_reused,
+            "Entries": imported.stats.entries,
+            "Size": imported.stats.bytes,
+        }))?;
+    } else {
+        println!("sha256:{}", imported.id);
+    }
+    Ok(0)
+}
+
+fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut all = image::list(&store)?;
+    if let Some(filter) = &a.repository {
+        let (repo, tag) = match filter.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, Some(t)),
+            _ => (filter.as_str(), None),
+        };
+        all.retain(|i| {
+            i.tags.iter().any(|t| {
+                let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
+                r == repo && tag.is_none_or(|x| x == tg)
+            })
+        });
+        for i in &mut all {
+            i.tags.retain(|t| t.starts_with(&format!("{repo}:")));
+        }
+    }
+    let id_of = |id: &str| {
+        if a.no_trunc {
+            format!("sha256:{id}")
+        } else {
+            short(id).to_string()
+        }
+    };
+    if a.quiet {
+        for i in &all {
+            println!("{}", id_of(&i.id));
+        }
+        return Ok(0);
+    }
+    // One row per tag; an untagged image is one <none> row, as docker shows it.
+    let mut rows = Vec::new();
+    for i in &all {
+        let tags: Vec<(String, String)> = if i.tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            i.tags
+                .iter()
+                .map(|t| {
+                    let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
+                    (r.to_string(), tg.to_string())
+                })
+                .collect()
+        };
+        for (repo, tag) in tags {
+            rows.push((repo, tag, i));
+        }
+    }
+    if ctx.json() {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(repo, tag, i)| {
+                serde_json::json!({
+                    "Repository": repo, "Tag": tag, "ID": format!("sha256:{}", i.id),
+                    "CreatedAt": rfc3339(i.created), "CreatedSince": ago(i.created),
+                    "Size": i.size, "Containers": i.containers,
+                })
+            })
+            .collect();
+        print_json(&v)?;
+        return Ok(0);
+    }
+    print_table(
+        &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+        rows.into_iter()
+            .map(|(repo, tag, i)| vec![repo, tag, id_of(&i.id), ago(i.created), human_size(i.size)])
+            .collect(),
+    );
+    Ok(0)
+}
+
+fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut code = 0;
+    for input in &a.images {
+        match image::remove(&store, input, a.force) {
+            Ok(events) => {
+                for e in events {
+                    match e {
+                        Removed::Untagged(t) => println!("Untagged: {t}"),
+                        Removed::Deleted(id) => println!("Deleted: sha256:{id}"),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("{}", crate::error::render(&e));
+                code = crate::error::exit_code(&e);
+            }
+        }
+    }
+    Ok(code)
+}

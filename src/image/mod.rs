@@ -1,0 +1,318 @@
+//! Images: import, references and tags, configs, inspection, removal and layer GC.
+//!
+//! An image is a config blob (`blobs/sha256/<id>`) naming its layers by diff id; a layer is an
+//! unpacked directory (`layers/<diff-id>`) shared by every image that lists it. Images are
+//! immutable: nothing changes a layer once it is recorded, and containers write to their own
+//! upper dirs.
+
+pub mod config;
+pub mod import;
+pub mod unpack;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::user;
+use crate::reference::Reference;
+use crate::store::{Store, fsutil, now_ns};
+use config::ImageConfig;
+
+/// One image, with everything `images` and `inspect` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// The config's `created`, ns since the epoch.
+    pub created: i64,
+    pub imported_at: i64,
+    /// Bytes of file data in its layers.
+    pub size: u64,
+    pub comment: Option<String>,
+    pub layers: Vec<String>,
+    /// Containers (any state) created from it.
+    pub containers: u64,
+}
+
+fn not_found(input: &str) -> anyhow::Error {
+    user(format!("no such image: {input}"))
+        .hint("`wharf images` lists the images; `wharf import FILE NAME:TAG` adds one")
+        .into()
+}
+
+/// Resolves a user's reference (name[:tag], name@sha256:…, an id or a unique id prefix) to an
+/// image id.
+pub fn resolve(store: &Store, input: &str) -> Result<String> {
+    let db = store.db();
+    let parsed = Reference::parse(input);
+    match &parsed {
+        Ok(Reference::Tag { repo, tag }) => {
+            let id: Option<String> = db
+                .prepare_cached("SELECT image_id FROM tags WHERE repo = ?1 AND tag = ?2")?
+                .query_row(params![repo, tag], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = id {
+                return Ok(id);
+            }
+        }
+        Ok(Reference::Digest { hex, .. }) | Ok(Reference::Id(hex)) => {
+            let found: bool = db
+                .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
+                .exists([hex])?;
+            return if found {
+                Ok(hex.clone())
+            } else {
+                Err(not_found(input))
+            };
+        }
+        Err(_) => {}
+    }
+    if let Some(prefix) = Reference::id_candidate(input) {
+        let mut stmt =
+            db.prepare_cached("SELECT id FROM images WHERE substr(id, 1, ?2) = ?1 LIMIT 2")?;
+        let ids: Vec<String> = stmt
+            .query_map(params![prefix, prefix.len() as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        match ids.len() {
+            1 => return Ok(ids.into_iter().next().unwrap_or_default()),
+            0 => {}
+            _ => {
+                return Err(user(format!(
+                    "the id prefix {prefix} matches more than one image"
+                ))
+                .hint("give more digits of the id")
+                .into());
+            }
+        }
+    }
+    match parsed {
+        Err(e) => Err(e.into()),
+        Ok(_) => Err(not_found(input)),
+    }
+}
+
+/// The config blob of an image.
+pub fn load_config(store: &Store, id: &str) -> Result<ImageConfig> {
+    let path = store.blob_path(id);
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read image config {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("image config {} is not valid JSON", path.display()))
+}
+
+/// The layer directories of an image, top layer first (overlay's `lowerdir` order).
+pub fn layer_dirs(store: &Store, id: &str) -> Result<Vec<PathBuf>> {
+    let mut stmt = store.db().prepare_cached(
+        "SELECT diff_id FROM image_layers WHERE image_id = ?1 ORDER BY position DESC",
+    )?;
+    let dirs = stmt
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .map(|d| d.map(|d| store.layer_dir(&d)))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(dirs)
+}
+
+/// Every image, newest first.
+pub fn list(store: &Store) -> Result<Vec<ImageInfo>> {
+    let db = store.db();
+    let mut stmt = db.prepare_cached(
+        "SELECT i.id, i.created, i.imported_at, i.size, i.comment,
+                (SELECT group_concat(repo || ':' || tag, char(10)) FROM
+                    (SELECT repo, tag FROM tags t WHERE t.image_id = i.id ORDER BY repo, tag)),
+                (SELECT group_concat(diff_id, char(10)) FROM
+                    (SELECT diff_id FROM image_layers l WHERE l.image_id = i.id ORDER BY position)),
+                (SELECT count(*) FROM containers c WHERE c.image_id = i.id)
+         FROM images i ORDER BY i.created DESC, i.imported_at DESC",
+    )?;
+    let split = |s: Option<String>| -> Vec<String> {
+        s.map(|s| s.split('\n').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let rows = stmt.query_map([], |r| {
+        Ok(ImageInfo {
+            id: r.get(0)?,
+            created: r.get(1)?,
+            imported_at: r.get(2)?,
+            size: r.get::<_, i64>(3)? as u64,
+            comment: r.get(4)?,
+            tags: split(r.get(5)?),
+            layers: split(r.get(6)?),
+            containers: r.get::<_, i64>(7)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One image by reference.
+pub fn info(store: &Store, input: &str) -> Result<ImageInfo> {
+    let id = resolve(store, input)?;
+    list(store)?
+        .into_iter()
+        .find(|i| i.id == id)
+        .ok_or_else(|| not_found(input))
+}
+
+/// `wharf tag SOURCE TARGET`: points the tag TARGET at the image SOURCE resolves to.
+pub fn tag(store: &Store, source: &str, target: &str) -> Result<String> {
+    let id = resolve(store, source)?;
+    let Reference::Tag { repo, tag } = Reference::parse_named(target)? else {
+        return Err(user(format!("{target:?} is not a name:tag"))
+            .hint("a tag target is name[:tag], e.g. app:1.1")
+            .into());
+    };
+    store.db().execute(
+        "INSERT OR REPLACE INTO tags (repo, tag, image_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![repo, tag, id, now_ns()],
+    )?;
+    Ok(id)
+}
+
+/// What `rmi` did, in docker's words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Removed {
+    Untagged(String),
+    Deleted(String),
+}
+
+/// `wharf rmi`: removes a tag, and the image once no tag and no container holds it.
+/// By id, an image with several tags needs `force`; an image a container uses is never
+/// deleted (its tags go with `force`).
+pub fn remove(store: &Store, input: &str, force: bool) -> Result<Vec<Removed>> {
+    let _guard = store.lock()?;
+    let id = resolve(store, input)?;
+    let img = info(store, &id)?;
+    let by_tag = match Reference::parse(input) {
+        Ok(Reference::Tag { repo, tag }) => img
+            .tags
+            .iter()
+            .find(|t| **t == format!("{repo}:{tag}"))
+            .cloned(),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let db = store.db();
+    let untag = |t: &str| -> Result<()> {
+        let (repo, tag) = t.rsplit_once(':').unwrap_or((t, "latest"));
+        db.execute(
+            "DELETE FROM tags WHERE repo = ?1 AND tag = ?2",
+            params![repo, tag],
+        )?;
+        Ok(())
+    };
+    if let Some(t) = by_tag {
+        if img.tags.len() > 1 || (img.containers > 0 && force) {
+            untag(&t)?;
+            return Ok(vec![Removed::Untagged(t)]);
+        }
+    } else if img.tags.len() > 1 && !force {
+        return Err(user(format!(
+            "image {} is referenced by several tags ({})",
+            short(&id),
+            img.tags.join(", ")
+        ))
+        .hint("remove the tags one by one, or use -f to remove them all and the image")
+        .into());
+    }
+    if img.containers > 0 {
+        let users = container_users(store, &id)?;
+        if force {
+            for t in &img.tags {
+                untag(t)?;
+                out.push(Removed::Untagged(t.clone()));
+            }
+            return Ok(out);
+        }
+        return Err(user(format!(
+            "image {input} is in use by container{} {}",
+            if users.len() > 1 { "s" } else { "" },
+            users.join(", ")
+        ))
+        .hint("remove the container first (wharf rm), or use -f to remove only the tag")
+        .into());
+    }
+    let tx = db.unchecked_transaction()?;
+    for t in &img.tags {
+        untag(t)?;
+        out.push(Removed::Untagged(t.clone()));
+    }
+    tx.execute("DELETE FROM images WHERE id = ?1", [&id])?;
+    tx.commit()?;
+    out.push(Removed::Deleted(id.clone()));
+    let _ = std::fs::remove_file(store.blob_path(&id));
+    for layer in gc_layers(store)? {
+        out.push(Removed::Deleted(layer));
+    }
+    Ok(out)
+}
+
+fn container_users(store: &Store, id: &str) -> Result<Vec<String>> {
+    let mut stmt = store
+        .db()
+        .prepare_cached("SELECT name FROM containers WHERE image_id = ?1 ORDER BY created_at")?;
+    let names = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
+/// Removes layers no image lists: their rows first, then their directories (a crash in
+/// between leaves unrecorded dirs, which `Store::open` removes). Returns their diff ids.
+pub fn gc_layers(store: &Store) -> Result<Vec<String>> {
+    let _guard = store.lock()?;
+    let db = store.db();
+    let unused: Vec<String> = db
+        .prepare_cached(
+            "SELECT diff_id FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if unused.is_empty() {
+        return Ok(unused);
+    }
+    let tx = db.unchecked_transaction()?;
+    for d in &unused {
+        tx.execute("DELETE FROM layers WHERE diff_id = ?1", [d])?;
+    }
+    tx.commit()?;
+    for d in &unused {
+        fsutil::remove_tree(&store.layer_dir(d)).with_context(|| {
+            format!(
+                "cannot remove layer directory {}",
+                store.layer_dir(d).display()
+            )
+        })?;
+    }
+    Ok(unused)
+}
+
+/// The 12-digit short form of an id.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// `wharf image inspect`: docker's shape, plus wharf's layer paths.
+pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
+    let img = info(store, input)?;
+    let cfg = load_config(store, &img.id)?;
+    let lower: Vec<String> = layer_dirs(store, &img.id)?
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok(serde_json::json!({
+        "Id": format!("sha256:{}", img.id),
+        "RepoTags": img.tags,
+        "Created": cfg.created,
+        "Comment": img.comment,
+        "Architecture": cfg.architecture,
+        "Os": cfg.os,
+        "Size": img.size,
+        "Config": cfg.config,
+        "RootFS": { "Type": cfg.rootfs.typ, "Layers": cfg.rootfs.diff_ids },
+        "History": cfg.history,
+        "GraphDriver": { "Name": "overlay", "Data": { "LowerDirs": lower.join(":") } },
+        "Metadata": { "ImportedAt": crate::util::rfc3339(img.imported_at) },
+        "Containers": img.containers,
+    }))
+}

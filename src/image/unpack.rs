@@ -1,0 +1,620 @@
+//! Unpacks a tar stream into a directory, safely.
+//!
+//! Every path is resolved with `openat2(RESOLVE_IN_ROOT)` against a descriptor of the target
+//! directory, so the kernel treats that directory as `/`: a symlink in the archive (even
+//! `evil -> /etc`, or `../../..`) resolves inside the layer, exactly as it will inside the
+//! container. Nothing can be created outside, whatever the order or the content of the
+//! entries, and no check-then-use race is left to win.
+//!
+//! Names are cleaned lexically first: a leading `/` and `.` components are dropped (docker
+//! does the same); a `..` that would climb above the root, a name or link longer than the
+//! kernel accepts, or a NUL byte refuses the whole archive with an error naming the entry.
+//! A later entry replaces an earlier one of the same name, as `tar -x` does.
+//!
+//! Kept: file data, ownership, mode (set-id bits included), mtime, symlinks, hardlinks,
+//! device nodes and fifos, and extended attributes from PAX `SCHILY.xattr.*` records.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmodat, mkdirat, mknodat, utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, LinkatFlags, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
+
+use crate::error::user;
+
+const PATH_MAX: usize = 4096;
+const NAME_MAX: usize = 255;
+
+/// What an unpack wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackStats {
+    /// Entries applied (whiteouts and skipped types not counted).
+    pub entries: u64,
+    /// Bytes of regular file data written.
+    pub bytes: u64,
+}
+
+/// Unpacks the archive read from `reader` into `dest`, an existing empty directory.
+pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats> {
+    let mut u = Unpacker::new(dest)?;
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().context("cannot read the tar stream")?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| {
+            anyhow::Error::new(
+                user(format!("the tar stream is corrupt or truncated: {e}"))
+                    .hint("check the tarball (tar -tvf FILE); re-create it if it was cut short"),
+            )
+        })?;
+        u.entry(&mut entry)?;
+    }
+    u.finish()?;
+    Ok(u.stats)
+}
+
+/// Directory metadata applied at the end: creating children changes a directory's mtime.
+struct DirTimes {
+    path: Vec<u8>,
+    mtime: i64,
+}
+
+struct Unpacker {
+    root: OwnedFd,
+    /// The last parent directory opened, by cleaned path: tars list a directory's entries
+    /// together, so this saves a path walk per entry.
+    cached: Option<(Vec<u8>, OwnedFd)>,
+    dir_times: Vec<DirTimes>,
+    stats: UnpackStats,
+    euid: u32,
+    egid: u32,
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
+        ResolveFlag::RESOLVE_IN_ROOT
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    )
+}
+
+/// Display form of an entry name for errors: lossy, and cut when absurdly long.
+fn shown(name: &[u8]) -> String {
+    let s = String::from_utf8_lossy(name);
+    if s.len() > 120 {
+        format!(
+            "{}... ({} bytes)",
+            &s[..s.floor_char_boundary(100)],
+            name.len()
+        )
+    } else {
+        s.into_owned()
+    }
+}
+
+fn refuse(name: &[u8], why: &str) -> anyhow::Error {
+    anyhow::Error::new(
+        user(format!("refusing tar entry {:?}: {why}", shown(name)))
+            .hint("the archive is broken or crafted to escape its directory; nothing was imported"),
+    )
+}
+
+/// Cleans an entry name lexically: drops `/` prefixes and `.`, applies `..`, and refuses
+/// names that climb out, hold NUL, or exceed PATH_MAX / NAME_MAX. Returns the components.
+fn clean(name: &[u8]) -> Result<Vec<&[u8]>> {
+    if name.contains(&0) {
+        return Err(refuse(name, "the name contains a NUL byte"));
+    }
+    if name.len() >= PATH_MAX {
+        return Err(refuse(
+            name,
+            &format!("the name is {} bytes, longer than PATH_MAX", name.len()),
+        ));
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in name.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if parts.pop().is_none() {
+                    return Err(refuse(name, "it climbs out of the image with '..'"));
+                }
+            }
+            c if c.len() > NAME_MAX => {
+                return Err(refuse(
+                    name,
+                    &format!(
+                        "a path component is {} bytes, longer than NAME_MAX",
+                        c.len()
+                    ),
+                ));
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts)
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(&b'/')
+}
+
+fn cstr(b: &[u8]) -> Result<CString> {
+    CString::new(b).map_err(|_| anyhow::anyhow!("name contains a NUL byte"))
+}
+
+impl Unpacker {
+    fn new(dest: &Path) -> Result<Self> {
+        let root = nix::fcntl::open(
+            dest,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot open {}", dest.display()))?;
+        Ok(Unpacker {
+            root,
+            cached: None,
+            dir_times: Vec::new(),
+            stats: UnpackStats::default(),
+            euid: Uid::effective().as_raw(),
+            egid: Gid::effective().as_raw(),
+        })
+    }
+
+    /// Opens (creating as needed, mode 0755) the directory `parts`, resolved inside the root.
+    fn dir(&mut self, name: &[u8], parts: &[&[u8]]) -> Result<BorrowedFd<'_>> {
+        let key = join(parts);
+        if self.cached.as_ref().is_none_or(|(p, _)| *p != key) {
+            let fd = self.open_dir(name, parts)?;
+            self.cached = Some((key, fd));
+        }
+        // Just set above when it was missing.
+        match &self.cached {
+            Some((_, fd)) => Ok(fd.as_fd()),
+            None => unreachable!("cache filled above"),
+        }
+    }
+
+    fn open_dir(&self, name: &[u8], parts: &[&[u8]]) -> Result<OwnedFd> {
+        if parts.is_empty() {
+            return Ok(self.root.try_clone()?);
+        }
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+        match openat2(
+            self.root.as_fd(),
+            OsStr::from_bytes(&join(parts)),
+            how(flags),
+        ) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(refuse(
+                    name,
+                    &format!("its parent directory cannot be opened: {e}"),
+                ));
+            }
+        }
+        // Walk down, creating what is missing (archives may omit directory entries).
+        let mut fd = self.root.try_clone()?;
+        for part in parts {
+            let p = OsStr::from_bytes(part);
+            fd = match openat2(fd.as_fd(), p, how(flags)) {
+                Ok(next) => next,
+                Err(Errno::ENOENT) => {
+                    match mkdirat(fd.as_fd(), p, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(refuse(
+                                name,
+                                &format!("cannot create its parent directory: {e}"),
+                            ));
+                        }
+                    }
+                    openat2(fd.as_fd(), p, how(flags)).map_err(|e| {
+                        refuse(name, &format!("cannot open its parent directory: {e}"))
+                    })?
+                }
+                Err(Errno::ENOTDIR) => {
+                    return Err(refuse(
+                        name,
+                        &format!("{:?} on its path is not a directory", shown(part)),
+                    ));
+                }
+                Err(e) => {
+                    return Err(refuse(
+                        name,
+                        &format!("cannot open its parent directory: {e}"),
+                    ));
+                }
+            };
+        }
+        Ok(fd)
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let name = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        let parts = clean(&name)?;
+        if parts.last().is_some_and(|p| p.starts_with(b".wh.")) {
+            // AUFS whiteouts mean "delete from the layers below"; a base layer has none.
+            tracing::debug!("skipping whiteout {}", shown(&name));
+            return Ok(());
+        }
+        let xattrs = xattrs_of(entry);
+        let header = entry.header();
+        let major = header.device_major().ok().flatten().unwrap_or(0);
+        let minor = header.device_minor().ok().flatten().unwrap_or(0);
+        let mode = header
+            .mode()
+            .map_err(|e| refuse(&name, &format!("bad mode field: {e}")))?
+            & 0o7777;
+        let uid = header
+            .uid()
+            .map_err(|e| refuse(&name, &format!("bad uid field: {e}")))?;
+        let gid = header
+            .gid()
+            .map_err(|e| refuse(&name, &format!("bad gid field: {e}")))?;
+        let mtime = header
+            .mtime()
+            .map_err(|e| refuse(&name, &format!("bad mtime field: {e}")))?
+            as i64;
+        let (uid, gid) = (
+            u32::try_from(uid).map_err(|_| refuse(&name, "uid out of range"))?,
+            u32::try_from(gid).map_err(|_| refuse(&name, "gid out of range"))?,
+        );
+
+        let Some((&base, dir_parts)) = parts.split_last() else {
+            // The root itself ("./"): take its mode and owner; nothing to create.
+            if kind.is_dir() {
+                self.meta_root(uid, gid, mode, mtime)?;
+            }
+            return Ok(());
+        };
+        let base_c = cstr(base)?;
+        let is_dir = kind.is_dir();
+        // A directory entry for an existing directory only updates its metadata; anything
+        // else replaces what is there.
+        self.dir(&name, dir_parts)?;
+        self.make_room(&name, dir_parts, base, is_dir)?;
+        let parent = self.dir(&name, dir_parts)?.try_clone_to_owned()?;
+        let parent = parent.as_fd();
+
+        use tar::EntryType as T;
+        match kind {
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let fd = openat(
+                    parent,
+                    base_c.as_c_str(),
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| refuse(&name, &format!("cannot create it: {e}")))?;
+                let mut file = File::from(fd);
+                let n = io::copy(entry, &mut file).map_err(|e| {
+                    anyhow::Error::new(
+                        user(format!(
+                            "the tar stream broke while reading {:?}: {e}",
+                            shown(&name)
+                        ))
+                        .hint("the archive is truncated or corrupt; re-create it"),
+                    )
+                })?;
+                self.stats.bytes += n;
+                self.owner_mode_xattrs(&name, parent, base, uid, gid, mode, &xattrs, false)?;
+                set_mtime(parent, base, mtime);
+            }
+            T::Directory => {
+                match mkdirat(parent, base_c.as_c_str(), Mode::from_bits_truncate(0o700)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => {
+                        return Err(refuse(&name, &format!("cannot create the directory: {e}")));
+                    }
+                }
+                self.owner_mode_xattrs(&name, parent, base, uid, gid, mode, &xattrs, false)?;
+                self.dir_times.push(DirTimes {
+                    path: join(&parts),
+                    mtime,
+                });
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refuse(&name, "the symlink has no target"))?
+                    .into_owned();
+                if target.len() >= PATH_MAX || target.contains(&0) {
+                    return Err(refuse(
+                        &name,
+                        "the symlink target is too long or holds a NUL byte",
+                    ));
+                }
+                symlinkat(OsStr::from_bytes(&target), parent, base_c.as_c_str())
+                    .map_err(|e| refuse(&name, &format!("cannot create the symlink: {e}")))?;
+                self.owner_mode_xattrs(&name, parent, base, uid, gid, mode, &xattrs, true)?;
+                set_mtime(parent, base, mtime);
+            }
+            T::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refuse(&name, "the hardlink has no target"))?
+                    .into_owned();
+                let tparts = clean(&target)
+                    .map_err(|_| refuse(&name, "its hardlink target climbs out of the image"))?;
+                let Some((&tbase, tdir)) = tparts.split_last() else {
+                    return Err(refuse(&name, "a hardlink to the root directory"));
+                };
+                let tparent = if tdir.is_empty() {
+                    self.root.try_clone()?
+                } else {
+                    openat2(
+                        self.root.as_fd(),
+                        OsStr::from_bytes(&join(tdir)),
+                        how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+                    )
+                    .map_err(|e| {
+                        refuse(
+                            &name,
+                            &format!(
+                                "its hardlink target {:?} cannot be found: {e}",
+                                shown(&target)
+                            ),
+                        )
+                    })?
+                };
+                linkat(
+                    tparent.as_fd(),
+                    OsStr::from_bytes(tbase),
+                    parent,
+                    base_c.as_c_str(),
+                    LinkatFlags::empty(),
+                )
+                .map_err(|e| refuse(&name, &format!("cannot link to {:?}: {e}", shown(&target))))?;
+            }
+            T::Char | T::Block | T::Fifo => {
+                let sflag = match kind {
+                    T::Char => SFlag::S_IFCHR,
+                    T::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                let dev = nix::sys::stat::makedev(major.into(), minor.into());
+                mknodat(
+                    parent,
+                    base_c.as_c_str(),
+                    sflag,
+                    Mode::from_bits_truncate(0o600),
+                    dev,
+                )
+                .map_err(|e| refuse(&name, &format!("cannot create the device node: {e}")))?;
+                self.owner_mode_xattrs(&name, parent, base, uid, gid, mode, &xattrs, false)?;
+                set_mtime(parent, base, mtime);
+            }
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()),
+            other => {
+                tracing::warn!(
+                    "skipping tar entry {} of unsupported type {other:?}",
+                    shown(&name)
+                );
+                return Ok(());
+            }
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Clears the way for a new entry `base` in `dir_parts`: a later entry replaces an earlier
+    /// one, as with `tar -x`. A directory stays when the new entry is a directory too.
+    fn make_room(
+        &mut self,
+        name: &[u8],
+        dir_parts: &[&[u8]],
+        base: &[u8],
+        new_is_dir: bool,
+    ) -> Result<()> {
+        let parent = self.dir(name, dir_parts)?;
+        let st = match nix::sys::stat::fstatat(
+            parent,
+            OsStr::from_bytes(base),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(refuse(
+                    name,
+                    &format!("cannot inspect the existing entry: {e}"),
+                ));
+            }
+        };
+        let existing_dir =
+            SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+        if existing_dir && new_is_dir {
+            return Ok(());
+        }
+        if existing_dir {
+            // Remove the whole subtree through /proc/self/fd/<parent>/<base>: the parent fd
+            // is inside the root, `base` is one component and not a symlink, and std's
+            // remove_dir_all does not follow symlinks below it.
+            let path = format!("/proc/self/fd/{}/", parent.as_raw_fd());
+            let mut p = std::path::PathBuf::from(path);
+            p.push(OsStr::from_bytes(base));
+            std::fs::remove_dir_all(&p).map_err(|e| {
+                refuse(name, &format!("cannot replace the existing directory: {e}"))
+            })?;
+            // Cached descriptors may point into the removed tree.
+            self.cached = None;
+        } else {
+            let parent = self.dir(name, dir_parts)?;
+            unlinkat(parent, OsStr::from_bytes(base), UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| refuse(name, &format!("cannot replace the existing entry: {e}")))?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn owner_mode_xattrs(
+        &self,
+        name: &[u8],
+        parent: BorrowedFd<'_>,
+        base: &[u8],
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        symlink: bool,
+    ) -> Result<()> {
+        let b = OsStr::from_bytes(base);
+        if (uid, gid) != (self.euid, self.egid) {
+            fchownat(
+                parent,
+                b,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| refuse(name, &format!("cannot set its owner to {uid}:{gid}: {e}")))?;
+        }
+        if !symlink {
+            // After chown: chown clears the set-id bits.
+            fchmodat(
+                parent,
+                b,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::NoFollowSymlink,
+            )
+            .or_else(|e| {
+                if e == Errno::EOPNOTSUPP {
+                    fchmodat(
+                        parent,
+                        b,
+                        Mode::from_bits_truncate(mode),
+                        FchmodatFlags::FollowSymlink,
+                    )
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| refuse(name, &format!("cannot set its mode: {e}")))?;
+        }
+        for (k, v) in xattrs {
+            // After chown too: chown clears security.capability.
+            let mut path =
+                std::path::PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd()));
+            path.push(b);
+            let p = cstr(path.as_os_str().as_bytes())?;
+            let key = cstr(k)?;
+            // SAFETY: lsetxattr reads two NUL-terminated strings and a buffer of the given
+            // length, all owned by this frame; it does not follow a final symlink.
+            let rc =
+                unsafe { libc::lsetxattr(p.as_ptr(), key.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+            if rc != 0 {
+                let e = Errno::last();
+                // user.* on a symlink or device is not allowed by Linux; keep going like tar.
+                tracing::warn!(
+                    "cannot set xattr {} on {}: {e}",
+                    String::from_utf8_lossy(k),
+                    shown(name)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn meta_root(&self, uid: u32, gid: u32, mode: u32, mtime: i64) -> Result<()> {
+        let empty = OsStr::new("");
+        if (uid, gid) != (self.euid, self.egid) {
+            fchownat(
+                self.root.as_fd(),
+                empty,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_EMPTY_PATH,
+            )
+            .context("cannot set the owner of the image root")?;
+        }
+        let p = format!("/proc/self/fd/{}", self.root.as_raw_fd());
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .context("cannot set the mode of the image root")?;
+        let _ = mtime; // the root's mtime changes with every entry; applied in finish()
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.cached = None;
+        for d in self.dir_times.iter().rev() {
+            let p = OsStr::from_bytes(&d.path);
+            // O_NOFOLLOW: a later entry may have replaced the directory with a symlink.
+            if let Ok(fd) = openat2(
+                self.root.as_fd(),
+                p,
+                how(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+            ) {
+                let ts = TimeSpec::new(d.mtime, 0);
+                let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                let _ = utimensat(
+                    nix::fcntl::AT_FDCWD,
+                    proc.as_str(),
+                    &ts,
+                    &ts,
+                    UtimensatFlags::FollowSymlink,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_mtime(parent: BorrowedFd<'_>, base: &[u8], mtime: i64) {
+    let ts = TimeSpec::new(mtime, 0);
+    let _ = utimensat(
+        parent,
+        OsStr::from_bytes(base),
+        &ts,
+        &ts,
+        UtimensatFlags::NoFollowSymlink,
+    );
+}
+
+fn xattrs_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Some(k) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                out.push((k.to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_strips_and_refuses() {
+        assert_eq!(clean(b"/a/./b//c").unwrap(), vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(clean(b"a/../b").unwrap(), vec![&b"b"[..]]);
+        assert!(clean(b"./").unwrap().is_empty());
+        assert!(clean(b"../x").is_err());
+        assert!(clean(b"a/../../x").is_err());
+        assert!(clean(&vec![b'a'; 256]).is_err());
+        assert!(clean(&[b'a'; 4096]).is_err());
+        let msg = format!("{:#}", clean(b"/../etc/passwd").unwrap_err());
+        assert!(
+            msg.contains("/../etc/passwd") && msg.contains("climbs out"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Container spec → running process: namespaces, rootfs, cgroups, terminals, the monitor.

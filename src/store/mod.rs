@@ -1,0 +1,414 @@
+//! The state root: its layout, its lock, its metadata database, and recovery at open.
+//!
+//! ```text
+//! <root>/wharf.lock           flock: held by multi-step changes to the layout (import commit,
+//!                             removal of layers, debris cleanup, apply)
+//! <root>/wharf.db             SQLite (WAL): images, tags, containers, the journal
+//! <root>/layers/<diff-id>/    one unpacked layer, read-only lower dir for overlay
+//! <root>/blobs/sha256/<hex>   image config JSON
+//! <root>/containers/<id>/     a container's upper/, work/, logs
+//! <root>/volumes/<name>/_data
+//! <root>/tmp/                 staging; what is here and not in use at open is crash debris
+//! ```
+//!
+//! Readers never take the lock: SQLite in WAL mode gives them a consistent snapshot while a
+//! writer works. Single-row updates (a monitor recording an exit) rely on SQLite's own
+//! serialization; the lock is for changes that span the filesystem and the database.
+
+pub mod fsutil;
+mod schema;
+
+use std::cell::Cell;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::Connection;
+
+use crate::error::user;
+
+/// The default state root.
+pub const DEFAULT_ROOT: &str = "/var/lib/wharf";
+
+/// An open state root.
+pub struct Store {
+    root: PathBuf,
+    db: Connection,
+    lock_file: File,
+    lock: Cell<Option<Flock<File>>>,
+    lock_depth: Cell<u32>,
+}
+
+/// Holds the store lock until dropped. Re-entrant within one [`Store`].
+pub struct LockGuard<'a> {
+    store: &'a Store,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let depth = self.store.lock_depth.get() - 1;
+        self.store.lock_depth.set(depth);
+        if depth == 0 {
+            // Dropping the Flock unlocks it.
+            drop(self.store.lock.take());
+        }
+    }
+}
+
+/// A staging directory under `tmp/`. Its owner holds an flock on `tmp/<name>.lock`, so a
+/// concurrent `Store::open` can tell live staging from debris. Removed on drop unless its
+/// content was moved out.
+pub struct Staging {
+    path: PathBuf,
+    lock_path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fsutil::remove_tree(&self.path);
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the state root at `root`, migrates its database, and
+    /// removes debris a crash left when no other wharf is working on it.
+    pub fn open(root: &Path) -> Result<Store> {
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .context("cannot read the current directory")?
+                .join(root)
+        };
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(0o711);
+        for sub in ["", "layers", "blobs/sha256", "containers", "volumes", "tmp"] {
+            let dir = root.join(sub);
+            builder.create(&dir).map_err(|e| {
+                anyhow::Error::new(
+                    user(format!(
+                        "cannot create the state root directory {}: {e}",
+                        dir.display()
+                    ))
+                    .hint("run wharf as root, or point --root (or WHARF_ROOT) at a writable directory"),
+                )
+            })?;
+        }
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(root.join("wharf.lock"))
+            .with_context(|| format!("cannot open {}", root.join("wharf.lock").display()))?;
+        let db = open_db(&root.join("wharf.db"))?;
+        let store = Store {
+            root,
+            db,
+            lock_file,
+            lock: Cell::new(None),
+            lock_depth: Cell::new(0),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db(&self) -> &Connection {
+        &self.db
+    }
+
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
+        self.root.join("layers").join(diff_id)
+    }
+
+    pub fn blob_path(&self, hex: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(hex)
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Takes the store lock, waiting for another wharf process to release it.
+    pub fn lock(&self) -> Result<LockGuard<'_>> {
+        if self.lock_depth.get() == 0 {
+            let file = self
+                .lock_file
+                .try_clone()
+                .context("cannot duplicate the lock file descriptor")?;
+            let flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    tracing::info!("waiting for another wharf process to release the store lock");
+                    Flock::lock(file, FlockArg::LockExclusive)
+                        .map_err(|(_, e)| e)
+                        .context("cannot lock the state root")?
+                }
+                Err((_, e)) => return Err(e).context("cannot lock the state root"),
+            };
+            self.lock.set(Some(flock));
+        }
+        self.lock_depth.set(self.lock_depth.get() + 1);
+        Ok(LockGuard { store: self })
+    }
+
+    /// Takes the lock only if nobody holds it. `None` when another process does.
+    fn try_lock(&self) -> Result<Option<LockGuard<'_>>> {
+        if self.lock_depth.get() > 0 {
+            return self.lock().map(Some);
+        }
+        let file = self
+            .lock_file
+            .try_clone()
+            .context("cannot duplicate the lock file descriptor")?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => {
+                self.lock.set(Some(l));
+                self.lock_depth.set(1);
+                Ok(Some(LockGuard { store: self }))
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e).context("cannot lock the state root"),
+        }
+    }
+
+    /// Makes a new staging directory under `tmp/`, named after `kind`.
+    pub fn staging(&self, kind: &str) -> Result<Staging> {
+        let _guard = self.lock()?;
+        let name = format!("{kind}-{}", random_hex(8));
+        let path = self.tmp_dir().join(&name);
+        let lock_path = self.tmp_dir().join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Staging {
+            path,
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    /// Removes what a crash left: staging dirs nobody holds, and layer dirs no image
+    /// records (a crash between moving a layer in and committing its image).
+    fn recover(&self) -> Result<()> {
+        let Some(_guard) = self.try_lock()? else {
+            return Ok(()); // another wharf is working; it, or the next one, will clean up
+        };
+        let tmp = self.tmp_dir();
+        let entries =
+            fs::read_dir(&tmp).with_context(|| format!("cannot read {}", tmp.display()))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".lock") {
+                continue;
+            }
+            let lock_path = tmp.join(format!("{name}.lock"));
+            let held = match OpenOptions::new().write(true).open(&lock_path) {
+                Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err(),
+                Err(_) => false,
+            };
+            if !held {
+                tracing::info!("removing debris {}", entry.path().display());
+                fsutil::remove_tree(&entry.path())
+                    .with_context(|| format!("cannot remove debris {}", entry.path().display()))?;
+                let _ = fs::remove_file(&lock_path);
+            }
+        }
+        // Lock files whose staging dir is gone.
+        for entry in fs::read_dir(&tmp)?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".lock")
+                && !tmp.join(stem).exists()
+                && let Ok(f) = OpenOptions::new().write(true).open(entry.path())
+                && Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        self.remove_unrecorded_layers()
+    }
+
+    fn remove_unrecorded_layers(&self) -> Result<()> {
+        let dir = self.layers_dir();
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT 1 FROM layers WHERE diff_id = ?1")?;
+        for entry in fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy().into_owned();
+            if !stmt.exists([&name])? {
+                tracing::info!("removing unrecorded layer {name}");
+                fsutil::remove_tree(&entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_db(path: &Path) -> Result<Connection> {
+    let mut db =
+        Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    db.busy_timeout(Duration::from_secs(30))?;
+    // WAL: readers never block the writer, nor it them. NORMAL: durable across a crash of
+    // wharf; a power loss may lose the last transaction but never corrupts the database.
+    db.pragma_update(None, "journal_mode", "WAL")
+        .context("cannot switch the database to WAL mode")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut db).with_context(|| format!("cannot migrate {}", path.display()))?;
+    Ok(db)
+}
+
+fn migrate(db: &mut Connection) -> Result<()> {
+    let version: u32 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let latest = schema::MIGRATIONS.len() as u32;
+    if version == latest {
+        return Ok(());
+    }
+    if version > latest {
+        bail!(
+            user(format!(
+                "the state database has schema version {version}, newer than this wharf knows ({latest})"
+            ))
+            .hint("use the newer wharf that wrote it, or another --root")
+        );
+    }
+    // IMMEDIATE: two processes opening a fresh store at once migrate one after the other.
+    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {} failed", i + 1))?;
+    }
+    tx.pragma_update(None, "user_version", latest)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_layout_and_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for sub in ["layers", "blobs/sha256", "containers", "volumes", "tmp"] {
+            assert!(dir.path().join(sub).is_dir(), "{sub}");
+        }
+        let v: u32 = s
+            .db()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, schema::MIGRATIONS.len());
+        drop(s);
+        Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.db().pragma_update(None, "user_version", 999).unwrap();
+        drop(s);
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(format!("{err:#}").contains("newer than this wharf knows"));
+    }
+
+    #[test]
+    fn debris_is_removed_but_live_staging_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let live = s.staging("import").unwrap();
+        fs::write(live.path().join("f"), b"x").unwrap();
+        // debris: a staging dir with no lock holder, and an unrecorded layer
+        fs::create_dir_all(dir.path().join("tmp/import-dead/sub")).unwrap();
+        fs::write(dir.path().join("tmp/import-dead.lock"), b"").unwrap();
+        fs::create_dir_all(dir.path().join("layers/abc")).unwrap();
+        let s2 = Store::open(dir.path()).unwrap();
+        assert!(live.path().join("f").exists(), "live staging removed");
+        assert!(!dir.path().join("tmp/import-dead").exists());
+        assert!(!dir.path().join("tmp/import-dead.lock").exists());
+        assert!(!dir.path().join("layers/abc").exists());
+        drop(live);
+        drop(s2);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        drop(s);
+    }
+
+    #[test]
+    fn lock_is_reentrant_and_exclusive_across_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path()).unwrap();
+        let b = Store::open(dir.path()).unwrap();
+        let g1 = a.lock().unwrap();
+        let g2 = a.lock().unwrap();
+        assert!(b.try_lock().unwrap().is_none());
+        drop(g2);
+        assert!(b.try_lock().unwrap().is_none());
+        drop(g1);
+        assert!(b.try_lock().unwrap().is_some());
+    }
+}

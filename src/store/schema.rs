@@ -1,0 +1,109 @@
+//! The metadata schema and its migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. A migration is appended to
+//! [`MIGRATIONS`], never edited once released: a store written by an older wharf is brought
+//! forward in one transaction when a newer one opens it. A store newer than this binary is
+//! refused rather than guessed at.
+//!
+//! Times are integers: nanoseconds since the Unix epoch, UTC.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first release.
+    r#"
+    CREATE TABLE layers (
+        diff_id     TEXT PRIMARY KEY,          -- sha256 hex of the uncompressed tar stream
+        size        INTEGER NOT NULL,          -- bytes of file data unpacked
+        tar_size    INTEGER NOT NULL,          -- bytes of the uncompressed tar stream
+        entries     INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE images (
+        id          TEXT PRIMARY KEY,          -- sha256 hex of the config blob
+        created     INTEGER NOT NULL,          -- the config's `created`
+        imported_at INTEGER NOT NULL,
+        size        INTEGER NOT NULL,          -- sum of its layers' sizes
+        comment     TEXT
+    );
+    CREATE TABLE image_layers (
+        image_id    TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL,          -- 0 = bottom
+        diff_id     TEXT NOT NULL REFERENCES layers(diff_id),
+        PRIMARY KEY (image_id, position)
+    );
+    CREATE INDEX image_layers_by_diff ON image_layers(diff_id);
+    CREATE TABLE tags (
+        repo        TEXT NOT NULL,
+        tag         TEXT NOT NULL,
+        image_id    TEXT NOT NULL REFERENCES images(id),
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (repo, tag)
+    );
+    CREATE INDEX tags_by_image ON tags(image_id);
+    -- what a source file (compressed or not) was imported as: apply never imports twice
+    CREATE TABLE sources (
+        digest      TEXT PRIMARY KEY,          -- sha256 hex of the source bytes as read
+        image_id    TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE containers (
+        id           TEXT PRIMARY KEY,         -- 64 hex
+        name         TEXT NOT NULL UNIQUE,
+        image_id     TEXT NOT NULL REFERENCES images(id),
+        image_ref    TEXT NOT NULL,            -- as the user wrote it
+        config       TEXT NOT NULL,            -- JSON: the container's effective spec
+        labels       TEXT NOT NULL DEFAULT '{}',
+        project      TEXT,                     -- owning manifest project, NULL for `wharf run`
+        spec_hash    TEXT,
+        created_at   INTEGER NOT NULL,
+        state        TEXT NOT NULL,            -- created | running | exited | dead
+        pid          INTEGER,
+        pid_start    INTEGER,                  -- /proc/<pid>/stat starttime: never signal a recycled pid
+        monitor_pid  INTEGER,
+        monitor_start INTEGER,
+        started_at   INTEGER,
+        finished_at  INTEGER,
+        exit_code    INTEGER,
+        oom_killed   INTEGER NOT NULL DEFAULT 0,
+        restart_count INTEGER NOT NULL DEFAULT 0,
+        stop_requested INTEGER NOT NULL DEFAULT 0,
+        health       TEXT
+    );
+    CREATE INDEX containers_by_project ON containers(project);
+    CREATE TABLE runs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        container_id TEXT NOT NULL,            -- no foreign key: runs outlive `rm`
+        container_name TEXT NOT NULL,
+        image_id     TEXT NOT NULL,
+        image_ref    TEXT NOT NULL,
+        command      TEXT NOT NULL,            -- JSON array
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        exit_code    INTEGER,
+        signal       INTEGER,
+        oom_killed   INTEGER NOT NULL DEFAULT 0,
+        peak_memory  INTEGER,
+        cpu_usec     INTEGER,
+        restart      INTEGER NOT NULL DEFAULT 0 -- started by a restart policy
+    );
+    CREATE INDEX runs_by_container ON runs(container_id, started_at);
+    CREATE INDEX runs_by_time ON runs(started_at);
+    CREATE TABLE volumes (
+        name        TEXT PRIMARY KEY,
+        created_at  INTEGER NOT NULL,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        project     TEXT
+    );
+    CREATE TABLE applies (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        finished_at INTEGER,
+        project     TEXT NOT NULL,
+        files       TEXT NOT NULL,             -- JSON [{path, sha256}]
+        git_commit  TEXT,
+        git_dirty   INTEGER,
+        plan        TEXT NOT NULL,             -- JSON
+        outcome     TEXT                       -- JSON, NULL while running or if killed
+    );
+    CREATE INDEX applies_by_project ON applies(project, at);
+    "#,
+];

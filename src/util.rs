@@ -1,0 +1,95 @@
+//! Formatting helpers shared by the CLI renderers: sizes and times as docker prints them.
+
+use std::time::Duration;
+
+/// Bytes in docker's decimal style: `1.2kB`, `34.5MB`, `2GB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        // docker shows 3 significant digits: 1.23MB, 12.3MB, 123MB
+        let digits = if v >= 100.0 {
+            0
+        } else if v >= 10.0 {
+            1
+        } else {
+            2
+        };
+        let s = format!("{v:.digits$}");
+        let s = if digits > 0 {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &s
+        };
+        format!("{s}{}", UNITS[unit])
+    }
+}
+
+/// A duration as docker's "About a minute", "3 hours", "2 weeks" (without "ago").
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..60 => format!("{s} seconds"),
+        60..120 => "About a minute".into(),
+        120..3600 => format!("{} minutes", s / 60),
+        3600..7200 => "About an hour".into(),
+        7200..172800 => format!("{} hours", s / 3600),
+        172800..1209600 => format!("{} days", s / 86400),
+        1209600..5259600 => format!("{} weeks", s / 604800),
+        5259600..63115200 => format!("{} months", s / 2629800),
+        _ => format!("{} years", s / 31557600),
+    }
+}
+
+/// "3 hours ago" for a time in nanoseconds since the epoch.
+pub fn ago(ns: i64) -> String {
+    let now = crate::store::now_ns();
+    let d = Duration::from_nanos(now.saturating_sub(ns).max(0) as u64);
+    format!("{} ago", human_duration(d))
+}
+
+/// RFC 3339 with nanoseconds, UTC, for JSON output.
+pub fn rfc3339(ns: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size(1234), "1.23kB");
+        assert_eq!(human_size(12_345_678), "12.3MB");
+        assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn durations_read_like_docker() {
+        assert_eq!(human_duration(Duration::from_secs(45)), "45 seconds");
+        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
+        assert_eq!(human_duration(Duration::from_secs(180)), "3 minutes");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3 hours");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86400)), "3 days");
+        assert_eq!(human_duration(Duration::from_secs(15 * 86400)), "2 weeks");
+    }
+
+    #[test]
+    fn rfc3339_is_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+    }
+}
