@@ -2,11 +2,15 @@
 //!
 //! The map of this crate is `docs/ARCHITECTURE.md`. In short: [`store`] owns the state root,
 //! [`image`] imports tarballs into content-addressed images, [`runtime`] turns a container
-//! spec into a running process, and [`cli`] is the thin layer that parses and renders.
+//! spec into a running process, [`manifest`] and [`reconcile`] are the declarative side, and
+//! [`cli`] is the thin layer that parses and renders.
 
 pub mod cli;
+pub mod container;
 pub mod error;
 pub mod image;
+pub mod manifest;
+pub mod reconcile;
 pub mod reference;
 pub mod runtime;
 pub mod store;

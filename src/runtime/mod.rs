@@ -1,1 +1,3 @@
 //! Container spec → running process: namespaces, rootfs, cgroups, terminals, the monitor.
+
+pub mod cgroup;

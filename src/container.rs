@@ -1,0 +1,1 @@
+//! Container records: the `containers` table, names, and state transitions.

@@ -1,0 +1,1 @@
+//! TOML manifests: types, loading, validation with file:line:col, the JSON Schema.

@@ -1,0 +1,1 @@
+//! Desired vs observed state: the pure plan, and its execution.

@@ -1,0 +1,179 @@
+//! Helpers shared by the integration tests: fixtures, a private state root per test, and
+//! running the wharf binary against it.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Skips the calling test (with a note on stderr) unless it runs as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+/// The directory holding `busybox-rootfs.tar` and `seed-rootfs.tar`, built once per
+/// `cargo test` run by scripts/make-rootfs.sh (several test binaries share it under a lock).
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+        fs::create_dir_all(&dir).expect("create fixtures dir");
+        let lock = File::create(dir.join(".lock")).expect("create fixtures lock");
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("lock fixtures");
+        if !dir.join("SHA256SUMS").exists() {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-rootfs.sh");
+            let st = Command::new("bash")
+                .arg(&script)
+                .arg(&dir)
+                .status()
+                .expect("run make-rootfs.sh");
+            assert!(st.success(), "scripts/make-rootfs.sh failed");
+        }
+        drop(lock);
+        dir
+    })
+}
+
+pub fn busybox_tar() -> PathBuf {
+    fixtures().join("busybox-rootfs.tar")
+}
+
+pub fn seed_tar() -> PathBuf {
+    fixtures().join("seed-rootfs.tar")
+}
+
+/// A private state root in a temp dir. Dropping it unmounts anything left mounted below it
+/// and removes it, even when the test failed.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-test-")
+            .tempdir()
+            .expect("create temp dir");
+        // The state root must be traversable by a container's non-root user.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).ok();
+        let root = dir.path().join("root");
+        Env { dir, root }
+    }
+
+    /// `wharf --root <root>` with a clean environment for the variables wharf reads.
+    pub fn wharf(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        c.arg("--root").arg(&self.root);
+        c.env_remove("WHARF_ROOT")
+            .env_remove("RUST_LOG")
+            .env_remove("SOURCE_DATE_EPOCH");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs wharf with `args`; returns its output whatever the status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.wharf().args(args).output().expect("spawn wharf")
+    }
+
+    /// Runs wharf with `args`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "wharf {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs wharf with `args`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "wharf {args:?} succeeded but should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Imports a fixture tarball as `reference`; returns the image id (sha256:...).
+    pub fn import(&self, tar: &Path, reference: &str) -> String {
+        self.ok(&["import", tar.to_str().expect("utf-8 path"), reference])
+            .trim()
+            .to_string()
+    }
+
+    /// Every entry under `root/sub`, sorted, as relative paths.
+    pub fn tree(&self, sub: &str) -> Vec<String> {
+        let base = self.root.join(sub);
+        let mut out = Vec::new();
+        fn walk(base: &Path, p: &Path, out: &mut Vec<String>) {
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    out.push(
+                        path.strip_prefix(base)
+                            .unwrap_or(&path)
+                            .display()
+                            .to_string(),
+                    );
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        walk(base, &path, out);
+                    }
+                }
+            }
+        }
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        unmount_below(self.dir.path());
+    }
+}
+
+/// Lazily unmounts every mount point at or below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mount points of this host at or below `dir` (to assert that nothing was left behind).
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
