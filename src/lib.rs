@@ -10,6 +10,7 @@ pub mod container;
 pub mod error;
 pub mod image;
 pub mod manifest;
+pub mod names;
 pub mod reconcile;
 pub mod reference;
 pub mod runtime;
