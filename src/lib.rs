@@ -9,6 +9,7 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod image;
+pub mod journal;
 pub mod manifest;
 pub mod names;
 pub mod reconcile;

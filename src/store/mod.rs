@@ -278,7 +278,9 @@ impl Store {
     /// Config blobs no image records: written by an import killed before its commit.
     fn remove_unrecorded_blobs(&self) -> Result<()> {
         let dir = self.root.join("blobs/sha256");
-        let mut stmt = self.db.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?;
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?;
         for entry in fs::read_dir(&dir)?.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy().into_owned();
