@@ -93,3 +93,41 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
     }
 }
+
+/// A point in time from the command line, in ns since the epoch: a duration back from now
+/// (`90s`, `24h`, `7d`), an RFC 3339 time (`2026-11-28T10:00:00Z`), or Unix seconds.
+pub fn parse_time_arg(s: &str) -> Result<i64, crate::error::UserError> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(crate::store::now_ns().saturating_sub(d.as_nanos() as i64));
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64));
+    }
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs.saturating_mul(1_000_000_000));
+    }
+    Err(crate::error::user(format!("{s:?} is not a time"))
+        .hint("give a duration back from now (90s, 24h, 7d), an RFC 3339 time, or Unix seconds"))
+}
+
+#[cfg(test)]
+mod time_arg_tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_times_and_seconds() {
+        let now = crate::store::now_ns();
+        let t = parse_time_arg("2h").unwrap();
+        assert!((now - t - 7_200_000_000_000).abs() < 5_000_000_000);
+        assert_eq!(
+            parse_time_arg("1970-01-01T00:01:00Z").unwrap(),
+            60_000_000_000
+        );
+        assert_eq!(parse_time_arg("60").unwrap(), 60_000_000_000);
+        let err = parse_time_arg("yesterday").unwrap_err();
+        assert!(err.hint.unwrap().contains("24h"));
+    }
+}

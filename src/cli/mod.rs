@@ -2,11 +2,13 @@
 //! lives here; each verb calls into the library.
 //!
 //! Each area has its own file with its own subcommand enum, flattened into [`Command`]:
-//! `image.rs` (import, images, tag, rmi, image ...), `container.rs` (run, logs, stop, ...).
+//! `image.rs` (import, images, tag, rmi, image ...), `container.rs` (run, logs, stop, ...),
+//! `system.rs` (history, system ...).
 
 mod container;
 mod image;
 pub mod output;
+mod system;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -54,6 +56,8 @@ pub enum Command {
     Image(image::Commands),
     #[command(flatten)]
     Container(container::Commands),
+    #[command(flatten)]
+    System(system::Commands),
 }
 
 /// What every verb gets: the global options, and the store opened on first use.
@@ -85,6 +89,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Container(cmd) => container::run(&ctx, cmd),
+        Command::System(cmd) => system::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

@@ -271,7 +271,26 @@ impl Store {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        self.remove_unrecorded_layers()
+        self.remove_unrecorded_layers()?;
+        self.remove_unrecorded_blobs()
+    }
+
+    /// Config blobs no image records: written by an import killed before its commit.
+    fn remove_unrecorded_blobs(&self) -> Result<()> {
+        let dir = self.root.join("blobs/sha256");
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?;
+        for entry in fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy().into_owned();
+            if !stmt.exists([&name])? {
+                tracing::info!("removing unrecorded blob {name}");
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
     }
 
     fn remove_unrecorded_layers(&self) -> Result<()> {
@@ -387,11 +406,13 @@ mod tests {
         fs::create_dir_all(dir.path().join("tmp/import-dead/sub")).unwrap();
         fs::write(dir.path().join("tmp/import-dead.lock"), b"").unwrap();
         fs::create_dir_all(dir.path().join("layers/abc")).unwrap();
+        fs::write(dir.path().join("blobs/sha256/abc"), b"{}").unwrap();
         let s2 = Store::open(dir.path()).unwrap();
         assert!(live.path().join("f").exists(), "live staging removed");
         assert!(!dir.path().join("tmp/import-dead").exists());
         assert!(!dir.path().join("tmp/import-dead.lock").exists());
         assert!(!dir.path().join("layers/abc").exists());
+        assert!(!dir.path().join("blobs/sha256/abc").exists());
         drop(live);
         drop(s2);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# bench/run.sh — container start latency, side by side, in one run:
+#
+#   wharf run --rm IMG /bin/true        (release build, this checkout)
+#   crun run / runc run                 the same busybox rootfs as an OCI bundle
+#   podman run --rm / docker run --rm   when installed (SKIP_SLOW=1 skips them)
+#   unshare -pmuin --fork /bin/true     the floor: namespaces alone
+#
+# Prints a table of medians and each row's ratio to wharf. Needs root, hyperfine and jq
+# (apt-get installs them when missing, and crun/runc/podman/docker.io unless SKIP_INSTALL=1).
+#
+# Knobs: BENCH_DIR=/tmp/wharf-bench  RUNS=50  RUNS_SLOW=15  SKIP_SLOW=1  SKIP_INSTALL=1
+#
+# crun refuses a hybrid cgroup host whose cgroup2 mount has a controller; its rows run in a
+# private mount namespace where /sys/fs/cgroup/unified is unmounted (the host is untouched).
+# dockerd, when used, runs on a private socket with no networking and is stopped by PID.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+B=${BENCH_DIR:-/tmp/wharf-bench}
+RUNS=${RUNS:-50}
+RUNS_SLOW=${RUNS_SLOW:-15}
+RES=$B/results
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
+mkdir -p "$B" "$RES"
+rm -f "$RES"/run-*.json
+
+say() { printf '\n== %s\n' "$*" >&2; }
+NOTES=()
+note() { NOTES+=("$*"); echo "   note: $*" >&2; }
+
+if [ -z "${SKIP_INSTALL:-}" ]; then
+    want=(hyperfine jq busybox-static crun runc)
+    [ -z "${SKIP_SLOW:-}" ] && want+=(podman docker.io)
+    missing=()
+    for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        made=""
+        [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made=1; }
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null 2>&1
+        apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends "${missing[@]}" >"$RES/apt.log" 2>&1 ||
+            note "apt-get install failed: $(grep '^E:' "$RES/apt.log" | head -1)"
+        [ -n "$made" ] && rm -f /usr/sbin/policy-rc.d
+    fi
+fi
+command -v hyperfine >/dev/null && command -v jq >/dev/null || { echo "bench/run.sh: needs hyperfine and jq" >&2; exit 1; }
+
+say "build wharf (release) and fixtures"
+(cd "$REPO" && cargo build --release -q) || exit 1
+WHARF=$REPO/target/release/wharf
+"$REPO/scripts/make-rootfs.sh" "$B/fixtures" || exit 1
+BB_TAR=$B/fixtures/busybox-rootfs.tar
+WROOT=$B/wharf-root
+"$WHARF" --root "$WROOT" import -q "$BB_TAR" bench:1 >/dev/null || exit 1
+
+DOCKERD_PID=""
+cleanup() {
+    if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+        kill -TERM "$DOCKERD_PID"
+        for _ in $(seq 1 150); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+    fi
+    for rt in crun runc; do command -v $rt >/dev/null && $rt --root "$B/state/$rt" delete -f "bench-$rt" >/dev/null 2>&1; done
+    "$WHARF" --root "$WROOT" rm -f $("$WHARF" --root "$WROOT" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# in_v1view CMD...: run where crun can work on a hybrid host (see header); a no-op elsewhere.
+HYBRID=""
+if [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] && [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then HYBRID=1; fi
+in_v1view() {
+    if [ -n "$HYBRID" ]; then
+        unshare --mount --propagation private -- sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh "$@"
+    else "$@"; fi
+}
+
+ROWS=()
+# hf KEY LABEL RUNS CMD [WRAPPER]: one hyperfine row
+hf() {
+    local key=$1 label=$2 runs=$3 cmd=$4 wrap=${5:-}
+    echo "   $label: $cmd" >&2
+    if $wrap hyperfine -N --warmup 3 --runs "$runs" --export-json "$RES/run-$key.json" "$cmd" >"$RES/run-$key.log" 2>&1; then
+        ROWS+=("$key"$'\t'"$label"$'\t'"$cmd")
+    else
+        note "$label failed: $(tail -3 "$RES/run-$key.log" | tr '\n' ' ')"
+    fi
+}
+
+say "measuring"
+hf wharf "wharf run --rm" "$RUNS" "$WHARF --root $WROOT run --rm bench:1 /bin/true"
+hf floor "unshare -pmuin --fork (floor)" "$RUNS" "unshare -pmuin --fork /bin/true"
+
+mkbundle() { # mkbundle RUNTIME: an OCI bundle of the busybox rootfs running /bin/true
+    local rt=$1 d=$B/bundle-$1
+    rm -rf "$d"; mkdir -p "$d/rootfs" "$B/state/$rt"
+    tar -C "$d/rootfs" -xf "$BB_TAR"
+    (cd "$d" && $rt spec) || return 1
+    jq '.process.terminal = false | .process.args = ["/bin/true"]' "$d/config.json" >"$d/c.json" && mv "$d/c.json" "$d/config.json"
+}
+for rt in crun runc; do
+    if command -v $rt >/dev/null && mkbundle $rt; then
+        wrap=""; [ $rt = crun ] && wrap=in_v1view
+        hf $rt "$rt run" "$RUNS" "$rt --root $B/state/$rt run --bundle $B/bundle-$rt bench-$rt" $wrap
+    else
+        note "$rt not installed: skipped"
+    fi
+done
+
+if [ -z "${SKIP_SLOW:-}" ] && command -v podman >/dev/null; then
+    P=$B/podman; mkdir -p "$P"
+    cat >"$P/containers.conf" <<EOF
+[containers]
+netns = "none"
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$P/events.log"
+runtime = "runc"
+tmp_dir = "$P/tmp"
+EOF
+    printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$P" "$P" >"$P/storage.conf"
+    export CONTAINERS_CONF=$P/containers.conf CONTAINERS_STORAGE_CONF=$P/storage.conf
+    if podman image exists localhost/bench-bb || podman import -q "$BB_TAR" localhost/bench-bb >/dev/null 2>"$RES/podman-import.log"; then
+        hf podman "podman run --rm" "$RUNS_SLOW" "podman run --rm --network=none localhost/bench-bb /bin/true"
+    else
+        note "podman import failed: $(tail -1 "$RES/podman-import.log")"
+    fi
+    unset CONTAINERS_CONF CONTAINERS_STORAGE_CONF
+fi
+
+if [ -z "${SKIP_SLOW:-}" ] && command -v dockerd >/dev/null; then
+    D=$B/docker; mkdir -p "$D"; echo '{}' >"$D/daemon.json"
+    dockerd --config-file "$D/daemon.json" --data-root "$D/data" --exec-root "$D/exec" --pidfile "$D/dockerd.pid" \
+        -H "unix://$D/docker.sock" --iptables=false --ip6tables=false --ip-masq=false --bridge=none \
+        --storage-driver overlay2 --log-level warn >"$D/dockerd.log" 2>&1 </dev/null &
+    DOCKERD_PID=$!
+    DOCKER="/usr/bin/docker -H unix://$D/docker.sock"
+    up=""
+    for _ in $(seq 1 150); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; $DOCKER version >/dev/null 2>&1 && { up=1; break; }; sleep 0.2; done
+    if [ -n "$up" ] && { $DOCKER image inspect bench-bb >/dev/null 2>&1 || $DOCKER import "$BB_TAR" bench-bb >/dev/null; }; then
+        hf docker "docker run --rm" "$RUNS_SLOW" "$DOCKER run --rm --network=none bench-bb /bin/true"
+    else
+        note "dockerd did not come up: $(tail -1 "$D/dockerd.log")"
+    fi
+fi
+
+say "results"
+median() { jq '.results[0].median * 1000' "$RES/run-$1.json"; }
+WM=$(median wharf 2>/dev/null || echo 0)
+{
+    echo "# bench/run.sh ($(date -u +%Y-%m-%dT%H:%M:%SZ)), $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '| %-32s | %10s | %10s | %10s | %14s |\n' measurement "median ms" "min ms" "max ms" "× wharf"
+    printf '|%s|\n' "----------------------------------|------------|------------|------------|----------------"
+    for r in "${ROWS[@]}"; do
+        IFS=$'\t' read -r key label cmd <<<"$r"
+        read -r med mn mx < <(jq -r '.results[0] | "\(.median*1000) \(.min*1000) \(.max*1000)"' "$RES/run-$key.json")
+        ratio=$(awk -v a="$med" -v w="$WM" 'BEGIN{ if (w > 0) printf "%.2f", a/w; else print "-" }')
+        printf '| %-32s | %10.1f | %10.1f | %10.1f | %14s |\n' "$label" "$med" "$mn" "$mx" "$ratio"
+    done
+    for n in "${NOTES[@]}"; do echo "note: $n"; done
+} | tee "$RES/run-table.md"
