@@ -365,7 +365,7 @@ fn many_processes_opening_a_fresh_root_at_once() {
 }
 
 #[test]
-fn unrecorded_layer_dir_is_debris() {
+fn unrecorded_layer_dir_and_blob_are_debris() {
     // What a crash between moving a layer in and committing its image leaves.
     let env = Env::new();
     env.import(&busybox_tar(), "keep:1");
@@ -373,8 +373,12 @@ fn unrecorded_layer_dir_is_debris() {
     fs::create_dir_all(fake.join("etc")).unwrap();
     fs::write(fake.join("etc/x"), b"x").unwrap();
     fs::create_dir_all(env.root.join("tmp/import-deadbeef/layer/usr")).unwrap();
+    // ... and a config blob written by an import killed before its commit.
+    let blob = env.root.join("blobs/sha256").join("e".repeat(64));
+    fs::write(&blob, b"{}").unwrap();
     env.ok(&["images"]);
     assert!(!fake.exists());
+    assert!(!blob.exists(), "unrecorded config blob left");
     assert!(entries(&env.root.join("tmp")).is_empty());
     assert_eq!(entries(&env.root.join("layers")).len(), 1);
     assert_db_consistent(&env);
