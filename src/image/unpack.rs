@@ -483,7 +483,7 @@ impl Unpacker {
                 Some(Gid::from_raw(gid)),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| refuse(name, &format!("cannot set its owner to {uid}:{gid}: {e}")))?;
+            .map_err(|e| self.chown_error(name, uid, gid, e))?;
         }
         if !symlink {
             // After chown: chown clears the set-id bits.
@@ -531,6 +531,19 @@ impl Unpacker {
         Ok(())
     }
 
+    /// A failed chown: as an ordinary user that is EPERM, and the fix is to run as root.
+    fn chown_error(&self, name: &[u8], uid: u32, gid: u32, e: Errno) -> anyhow::Error {
+        if e == Errno::EPERM && self.euid != 0 {
+            return user(format!(
+                "cannot give {:?} its owner {uid}:{gid}: {e}",
+                shown(name)
+            ))
+            .hint("wharf import keeps file owners, which needs root: run it as root")
+            .into();
+        }
+        refuse(name, &format!("cannot set its owner to {uid}:{gid}: {e}"))
+    }
+
     fn meta_root(&self, uid: u32, gid: u32, mode: u32, mtime: i64) -> Result<()> {
         let empty = OsStr::new("");
         if (uid, gid) != (self.euid, self.egid) {
@@ -541,7 +554,7 @@ impl Unpacker {
                 Some(Gid::from_raw(gid)),
                 AtFlags::AT_EMPTY_PATH,
             )
-            .context("cannot set the owner of the image root")?;
+            .map_err(|e| self.chown_error(b"./", uid, gid, e))?;
         }
         let p = format!("/proc/self/fd/{}", self.root.as_raw_fd());
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
