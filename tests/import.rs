@@ -38,6 +38,7 @@ fn layer_of(env: &Env, r: &str) -> PathBuf {
 
 #[test]
 fn import_from_file_and_from_stdin_give_the_same_layer() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let tar = fs::read(busybox_tar()).unwrap();
     let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
@@ -63,6 +64,7 @@ fn import_from_file_and_from_stdin_give_the_same_layer() {
 
 #[test]
 fn compression_is_told_by_magic_not_by_name() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let plain = fs::read(busybox_tar()).unwrap();
     let diff = sha256_hex(&plain);
@@ -95,6 +97,7 @@ fn compression_is_told_by_magic_not_by_name() {
 
 #[test]
 fn same_tar_twice_keeps_one_layer() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let a = import_json(&env, &busybox_tar(), "a:1");
     let b = import_json(&env, &busybox_tar(), "b:1");
@@ -111,6 +114,7 @@ fn same_tar_twice_keeps_one_layer() {
 
 #[test]
 fn source_date_epoch_makes_the_id_reproducible() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let run = |epoch: &str, tag: &str| {
         let out = env
@@ -150,6 +154,7 @@ fn source_date_epoch_makes_the_id_reproducible() {
 
 #[test]
 fn changes_and_message_show_in_inspect() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let id = env
         .ok(&[
@@ -384,6 +389,7 @@ fn walkdir(p: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn images_table_quiet_and_json() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let id = env.import(&busybox_tar(), "container:1.0");
     env.ok(&["tag", "container:1.0", "other/name:v2"]);
@@ -447,6 +453,7 @@ fn images_table_quiet_and_json() {
 
 #[test]
 fn tag_and_rmi_untag_then_delete() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let id = env.import(&busybox_tar(), "app:1");
     let hex = id.strip_prefix("sha256:").unwrap().to_string();
@@ -485,6 +492,7 @@ fn tag_and_rmi_untag_then_delete() {
 
 #[test]
 fn shared_layer_goes_with_its_last_image() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let a = env.ok(&[
         "import",
@@ -531,6 +539,7 @@ fn shared_layer_goes_with_its_last_image() {
 
 #[test]
 fn bad_references_exit_1_with_a_clear_message() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     env.import(&busybox_tar(), "ok:1");
     let tar = busybox_tar();
@@ -564,6 +573,7 @@ fn bad_references_exit_1_with_a_clear_message() {
 
 #[test]
 fn id_prefixes_resolve_and_ambiguity_is_an_error() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     use sha2::Digest;
     let env = Env::new();
     let tar = fs::read(busybox_tar()).unwrap();
@@ -638,4 +648,47 @@ fn id_prefixes_resolve_and_ambiguity_is_an_error() {
         env.fails(&["image", "inspect", none])
             .contains("no such image")
     );
+}
+
+#[test]
+fn an_ordinary_user_is_told_to_run_as_root() {
+    require_root!(); // to become another user
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let root = env.dir.path().join("user-root");
+    fs::create_dir(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "--root",
+            root.join("r").to_str().unwrap(),
+            "import",
+            "-",
+            "u:1",
+        ])
+        .env_remove("WHARF_ROOT")
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tar = fs::read(busybox_tar()).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(&tar);
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("owner") && err.contains("run it as root"),
+        "{err}"
+    );
+    assert!(entries(&root.join("r/tmp")).is_empty(), "staging left");
+    assert!(entries(&root.join("r/layers")).is_empty());
 }

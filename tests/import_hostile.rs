@@ -74,6 +74,7 @@ fn setup() -> (Env, Canary) {
 
 #[test]
 fn dotdot_escapes_are_refused_naming_the_entry() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let name = format!("{UP4}/canary/pwned");
     let tar = Raw::new().file("ok", b"fine").file(&name, b"evil").finish();
@@ -89,6 +90,7 @@ fn dotdot_escapes_are_refused_naming_the_entry() {
 
 #[test]
 fn absolute_paths_are_stripped_to_inside() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let abs = canary.dir.join("abs-pwned");
     let tar = Raw::new()
@@ -158,6 +160,7 @@ fn writing_through_an_absolute_symlink_stays_inside() {
 
 #[test]
 fn symlink_climbing_out_then_written_through_lands_inside() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let tar = Raw::new()
         .symlink("up", "../../../../../..")
@@ -180,6 +183,7 @@ fn symlink_climbing_out_then_written_through_lands_inside() {
 
 #[test]
 fn hardlinks_pointing_outside_are_refused() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let cases = [
         format!("{UP4}/canary/keep"),
@@ -221,6 +225,7 @@ fn hardlinks_pointing_outside_are_refused() {
 
 #[test]
 fn hardlink_to_a_symlink_links_the_symlink_itself() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let tar = Raw::new()
         .symlink("s", canary.dir.join("keep").to_str().unwrap())
@@ -243,6 +248,7 @@ fn hardlink_to_a_symlink_links_the_symlink_itself() {
 
 #[test]
 fn duplicate_entries_later_wins() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let tar = Raw::new()
         .file("same", b"first")
@@ -295,6 +301,7 @@ fn duplicate_entries_later_wins() {
 
 #[test]
 fn names_longer_than_path_max_or_name_max_are_refused() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     // GNU long name: 5000 bytes of short components.
     let long: String = std::iter::repeat_n("abcdefghi/", 500).collect::<String>() + "f";
@@ -340,6 +347,7 @@ fn names_longer_than_path_max_or_name_max_are_refused() {
 
 #[test]
 fn truncated_and_corrupt_streams_are_refused() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let good = fs::read(busybox_tar()).unwrap();
     // Cut in the middle of busybox's data.
@@ -358,6 +366,7 @@ fn truncated_and_corrupt_streams_are_refused() {
 
 #[test]
 fn compressed_stream_errors_are_refused() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let (env, canary) = setup();
     let good = fs::read(busybox_tar()).unwrap();
     // gzip with a bad CRC: flip a byte of the trailer's CRC32.

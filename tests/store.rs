@@ -110,6 +110,7 @@ fn second_half(raw: &mut Raw) -> Vec<u8> {
 
 #[test]
 fn sigkilled_import_leaves_the_store_as_before() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let canary = Canary::new(&env);
     // The store already holds an image; it must be untouched.
@@ -170,6 +171,7 @@ fn sigkilled_import_leaves_the_store_as_before() {
 
 #[test]
 fn recovery_by_another_process_keeps_a_live_import() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let mut imp = Feeding::start(&env, "live:1");
     let mut raw = first_half();
@@ -254,6 +256,7 @@ fn assert_db_consistent(env: &Env) {
 
 #[test]
 fn concurrent_imports_into_one_root_all_succeed() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let bb = busybox_tar();
     let seed = seed_tar();
@@ -305,6 +308,7 @@ fn concurrent_imports_into_one_root_all_succeed() {
 
 #[test]
 fn removal_racing_an_import_of_the_same_layer_keeps_what_is_used() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     let env = Env::new();
     let bb = busybox_tar();
     let diff = sha256_hex(&fs::read(&bb).unwrap());
@@ -366,6 +370,7 @@ fn many_processes_opening_a_fresh_root_at_once() {
 
 #[test]
 fn unrecorded_layer_dir_and_blob_are_debris() {
+    require_root!(); // wharf import keeps owners (0:0 here): root only
     // What a crash between moving a layer in and committing its image leaves.
     let env = Env::new();
     env.import(&busybox_tar(), "keep:1");
