@@ -74,6 +74,8 @@ struct Unpacker {
     /// together, so this saves a path walk per entry.
     cached: Option<(Vec<u8>, OwnedFd)>,
     dir_times: Vec<DirTimes>,
+    /// The mtime of the archive's root entry ("./"), applied last.
+    root_mtime: Option<i64>,
     stats: UnpackStats,
     euid: u32,
     egid: u32,
@@ -164,6 +166,7 @@ impl Unpacker {
             root,
             cached: None,
             dir_times: Vec::new(),
+            root_mtime: None,
             stats: UnpackStats::default(),
             euid: Uid::effective().as_raw(),
             egid: Gid::effective().as_raw(),
@@ -544,7 +547,7 @@ impl Unpacker {
         refuse(name, &format!("cannot set its owner to {uid}:{gid}: {e}"))
     }
 
-    fn meta_root(&self, uid: u32, gid: u32, mode: u32, mtime: i64) -> Result<()> {
+    fn meta_root(&mut self, uid: u32, gid: u32, mode: u32, mtime: i64) -> Result<()> {
         let empty = OsStr::new("");
         if (uid, gid) != (self.euid, self.egid) {
             fchownat(
@@ -559,7 +562,8 @@ impl Unpacker {
         let p = format!("/proc/self/fd/{}", self.root.as_raw_fd());
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .context("cannot set the mode of the image root")?;
-        let _ = mtime; // the root's mtime changes with every entry; applied in finish()
+        // The root's mtime changes with every entry: applied in finish().
+        self.root_mtime = Some(mtime);
         Ok(())
     }
 
@@ -583,6 +587,17 @@ impl Unpacker {
                     UtimensatFlags::FollowSymlink,
                 );
             }
+        }
+        if let Some(mtime) = self.root_mtime {
+            let ts = TimeSpec::new(mtime, 0);
+            let proc = format!("/proc/self/fd/{}", self.root.as_raw_fd());
+            let _ = utimensat(
+                nix::fcntl::AT_FDCWD,
+                proc.as_str(),
+                &ts,
+                &ts,
+                UtimensatFlags::FollowSymlink,
+            );
         }
         Ok(())
     }
