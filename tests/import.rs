@@ -246,6 +246,7 @@ fn ownership_modes_times_links_devices_and_xattrs_are_kept() {
         }
     };
     use tar::EntryType as T;
+    add(&mut b, "./", T::Directory, 0o751, 0, b"", None);
     add(&mut b, "d/", T::Directory, 0o750, 1000, b"", None);
     add(
         &mut b,
@@ -280,6 +281,12 @@ fn ownership_modes_times_links_devices_and_xattrs_are_kept() {
     let layer = import_ok(&env, &tar, "meta:1");
     let m = |p: &str| fs::symlink_metadata(layer.join(p)).unwrap();
 
+    let root = fs::metadata(&layer).unwrap();
+    assert_eq!(
+        (root.mode() & 0o7777, root.mtime()),
+        (0o751, 1_234_567_890),
+        "root entry"
+    );
     let d = m("d");
     assert!(d.is_dir());
     assert_eq!((d.mode() & 0o7777, d.uid(), d.gid()), (0o750, 1000, 1001));
