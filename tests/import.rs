@@ -699,3 +699,20 @@ fn an_ordinary_user_is_told_to_run_as_root() {
     assert!(entries(&root.join("r/tmp")).is_empty(), "staging left");
     assert!(entries(&root.join("r/layers")).is_empty());
 }
+
+#[test]
+fn bad_sources_are_named() {
+    let env = Env::new();
+    let dir = env.dir.path().join("rootfs");
+    fs::create_dir(&dir).unwrap();
+    let err = env.fails(&["import", dir.to_str().unwrap(), "d:1"]);
+    assert!(
+        err.contains("is a directory") && err.contains("tar -C"),
+        "{err}"
+    );
+    let missing = env.dir.path().join("missing.tar");
+    let out = env.run(&["import", missing.to_str().unwrap(), "d:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("missing.tar"), "{}", stderr(&out));
+    assert!(env.ok(&["images", "-q"]).trim().is_empty());
+}
