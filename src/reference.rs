@@ -51,6 +51,13 @@ impl Reference {
         if input.is_empty() {
             return Err(bad(input, "the reference is empty"));
         }
+        // Either would be read back as an image id by `parse`: the tag could never be used.
+        if input.starts_with("sha256:") || (input.len() == 64 && is_lower_hex(input)) {
+            return Err(bad(
+                input,
+                "a name cannot look like an image id (sha256:... or 64 hex digits)",
+            ));
+        }
         if let Some((name, digest)) = input.split_once('@') {
             validate_name(input, name)?;
             let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
@@ -297,6 +304,14 @@ mod tests {
                 err.message
             );
             assert!(err.hint.is_some());
+        }
+        for input in [format!("sha256:{}", "a".repeat(64)), "b".repeat(64)] {
+            let err = Reference::parse_named(&input).expect_err(&input);
+            assert!(
+                err.message.contains("look like an image id"),
+                "{}",
+                err.message
+            );
         }
         let long = format!("app:{}", "x".repeat(129));
         assert!(Reference::parse(&long).is_err());
