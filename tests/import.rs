@@ -552,6 +552,8 @@ fn bad_references_exit_1_with_a_clear_message() {
     let tar = busybox_tar();
     let t = tar.to_str().unwrap();
     let digest_ref = format!("app@sha256:{}", "a".repeat(64));
+    let id_like = "c".repeat(64);
+    let sha_like = format!("sha256:{}", "d".repeat(64));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["import", t, "Upper:1"], "lowercase"),
         (vec!["import", t, "app:"], "tag"),
@@ -559,6 +561,8 @@ fn bad_references_exit_1_with_a_clear_message() {
         (vec!["import", t, "x-:1"], "invalid reference format"),
         (vec!["import", t, ""], "empty"),
         (vec!["import", t, &digest_ref], "digest"),
+        (vec!["import", t, &id_like], "look like an image id"),
+        (vec!["tag", "ok:1", &sha_like], "look like an image id"),
         (vec!["tag", "ok:1", "UP:1"], "lowercase"),
         (vec!["tag", "ok:1", "a//b"], "invalid reference format"),
         (vec!["image", "inspect", "sha256:abc"], "64"),
