@@ -316,3 +316,32 @@ fn an_empty_directory_is_an_error() {
     let e = load(dir.path()).unwrap_err();
     assert!(e.render(false).contains("has no *.toml files"));
 }
+
+#[test]
+#[ignore = "prints a rendering to look at: cargo test --test manifest show -- --ignored --nocapture"]
+fn show() {
+    let p = std::env::var("SHOW").unwrap_or_else(|_| "/tmp/rt/proj".into());
+    match load(Path::new(&p)) {
+        Ok(m) => println!("{m:#?}"),
+        Err(e) => println!("{e}"),
+    }
+}
+
+#[test]
+fn reserved_labels_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.toml");
+    let m =
+        "[containers.web]\nimage = \"app:1\"\nlabels = { \"wharf.project\" = \"x\", ok = \"1\" }\n";
+    std::fs::write(&path, m).unwrap();
+    // The store has app:1, so the label is the only problem.
+    let e = manifest::load(&path, &|r| r == "app:1").unwrap_err();
+    assert_eq!(e.len(), 1, "{e}");
+    assert!(
+        e.position(&e.problems[0])
+            .unwrap()
+            .ends_with("lab.toml:3:12"),
+        "{e}"
+    );
+    assert!(e.problems[0].message.contains("is reserved"), "{e}");
+}

@@ -319,6 +319,37 @@ fn cross_check(
         }
     }
 
+    // reserved labels
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        for section in ["containers", "volumes"] {
+            let Some(t) = get(doc.get_ref(), section).and_then(table) else {
+                continue;
+            };
+            for (name, entry) in t.iter() {
+                let Some(labels) = table(entry).and_then(|e| get(e, "labels")).and_then(table)
+                else {
+                    continue;
+                };
+                for (k, _) in labels
+                    .iter()
+                    .filter(|(k, _)| k.get_ref().starts_with("wharf."))
+                {
+                    problems.push(
+                        Problem::new(format!(
+                            "`{section}.{}.labels`: the label {:?} is reserved",
+                            name.get_ref(),
+                            k.get_ref()
+                        ))
+                        .at(&src.path, k.span())
+                        .label("reserved prefix")
+                        .hint(Some("labels starting with \"wharf.\" are wharf's own (ownership, project); pick another prefix")),
+                    );
+                }
+            }
+        }
+    }
+
     // per container: image references, named volumes, env files
     for (i, doc) in docs {
         let src = &loaded[*i];

@@ -175,6 +175,12 @@ impl ContainerSpec {
         }
     }
 
+    /// Parses a spec stored with a container (the `config` column). `None` when it is not a
+    /// spec this wharf understands; the plan then recreates with a reason saying so.
+    pub fn from_stored_json(json: &str) -> Option<ContainerSpec> {
+        serde_json::from_str(json).ok()
+    }
+
     /// The canonical JSON: fields in declaration order, maps sorted, no whitespace.
     pub fn canonical_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
