@@ -345,3 +345,57 @@ fn reserved_labels_are_rejected() {
     );
     assert!(e.problems[0].message.contains("is reserved"), "{e}");
 }
+
+#[test]
+fn a_200_container_project_loads_and_plans_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.tar"), "x").unwrap();
+    let mut text =
+        String::from("[images.app]\nsource = \"a.tar\"\ntag = \"app:1\"\n\n[volumes.data]\n");
+    for i in 0..200 {
+        text.push_str(&format!(
+            "\n[containers.c{i:03}]\nimage = \"app:1\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1\"]\n\
+             env = {{ N = \"{i}\" }}\nvolumes = [\"data:/data\"]\nrestart = \"on-failure:3\"\n\
+             limits = {{ memory = \"64MiB\", cpus = 0.5, pids = 64 }}\n"
+        ));
+    }
+    let path = dir.path().join("big.toml");
+    std::fs::write(&path, text).unwrap();
+    let _ = wharf::manifest::schema::schema(); // generated once per process
+    let t = std::time::Instant::now();
+    let m = load(&path).unwrap();
+    let d = Desired::from_manifest(&m, |_| Ok::<_, std::io::Error>("a".repeat(64))).unwrap();
+    let p = plan(&d, &Observed::default());
+    let took = t.elapsed();
+    assert_eq!(p.summary().create, 201);
+    eprintln!("load + desired + plan of 200 containers: {took:?}");
+    // Generous for debug builds on a shared machine; release is far below 50 ms.
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn cross_field_checks() {
+    let m = "[containers.web]\nimage = \"app:1\"\nvolumes = [\"/tmp:/x\", \"/tmp:/x:ro\"]\n\
+             limits = { memory = \"128m\", memory_swap = \"64m\" }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xf.toml");
+    std::fs::write(&path, m).unwrap();
+    let e = manifest::load(&path, &|_| true).unwrap_err();
+    let text = e.render(false);
+    assert_eq!(e.len(), 2, "{text}");
+    assert!(text.contains("two volumes mount at /x"), "{text}");
+    assert!(
+        text.contains("`limits.memory_swap` is below `limits.memory`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn watched_paths_cover_sources_and_env_files() {
+    let (_tmp, m) = examples();
+    let shop = load(&m.join("shop")).unwrap();
+    let paths = shop.watched_paths();
+    assert_eq!(paths.len(), 4, "{paths:?}"); // two manifests, one tarball, one env file
+    assert!(paths.iter().any(|p| p.ends_with("images/busybox.tar")));
+    assert!(paths.iter().any(|p| p.ends_with("conf/front.env")));
+}

@@ -33,6 +33,21 @@ pub struct Manifest {
     pub defined_in: BTreeMap<String, PathBuf>,
 }
 
+impl Manifest {
+    /// Every file the manifest depends on: the manifests, image sources and env files (for
+    /// `watch`). Sorted, without duplicates.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        let mut v: BTreeSet<PathBuf> = self.files.iter().cloned().collect();
+        v.extend(self.images.values().map(|i| PathBuf::from(&i.source.0)));
+        v.extend(
+            self.containers
+                .values()
+                .filter_map(|c| c.env_file.as_ref().map(|e| PathBuf::from(&e.0))),
+        );
+        v.into_iter().collect()
+    }
+}
+
 struct Source {
     path: PathBuf,
     base: PathBuf,
@@ -383,11 +398,32 @@ fn cross_check(
                     );
                 }
             }
+            if let Some(limits) = get(c, "limits").and_then(table) {
+                check_swap(src, limits, problems);
+            }
             if let Some(vols) = get(c, "volumes").and_then(|v| v.get_ref().as_array()) {
+                let mut targets: BTreeMap<String, Range<usize>> = BTreeMap::new();
                 for v in vols.iter() {
                     let Some(s) = v.get_ref().as_str() else {
                         continue;
                     };
+                    if let Ok(spec) = parse_volume(s) {
+                        if let Some(first) = targets.get(&spec.target) {
+                            problems.push(
+                                Problem::new(format!(
+                                    "container `{}`: two volumes mount at {}",
+                                    name.get_ref(),
+                                    spec.target
+                                ))
+                                .at(&src.path, v.span())
+                                .label("second mount")
+                                .also(&src.path, first.clone(), "first mount")
+                                .hint(Some("mount each path once")),
+                            );
+                        } else {
+                            targets.insert(spec.target.clone(), v.span());
+                        }
+                    }
                     if let Ok(spec) = parse_volume(s)
                         && let VolumeSource::Named(n) = &spec.source
                         && !volumes.contains(n)
@@ -425,6 +461,33 @@ fn cross_check(
         }
     }
     project
+}
+
+/// `memory_swap` includes memory, so it cannot be below it (docker refuses this too).
+fn check_swap(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
+    let bytes = |key: &str| -> Option<(i128, Range<usize>)> {
+        let v = get(limits, key)?;
+        let n: i128 = match v.get_ref() {
+            DeValue::String(s) if s.eq_ignore_ascii_case("unlimited") => -1,
+            DeValue::String(s) => i128::from(super::values::parse_size(s).ok()?),
+            DeValue::Integer(i) => i.as_str().replace('_', "").parse().ok()?,
+            _ => return None,
+        };
+        Some((n, v.span()))
+    };
+    if let (Some((mem, mem_span)), Some((swap, swap_span))) =
+        (bytes("memory"), bytes("memory_swap"))
+        && swap >= 0
+        && swap < mem
+    {
+        problems.push(
+            Problem::new("`limits.memory_swap` is below `limits.memory`")
+                .at(&src.path, swap_span)
+                .label("memory plus swap")
+                .also(&src.path, mem_span, "memory alone")
+                .hint(Some("memory_swap counts memory and swap together: make it at least the memory limit, or \"unlimited\"")),
+        );
+    }
 }
 
 fn dup(
