@@ -399,3 +399,20 @@ fn watched_paths_cover_sources_and_env_files() {
     assert!(paths.iter().any(|p| p.ends_with("images/busybox.tar")));
     assert!(paths.iter().any(|p| p.ends_with("conf/front.env")));
 }
+
+#[test]
+fn problems_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("js.toml");
+    std::fs::write(
+        &path,
+        "[containers.web]\nimage = \"app:1\"\nrestart = \"sometimes\"\n",
+    )
+    .unwrap();
+    let e = manifest::load(&path, &|_| true).unwrap_err();
+    let j = e.to_json();
+    assert_eq!(j[0]["line"], 3);
+    assert_eq!(j[0]["column"], 11);
+    assert_eq!(j[0]["end_column"], 22);
+    assert!(j[0]["hint"].as_str().unwrap().contains("on-failure:N"));
+}

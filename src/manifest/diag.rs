@@ -189,7 +189,51 @@ impl ManifestErrors {
         title.elements(elements)
     }
 
-    /// A [`UserError`] for the CLI: the rendered problems as the message.
+    /// The problems as JSON, for `--format json`: a list of `{file, line, column, end_line,
+    /// end_column, message, label, hint, related: [{file, line, column, label}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let pos = |loc: &Location| {
+            let text = self.sources.get(&loc.file).map_or("", String::as_str);
+            (line_col(text, loc.span.start), line_col(text, loc.span.end))
+        };
+        let list: Vec<serde_json::Value> = self
+            .problems
+            .iter()
+            .map(|p| {
+                let (file, start, end) = match &p.at {
+                    Some(loc) => {
+                        let (s, e) = pos(loc);
+                        (Some(loc.file.display().to_string()), Some(s), Some(e))
+                    }
+                    None => (None, None, None),
+                };
+                serde_json::json!({
+                    "file": file,
+                    "line": start.map(|s| s.0),
+                    "column": start.map(|s| s.1),
+                    "end_line": end.map(|e| e.0),
+                    "end_column": end.map(|e| e.1),
+                    "message": p.message,
+                    "label": p.label,
+                    "hint": p.hint,
+                    "related": p.also.iter().map(|(loc, label)| {
+                        let (s, _) = pos(loc);
+                        serde_json::json!({
+                            "file": loc.file.display().to_string(),
+                            "line": s.0,
+                            "column": s.1,
+                            "label": label,
+                        })
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(list)
+    }
+
+    /// A [`UserError`] for the CLI. Its message is the full rendering (which already starts
+    /// each problem with `error:`), so a CLI may rather print [`render`](Self::render) to
+    /// stderr as it is and exit 1.: the rendered problems as the message.
     pub fn to_user_error(&self, color: bool) -> UserError {
         UserError::new(self.render(color))
             .hint("fix the problems above, then run `wharf validate -f PATH` to check again")
