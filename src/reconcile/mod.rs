@@ -1,1 +1,549 @@
 //! Desired vs observed state: the pure plan, and its execution.
+//!
+//! ```text
+//! Manifest ──Desired::from_manifest(digest_of)──▶ Desired ─┐
+//!                                                          ├─▶ plan() ─▶ Plan (Display: terraform-like)
+//! store ──(the executor fills in)──────────────▶ Observed ─┘
+//! ```
+//! [`plan`] is pure: digests of image sources are computed by the caller and carried in
+//! [`Desired`], and everything known about the store is carried in [`Observed`].
+
+pub mod spec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use spec::{ContainerSpec, Reason, SpecHealth, SpecLimits, SpecVolume, diff};
+
+use crate::manifest::{DesiredState, Manifest};
+use crate::reference::Reference;
+
+/// Image config an imported rootfs lacks, from an `[images]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+}
+
+/// An image the manifest wants: a source tarball, its digest, and the tag it gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredImage {
+    /// The `[images.NAME]` section name.
+    pub name: String,
+    /// Absolute path of the tarball.
+    pub source: PathBuf,
+    /// sha256 hex of the source file's bytes, as the store's `sources` table keys it.
+    pub source_digest: String,
+    /// The normalized tag (`app:1.1`).
+    pub tag: String,
+    pub config: ImageConfig,
+}
+
+/// A volume the manifest wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVolume {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A container the manifest wants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredContainer {
+    pub name: String,
+    pub spec: ContainerSpec,
+    /// `spec.spec_hash()`, computed once.
+    pub spec_hash: String,
+    pub state: DesiredState,
+}
+
+/// What the manifest wants, with source digests filled in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    pub project: String,
+    pub images: Vec<DesiredImage>,
+    pub volumes: Vec<DesiredVolume>,
+    pub containers: Vec<DesiredContainer>,
+}
+
+impl Desired {
+    /// Builds the desired state of a loaded manifest. `digest_of(path)` returns the sha256 hex
+    /// of a source tarball (the caller reads it; this stays free of I/O).
+    pub fn from_manifest<E>(
+        m: &Manifest,
+        mut digest_of: impl FnMut(&Path) -> Result<String, E>,
+    ) -> Result<Desired, E> {
+        let mut images = Vec::new();
+        for (name, img) in &m.images {
+            let source = PathBuf::from(&img.source.0);
+            let source_digest = digest_of(&source)?;
+            images.push(DesiredImage {
+                name: name.clone(),
+                source,
+                source_digest,
+                tag: normalize_ref(&img.tag),
+                config: ImageConfig {
+                    cmd: img.cmd.clone(),
+                    entrypoint: img.entrypoint.clone(),
+                    env: img.env.clone(),
+                    workdir: img.workdir.as_ref().map(|w| w.0.clone()),
+                },
+            });
+        }
+        let volumes = m
+            .volumes
+            .iter()
+            .map(|(name, v)| DesiredVolume {
+                name: name.clone(),
+                labels: v.labels.clone(),
+            })
+            .collect();
+        let containers = m
+            .containers
+            .iter()
+            .map(|(name, c)| DesiredContainer::new(name, ContainerSpec::from_section(c), c.state))
+            .collect();
+        Ok(Desired {
+            project: m.project.clone(),
+            images,
+            volumes,
+            containers,
+        })
+    }
+}
+
+impl DesiredContainer {
+    pub fn new(name: &str, spec: ContainerSpec, state: DesiredState) -> Self {
+        DesiredContainer {
+            name: name.to_string(),
+            spec_hash: spec.spec_hash(),
+            spec,
+            state,
+        }
+    }
+}
+
+/// `app` → `app:latest`; anything unparsable is kept as written.
+pub fn normalize_ref(s: &str) -> String {
+    Reference::parse(s).map_or_else(|_| s.to_string(), |r| r.to_string())
+}
+
+/// A container's state in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedState {
+    Created,
+    Running,
+    Exited,
+    Dead,
+}
+
+/// A container in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub name: String,
+    /// The owning project; `None` for `wharf run` containers.
+    pub project: Option<String>,
+    /// The reference as recorded.
+    pub image_ref: String,
+    pub image_id: String,
+    pub spec_hash: Option<String>,
+    /// The stored effective spec, when it parses as one.
+    pub spec: Option<ContainerSpec>,
+    pub state: ObservedState,
+}
+
+/// A volume in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedVolume {
+    pub name: String,
+    pub project: Option<String>,
+}
+
+/// What the store has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Normalized tag (`app:1.1`) → image id.
+    pub tags: BTreeMap<String, String>,
+    /// Source digest → the image id it was imported as.
+    pub sources: BTreeMap<String, String>,
+    /// All containers (of every project: names are global).
+    pub containers: Vec<ObservedContainer>,
+    /// All volumes.
+    pub volumes: Vec<ObservedVolume>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    CreateVolume {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    /// Import a source whose digest the store lacks, and tag it.
+    Import {
+        image: String,
+        source: PathBuf,
+        digest: String,
+        tag: String,
+        config: ImageConfig,
+    },
+    /// Point a tag at an image the store has (the source was imported before).
+    Tag {
+        tag: String,
+        image_id: String,
+        /// The image id the tag pointed at before, if any.
+        previous: Option<String>,
+    },
+    /// Create a container, and start it when `start`.
+    Create {
+        name: String,
+        spec: ContainerSpec,
+        spec_hash: String,
+        start: bool,
+    },
+    /// Remove the container and create it again from the new spec.
+    Recreate {
+        name: String,
+        id: String,
+        spec: ContainerSpec,
+        spec_hash: String,
+        reasons: Vec<Reason>,
+        start: bool,
+    },
+    Start {
+        name: String,
+        id: String,
+    },
+    Stop {
+        name: String,
+        id: String,
+    },
+    /// Remove a container of this project that the manifest no longer declares.
+    RemoveOrphan {
+        name: String,
+        id: String,
+        running: bool,
+    },
+}
+
+/// A declared container that cannot be planned: its name is taken by a container this project
+/// does not own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub name: String,
+    /// The owner: another project, or `None` for a `wharf run` container.
+    pub owner: Option<String>,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.owner {
+            Some(p) => write!(
+                f,
+                "container name {} is taken by project {p}; rename the container in the manifest",
+                self.name
+            ),
+            None => write!(
+                f,
+                "container name {} is taken by a container made with `wharf run`; remove it (`wharf rm -f {}`) or rename the container in the manifest",
+                self.name, self.name
+            ),
+        }
+    }
+}
+
+/// The actions that converge observed to desired, in dependency order: volumes, imports and
+/// tags, orphan removals, then containers (stop, recreate, create, start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub project: String,
+    pub actions: Vec<Action>,
+    /// Declared containers that cannot be created (name owned by someone else).
+    pub conflicts: Vec<Conflict>,
+    /// Declared containers that need nothing.
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty() && self.conflicts.is_empty()
+    }
+
+    /// Counts for the summary line.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for a in &self.actions {
+            match a {
+                Action::Import { .. } => s.import += 1,
+                Action::Create { .. } | Action::CreateVolume { .. } => s.create += 1,
+                Action::Recreate { .. } => s.recreate += 1,
+                Action::RemoveOrphan { .. } => s.remove += 1,
+                Action::Tag { .. } | Action::Start { .. } | Action::Stop { .. } => s.other += 1,
+            }
+        }
+        s
+    }
+}
+
+/// How many actions of each kind a plan has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub import: usize,
+    /// Containers and volumes to create.
+    pub create: usize,
+    pub recreate: usize,
+    pub remove: usize,
+    /// Tags, starts and stops.
+    pub other: usize,
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Diffs desired against observed. Pure: no I/O, same input, same plan.
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let project = desired.project.as_str();
+    let mut p = Plan {
+        project: project.to_string(),
+        ..Plan::default()
+    };
+
+    // Volumes: create what is missing; an existing volume is used whoever owns it.
+    let existing: BTreeSet<&str> = observed.volumes.iter().map(|v| v.name.as_str()).collect();
+    for v in &desired.volumes {
+        if !existing.contains(v.name.as_str()) {
+            p.actions.push(Action::CreateVolume {
+                name: v.name.clone(),
+                labels: v.labels.clone(),
+            });
+        }
+    }
+
+    // Images: what each desired tag will point at (None: not known until imported).
+    let mut tag_target: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for img in &desired.images {
+        match observed.sources.get(&img.source_digest) {
+            None => {
+                p.actions.push(Action::Import {
+                    image: img.name.clone(),
+                    source: img.source.clone(),
+                    digest: img.source_digest.clone(),
+                    tag: img.tag.clone(),
+                    config: img.config.clone(),
+                });
+                tag_target.insert(&img.tag, None);
+            }
+            Some(id) => {
+                let current = observed.tags.get(&img.tag);
+                if current != Some(id) {
+                    p.actions.push(Action::Tag {
+                        tag: img.tag.clone(),
+                        image_id: id.clone(),
+                        previous: current.cloned(),
+                    });
+                }
+                tag_target.insert(&img.tag, Some(id));
+            }
+        }
+    }
+
+    // Containers.
+    let by_name: BTreeMap<&str, &ObservedContainer> = observed
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let declared: BTreeSet<&str> = desired.containers.iter().map(|c| c.name.as_str()).collect();
+
+    let mut orphans = Vec::new();
+    let mut all: Vec<&ObservedContainer> = observed.containers.iter().collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in all {
+        if c.project.as_deref() == Some(project) && !declared.contains(c.name.as_str()) {
+            orphans.push(Action::RemoveOrphan {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                running: c.state == ObservedState::Running,
+            });
+        }
+    }
+
+    let (mut stops, mut recreates, mut creates, mut starts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut wanted: Vec<&DesiredContainer> = desired.containers.iter().collect();
+    wanted.sort_by(|a, b| a.name.cmp(&b.name));
+    for d in wanted {
+        let want_running = d.state == DesiredState::Running;
+        let Some(o) = by_name.get(d.name.as_str()) else {
+            creates.push(Action::Create {
+                name: d.name.clone(),
+                spec: d.spec.clone(),
+                spec_hash: d.spec_hash.clone(),
+                start: want_running,
+            });
+            continue;
+        };
+        if o.project.as_deref() != Some(project) {
+            p.conflicts.push(Conflict {
+                name: d.name.clone(),
+                owner: o.project.clone(),
+            });
+            continue;
+        }
+        let mut reasons = Vec::new();
+        if o.spec_hash.as_deref() != Some(d.spec_hash.as_str()) {
+            if let Some(old) = &o.spec {
+                reasons = diff(old, &d.spec);
+            }
+            if reasons.is_empty() {
+                reasons.push(Reason::changed(
+                    "spec (the stored spec is unreadable or from another wharf version)",
+                ));
+            }
+        }
+        // Same reference, different image behind it.
+        if reasons.iter().all(|r| r.field != "image") {
+            let target: Option<Option<&str>> = match tag_target.get(d.spec.image.as_str()) {
+                Some(t) => Some(*t),
+                None => observed.tags.get(&d.spec.image).map(|s| Some(s.as_str())),
+            };
+            match target {
+                Some(None) => reasons.push(Reason {
+                    field: "image".into(),
+                    old: Some(format!("{} ({})", d.spec.image, short(&o.image_id))),
+                    new: Some(format!("{} (new import)", d.spec.image)),
+                    show_values: true,
+                }),
+                Some(Some(id)) if id != o.image_id => reasons.push(Reason {
+                    field: "image".into(),
+                    old: Some(format!("{} ({})", d.spec.image, short(&o.image_id))),
+                    new: Some(format!("{} ({})", d.spec.image, short(id))),
+                    show_values: true,
+                }),
+                _ => {}
+            }
+        }
+        if o.state == ObservedState::Dead {
+            reasons.push(Reason::changed("state (the container is dead)"));
+        }
+        if !reasons.is_empty() {
+            recreates.push(Action::Recreate {
+                name: d.name.clone(),
+                id: o.id.clone(),
+                spec: d.spec.clone(),
+                spec_hash: d.spec_hash.clone(),
+                reasons,
+                start: want_running,
+            });
+            continue;
+        }
+        let running = o.state == ObservedState::Running;
+        if want_running && !running {
+            starts.push(Action::Start {
+                name: d.name.clone(),
+                id: o.id.clone(),
+            });
+        } else if !want_running && running {
+            stops.push(Action::Stop {
+                name: d.name.clone(),
+                id: o.id.clone(),
+            });
+        } else {
+            p.unchanged += 1;
+        }
+    }
+    p.actions.extend(orphans);
+    p.actions.extend(stops);
+    p.actions.extend(recreates);
+    p.actions.extend(creates);
+    p.actions.extend(starts);
+    p
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateVolume { name, .. } => write!(f, "+ volume {name}"),
+            Action::Import {
+                source,
+                digest,
+                tag,
+                ..
+            } => write!(
+                f,
+                "+ import {tag} from {} (sha256:{})",
+                source.display(),
+                short(digest)
+            ),
+            Action::Tag {
+                tag,
+                image_id,
+                previous,
+            } => match previous {
+                Some(prev) => write!(f, "~ tag {tag}: {} → {}", short(prev), short(image_id)),
+                None => write!(f, "+ tag {tag} → {}", short(image_id)),
+            },
+            Action::Create {
+                name, spec, start, ..
+            } => {
+                write!(f, "+ create {name} ({})", spec.image)?;
+                if !start {
+                    f.write_str(", stopped")?;
+                }
+                Ok(())
+            }
+            Action::Recreate { name, reasons, .. } => {
+                write!(f, "~ recreate {name}")?;
+                for r in reasons {
+                    write!(f, "\n    {r}")?;
+                }
+                Ok(())
+            }
+            Action::Start { name, .. } => write!(f, "> start {name}"),
+            Action::Stop { name, .. } => write!(f, ". stop {name}"),
+            Action::RemoveOrphan { name, running, .. } => {
+                write!(f, "- remove {name} (no longer declared")?;
+                if *running {
+                    f.write_str("; running, will be stopped")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.conflicts {
+            writeln!(f, "! {c}")?;
+        }
+        if self.actions.is_empty() {
+            let n = self.unchanged;
+            return write!(
+                f,
+                "No changes. {n} container{} up to date.",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        for a in &self.actions {
+            writeln!(f, "{a}")?;
+        }
+        let s = self.summary();
+        write!(
+            f,
+            "\nPlan: {} to import, {} to create, {} to recreate, {} to remove, {} to change otherwise.",
+            s.import, s.create, s.recreate, s.remove, s.other
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,625 @@
+//! Loading a manifest file or directory: check everything, report everything, then merge.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::check::{Ctx, check_document, did_you_mean};
+use super::diag::{Location, ManifestErrors, Problem};
+use super::types::{ContainerSection, ImageSection, ManifestFile, Retention, VolumeSection};
+use super::values::{VolumeSource, check_name, parse_volume};
+use crate::reference::Reference;
+
+/// A loaded, validated project: every file merged, every relative path resolved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifest {
+    /// The project name (from `project =`, else the file stem or directory name).
+    pub project: String,
+    /// The files it was loaded from, in merge order.
+    pub files: Vec<PathBuf>,
+    /// Images by section name; `source` is an absolute path.
+    pub images: BTreeMap<String, ImageSection>,
+    /// Containers by name. `env_file` is an absolute path and its variables are merged into
+    /// `env` (the `env` table wins); bind-mount sources in `volumes` are absolute paths.
+    pub containers: BTreeMap<String, ContainerSection>,
+    /// Named volumes.
+    pub volumes: BTreeMap<String, VolumeSection>,
+    /// Retention policies (all empty when no file has a `[retention]` table).
+    pub retention: Retention,
+    /// Which file defined each entry: keys like `containers.web`, `images.app`, `volumes.data`.
+    pub defined_in: BTreeMap<String, PathBuf>,
+}
+
+impl Manifest {
+    /// Every file the manifest depends on: the manifests, image sources and env files (for
+    /// `watch`). Sorted, without duplicates.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        let mut v: BTreeSet<PathBuf> = self.files.iter().cloned().collect();
+        v.extend(self.images.values().map(|i| PathBuf::from(&i.source.0)));
+        v.extend(
+            self.containers
+                .values()
+                .filter_map(|c| c.env_file.as_ref().map(|e| PathBuf::from(&e.0))),
+        );
+        v.into_iter().collect()
+    }
+}
+
+struct Source {
+    path: PathBuf,
+    base: PathBuf,
+    text: String,
+}
+
+/// Loads one manifest file, or every `*.toml` file of a directory (in sorted order) as one
+/// project. `has_image(reference)` answers whether the store already has an image, for
+/// container `image` references that no `[images]` section provides.
+///
+/// Nothing is changed on the host. Either every check passes, or every problem found is
+/// returned at once.
+pub fn load(path: &Path, has_image: &dyn Fn(&str) -> bool) -> Result<Manifest, ManifestErrors> {
+    let mut problems = Vec::new();
+    let mut sources: BTreeMap<PathBuf, String> = BTreeMap::new();
+
+    let (files, default_project) = match list_files(path) {
+        Ok(x) => x,
+        Err(p) => return Err(ManifestErrors::new(vec![*p], sources)),
+    };
+
+    let mut loaded: Vec<Source> = Vec::new();
+    for f in &files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => {
+                let parent = f.parent().unwrap_or(Path::new("."));
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                let base = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+                sources.insert(f.clone(), text.clone());
+                loaded.push(Source {
+                    path: f.clone(),
+                    base,
+                    text,
+                });
+            }
+            Err(e) => problems.push(
+                Problem::new(format!("cannot read {}: {e}", f.display()))
+                    .hint(Some("check the path and its permissions")),
+            ),
+        }
+    }
+
+    // Pass 1: syntax and schema, per file.
+    let root = super::schema::schema();
+    let mut docs: Vec<(usize, Spanned<DeTable<'_>>)> = Vec::new();
+    for (i, src) in loaded.iter().enumerate() {
+        let (doc, errors) = DeTable::parse_recoverable(&src.text);
+        if !errors.is_empty() {
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                problems.push(
+                    Problem::new(format!("TOML syntax error: {}", e.message().trim()))
+                        .at(&src.path, span)
+                        .label("here")
+                        .hint(Some("see https://toml.io for the syntax")),
+                );
+            }
+            continue;
+        }
+        let ctx = Ctx {
+            file: &src.path,
+            base: &src.base,
+            root,
+        };
+        check_document(&ctx, &doc, &mut problems);
+        docs.push((i, doc));
+    }
+
+    // Pass 2: across files.
+    let project = cross_check(
+        &loaded,
+        &docs,
+        &default_project,
+        has_image,
+        &mut problems,
+        &mut sources,
+    );
+
+    if !problems.is_empty() {
+        return Err(ManifestErrors::new(problems, sources));
+    }
+
+    // Pass 3: typed deserialization of clean files, then merge.
+    let mut m = Manifest {
+        project,
+        files: files.clone(),
+        ..Manifest::default()
+    };
+    for src in &loaded {
+        let file: ManifestFile = match toml::from_str(&src.text) {
+            Ok(f) => f,
+            Err(e) => {
+                // The checks above should have caught this; report it all the same.
+                problems.push(
+                    Problem::new(e.message().to_string())
+                        .at(&src.path, e.span().unwrap_or(0..0))
+                        .label("here"),
+                );
+                continue;
+            }
+        };
+        merge(&mut m, src, file, &mut problems, &mut sources);
+    }
+    if !problems.is_empty() {
+        return Err(ManifestErrors::new(problems, sources));
+    }
+    Ok(m)
+}
+
+fn list_files(path: &Path) -> Result<(Vec<PathBuf>, String), Box<Problem>> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Box::new(
+            Problem::new(format!("cannot read {}: {e}", path.display()))
+                .hint(Some("give a manifest file or a directory of *.toml files")),
+        )
+    })?;
+    let stem_of = |p: &Path, dir: bool| -> String {
+        let name = if dir {
+            std::fs::canonicalize(p)
+                .ok()
+                .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+        } else {
+            p.file_stem().map(|n| n.to_string_lossy().into_owned())
+        };
+        name.unwrap_or_default()
+    };
+    if meta.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Box::new(Problem::new(format!("cannot list {}: {e}", path.display()))))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Box::new(
+                Problem::new(format!("{} has no *.toml files", path.display())).hint(Some(
+                    "put manifests (NAME.toml) in the directory, or give a file",
+                )),
+            ));
+        }
+        Ok((files, stem_of(path, true)))
+    } else {
+        Ok((vec![path.to_path_buf()], stem_of(path, false)))
+    }
+}
+
+fn get<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+    t.get(key)
+}
+
+fn table<'a, 'i>(v: &'a Spanned<DeValue<'i>>) -> Option<&'a DeTable<'i>> {
+    v.get_ref().as_table()
+}
+
+/// Finds the key of `name` in `t` (for its span).
+fn key_span(t: &DeTable<'_>, name: &str) -> Option<Range<usize>> {
+    t.iter()
+        .find(|(k, _)| k.get_ref() == name)
+        .map(|(k, _)| k.span())
+}
+
+fn cross_check(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    default_project: &str,
+    has_image: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<Problem>,
+    sources: &mut BTreeMap<PathBuf, String>,
+) -> String {
+    // project
+    let mut project: Option<(String, Location)> = None;
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        if let Some(v) = get(doc.get_ref(), "project")
+            && let Some(name) = v.get_ref().as_str()
+        {
+            let here = Location {
+                file: src.path.clone(),
+                span: v.span(),
+            };
+            if let Err(e) = check_name(name) {
+                problems.push(
+                    Problem::new(format!("`project`: {}", e.message))
+                        .at(&src.path, v.span())
+                        .label("not a valid project name")
+                        .hint(e.hint),
+                );
+            }
+            match &project {
+                Some((first, loc)) if first != name => problems.push(
+                    Problem::new(format!(
+                        "two project names in one project: {first:?} and {name:?}"
+                    ))
+                    .at(&src.path, v.span())
+                    .label("second name")
+                    .also(&loc.file, loc.span.clone(), "first name")
+                    .hint(Some("files of one directory form one project: use one name, or set it in one file only")),
+                ),
+                Some(_) => {}
+                None => project = Some((name.to_string(), here)),
+            }
+        }
+    }
+    let project = match project {
+        Some((p, _)) => p,
+        None => {
+            if check_name(default_project).is_err() {
+                problems.push(
+                    Problem::new(format!(
+                        "the project name {default_project:?}, taken from the file or directory name, is not a valid name"
+                    ))
+                    .hint(Some("set `project = \"NAME\"` at the top of the manifest (letters, digits, '_', '.', '-')")),
+                );
+            }
+            default_project.to_string()
+        }
+    };
+
+    // duplicates across (and within) files
+    let mut seen: BTreeMap<String, Location> = BTreeMap::new();
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        for section in ["images", "containers", "volumes"] {
+            let Some(t) = get(doc.get_ref(), section).and_then(table) else {
+                continue;
+            };
+            for (k, _) in t.iter() {
+                let id = format!("{section}.{}", k.get_ref());
+                dup(&id, &src.path, k.span(), &mut seen, problems);
+            }
+        }
+        if let Some(span) = key_span(doc.get_ref(), "retention") {
+            dup("retention", &src.path, span, &mut seen, problems);
+        }
+    }
+
+    // image tags provided by [images]
+    let mut tags: BTreeMap<String, Location> = BTreeMap::new();
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        let Some(images) = get(doc.get_ref(), "images").and_then(table) else {
+            continue;
+        };
+        for (_, img) in images.iter() {
+            let Some(tag) = table(img).and_then(|t| get(t, "tag")) else {
+                continue;
+            };
+            let Some(s) = tag.get_ref().as_str() else {
+                continue;
+            };
+            let Ok(r) = Reference::parse_named(s) else {
+                continue;
+            };
+            let norm = r.to_string();
+            if let Some(first) = tags.get(&norm) {
+                problems.push(
+                    Problem::new(format!("two [images] sections produce the tag {norm}"))
+                        .at(&src.path, tag.span())
+                        .label("second")
+                        .also(&first.file, first.span.clone(), "first")
+                        .hint(Some("give each image its own tag")),
+                );
+            } else {
+                tags.insert(
+                    norm,
+                    Location {
+                        file: src.path.clone(),
+                        span: tag.span(),
+                    },
+                );
+            }
+        }
+    }
+
+    // declared volumes
+    let mut volumes: BTreeSet<String> = BTreeSet::new();
+    for (_, doc) in docs {
+        if let Some(t) = get(doc.get_ref(), "volumes").and_then(table) {
+            volumes.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
+        }
+    }
+
+    // reserved labels
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        for section in ["containers", "volumes"] {
+            let Some(t) = get(doc.get_ref(), section).and_then(table) else {
+                continue;
+            };
+            for (name, entry) in t.iter() {
+                let Some(labels) = table(entry).and_then(|e| get(e, "labels")).and_then(table)
+                else {
+                    continue;
+                };
+                for (k, _) in labels
+                    .iter()
+                    .filter(|(k, _)| k.get_ref().starts_with("wharf."))
+                {
+                    problems.push(
+                        Problem::new(format!(
+                            "`{section}.{}.labels`: the label {:?} is reserved",
+                            name.get_ref(),
+                            k.get_ref()
+                        ))
+                        .at(&src.path, k.span())
+                        .label("reserved prefix")
+                        .hint(Some("labels starting with \"wharf.\" are wharf's own (ownership, project); pick another prefix")),
+                    );
+                }
+            }
+        }
+    }
+
+    // per container: image references, named volumes, env files
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        let Some(containers) = get(doc.get_ref(), "containers").and_then(table) else {
+            continue;
+        };
+        for (name, c) in containers.iter() {
+            let Some(c) = table(c) else { continue };
+            if let Some(img) = get(c, "image")
+                && let Some(s) = img.get_ref().as_str()
+                && let Ok(r) = Reference::parse(s)
+            {
+                let norm = r.to_string();
+                if !tags.contains_key(&norm) && !has_image(s) {
+                    let hint = match did_you_mean(&norm, tags.keys().map(String::as_str)) {
+                        Some(m) => format!(
+                            "did you mean {m:?}? Or declare [images.NAME] with source and tag = {s:?}, or `wharf import FILE {s}` first"
+                        ),
+                        None => format!(
+                            "declare [images.NAME] with `source = \"...\"` and `tag = {s:?}`, or run `wharf import FILE {s}` first"
+                        ),
+                    };
+                    problems.push(
+                        Problem::new(format!(
+                            "container `{}`: no image {norm} in the manifest or the store",
+                            name.get_ref()
+                        ))
+                        .at(&src.path, img.span())
+                        .label("unknown image")
+                        .hint(Some(hint)),
+                    );
+                }
+            }
+            if let Some(limits) = get(c, "limits").and_then(table) {
+                check_swap(src, limits, problems);
+            }
+            if let Some(vols) = get(c, "volumes").and_then(|v| v.get_ref().as_array()) {
+                let mut targets: BTreeMap<String, Range<usize>> = BTreeMap::new();
+                for v in vols.iter() {
+                    let Some(s) = v.get_ref().as_str() else {
+                        continue;
+                    };
+                    if let Ok(spec) = parse_volume(s) {
+                        if let Some(first) = targets.get(&spec.target) {
+                            problems.push(
+                                Problem::new(format!(
+                                    "container `{}`: two volumes mount at {}",
+                                    name.get_ref(),
+                                    spec.target
+                                ))
+                                .at(&src.path, v.span())
+                                .label("second mount")
+                                .also(&src.path, first.clone(), "first mount")
+                                .hint(Some("mount each path once")),
+                            );
+                        } else {
+                            targets.insert(spec.target.clone(), v.span());
+                        }
+                    }
+                    if let Ok(spec) = parse_volume(s)
+                        && let VolumeSource::Named(n) = &spec.source
+                        && !volumes.contains(n)
+                    {
+                        problems.push(
+                            Problem::new(format!("volume `{n}` is not declared"))
+                                .at(&src.path, v.span())
+                                .label("undeclared volume")
+                                .hint(Some(format!(
+                                    "add `[volumes.{n}]` to the manifest, or write \"./{n}:...\" for a bind mount of a directory"
+                                ))),
+                        );
+                    }
+                }
+            }
+            if let Some(ef) = get(c, "env_file")
+                && let Some(s) = ef.get_ref().as_str()
+            {
+                let p = super::check::join_path(&src.base, s);
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    if let Err(errs) = parse_env_file(&text) {
+                        for (span, msg) in errs {
+                            problems.push(
+                                Problem::new(format!("{}: {msg}", p.display()))
+                                    .at(&p, span)
+                                    .label("not KEY=VALUE")
+                                    .also(&src.path, ef.span(), "env file named here")
+                                    .hint(Some("write one KEY=VALUE per line; lines starting with # are comments")),
+                            );
+                        }
+                    }
+                    sources.insert(p, text);
+                }
+            }
+        }
+    }
+    project
+}
+
+/// `memory_swap` includes memory, so it cannot be below it (docker refuses this too).
+fn check_swap(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
+    let bytes = |key: &str| -> Option<(i128, Range<usize>)> {
+        let v = get(limits, key)?;
+        let n: i128 = match v.get_ref() {
+            DeValue::String(s) if s.eq_ignore_ascii_case("unlimited") => -1,
+            DeValue::String(s) => i128::from(super::values::parse_size(s).ok()?),
+            DeValue::Integer(i) => i.as_str().replace('_', "").parse().ok()?,
+            _ => return None,
+        };
+        Some((n, v.span()))
+    };
+    if let (Some((mem, mem_span)), Some((swap, swap_span))) =
+        (bytes("memory"), bytes("memory_swap"))
+        && swap >= 0
+        && swap < mem
+    {
+        problems.push(
+            Problem::new("`limits.memory_swap` is below `limits.memory`")
+                .at(&src.path, swap_span)
+                .label("memory plus swap")
+                .also(&src.path, mem_span, "memory alone")
+                .hint(Some("memory_swap counts memory and swap together: make it at least the memory limit, or \"unlimited\"")),
+        );
+    }
+}
+
+fn dup(
+    id: &str,
+    file: &Path,
+    span: Range<usize>,
+    seen: &mut BTreeMap<String, Location>,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(first) = seen.get(id) {
+        let (kind, name) = id.split_once('.').unwrap_or((id, ""));
+        let what = match kind {
+            "images" => format!("image `{name}`"),
+            "containers" => format!("container `{name}`"),
+            "volumes" => format!("volume `{name}`"),
+            _ => format!("[{id}]"),
+        };
+        problems.push(
+            Problem::new(format!("{what} is defined twice"))
+                .at(file, span)
+                .label("defined again here")
+                .also(&first.file, first.span.clone(), "first defined here")
+                .hint(Some("files of one directory merge into one project: rename one, or delete one of them")),
+        );
+    } else {
+        seen.insert(
+            id.to_string(),
+            Location {
+                file: file.to_path_buf(),
+                span,
+            },
+        );
+    }
+}
+
+/// Parses `KEY=VALUE` lines; `#` comments and blank lines are skipped, `export ` is allowed,
+/// a value may be wrapped in matching quotes.
+/// Problems in an env file: the byte range of the line, and what is wrong with it.
+pub type EnvFileErrors = Vec<(Range<usize>, String)>;
+
+/// Parses `KEY=VALUE` lines.
+pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, EnvFileErrors> {
+    let mut env = BTreeMap::new();
+    let mut errs = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let content = line.trim_end_matches(['\n', '\r']);
+        let trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let lead = content.len() - trimmed.len();
+        let body = trimmed.strip_prefix("export ").unwrap_or(trimmed);
+        let span = start + lead..start + content.len();
+        match body.split_once('=') {
+            Some((k, v))
+                if !k.is_empty()
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !k.as_bytes()[0].is_ascii_digit() =>
+            {
+                let v = v.trim();
+                let v = match (v.chars().next(), v.chars().last()) {
+                    (Some(q @ ('"' | '\'')), Some(e)) if q == e && v.len() >= 2 => {
+                        &v[1..v.len() - 1]
+                    }
+                    _ => v,
+                };
+                env.insert(k.to_string(), v.to_string());
+            }
+            Some((k, _)) => errs.push((span, format!("invalid variable name {k:?}"))),
+            None => errs.push((span, "expected KEY=VALUE".to_string())),
+        }
+    }
+    if errs.is_empty() { Ok(env) } else { Err(errs) }
+}
+
+fn resolve(base: &Path, rel: &str) -> PathBuf {
+    let p = super::check::join_path(base, rel);
+    std::fs::canonicalize(&p).unwrap_or(p)
+}
+
+fn merge(
+    m: &mut Manifest,
+    src: &Source,
+    file: ManifestFile,
+    problems: &mut Vec<Problem>,
+    sources: &mut BTreeMap<PathBuf, String>,
+) {
+    for (name, mut img) in file.images {
+        img.source.0 = resolve(&src.base, &img.source)
+            .to_string_lossy()
+            .into_owned();
+        m.defined_in
+            .insert(format!("images.{name}"), src.path.clone());
+        m.images.insert(name, img);
+    }
+    for (name, v) in file.volumes {
+        m.defined_in
+            .insert(format!("volumes.{name}"), src.path.clone());
+        m.volumes.insert(name, v);
+    }
+    for (name, mut c) in file.containers {
+        if let Some(ef) = &mut c.env_file {
+            let p = resolve(&src.base, ef);
+            match std::fs::read_to_string(&p) {
+                Ok(text) => {
+                    if let Ok(vars) = parse_env_file(&text) {
+                        for (k, v) in vars {
+                            c.env.entry(k).or_insert(v);
+                        }
+                    }
+                    sources.insert(p.clone(), text);
+                }
+                Err(e) => problems.push(
+                    Problem::new(format!("cannot read env file {}: {e}", p.display()))
+                        .at(&src.path, 0..0),
+                ),
+            }
+            ef.0 = p.to_string_lossy().into_owned();
+        }
+        for v in &mut c.volumes {
+            if let VolumeSource::Bind(b) = &mut v.source {
+                *b = resolve(&src.base, b).to_string_lossy().into_owned();
+            }
+        }
+        m.defined_in
+            .insert(format!("containers.{name}"), src.path.clone());
+        m.containers.insert(name, c);
+    }
+    if let Some(r) = file.retention {
+        m.retention = r;
+    }
+}

@@ -1,0 +1,283 @@
+//! The manifest's TOML types. The JSON Schema in `schemas/manifest.schema.json` is generated
+//! from these, doc comments included: every field's doc comment is its description.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::{
+    AbsPath, ByteSize, CapabilityName, CpuSet, HumanDuration, ImageRef, ImageTag, RelPath,
+    RestartPolicy, SwapLimit, VolumeSpec,
+};
+
+/// A wharf manifest: images to import, volumes, and containers that should exist, for one
+/// project. A directory of manifests merges into one project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "wharf manifest")]
+pub struct ManifestFile {
+    /// The project this manifest belongs to. It scopes ownership: apply only changes and
+    /// removes containers and volumes labelled with it. Defaults to the file's stem, or the
+    /// directory's name when a directory is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"))]
+    pub project: Option<String>,
+
+    /// Images imported from tarballs, by a name of your choosing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/Name" }))]
+    pub images: BTreeMap<String, ImageSection>,
+
+    /// Containers that should exist, by container name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/Name" }))]
+    pub containers: BTreeMap<String, ContainerSection>,
+
+    /// Named volumes, by volume name. A container mounts one with "NAME:/path".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/Name" }))]
+    pub volumes: BTreeMap<String, VolumeSection>,
+
+    /// What to keep and what to prune after each converge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// An image imported from a tarball of a root filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    /// The tarball, relative to this manifest file: a plain, gzip or zstd tar of a root
+    /// filesystem. It is imported once per content digest.
+    pub source: RelPath,
+    /// The reference the image is tagged with, e.g. "app:1.1". Containers name it in `image`.
+    pub tag: ImageTag,
+    /// The default command of the image (OCI Cmd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// The default entrypoint of the image (OCI Entrypoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment variables of the image.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The default working directory of the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<AbsPath>,
+}
+
+/// Whether a container should be running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    /// Created and started (the default).
+    #[default]
+    Running,
+    /// Created but not running.
+    Stopped,
+}
+
+/// The container's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// Its own network namespace with only loopback (the default).
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// A container that should exist.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSection {
+    /// The image: the tag of an [images] section, or of an image already in the store.
+    pub image: ImageRef,
+    /// The command, replacing the image's Cmd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The entrypoint, replacing the image's Entrypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment variables; they override the image's and env_file's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// A file of KEY=VALUE lines (# comments), relative to this manifest file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<RelPath>,
+    /// The hostname inside the container (default: the short container id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The user to run as: "name", "uid" or "uid:gid".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The working directory, replacing the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<AbsPath>,
+    /// The restart policy, carried out by the container's monitor (default "no").
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Mounts: "NAME:/path", "./dir:/path" or "/host/dir:/path", each with an optional ":ro".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+    /// Resource limits (cgroups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSection>,
+    /// Mount the root filesystem read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Capabilities to add to docker's default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<CapabilityName>,
+    /// Capabilities to drop from docker's default set ("ALL" drops all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<CapabilityName>,
+    /// Labels of your own (keys starting with "wharf." are reserved).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The network: "none" (loopback only, the default) or "host".
+    #[serde(default)]
+    pub network: Network,
+    /// Whether the container should be running (default) or stopped.
+    #[serde(default)]
+    pub state: DesiredState,
+    /// A health check run inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+}
+
+/// Resource limits, enforced with cgroups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Memory limit, e.g. "256MiB".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Memory plus swap, e.g. "512MiB", or "unlimited".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<SwapLimit>,
+    /// CPUs as a fraction: 0.5 is half of one CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 1024.0))]
+    pub cpus: Option<f64>,
+    /// Relative CPU weight, 2 to 262144 (docker's default is 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 262144))]
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub pids: Option<i64>,
+    /// CPUs the container may run on, e.g. "0-1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<CpuSet>,
+}
+
+/// A health check: a command run inside the container at an interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// The command; exit status 0 means healthy.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    /// Time between checks (default "30s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<HumanDuration>,
+    /// How long one check may take before it counts as failed (default "30s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Consecutive failures before the container is unhealthy (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub retries: Option<u32>,
+    /// Failures during this time after start do not count (default "0s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<HumanDuration>,
+}
+
+/// A named volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSection {
+    /// Labels of your own on the volume.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Retention policies, evaluated after each converge and by `wharf system prune --policy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Which images to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImageRetention>,
+    /// Which exited containers to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<ContainerRetention>,
+    /// How much apply and run history to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalRetention>,
+    /// Log rotation per container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogRetention>,
+}
+
+/// Image retention.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRetention {
+    /// Keep the newest N images per repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    /// Remove images no container has used for this long, e.g. "7d".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unused_for: Option<HumanDuration>,
+}
+
+/// Container retention.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerRetention {
+    /// Keep the last N exited generations per declared container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_exited: Option<u32>,
+    /// Remove exited containers older than this, e.g. "30d".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<HumanDuration>,
+}
+
+/// Journal retention.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JournalRetention {
+    /// Remove entries older than this, e.g. "90d".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<HumanDuration>,
+    /// Keep at most this many entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u64>,
+}
+
+/// Log rotation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogRetention {
+    /// Rotate a container's log when it reaches this size, e.g. "10MiB".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+    /// Keep at most this many log files per container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_files: Option<u32>,
+}
+
+/// The Name definition used for `propertyNames` of containers, volumes and images.
+pub(crate) fn name_schema() -> serde_json::Value {
+    serde_json::json!({
+        "description": "A name: a letter or digit, then at least one letter, digit, '_', '.' or '-'.",
+        "type": "string",
+        "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+    })
+}

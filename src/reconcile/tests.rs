@@ -1,0 +1,361 @@
+//! Plan unit tests: every kind of action, and how reasons render. No root, no I/O.
+
+use super::*;
+use crate::manifest::RestartPolicy;
+
+const P: &str = "shop";
+
+fn spec(image: &str) -> ContainerSpec {
+    ContainerSpec {
+        image: image.into(),
+        command: Some(vec!["/bin/httpd".into(), "-f".into()]),
+        ..ContainerSpec::default()
+    }
+}
+
+fn desired(containers: Vec<DesiredContainer>) -> Desired {
+    Desired {
+        project: P.into(),
+        images: vec![],
+        volumes: vec![],
+        containers,
+    }
+}
+
+fn want(name: &str, s: ContainerSpec) -> DesiredContainer {
+    DesiredContainer::new(name, s, DesiredState::Running)
+}
+
+fn have(name: &str, s: &ContainerSpec, state: ObservedState) -> ObservedContainer {
+    ObservedContainer {
+        id: format!("{name:0<64}"),
+        name: name.into(),
+        project: Some(P.into()),
+        image_ref: s.image.clone(),
+        image_id: "i1".repeat(32),
+        spec_hash: Some(s.spec_hash()),
+        spec: Some(s.clone()),
+        state,
+    }
+}
+
+fn observed(containers: Vec<ObservedContainer>) -> Observed {
+    Observed {
+        tags: BTreeMap::from([("app:1.0".into(), "i1".repeat(32))]),
+        sources: BTreeMap::new(),
+        containers,
+        volumes: vec![],
+    }
+}
+
+#[test]
+fn up_to_date_is_no_change() {
+    let s = spec("app:1.0");
+    let plan = plan(
+        &desired(vec![want("web", s.clone()), want("api", s.clone())]),
+        &observed(vec![
+            have("web", &s, ObservedState::Running),
+            have("api", &s, ObservedState::Running),
+        ]),
+    );
+    assert!(plan.is_empty(), "{plan:?}");
+    assert_eq!(plan.to_string(), "No changes. 2 containers up to date.");
+}
+
+#[test]
+fn create_starts_unless_stopped_is_desired() {
+    let mut d = desired(vec![want("web", spec("app:1.0"))]);
+    d.containers.push(DesiredContainer::new(
+        "batch",
+        spec("app:1.0"),
+        DesiredState::Stopped,
+    ));
+    let plan = plan(&d, &observed(vec![]));
+    assert!(
+        matches!(&plan.actions[0], Action::Create { name, start: false, .. } if name == "batch")
+    );
+    assert!(matches!(&plan.actions[1], Action::Create { name, start: true, .. } if name == "web"));
+    let text = plan.to_string();
+    assert!(text.contains("+ create web (app:1.0)\n"), "{text}");
+    assert!(
+        text.contains("+ create batch (app:1.0), stopped\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "Plan: 0 to import, 2 to create, 0 to recreate, 0 to remove, 0 to change otherwise."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn recreate_carries_field_level_reasons() {
+    let old = ContainerSpec {
+        env: BTreeMap::from([("MODE".into(), "prod".into()), ("OLD".into(), "1".into())]),
+        limits: SpecLimits {
+            memory: Some(64 << 20),
+            ..SpecLimits::default()
+        },
+        ..spec("app:1.0")
+    };
+    let mut new = old.clone();
+    new.image = "app:1.1".into();
+    new.limits.memory = Some(128 << 20);
+    new.limits.pids = Some(64);
+    new.command = Some(vec!["/bin/sh".into()]);
+    new.env.insert("MODE".into(), "dev".into());
+    new.env.remove("OLD");
+    new.env.insert("NEW".into(), "x".into());
+    new.restart = RestartPolicy::OnFailure { max: Some(5) };
+    new.cap_add = vec!["CAP_NET_ADMIN".into()];
+    new.volumes = vec![SpecVolume {
+        source: crate::manifest::VolumeSource::Named("data".into()),
+        target: "/data".into(),
+        read_only: true,
+    }];
+    let mut o = observed(vec![have("web", &old, ObservedState::Running)]);
+    o.tags.insert("app:1.1".into(), "i2".repeat(32));
+    let plan = plan(&desired(vec![want("web", new.clone())]), &o);
+    let Action::Recreate {
+        reasons,
+        spec_hash,
+        start,
+        ..
+    } = &plan.actions[0]
+    else {
+        panic!("{plan:?}")
+    };
+    assert!(*start);
+    assert_eq!(spec_hash, &new.spec_hash());
+    let lines: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "image app:1.0 → app:1.1",
+            "command changed",
+            "env.MODE prod → dev",
+            "env.NEW added: x",
+            "env.OLD removed (was 1)",
+            "limits.memory 64MiB → 128MiB",
+            "limits.pids unset → 64",
+            "volume added: data:/data:ro",
+            "cap_add added: CAP_NET_ADMIN",
+            "restart no → on-failure:5",
+        ]
+    );
+    let text = plan.to_string();
+    assert!(
+        text.starts_with("~ recreate web\n    image app:1.0 → app:1.1\n    command changed\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "0 to import, 0 to create, 1 to recreate, 0 to remove, 0 to change otherwise."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn start_stopped_and_stop_running() {
+    let s = spec("app:1.0");
+    let d = Desired {
+        containers: vec![
+            want("web", s.clone()),
+            DesiredContainer::new("batch", s.clone(), DesiredState::Stopped),
+            want("fresh", s.clone()),
+        ],
+        ..desired(vec![])
+    };
+    let o = observed(vec![
+        have("web", &s, ObservedState::Exited),
+        have("batch", &s, ObservedState::Running),
+        have("fresh", &s, ObservedState::Created),
+    ]);
+    let plan = plan(&d, &o);
+    let text = plan.to_string();
+    assert_eq!(
+        text,
+        ". stop batch\n> start fresh\n> start web\n\nPlan: 0 to import, 0 to create, 0 to recreate, 0 to remove, 3 to change otherwise."
+    );
+}
+
+#[test]
+fn orphans_of_this_project_only_are_removed() {
+    let s = spec("app:1.0");
+    let mut foreign = have("other", &s, ObservedState::Running);
+    foreign.project = Some("another".into());
+    let mut manual = have("manual", &s, ObservedState::Running);
+    manual.project = None;
+    let o = observed(vec![
+        have("old", &s, ObservedState::Running),
+        have("gone", &s, ObservedState::Exited),
+        foreign,
+        manual,
+    ]);
+    let plan = plan(&desired(vec![]), &o);
+    assert_eq!(plan.actions.len(), 2, "{plan:?}");
+    let text = plan.to_string();
+    assert!(
+        text.contains("- remove old (no longer declared; running, will be stopped)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- remove gone (no longer declared)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("0 to create, 0 to recreate, 2 to remove"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_name_owned_elsewhere_is_a_conflict_not_a_change() {
+    let s = spec("app:1.0");
+    let mut manual = have("web", &s, ObservedState::Running);
+    manual.project = None;
+    let plan = plan(&desired(vec![want("web", s)]), &observed(vec![manual]));
+    assert!(plan.actions.is_empty());
+    assert_eq!(plan.conflicts.len(), 1);
+    assert!(!plan.is_empty());
+    assert!(
+        plan.to_string()
+            .contains("taken by a container made with `wharf run`")
+    );
+}
+
+#[test]
+fn import_tag_and_volumes_come_first() {
+    let img = |name: &str, digest: &str, tag: &str| DesiredImage {
+        name: name.into(),
+        source: PathBuf::from(format!("/m/images/{name}.tar")),
+        source_digest: digest.into(),
+        tag: tag.into(),
+        config: ImageConfig::default(),
+    };
+    let d = Desired {
+        project: P.into(),
+        images: vec![
+            img("new", &"a".repeat(64), "new:1"),
+            img("known", &"b".repeat(64), "known:1"),
+            img("same", &"c".repeat(64), "same:1"),
+        ],
+        volumes: vec![
+            DesiredVolume {
+                name: "data".into(),
+                labels: BTreeMap::new(),
+            },
+            DesiredVolume {
+                name: "cache".into(),
+                labels: BTreeMap::new(),
+            },
+        ],
+        containers: vec![want("web", spec("new:1"))],
+    };
+    let o = Observed {
+        tags: BTreeMap::from([("same:1".into(), "9".repeat(64))]),
+        sources: BTreeMap::from([
+            ("b".repeat(64), "8".repeat(64)),
+            ("c".repeat(64), "9".repeat(64)),
+        ]),
+        containers: vec![],
+        volumes: vec![ObservedVolume {
+            name: "cache".into(),
+            project: Some(P.into()),
+        }],
+    };
+    let plan = plan(&d, &o);
+    let text = plan.to_string();
+    assert_eq!(
+        text,
+        "+ volume data\n\
+         + import new:1 from /m/images/new.tar (sha256:aaaaaaaaaaaa)\n\
+         + tag known:1 → 888888888888\n\
+         + create web (new:1)\n\
+         \n\
+         Plan: 1 to import, 2 to create, 0 to recreate, 0 to remove, 1 to change otherwise."
+    );
+}
+
+#[test]
+fn same_tag_new_source_recreates() {
+    let s = spec("app:1.0");
+    let mut d = desired(vec![want("web", s.clone())]);
+    d.images.push(DesiredImage {
+        name: "app".into(),
+        source: "/m/app.tar".into(),
+        source_digest: "d".repeat(64),
+        tag: "app:1.0".into(),
+        config: ImageConfig::default(),
+    });
+    let plan = plan(&d, &observed(vec![have("web", &s, ObservedState::Running)]));
+    let text = plan.to_string();
+    assert!(text.contains("+ import app:1.0"), "{text}");
+    assert!(
+        text.contains("~ recreate web\n    image app:1.0 (i1i1i1i1i1i1) → app:1.0 (new import)"),
+        "{text}"
+    );
+    // Already imported under another id: the tag moves and the container follows.
+    let mut o = observed(vec![have("web", &s, ObservedState::Running)]);
+    o.sources.insert("d".repeat(64), "e".repeat(64));
+    let text = plan_text(&d, &o);
+    assert!(
+        text.contains("~ tag app:1.0: i1i1i1i1i1i1 → eeeeeeeeeeee"),
+        "{text}"
+    );
+    assert!(
+        text.contains("image app:1.0 (i1i1i1i1i1i1) → app:1.0 (eeeeeeeeeeee)"),
+        "{text}"
+    );
+}
+
+fn plan_text(d: &Desired, o: &Observed) -> String {
+    plan(d, o).to_string()
+}
+
+#[test]
+fn unknown_stored_spec_still_recreates_with_a_reason() {
+    let s = spec("app:1.0");
+    let mut h = have("web", &s, ObservedState::Running);
+    h.spec = None;
+    h.spec_hash = Some("0".repeat(64));
+    let text = plan_text(&desired(vec![want("web", s)]), &observed(vec![h]));
+    assert!(
+        text.contains("~ recreate web\n    spec (the stored spec"),
+        "{text}"
+    );
+}
+
+#[test]
+fn spec_hash_is_stable_and_sensitive() {
+    let a = spec("app:1.0");
+    assert_eq!(a.spec_hash(), a.clone().spec_hash());
+    assert_eq!(a.spec_hash().len(), 64);
+    let mut b = a.clone();
+    b.limits.cpus = Some(0.5);
+    assert_ne!(a.spec_hash(), b.spec_hash());
+    let json = a.canonical_json();
+    let back: ContainerSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.spec_hash(), a.spec_hash());
+}
+
+#[test]
+fn limits_convert_to_cgroup_limits() {
+    let s = ContainerSpec {
+        limits: SpecLimits {
+            memory: Some(1 << 20),
+            memory_swap: Some(-1),
+            cpus: Some(0.5),
+            cpu_shares: Some(512),
+            pids: Some(10),
+            cpuset: Some("0-1".into()),
+        },
+        ..ContainerSpec::default()
+    };
+    let l = s.cgroup_limits();
+    assert_eq!(l.memory, Some(1 << 20));
+    assert_eq!(l.memory_swap, Some(-1));
+    assert_eq!(l.cpuset_cpus.as_deref(), Some("0-1"));
+}
