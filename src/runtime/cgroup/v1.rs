@@ -18,9 +18,24 @@ use crate::error::user;
 /// makes `/proc/<pid>/cgroup` show the container's own cgroup for each, as docker does, and
 /// gives destroy a freezer. blkio and devices are joined for the same reason; no limit is
 /// written to them.
-const JOIN: [&str; 8] = [
-    "blkio", "memory", "pids", "cpuset", "cpuacct", "cpu", "freezer", "devices",
+/// `name=systemd` is joined as runc and docker's cgroupfs driver do.
+const JOIN: [&str; 9] = [
+    "blkio",
+    "memory",
+    "pids",
+    "cpuset",
+    "cpuacct",
+    "cpu",
+    "freezer",
+    "devices",
+    "name=systemd",
 ];
+
+/// Our name for the controller-less cgroup2 hierarchy of a hybrid host.
+const UNIFIED: &str = "unified";
+
+/// Where hybrid hosts (systemd's "hybrid" mode, this machine) mount it.
+const UNIFIED_MOUNT: &str = "/sys/fs/cgroup/unified";
 
 /// One mounted v1 hierarchy.
 #[derive(Debug, Clone)]
@@ -55,6 +70,19 @@ impl Hierarchies {
             hiers.push(Hier {
                 mount: m.mount_point,
                 controllers,
+            });
+        }
+        // A hybrid host also has a cgroup2 hierarchy without controllers. Joining it makes
+        // the `0::` line of /proc/<pid>/cgroup the container's too, as runc does, and gives
+        // destroy `cgroup.kill` (Linux >= 5.14) on a v1 host. A statfs, not another
+        // mountinfo parse: runc's IsCgroup2HybridMode does the same.
+        let is_cgroup2 = nix::sys::statfs::statfs(UNIFIED_MOUNT)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false);
+        if is_cgroup2 {
+            hiers.push(Hier {
+                mount: PathBuf::from(UNIFIED_MOUNT),
+                controllers: vec![UNIFIED],
             });
         }
         Hierarchies { hiers }
@@ -224,8 +252,14 @@ impl V1Cgroup {
         Ok(())
     }
 
-    /// Freezes (when there is a freezer), SIGKILLs everything inside, thaws.
+    /// SIGKILLs everything inside: with the hybrid hierarchy's `cgroup.kill` when there is
+    /// one, else freeze (when there is a freezer), kill, thaw.
     fn kill_all(&self) {
+        if let Some(u) = self.dir(UNIFIED)
+            && std::fs::write(u.join("cgroup.kill"), "1").is_ok()
+        {
+            return;
+        }
         let Some(main) = self.dirs.first() else {
             return;
         };
