@@ -281,13 +281,23 @@ fn stats_after_the_process_ran() {
 #[test]
 fn oom_kill_is_recorded() {
     require_root!();
-    let cg = Cg::new(
-        "oom",
-        &Limits {
-            memory: Some(16 * MIB),
-            ..Limits::default()
-        },
-    );
+    // No swap, so the test cannot page out to a host's swap instead of being killed; a host
+    // that does not account swap refuses --memory-swap, and then has none to limit.
+    let mut limits = Limits {
+        memory: Some(16 * MIB),
+        memory_swap: Some(16 * MIB as i64),
+        ..Limits::default()
+    };
+    let id = random_id("oom");
+    let created = cgroup::create(&id, &limits).or_else(|e| {
+        assert!(user_error_text(&e).contains("--memory-swap"), "{e:#}");
+        limits.memory_swap = None;
+        cgroup::create(&id, &limits)
+    });
+    let cg = Cg {
+        id,
+        cg: created.expect("create cgroup"),
+    };
     let mut child = gated_shell("x=0123456789abcdef; while :; do x=$x$x; done");
     cg.cg.add_pid(child.id() as i32).expect("add pid");
     release(&mut child);

@@ -91,7 +91,9 @@ pub trait ContainerCgroup {
     fn destroy(&self) -> Result<()>;
     /// The cgroup's directories: one per v1 hierarchy, or the single v2 one. Useful to
     /// check for leftovers, and on v2 to open a directory fd for `CLONE_INTO_CGROUP`.
-    fn paths(&self) -> Vec<PathBuf>;
+    fn paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// The host's layout, found once per process.
