@@ -368,3 +368,45 @@ fn remove_stale_removes_only_what_is_not_kept() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(child.wait().expect("wait").signal(), Some(9));
 }
+
+/// v1: a process in the cgroup may create any device node, but only open docker's default
+/// devices: CAP_MKNOD must not open the host's disks or kernel memory.
+#[test]
+fn only_default_devices_open() {
+    require_root!();
+    if cgroup::detect() != Version::V1 {
+        eprintln!("skipped: device rules are applied on cgroup v1 only");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("wharf-dev-")
+        .tempdir()
+        .expect("temp dir");
+    let d = dir.path().display();
+    let probe = |cg: &Cg| -> (bool, bool) {
+        let mut child = gated_shell(&format!(
+            "rm -f {d}/null {d}/kmsg; mknod {d}/null c 1 3 && mknod {d}/kmsg c 1 11 || exit 9; \
+             ok=0; (exec 3<{d}/null) 2>/dev/null || ok=$((ok+1)); \
+             (exec 3<{d}/kmsg) 2>/dev/null || ok=$((ok+2)); exit $ok"
+        ));
+        cg.cg.add_pid(child.id() as i32).expect("add pid");
+        release(&mut child);
+        let code = child.wait().expect("wait").code();
+        assert_ne!(code, Some(9), "mknod failed in the cgroup");
+        let code = code.unwrap_or(-1);
+        (code & 1 == 0, code & 2 == 0) // (null opened, kmsg opened)
+    };
+    let cg = Cg::new("devices", &Limits::default());
+    let (null, kmsg) = probe(&cg);
+    if !null {
+        eprintln!("skipped: cannot open a device node in {d} (nodev?)");
+        return;
+    }
+    assert!(!kmsg, "a device outside the default list could be opened");
+    let privileged = Cg::new("privileged", &Limits::default());
+    privileged
+        .cg
+        .allow_all_devices()
+        .expect("allow all devices");
+    assert_eq!(probe(&privileged), (true, true));
+}

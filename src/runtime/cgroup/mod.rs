@@ -94,6 +94,36 @@ pub trait ContainerCgroup {
     fn paths(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+    /// Lifts the device rules of [`DEFAULT_DEVICES`] (`--privileged`). Call it before the
+    /// container's command runs.
+    fn allow_all_devices(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The devices a container may use, as docker and runc allow them by default: `(type, major,
+/// minor, access)`, with `None` for `*`. Any character or block device node may be created
+/// (`m`), but only these opened; so `CAP_MKNOD` in a container does not open the host's
+/// disks. Applied on v1 (the devices controller); see `docs/notes/cgroup.md` for v2.
+pub const DEFAULT_DEVICES: &[(char, Option<u32>, Option<u32>, &str)] = &[
+    ('c', None, None, "m"),
+    ('b', None, None, "m"),
+    ('c', Some(1), Some(3), "rwm"),    // null
+    ('c', Some(1), Some(5), "rwm"),    // zero
+    ('c', Some(1), Some(7), "rwm"),    // full
+    ('c', Some(1), Some(8), "rwm"),    // random
+    ('c', Some(1), Some(9), "rwm"),    // urandom
+    ('c', Some(5), Some(0), "rwm"),    // tty
+    ('c', Some(5), Some(1), "rwm"),    // console
+    ('c', Some(5), Some(2), "rwm"),    // ptmx
+    ('c', Some(136), None, "rwm"),     // pts/*
+    ('c', Some(10), Some(200), "rwm"), // net/tun
+];
+
+/// A device rule as the v1 `devices.allow` file takes it: `c 1:3 rwm`, `c 136:* rwm`.
+pub fn device_rule(rule: &(char, Option<u32>, Option<u32>, &str)) -> String {
+    let n = |x: Option<u32>| x.map_or_else(|| "*".to_string(), |v| v.to_string());
+    format!("{} {}:{} {}", rule.0, n(rule.1), n(rule.2), rule.3)
 }
 
 /// The host's layout, found once per process.
@@ -581,6 +611,14 @@ mod tests {
             cpuset_cpus: Some("x".into()),
             ..Limits::default()
         }));
+    }
+
+    #[test]
+    fn device_rules() {
+        let rules: Vec<String> = DEFAULT_DEVICES.iter().map(device_rule).collect();
+        assert_eq!(rules[0], "c *:* m");
+        assert!(rules.contains(&"c 1:3 rwm".to_string()));
+        assert!(rules.contains(&"c 136:* rwm".to_string()));
     }
 
     #[test]

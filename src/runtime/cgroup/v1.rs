@@ -201,6 +201,14 @@ impl V1Cgroup {
                 write_file(&d.path, "cpuset.mems", &mems)?;
             }
         }
+        if let Some(dev) = self.dir("devices") {
+            // Deny everything, then allow docker's defaults. Every rule is a write; a
+            // container that fails here must not run with the host's devices open to it.
+            write_file(dev, "devices.deny", "a")?;
+            for rule in super::DEFAULT_DEVICES {
+                write_file(dev, "devices.allow", &super::device_rule(rule))?;
+            }
+        }
         if let Some(mem) = self.dir("memory") {
             if let Some(m) = plan.memory {
                 write_limit(mem, "memory.limit_in_bytes", &m.to_string(), "--memory")?;
@@ -340,5 +348,12 @@ impl ContainerCgroup for V1Cgroup {
 
     fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    fn allow_all_devices(&self) -> Result<()> {
+        match self.dir("devices") {
+            Some(dev) => write_file(dev, "devices.allow", "a"),
+            None => Ok(()),
+        }
     }
 }
