@@ -369,15 +369,11 @@ fn remove_stale_removes_only_what_is_not_kept() {
     assert_eq!(child.wait().expect("wait").signal(), Some(9));
 }
 
-/// v1: a process in the cgroup may create any device node, but only open docker's default
+/// A process in the cgroup may create any device node, but only open docker's default
 /// devices: CAP_MKNOD must not open the host's disks or kernel memory.
 #[test]
 fn only_default_devices_open() {
     require_root!();
-    if cgroup::detect() != Version::V1 {
-        eprintln!("skipped: device rules are applied on cgroup v1 only");
-        return;
-    }
     let dir = tempfile::Builder::new()
         .prefix("wharf-dev-")
         .tempdir()

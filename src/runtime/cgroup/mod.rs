@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::user;
 
+mod bpf;
 mod v1;
 mod v2;
 
@@ -104,7 +105,7 @@ pub trait ContainerCgroup {
 /// The devices a container may use, as docker and runc allow them by default: `(type, major,
 /// minor, access)`, with `None` for `*`. Any character or block device node may be created
 /// (`m`), but only these opened; so `CAP_MKNOD` in a container does not open the host's
-/// disks. Applied on v1 (the devices controller); see `docs/notes/cgroup.md` for v2.
+/// disks. v1: the devices controller; v2: a BPF_PROG_TYPE_CGROUP_DEVICE program.
 pub const DEFAULT_DEVICES: &[(char, Option<u32>, Option<u32>, &str)] = &[
     ('c', None, None, "m"),
     ('b', None, None, "m"),

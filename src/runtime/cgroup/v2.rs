@@ -39,6 +39,7 @@ impl Root {
     fn cgroup(&self, id: &str) -> V2Cgroup {
         V2Cgroup {
             dir: self.root.join(PARENT).join(id),
+            device_filter: None,
         }
     }
 
@@ -112,11 +113,22 @@ impl Root {
             }
         }
         let parent = self.ensure_parent()?;
-        let cg = self.cgroup(id);
+        let mut cg = self.cgroup(id);
         mkdir(&cg.dir)?;
-        if let Err(e) = cg.apply(&parent, plan) {
-            let _ = cg.destroy();
-            return Err(e);
+        let setup = cg.apply(&parent, plan).and_then(|()| {
+            super::bpf::attach_default(&cg.dir).map_err(|e| {
+                e.context(
+                    "cannot restrict the container's devices; the kernel needs \
+                     CONFIG_CGROUP_BPF, and wharf needs root (CAP_BPF or CAP_SYS_ADMIN)",
+                )
+            })
+        });
+        match setup {
+            Ok(prog) => cg.device_filter = Some(prog),
+            Err(e) => {
+                let _ = cg.destroy();
+                return Err(e);
+            }
         }
         Ok(cg)
     }
@@ -145,6 +157,8 @@ impl Root {
 #[derive(Debug)]
 pub(super) struct V2Cgroup {
     dir: PathBuf,
+    /// The device filter `create` attached (closing it does not detach it).
+    device_filter: Option<std::os::fd::OwnedFd>,
 }
 
 impl V2Cgroup {
@@ -254,5 +268,15 @@ impl ContainerCgroup for V2Cgroup {
 
     fn paths(&self) -> Vec<PathBuf> {
         vec![self.dir.clone()]
+    }
+
+    fn allow_all_devices(&self) -> Result<()> {
+        match &self.device_filter {
+            Some(prog) => super::bpf::detach(&self.dir, prog),
+            None => anyhow::bail!(
+                "cannot lift the device rules of {}: only the handle create() returned can",
+                self.dir.display()
+            ),
+        }
     }
 }
