@@ -338,33 +338,51 @@ fn destroy_leaves_nothing_and_is_idempotent() {
     assert!(cgroup::open(&cg.id).is_none());
 }
 
+/// Sets a cgroup's directories' mtime (its creation time, for remove_stale) an hour back.
+fn backdate(cg: &Cg) {
+    for p in cg.cg.paths() {
+        let st = Command::new("touch")
+            .arg("-d")
+            .arg("1 hour ago")
+            .arg(&p)
+            .status()
+            .expect("run touch");
+        assert!(st.success(), "touch {}", p.display());
+    }
+}
+
 #[test]
-fn remove_stale_removes_only_what_is_not_kept() {
+fn remove_stale_removes_only_old_empty_unkept_cgroups() {
     require_root!();
     let prefix = random_id("stale");
-    let gone_id = format!("{prefix}-gone");
-    let kept_id = format!("{prefix}-kept");
-    let gone = cgroup::create(&gone_id, &Limits::default()).expect("create");
-    let _gone_guard = Cg {
-        id: gone_id.clone(),
-        cg: cgroup::open(&gone_id).expect("open"),
+    let make = |tag: &str| {
+        let id = format!("{prefix}-{tag}");
+        let cg = cgroup::create(&id, &Limits::default()).expect("create");
+        Cg { id, cg }
     };
-    let kept = Cg {
-        id: kept_id.clone(),
-        cg: cgroup::create(&kept_id, &Limits::default()).expect("create"),
-    };
+    let (gone, young, busy, kept) = (make("gone"), make("young"), make("busy"), make("kept"));
+    backdate(&gone);
+    backdate(&busy);
+    backdate(&kept);
     let mut child = gated_shell("sleep 30");
-    gone.add_pid(child.id() as i32).expect("add pid");
-    cgroup::remove_stale_where(std::slice::from_ref(&kept_id), &|id| {
+    busy.cg.add_pid(child.id() as i32).expect("add pid");
+    cgroup::remove_stale_where(std::slice::from_ref(&kept.id), &|id| {
         id.starts_with(&prefix)
     })
     .expect("remove stale");
-    assert!(cgroup::open(&gone_id).is_none(), "stale cgroup left");
-    assert!(gone.paths().iter().all(|p| !p.exists()));
+    assert!(cgroup::open(&gone.id).is_none(), "stale cgroup left");
+    assert!(gone.cg.paths().iter().all(|p| !p.exists()));
+    for (what, cg) in [("young", &young), ("busy", &busy), ("kept", &kept)] {
+        assert!(
+            cg.cg.paths().iter().all(|p| p.is_dir()),
+            "{what} cgroup removed"
+        );
+    }
     assert!(
-        kept.cg.paths().iter().all(|p| p.is_dir()),
-        "kept cgroup removed"
+        child.try_wait().expect("try_wait").is_none(),
+        "busy cgroup's process killed"
     );
+    busy.cg.destroy().expect("destroy");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(child.wait().expect("wait").signal(), Some(9));
 }

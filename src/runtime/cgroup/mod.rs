@@ -12,7 +12,8 @@
 //!   container's init before letting it exec).
 //! - `stats()` returns peak memory, cpu time and whether the OOM killer fired.
 //! - `destroy()` kills what is left inside, then removes the cgroup (retrying rmdir).
-//! - `remove_stale(keep)` removes wharf cgroups whose id is not in `keep` (crash recovery).
+//! - `remove_stale(keep)` removes wharf cgroups whose id is not in `keep` (crash recovery):
+//!   only empty ones older than a few seconds, as other state roots share `wharf/`.
 //!
 //! How it relates to `cgroups-rs`: we use it to find the layout (`is_cgroup2_unified_mode`,
 //! a statfs) and to parse `/proc/self/mountinfo` (`mountinfo_self`), once per process. The
@@ -170,17 +171,23 @@ pub fn open(id: &str) -> Option<Box<dyn ContainerCgroup>> {
     }
 }
 
-/// Removes (kills and rmdirs) every `wharf/<id>` cgroup whose id is not in `keep`. Goes on
-/// past a failure and returns the first error.
+/// Removes the `wharf/<id>` cgroups whose id is not in `keep` and that are left over: empty
+/// (no process inside) and older than [`STALE_MIN_AGE`]. Goes on past a failure and returns
+/// the first error.
 ///
-/// Every state root on this host shares `wharf/`: only call this where `keep` lists every
-/// live container of every root, or use [`remove_stale_where`] to narrow it.
+/// A cgroup that still holds processes is left alone, whatever its id: every state root on
+/// the host (`--root`, each test's private root) shares `wharf/`, so an id unknown to this
+/// store may be another root's running container. Kill your own dead containers with
+/// `open(id)` + `destroy()`. The age guard covers another wharf between `create` and
+/// `add_pid`.
 pub fn remove_stale(keep: &[String]) -> Result<()> {
     remove_stale_where(keep, &|_| true)
 }
 
-/// Like [`remove_stale`], but only for ids that `candidate` accepts (e.g. the ids of one
-/// state root, or a test's prefix).
+/// Stale cgroups younger than this are left alone.
+pub const STALE_MIN_AGE: Duration = Duration::from_secs(10);
+
+/// Like [`remove_stale`], but only for ids that `candidate` accepts (e.g. a test's prefix).
 pub fn remove_stale_where(keep: &[String], candidate: &dyn Fn(&str) -> bool) -> Result<()> {
     let ids = match layout() {
         Layout::V1(h) => h.ids(),
@@ -188,9 +195,24 @@ pub fn remove_stale_where(keep: &[String], candidate: &dyn Fn(&str) -> bool) -> 
     };
     let mut first_err = None;
     for id in ids.iter().filter(|id| !keep.contains(id) && candidate(id)) {
-        if let Some(cg) = open(id)
-            && let Err(e) = cg.destroy()
-        {
+        let Some(cg) = open(id) else { continue };
+        let paths = cg.paths();
+        if paths.iter().any(|p| !read_procs(p).is_empty()) {
+            tracing::debug!("cgroup of {id} holds processes: not stale");
+            continue;
+        }
+        // A cgroup directory's mtime is its creation time (nothing is created inside it).
+        let young = paths.iter().any(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < STALE_MIN_AGE)
+        });
+        if young {
+            continue;
+        }
+        if let Err(e) = cg.destroy() {
             tracing::warn!("cannot remove stale cgroup of {id}: {e:#}");
             first_err.get_or_insert(e);
         }
