@@ -50,12 +50,14 @@ for line in sys.stdin:
         print(m["target"]["name"] + "\t" + m["executable"])'
     fi
 }
+# In the order of targets: cgroup first, it is quick and the point of this script.
+artifacts=$(printf '%s\n' "$json" | list_tests)
 bins=()
-while IFS=$'\t' read -r name exe; do
-    for t in "${targets[@]}"; do
+for t in "${targets[@]}"; do
+    while IFS=$'\t' read -r name exe; do
         [ "$name" = "$t" ] && bins+=("$exe")
-    done
-done < <(printf '%s\n' "$json" | list_tests)
+    done <<< "$artifacts"
+done
 [ ${#bins[@]} -gt 0 ] || { echo "test-in-v2-vm: no test binaries found" >&2; exit 1; }
 
 # The target dir must be shared with the guest: it is when it lies inside the repo.
