@@ -108,6 +108,11 @@ impl Hierarchies {
     }
 
     pub(super) fn create(&self, id: &str, plan: &Plan) -> Result<V1Cgroup> {
+        if self.hiers.is_empty() {
+            return Err(user("no cgroup filesystem is mounted under /sys/fs/cgroup")
+                .hint("mount cgroup2 on /sys/fs/cgroup (or the v1 controllers), as systemd does")
+                .into());
+        }
         let needs = [
             (plan.memory.is_some(), "memory", "--memory"),
             (
