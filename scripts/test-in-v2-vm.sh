@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# test-in-v2-vm.sh — prove cgroup v2: run the cgroup integration tests (tests/cgroup.rs) and
+# the runtime ones (tests/run*.rs, when present) as root inside a throw-away VM whose kernel
+# has only cgroup v2, using ../shared/vm/run-in-v2-vm.sh next to this repository.
+#
+#   scripts/test-in-v2-vm.sh [TEST-BINARY-ARGS...]     e.g. scripts/test-in-v2-vm.sh oom
+#
+# The test binaries are built on the host (`cargo test --no-run`) and run in the guest from
+# target/, which the VM shares read-write at the same path. Each binary runs with
+# --test-threads=1 (the guest has 2 emulated CPUs, ~17x slower than the host). Temporary
+# dirs (state roots, overlay upper/work) go to the guest's tmpfs /tmp. The guest has no
+# network and stdin is /dev/null, so the rootfs fixtures are built on the host first.
+#
+# Exit status: 0 when every binary passed, or when ../shared/vm is absent ("skipped");
+# otherwise the first failure's (124: VM_TIMEOUT, default 1800 s; 125: the VM failed).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+vm="$(dirname "$repo")/shared/vm/run-in-v2-vm.sh"
+if [ ! -f "$vm" ]; then
+    echo "skipped: ../shared/vm not found (looked for $vm)"
+    exit 0
+fi
+cd "$repo"
+export VM_TIMEOUT=${VM_TIMEOUT:-1800}
+
+# The test targets: cgroup, plus the runtime engineer's run*.
+targets=(cgroup)
+for f in tests/run*.rs; do
+    [ -e "$f" ] && targets+=("$(basename "$f" .rs)")
+done
+args=()
+for t in "${targets[@]}"; do args+=(--test "$t"); done
+
+echo "test-in-v2-vm: building ${targets[*]} on the host" >&2
+json=$(cargo test --no-run --message-format=json "${args[@]}")
+
+# "name<TAB>executable" of each test artifact.
+list_tests() {
+    if command -v jq >/dev/null; then
+        jq -r 'select(.reason == "compiler-artifact" and .executable != null
+                      and (.target.kind | index("test")))
+               | "\(.target.name)\t\(.executable)"'
+    else
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["target"]["name"] + "\t" + m["executable"])'
+    fi
+}
+# In the order of targets: cgroup first, it is quick and the point of this script.
+artifacts=$(printf '%s\n' "$json" | list_tests)
+bins=()
+for t in "${targets[@]}"; do
+    while IFS=$'\t' read -r name exe; do
+        [ "$name" = "$t" ] && bins+=("$exe")
+    done <<< "$artifacts"
+done
+[ ${#bins[@]} -gt 0 ] || { echo "test-in-v2-vm: no test binaries found" >&2; exit 1; }
+
+# The target dir must be shared with the guest: it is when it lies inside the repo.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    if command -v jq >/dev/null; then jq -r .target_directory
+    else python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'; fi)
+case $target_dir in
+    "$repo"/*) ;;
+    *) export VM_RW="${VM_RW:+$VM_RW:}$target_dir" ;;
+esac
+
+# Runtime tests need the rootfs fixtures; build them here, where there is a network.
+if [ ${#targets[@]} -gt 1 ] && [ ! -f "$target_dir/tmp/fixtures/SHA256SUMS" ]; then
+    echo "test-in-v2-vm: building fixtures in $target_dir/tmp/fixtures" >&2
+    bash scripts/make-rootfs.sh "$target_dir/tmp/fixtures" >&2
+fi
+
+guest='
+rc=0
+echo "guest: $(uname -r), $(stat -fc %T /sys/fs/cgroup) on /sys/fs/cgroup: $(cat /sys/fs/cgroup/cgroup.controllers)"
+extra=("${@:1:$WHARF_VM_NARGS}")
+shift "$WHARF_VM_NARGS"
+for t in "$@"; do
+    echo "=== $(basename "$t")"
+    "$t" --test-threads=1 "${extra[@]}" || { r=$?; echo "=== FAILED: $(basename "$t") ($r)"; [ $rc -ne 0 ] || rc=$r; }
+done
+exit $rc'
+
+start=$(date +%s)
+echo "test-in-v2-vm: running ${#bins[@]} test binaries in the v2 VM" >&2
+set +e
+env TMPDIR=/tmp RUST_BACKTRACE=1 WHARF_VM_NARGS=$# "$vm" bash -c "$guest" guest "$@" "${bins[@]}"
+rc=$?
+set -e
+echo "test-in-v2-vm: exit $rc after $(($(date +%s) - start)) s" >&2
+exit $rc

@@ -1,0 +1,664 @@
+//! cgroups: one small interface, with v1 and v2 behind it, detected at run time.
+//!
+//! A container's cgroup is `wharf/<id>` under each controller's root (v1) or under the
+//! unified root (v2). Limits are written before the container's command runs; usage is
+//! read for the journal before the cgroup is removed.
+//!
+//! INTERFACE CONTRACT (the runtime codes against this; the implementation fills it in):
+//! - `Limits` is what `run` flags and manifests set.
+//! - `create(id, &limits)` makes the cgroup and applies the limits; an unsupported limit on
+//!   this host is an error naming it, not a silent skip.
+//! - `ContainerCgroup::add_pid(pid)` moves a process in (the parent does this for the
+//!   container's init before letting it exec).
+//! - `stats()` returns peak memory, cpu time and whether the OOM killer fired.
+//! - `destroy()` kills what is left inside, then removes the cgroup (retrying rmdir).
+//! - `remove_stale(keep)` removes wharf cgroups whose id is not in `keep` (crash recovery):
+//!   only empty ones older than a few seconds, as other state roots share `wharf/`.
+//!
+//! How it relates to `cgroups-rs`: we use it to find the layout (`is_cgroup2_unified_mode`,
+//! a statfs) and to parse `/proc/self/mountinfo` (`mountinfo_self`), once per process. The
+//! cgroup objects themselves (`Cgroup::new_with_specified_controllers`, the controllers'
+//! setters) are bypassed with direct file writes, because for our hot path they cost or hide
+//! too much:
+//! - every `Cgroup::load`/`clone` re-reads mountinfo or `cgroup.controllers`;
+//! - on v1, `Cgroup::new` creates the group in every mounted hierarchy, and the cpuset
+//!   initialisation from the parent logs and ignores its errors (a silent skip);
+//! - on v2, enabling controllers in `cgroup.subtree_control` ignores write errors, and
+//!   `add_task` refuses non-threaded cgroups;
+//! - `delete` retries rmdir with a first delay of 10 ms, which alone is most of our budget
+//!   (`wharf run --rm IMG /bin/true` must beat crun's ~17 ms end to end);
+//! - its errors name neither the flag nor what to do about it.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::user;
+
+mod bpf;
+mod v1;
+mod v2;
+
+/// The directory below each hierarchy's root that holds every container's cgroup.
+pub const PARENT: &str = "wharf";
+
+/// The CFS period wharf uses for `--cpus`: 100 ms, as docker does.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// docker's smallest `-m`.
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+/// Resource limits of a container. `None` leaves the host default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of memory (`-m`).
+    pub memory: Option<u64>,
+    /// Bytes of memory plus swap (`--memory-swap`); -1 is unlimited swap.
+    pub memory_swap: Option<i64>,
+    /// CPUs as a fraction (`--cpus 0.5`): quota/period with a 100 ms period.
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (`--cpu-shares`, docker's 2..262144, default 1024).
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes (`--pids-limit`).
+    pub pids: Option<i64>,
+    /// CPUs the container may run on (`--cpuset-cpus 0-1`).
+    pub cpuset_cpus: Option<String>,
+}
+
+/// Usage read from a cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub peak_memory: Option<u64>,
+    pub cpu_usec: Option<u64>,
+    /// The OOM killer killed a process in this cgroup.
+    pub oom_killed: bool,
+}
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// One container's cgroup.
+pub trait ContainerCgroup {
+    fn add_pid(&self, pid: i32) -> Result<()>;
+    fn stats(&self) -> Stats;
+    fn destroy(&self) -> Result<()>;
+    /// The cgroup's directories: one per v1 hierarchy, or the single v2 one. Useful to
+    /// check for leftovers, and on v2 to open a directory fd for `CLONE_INTO_CGROUP`.
+    fn paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// Lifts the device rules of [`DEFAULT_DEVICES`] (`--privileged`). Call it before the
+    /// container's command runs.
+    fn allow_all_devices(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The devices a container may use, as docker and runc allow them by default: `(type, major,
+/// minor, access)`, with `None` for `*`. Any character or block device node may be created
+/// (`m`), but only these opened; so `CAP_MKNOD` in a container does not open the host's
+/// disks. v1: the devices controller; v2: a BPF_PROG_TYPE_CGROUP_DEVICE program.
+pub const DEFAULT_DEVICES: &[(char, Option<u32>, Option<u32>, &str)] = &[
+    ('c', None, None, "m"),
+    ('b', None, None, "m"),
+    ('c', Some(1), Some(3), "rwm"),    // null
+    ('c', Some(1), Some(5), "rwm"),    // zero
+    ('c', Some(1), Some(7), "rwm"),    // full
+    ('c', Some(1), Some(8), "rwm"),    // random
+    ('c', Some(1), Some(9), "rwm"),    // urandom
+    ('c', Some(5), Some(0), "rwm"),    // tty
+    ('c', Some(5), Some(1), "rwm"),    // console
+    ('c', Some(5), Some(2), "rwm"),    // ptmx
+    ('c', Some(136), None, "rwm"),     // pts/*
+    ('c', Some(10), Some(200), "rwm"), // net/tun
+];
+
+/// A device rule as the v1 `devices.allow` file takes it: `c 1:3 rwm`, `c 136:* rwm`.
+pub fn device_rule(rule: &(char, Option<u32>, Option<u32>, &str)) -> String {
+    let n = |x: Option<u32>| x.map_or_else(|| "*".to_string(), |v| v.to_string());
+    format!("{} {}:{} {}", rule.0, n(rule.1), n(rule.2), rule.3)
+}
+
+/// The host's layout, found once per process.
+enum Layout {
+    V1(v1::Hierarchies),
+    V2(v2::Root),
+}
+
+fn layout() -> &'static Layout {
+    static LAYOUT: OnceLock<Layout> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        if cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
+            Layout::V2(v2::Root::find())
+        } else {
+            Layout::V1(v1::Hierarchies::find())
+        }
+    })
+}
+
+pub fn detect() -> Version {
+    match layout() {
+        Layout::V1(_) => Version::V1,
+        Layout::V2(_) => Version::V2,
+    }
+}
+
+/// Makes the cgroup `wharf/<id>` and applies `limits`. On error nothing is left behind.
+pub fn create(id: &str, limits: &Limits) -> Result<Box<dyn ContainerCgroup>> {
+    check_id(id)?;
+    let plan = Plan::from_limits(limits)?;
+    match layout() {
+        Layout::V1(h) => Ok(Box::new(h.create(id, &plan)?)),
+        Layout::V2(r) => Ok(Box::new(r.create(id, &plan)?)),
+    }
+}
+
+/// The existing cgroup of container `id`, if there is one.
+pub fn open(id: &str) -> Option<Box<dyn ContainerCgroup>> {
+    check_id(id).ok()?;
+    match layout() {
+        Layout::V1(h) => h.open(id).map(|c| Box::new(c) as Box<dyn ContainerCgroup>),
+        Layout::V2(r) => r.open(id).map(|c| Box::new(c) as Box<dyn ContainerCgroup>),
+    }
+}
+
+/// Removes the `wharf/<id>` cgroups whose id is not in `keep` and that are left over: empty
+/// (no process inside) and older than [`STALE_MIN_AGE`]. Goes on past a failure and returns
+/// the first error.
+///
+/// A cgroup that still holds processes is left alone, whatever its id: every state root on
+/// the host (`--root`, each test's private root) shares `wharf/`, so an id unknown to this
+/// store may be another root's running container. Kill your own dead containers with
+/// `open(id)` + `destroy()`. The age guard covers another wharf between `create` and
+/// `add_pid`.
+pub fn remove_stale(keep: &[String]) -> Result<()> {
+    remove_stale_where(keep, &|_| true)
+}
+
+/// Stale cgroups younger than this are left alone.
+pub const STALE_MIN_AGE: Duration = Duration::from_secs(10);
+
+/// Like [`remove_stale`], but only for ids that `candidate` accepts (e.g. a test's prefix).
+pub fn remove_stale_where(keep: &[String], candidate: &dyn Fn(&str) -> bool) -> Result<()> {
+    let ids = match layout() {
+        Layout::V1(h) => h.ids(),
+        Layout::V2(r) => r.ids(),
+    };
+    let mut first_err = None;
+    for id in ids.iter().filter(|id| !keep.contains(id) && candidate(id)) {
+        let Some(cg) = open(id) else { continue };
+        let paths = cg.paths();
+        if paths.iter().any(|p| !read_procs(p).is_empty()) {
+            tracing::debug!("cgroup of {id} holds processes: not stale");
+            continue;
+        }
+        // A cgroup directory's mtime is its creation time (nothing is created inside it).
+        let young = paths.iter().any(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < STALE_MIN_AGE)
+        });
+        if young {
+            continue;
+        }
+        if let Err(e) = cg.destroy() {
+            tracing::warn!("cannot remove stale cgroup of {id}: {e:#}");
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Ids are path components: refuse anything that could escape `wharf/`.
+fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!("invalid cgroup name {id:?}: expected letters, digits, '-', '_' or '.'")
+    }
+}
+
+// ---------------------------------------------------------------- limits, validated
+
+/// Memory plus swap, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemSwap {
+    /// `--memory-swap -1`.
+    Unlimited,
+    /// Total bytes of memory plus swap, as the user asked.
+    Total(u64),
+    /// No `--memory-swap` with `-m`: docker's default of twice the memory, applied only
+    /// where the host accounts swap.
+    DefaultTotal(u64),
+}
+
+/// `Limits` checked and converted to what the files take.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Plan {
+    pub memory: Option<u64>,
+    pub memswap: Option<MemSwap>,
+    /// CFS quota in µs for a period of [`CPU_PERIOD_US`].
+    pub cpu_quota: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    /// `None` inside: no limit ("max").
+    pub pids: Option<Option<u64>>,
+    pub cpuset_cpus: Option<String>,
+}
+
+impl Plan {
+    pub(crate) fn from_limits(l: &Limits) -> Result<Plan> {
+        let mut p = Plan::default();
+        if let Some(m) = l.memory {
+            if m < MIN_MEMORY {
+                return Err(user(format!("invalid --memory {m}: the minimum is 6MiB"))
+                    .hint("give -m a value of at least 6m")
+                    .into());
+            }
+            p.memory = Some(m);
+        }
+        p.memswap = match (l.memory_swap, p.memory) {
+            (None | Some(0), None) => None,
+            (None | Some(0), Some(m)) => Some(MemSwap::DefaultTotal(m.saturating_mul(2))),
+            (Some(-1), _) => Some(MemSwap::Unlimited),
+            (Some(s), _) if s < 0 => {
+                return Err(user(format!("invalid --memory-swap {s}"))
+                    .hint("give a size of at least -m's, or -1 for unlimited swap")
+                    .into());
+            }
+            (Some(_), None) => {
+                return Err(user("--memory-swap needs --memory")
+                    .hint("set -m too: --memory-swap is memory plus swap")
+                    .into());
+            }
+            (Some(s), Some(m)) => {
+                let s = s as u64;
+                if s < m {
+                    return Err(user(format!(
+                        "--memory-swap {s} is smaller than --memory {m}"
+                    ))
+                    .hint("--memory-swap is memory plus swap: give at least -m's value, or -1")
+                    .into());
+                }
+                Some(MemSwap::Total(s))
+            }
+        };
+        if let Some(c) = l.cpus {
+            p.cpu_quota = Some(cpus_to_quota(c, online_cpus())?);
+        }
+        p.cpu_shares = match l.cpu_shares {
+            None | Some(0) => None,
+            Some(s) if !(2..=262_144).contains(&s) => {
+                return Err(user(format!("invalid --cpu-shares {s}"))
+                    .hint("give a value between 2 and 262144 (the default is 1024)")
+                    .into());
+            }
+            Some(s) => Some(s),
+        };
+        p.pids = l.pids.map(|n| if n <= 0 { None } else { Some(n as u64) });
+        if let Some(c) = &l.cpuset_cpus {
+            let set = parse_cpu_list(c).map_err(|e| {
+                user(format!("invalid --cpuset-cpus {c:?}: {e}"))
+                    .hint("give CPU numbers and ranges, e.g. 0-2,4")
+            })?;
+            p.cpuset_cpus = Some(format_cpu_list(&set));
+        }
+        Ok(p)
+    }
+}
+
+/// `--cpus` → CFS quota in µs for a 100 ms period. `online` is the number of online CPUs.
+pub fn cpus_to_quota(cpus: f64, online: Option<usize>) -> Result<u64> {
+    let max = online.unwrap_or(usize::MAX) as f64;
+    if !cpus.is_finite() || cpus < 0.01 || cpus > max {
+        let range = match online {
+            Some(n) => format!("0.01 to {n}, as this host has {n} CPUs"),
+            None => "at least 0.01".to_string(),
+        };
+        return Err(user(format!("invalid --cpus {cpus}"))
+            .hint(format!("give a value from {range}"))
+            .into());
+    }
+    Ok(((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000))
+}
+
+/// v1 `cpu.shares` (2..262144, default 1024) → v2 `cpu.weight` (1..10000, default 100),
+/// the conversion runc, crun and systemd use.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    match shares {
+        0 => 0,
+        1..=2 => 1,
+        262_144.. => 10_000,
+        s => 1 + ((s - 2) * 9999) / 262_142,
+    }
+}
+
+/// Parses a kernel CPU list (`0-2,4`, as in `cpuset.cpus`).
+pub fn parse_cpu_list(s: &str) -> std::result::Result<BTreeSet<u32>, String> {
+    let mut set = BTreeSet::new();
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty CPU list".into());
+    }
+    for part in s.split(',') {
+        let part = part.trim();
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a CPU number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b || b - a > 65_536 {
+                    return Err(format!("bad range {part:?}"));
+                }
+                set.extend(a..=b);
+            }
+            None => {
+                set.insert(num(part)?);
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// The canonical form of a CPU set: `0-2,4`.
+pub fn format_cpu_list(set: &BTreeSet<u32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = set.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
+}
+
+fn online_cpus() -> Option<usize> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    parse_cpu_list(&s).ok().map(|s| s.len())
+}
+
+/// Checks that the requested CPUs are a subset of what the parent cgroup allows.
+fn check_cpuset_subset(want: &str, allowed: &str) -> Result<()> {
+    let (Ok(w), Ok(a)) = (parse_cpu_list(want), parse_cpu_list(allowed)) else {
+        return Ok(()); // the kernel will judge
+    };
+    if let Some(bad) = w.difference(&a).next() {
+        return Err(user(format!(
+            "invalid --cpuset-cpus {want}: CPU {bad} is not available here"
+        ))
+        .hint(format!("this host allows CPUs {}", allowed.trim()))
+        .into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- file helpers
+
+/// Writes `value` to the cgroup file `dir/file`.
+fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let p = dir.join(file);
+    std::fs::write(&p, value).with_context(|| format!("cannot write {value:?} to {}", p.display()))
+}
+
+/// Writes a limit; a missing file means the host does not support it, which the user is
+/// told about, naming the flag.
+fn write_limit(dir: &Path, file: &str, value: &str, flag: &str) -> Result<()> {
+    let p = dir.join(file);
+    match std::fs::write(&p, value) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(user(format!(
+            "{flag} is not supported on this host: {} does not exist",
+            p.display()
+        ))
+        .hint(format!("drop {flag}, or enable it in the kernel"))
+        .into()),
+        Err(e) if e.kind() == ErrorKind::InvalidInput => Err(user(format!(
+            "the kernel refused {flag} {value}: {e} (writing {})",
+            p.display()
+        ))
+        .hint(format!("check the value of {flag}"))
+        .into()),
+        Err(e) => Err(e)
+            .with_context(|| format!("cannot set {flag}: writing {value:?} to {}", p.display())),
+    }
+}
+
+fn read_trimmed(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    read_trimmed(p)?.parse().ok()
+}
+
+/// The value of `key` in a flat keyed file (`memory.events`, `cpu.stat`, `memory.oom_control`).
+fn read_key(p: &Path, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(p).ok()?;
+    s.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        if k == key {
+            v.trim().parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Pids in a `cgroup.procs`; empty when the cgroup is gone.
+fn read_procs(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn kill_pids(pids: &[i32]) {
+    for &pid in pids {
+        if pid > 0 {
+            // ESRCH: it died already.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// mkdir that accepts an existing directory.
+fn mkdir(p: &Path) -> Result<()> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(user(format!(
+            "cannot create cgroup {}: permission denied",
+            p.display()
+        ))
+        .hint("run wharf as root")
+        .into()),
+        Err(e) => Err(e).with_context(|| format!("cannot create cgroup {}", p.display())),
+    }
+}
+
+/// How long destroy keeps trying to empty and remove a cgroup before it gives up.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Removes the cgroup directory `dir` (and any child cgroups below it), calling `kill`
+/// before each retry. A missing directory is success.
+fn remove_dir_retry(dir: &Path, kill: &dyn Fn(&Path)) -> Result<()> {
+    let start = Instant::now();
+    let mut delay = Duration::from_micros(100);
+    loop {
+        let err = match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => e,
+        };
+        // Child cgroups (a container that made its own) go first.
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    let _ = remove_dir_retry(&e.path(), kill);
+                }
+            }
+        }
+        if start.elapsed() > REMOVE_TIMEOUT {
+            let left = read_procs(dir);
+            return Err(err).with_context(|| {
+                format!(
+                    "cannot remove cgroup {} (processes still inside: {left:?})",
+                    dir.display()
+                )
+            });
+        }
+        kill(dir);
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_become_quota() {
+        assert_eq!(cpus_to_quota(0.5, Some(2)).unwrap(), 50_000);
+        assert_eq!(cpus_to_quota(1.5, Some(2)).unwrap(), 150_000);
+        assert_eq!(cpus_to_quota(0.01, Some(2)).unwrap(), 1_000);
+        assert_eq!(cpus_to_quota(2.0, None).unwrap(), 200_000);
+        assert!(cpus_to_quota(0.001, Some(2)).is_err());
+        assert!(cpus_to_quota(3.0, Some(2)).is_err());
+        assert!(cpus_to_quota(f64::NAN, Some(2)).is_err());
+        assert!(cpus_to_quota(-1.0, None).is_err());
+    }
+
+    #[test]
+    fn shares_become_weight() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(500_000), 10_000);
+        assert_eq!(shares_to_weight(100), 4);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        let s = parse_cpu_list("0-2,4, 6-7\n").unwrap();
+        assert_eq!(
+            s.iter().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2, 4, 6, 7]
+        );
+        assert_eq!(format_cpu_list(&s), "0-2,4,6-7");
+        assert_eq!(format_cpu_list(&parse_cpu_list("3,1,2").unwrap()), "1-3");
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("1,,2").is_err());
+        assert!(check_cpuset_subset("0-1", "0-3").is_ok());
+        assert!(check_cpuset_subset("4", "0-3").is_err());
+    }
+
+    #[test]
+    fn memory_swap_rules() {
+        let mib = 1024 * 1024;
+        let l = |memory, memory_swap| Limits {
+            memory,
+            memory_swap,
+            ..Limits::default()
+        };
+        let p = Plan::from_limits(&l(Some(64 * mib), None)).unwrap();
+        assert_eq!(p.memswap, Some(MemSwap::DefaultTotal(128 * mib)));
+        let p = Plan::from_limits(&l(Some(64 * mib), Some(-1))).unwrap();
+        assert_eq!(p.memswap, Some(MemSwap::Unlimited));
+        let p = Plan::from_limits(&l(Some(64 * mib), Some(96 * mib as i64))).unwrap();
+        assert_eq!(p.memswap, Some(MemSwap::Total(96 * mib)));
+        assert!(Plan::from_limits(&l(Some(64 * mib), Some(32 * mib as i64))).is_err());
+        assert!(Plan::from_limits(&l(None, Some(64 * mib as i64))).is_err());
+        assert!(Plan::from_limits(&l(Some(1024), None)).is_err());
+        assert!(Plan::from_limits(&l(Some(64 * mib), Some(-2))).is_err());
+        assert_eq!(Plan::from_limits(&l(None, None)).unwrap(), Plan::default());
+    }
+
+    #[test]
+    fn other_limits() {
+        let p = Plan::from_limits(&Limits {
+            cpu_shares: Some(512),
+            pids: Some(-1),
+            cpuset_cpus: Some("1,0".into()),
+            ..Limits::default()
+        })
+        .unwrap();
+        assert_eq!(p.cpu_shares, Some(512));
+        assert_eq!(p.pids, Some(None));
+        assert_eq!(p.cpuset_cpus.as_deref(), Some("0-1"));
+        let bad = |l: Limits| {
+            let e = Plan::from_limits(&l).unwrap_err();
+            crate::error::find_user_error(&e).is_some()
+        };
+        assert!(bad(Limits {
+            cpu_shares: Some(1),
+            ..Limits::default()
+        }));
+        assert!(bad(Limits {
+            cpuset_cpus: Some("x".into()),
+            ..Limits::default()
+        }));
+    }
+
+    #[test]
+    fn device_rules() {
+        let rules: Vec<String> = DEFAULT_DEVICES.iter().map(device_rule).collect();
+        assert_eq!(rules[0], "c *:* m");
+        assert!(rules.contains(&"c 1:3 rwm".to_string()));
+        assert!(rules.contains(&"c 136:* rwm".to_string()));
+    }
+
+    #[test]
+    fn ids_cannot_escape() {
+        assert!(check_id("abc123").is_ok());
+        for bad in ["", ".", "..", "a/b", "../x", "a b"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keyed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("memory.events");
+        std::fs::write(&p, "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert_eq!(read_key(&p, "oom_kill"), Some(1));
+        assert_eq!(read_key(&p, "oom"), Some(1));
+        assert_eq!(read_key(&p, "nope"), None);
+    }
+}

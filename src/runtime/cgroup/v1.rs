@@ -1,0 +1,364 @@
+//! cgroup v1: one directory `wharf/<id>` per hierarchy that carries a controller we use.
+//! Hierarchies may be mounted one per controller (this machine: `cpu` and `cpuacct` apart)
+//! or co-mounted (`cpu,cpuacct`); a co-mounted hierarchy gets one directory.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::{
+    ContainerCgroup, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir, read_key,
+    read_procs, read_trimmed, read_u64, remove_dir_retry, write_file, write_limit,
+};
+use crate::error::user;
+
+/// The v1 controllers a container joins. Joining all of these (not only the limited ones)
+/// makes `/proc/<pid>/cgroup` show the container's own cgroup for each, as docker does, and
+/// gives destroy a freezer. blkio and devices are joined for the same reason; no limit is
+/// written to them.
+/// `name=systemd` is joined as runc and docker's cgroupfs driver do.
+const JOIN: [&str; 9] = [
+    "blkio",
+    "memory",
+    "pids",
+    "cpuset",
+    "cpuacct",
+    "cpu",
+    "freezer",
+    "devices",
+    "name=systemd",
+];
+
+/// Our name for the controller-less cgroup2 hierarchy of a hybrid host.
+const UNIFIED: &str = "unified";
+
+/// Where hybrid hosts (systemd's "hybrid" mode, this machine) mount it.
+const UNIFIED_MOUNT: &str = "/sys/fs/cgroup/unified";
+
+/// One mounted v1 hierarchy.
+#[derive(Debug, Clone)]
+struct Hier {
+    mount: PathBuf,
+    controllers: Vec<&'static str>,
+}
+
+/// The v1 hierarchies of this host that we use, found once from /proc/self/mountinfo.
+#[derive(Debug, Default)]
+pub(super) struct Hierarchies {
+    hiers: Vec<Hier>,
+}
+
+impl Hierarchies {
+    pub(super) fn find() -> Hierarchies {
+        let mut hiers: Vec<Hier> = Vec::new();
+        for m in cgroups_rs::fs::hierarchies::mountinfo_self() {
+            let controllers: Vec<&'static str> = JOIN
+                .iter()
+                .copied()
+                .filter(|c| m.super_opts.iter().any(|o| o == c))
+                .collect();
+            // The same hierarchy may be mounted twice (bind mounts): keep the first.
+            if controllers.is_empty()
+                || hiers
+                    .iter()
+                    .any(|h| h.controllers.iter().any(|c| controllers.contains(c)))
+            {
+                continue;
+            }
+            hiers.push(Hier {
+                mount: m.mount_point,
+                controllers,
+            });
+        }
+        // A hybrid host also has a cgroup2 hierarchy without controllers. Joining it makes
+        // the `0::` line of /proc/<pid>/cgroup the container's too, as runc does, and gives
+        // destroy `cgroup.kill` (Linux >= 5.14) on a v1 host. A statfs, not another
+        // mountinfo parse: runc's IsCgroup2HybridMode does the same.
+        let is_cgroup2 = nix::sys::statfs::statfs(UNIFIED_MOUNT)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false);
+        if is_cgroup2 {
+            hiers.push(Hier {
+                mount: PathBuf::from(UNIFIED_MOUNT),
+                controllers: vec![UNIFIED],
+            });
+        }
+        Hierarchies { hiers }
+    }
+
+    fn cgroup(&self, id: &str) -> V1Cgroup {
+        V1Cgroup {
+            dirs: self
+                .hiers
+                .iter()
+                .map(|h| Dir {
+                    path: h.mount.join(PARENT).join(id),
+                    controllers: h.controllers.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn has(&self, controller: &str) -> bool {
+        self.hiers
+            .iter()
+            .any(|h| h.controllers.contains(&controller))
+    }
+
+    pub(super) fn create(&self, id: &str, plan: &Plan) -> Result<V1Cgroup> {
+        if self.hiers.is_empty() {
+            return Err(user("no cgroup filesystem is mounted under /sys/fs/cgroup")
+                .hint("mount cgroup2 on /sys/fs/cgroup (or the v1 controllers), as systemd does")
+                .into());
+        }
+        let needs = [
+            (plan.memory.is_some(), "memory", "--memory"),
+            (
+                matches!(plan.memswap, Some(MemSwap::Total(_))),
+                "memory",
+                "--memory-swap",
+            ),
+            (plan.cpu_quota.is_some(), "cpu", "--cpus"),
+            (plan.cpu_shares.is_some(), "cpu", "--cpu-shares"),
+            (plan.pids.is_some(), "pids", "--pids-limit"),
+            (plan.cpuset_cpus.is_some(), "cpuset", "--cpuset-cpus"),
+        ];
+        for (wanted, controller, flag) in needs {
+            if wanted && !self.has(controller) {
+                return Err(user(format!(
+                    "{flag} is not supported on this host: no cgroup v1 {controller} hierarchy is mounted"
+                ))
+                .hint(format!("drop {flag}, or mount the {controller} controller"))
+                .into());
+            }
+        }
+        let cg = self.cgroup(id);
+        if let Err(e) = cg.setup(plan) {
+            let _ = cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    pub(super) fn open(&self, id: &str) -> Option<V1Cgroup> {
+        let cg = self.cgroup(id);
+        cg.dirs.iter().any(|d| d.path.exists()).then_some(cg)
+    }
+
+    pub(super) fn ids(&self) -> BTreeSet<String> {
+        let mut ids = BTreeSet::new();
+        for h in &self.hiers {
+            if let Ok(rd) = std::fs::read_dir(h.mount.join(PARENT)) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                        && let Some(name) = e.file_name().to_str()
+                    {
+                        ids.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        ids
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Dir {
+    path: PathBuf,
+    controllers: Vec<&'static str>,
+}
+
+/// A container's cgroup on a v1 host.
+#[derive(Debug)]
+pub(super) struct V1Cgroup {
+    dirs: Vec<Dir>,
+}
+
+impl V1Cgroup {
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.controllers.contains(&controller))
+            .map(|d| d.path.as_path())
+    }
+
+    fn setup(&self, plan: &Plan) -> Result<()> {
+        for d in &self.dirs {
+            let parent = d.path.parent().unwrap_or(&d.path);
+            mkdir(parent)?;
+            if d.controllers.contains(&"cpuset") {
+                init_cpuset(parent)?;
+            }
+            mkdir(&d.path)?;
+            if d.controllers.contains(&"cpuset") {
+                // v1 leaves a new cpuset empty, and an empty cpuset cannot take tasks.
+                let cpus = read_trimmed(&parent.join("cpuset.cpus")).unwrap_or_default();
+                let mems = read_trimmed(&parent.join("cpuset.mems")).unwrap_or_default();
+                match &plan.cpuset_cpus {
+                    Some(want) => {
+                        check_cpuset_subset(want, &cpus)?;
+                        write_limit(&d.path, "cpuset.cpus", want, "--cpuset-cpus")?;
+                    }
+                    None => write_file(&d.path, "cpuset.cpus", &cpus)?,
+                }
+                write_file(&d.path, "cpuset.mems", &mems)?;
+            }
+        }
+        if let Some(dev) = self.dir("devices") {
+            // Deny everything, then allow docker's defaults. Every rule is a write; a
+            // container that fails here must not run with the host's devices open to it.
+            write_file(dev, "devices.deny", "a")?;
+            for rule in super::DEFAULT_DEVICES {
+                write_file(dev, "devices.allow", &super::device_rule(rule))?;
+            }
+        }
+        if let Some(mem) = self.dir("memory") {
+            if let Some(m) = plan.memory {
+                write_limit(mem, "memory.limit_in_bytes", &m.to_string(), "--memory")?;
+            }
+            match plan.memswap {
+                None | Some(MemSwap::Unlimited) => {} // unlimited is v1's default
+                Some(MemSwap::Total(t)) => write_limit(
+                    mem,
+                    "memory.memsw.limit_in_bytes",
+                    &t.to_string(),
+                    "--memory-swap",
+                )
+                .map_err(|e| {
+                    if crate::error::find_user_error(&e).is_some() {
+                        user("--memory-swap is not supported on this host: swap accounting is off")
+                            .hint("boot the kernel with swapaccount=1, or drop --memory-swap")
+                            .into()
+                    } else {
+                        e
+                    }
+                })?,
+                Some(MemSwap::DefaultTotal(t)) => {
+                    // docker's default; where the host accounts no swap there is nothing to set.
+                    let f = mem.join("memory.memsw.limit_in_bytes");
+                    if f.exists() {
+                        write_file(mem, "memory.memsw.limit_in_bytes", &t.to_string())?;
+                    }
+                }
+            }
+        }
+        if let Some(cpu) = self.dir("cpu") {
+            if let Some(q) = plan.cpu_quota {
+                write_limit(
+                    cpu,
+                    "cpu.cfs_period_us",
+                    &super::CPU_PERIOD_US.to_string(),
+                    "--cpus",
+                )?;
+                write_limit(cpu, "cpu.cfs_quota_us", &q.to_string(), "--cpus")?;
+            }
+            if let Some(s) = plan.cpu_shares {
+                write_limit(cpu, "cpu.shares", &s.to_string(), "--cpu-shares")?;
+            }
+        }
+        if let (Some(pids), Some(limit)) = (self.dir("pids"), plan.pids) {
+            let v = limit.map_or_else(|| "max".to_string(), |n| n.to_string());
+            write_limit(pids, "pids.max", &v, "--pids-limit")?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs everything inside: with the hybrid hierarchy's `cgroup.kill` when there is
+    /// one, else freeze (when there is a freezer), kill, thaw.
+    fn kill_all(&self) {
+        if let Some(u) = self.dir(UNIFIED)
+            && std::fs::write(u.join("cgroup.kill"), "1").is_ok()
+        {
+            return;
+        }
+        let Some(main) = self.dirs.first() else {
+            return;
+        };
+        if read_procs(&main.path).is_empty() {
+            return;
+        }
+        let freezer = self.dir("freezer");
+        let frozen = freezer.is_some_and(freeze);
+        for d in &self.dirs {
+            kill_pids(&read_procs(&d.path));
+        }
+        if frozen && let Some(f) = freezer {
+            let _ = write_file(f, "freezer.state", "THAWED");
+        }
+    }
+}
+
+/// Freezes a v1 freezer cgroup, waiting up to 100 ms; false if it did not freeze.
+fn freeze(dir: &Path) -> bool {
+    if write_file(dir, "freezer.state", "FROZEN").is_err() {
+        return false;
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(100) {
+        if read_trimmed(&dir.join("freezer.state")).as_deref() == Some("FROZEN") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    true // partially frozen is still better than nothing; thaw after the kill
+}
+
+/// A cpuset parent made by us starts empty in v1: copy cpus and mems from its own parent.
+fn init_cpuset(dir: &Path) -> Result<()> {
+    let Some(up) = dir.parent() else {
+        return Ok(());
+    };
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        if read_trimmed(&dir.join(f)).unwrap_or_default().is_empty() {
+            let v = read_trimmed(&up.join(f)).unwrap_or_default();
+            write_file(dir, f, &v)?;
+        }
+    }
+    Ok(())
+}
+
+impl ContainerCgroup for V1Cgroup {
+    fn add_pid(&self, pid: i32) -> Result<()> {
+        for d in &self.dirs {
+            write_file(&d.path, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Stats {
+        let mut st = Stats::default();
+        if let Some(mem) = self.dir("memory") {
+            st.peak_memory = read_u64(&mem.join("memory.max_usage_in_bytes"))
+                .or_else(|| read_u64(&mem.join("memory.usage_in_bytes")));
+            st.oom_killed = read_key(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0;
+        }
+        if let Some(acct) = self.dir("cpuacct") {
+            st.cpu_usec = read_u64(&acct.join("cpuacct.usage")).map(|ns| ns / 1000);
+        }
+        st
+    }
+
+    fn destroy(&self) -> Result<()> {
+        self.kill_all();
+        let mut first_err = None;
+        for d in &self.dirs {
+            if let Err(e) = remove_dir_retry(&d.path, &|p| kill_pids(&read_procs(p))) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    fn allow_all_devices(&self) -> Result<()> {
+        match self.dir("devices") {
+            Some(dev) => write_file(dev, "devices.allow", "a"),
+            None => Ok(()),
+        }
+    }
+}
