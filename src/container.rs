@@ -379,7 +379,7 @@ pub fn remove_files(store: &Store, id: &str) {
     {
         tracing::warn!("cannot remove {}: {e}", dir.display());
     }
-    let _ = std::fs::remove_dir_all(crate::runtime::ops::run_dir(store, id));
+    crate::runtime::ops::remove_run_dir(store, id);
 }
 
 /// Closes the runs whose owner (foreground wharf or monitor) died without recording the end:
@@ -424,7 +424,7 @@ pub fn reconcile(store: &Store) -> Result<()> {
         if rec.config.auto_remove {
             remove_files(store, &rec.id);
         } else {
-            let _ = std::fs::remove_dir_all(crate::runtime::ops::run_dir(store, &rec.id));
+            crate::runtime::ops::remove_run_dir(store, &rec.id);
         }
         cleaned = true;
     }

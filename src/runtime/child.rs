@@ -193,8 +193,21 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
             mkfile(rfd, dest)
         }
         .map_err(|e| err(format!("cannot create the volume mount point {dest}"), e))?;
-        bind(src, &fdpath(&t), *ro)
+        bind(src, &fdpath(&t), false)
             .map_err(|e| err(format!("cannot mount the volume at {dest}"), e))?;
+        if *ro {
+            // `t` still names the directory under the new mount: reopen to reach its top.
+            let top = open_in(rfd, dest, libc::O_PATH)
+                .map_err(|e| err(format!("cannot open the volume at {dest}"), e))?;
+            sys::mount(
+                None,
+                &fdpath(&top),
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                None,
+            )
+            .map_err(|e| err(format!("cannot make the volume at {dest} read-only"), e))?;
+        }
     }
 
     // The terminal, allocated inside so that ttyname() works: master goes to the parent.
@@ -315,14 +328,23 @@ fn open_in(root: RawFd, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
 }
 
 /// Creates the directory `path` and its parents inside `root`, resolving every component
-/// inside the root; returns an O_PATH descriptor of it.
+/// inside the root (a dangling symlink's target is created inside the root too); returns an
+/// O_PATH descriptor of it.
 fn mkdirs(root: RawFd, path: &str) -> io::Result<OwnedFd> {
+    mkdirs_at(root, Path::new(path), 0)
+}
+
+fn mkdirs_at(root: RawFd, path: &Path, depth: u32) -> io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
     let mut cur = PathBuf::from("/");
-    let mut dir = open_in(root, "/", libc::O_PATH | libc::O_DIRECTORY)?;
-    for c in Path::new(path).components() {
+    let mut dir = sys::open_in_root(root, &cur, dir_flags)?;
+    for c in path.components() {
         let Component::Normal(name) = c else { continue };
         cur.push(name);
-        let next = match sys::open_in_root(root, &cur, libc::O_PATH | libc::O_DIRECTORY) {
+        let next = match sys::open_in_root(root, &cur, dir_flags) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 let n = sys::cstr(name)?;
@@ -333,8 +355,12 @@ fn mkdirs(root: RawFd, path: &str) -> io::Result<OwnedFd> {
                     if e.raw_os_error() != Some(libc::EEXIST) {
                         return Err(e);
                     }
+                    // A dangling symlink: create its target, resolved inside the root.
+                    let target = nix::fcntl::readlinkat(&dir, name).map_err(io::Error::from)?;
+                    let parent = cur.parent().unwrap_or(Path::new("/"));
+                    mkdirs_at(root, &parent.join(&target), depth + 1)?;
                 }
-                sys::open_in_root(root, &cur, libc::O_PATH | libc::O_DIRECTORY)?
+                sys::open_in_root(root, &cur, dir_flags)?
             }
             Err(e) => return Err(e),
         };
@@ -612,7 +638,9 @@ fn set_privileges(spec: &ChildSpec, ids: &Ids) -> Result<(), ChildError> {
         return Err(err("cannot set the uid", io::Error::last_os_error()));
     }
     if ids.uid == 0 {
-        let set: caps::CapsHashSet = caps::all()
+        // Never more than we hold (root here may lack some, e.g. CAP_SYS_RESOURCE).
+        let held = caps::read(None, caps::CapSet::Permitted).unwrap_or_default();
+        let set: caps::CapsHashSet = held
             .into_iter()
             .filter(|c| spec.caps & c.bitmask() != 0)
             .collect();

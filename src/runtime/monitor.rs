@@ -210,7 +210,7 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
             if cfg.auto_remove {
                 container::remove_files(store, &rec.id);
             } else {
-                let _ = std::fs::remove_dir_all(super::ops::run_dir(store, &rec.id));
+                super::ops::remove_run_dir(store, &rec.id);
             }
             return Err(e);
         }
@@ -377,7 +377,7 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
     if cfg.auto_remove {
         container::remove_files(store, &rec.id);
     } else {
-        let _ = std::fs::remove_dir_all(super::ops::run_dir(store, &rec.id));
+        super::ops::remove_run_dir(store, &rec.id);
     }
     Ok(exit_code)
 }

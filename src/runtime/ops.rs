@@ -30,6 +30,16 @@ pub fn run_dir(store: &Store, id: &str) -> PathBuf {
     Path::new("/run/wharf").join(hex::encode(&h[..8])).join(id)
 }
 
+/// Removes a container's run dir, and its state root's dir under /run/wharf when that is
+/// left empty (best effort: no leftovers in /run).
+pub fn remove_run_dir(store: &Store, id: &str) {
+    let dir = run_dir(store, id);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
 /// Records a new container from `image_ref` and `opts` (state `created`).
 pub fn create(
     store: &Store,

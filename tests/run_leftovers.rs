@@ -1,0 +1,111 @@
+//! No leftovers: 200 `wharf run --rm` in a row leave no mount, process, run dir or container
+//! dir on the host. A test binary of its own, so no other test's containers interfere.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{Env, busybox_tar};
+
+/// Pids of processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+                        return None;
+                    }
+                    let cmd = fs::read(e.path().join("cmdline")).ok()?;
+                    String::from_utf8_lossy(&cmd)
+                        .contains(needle)
+                        .then_some(name)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Pids whose parent is this test process (a container or monitor we failed to reap).
+fn our_children() -> Vec<String> {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    (rest.split(' ').nth(1)? == me)
+                        .then(|| e.file_name().to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_hundred_runs_leave_nothing_behind() {
+    require_root!();
+    let env = Env::new();
+    env.import(&busybox_tar(), "bb:1");
+    let mountinfo_before = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = env.root.to_string_lossy().into_owned();
+    for i in 0..200 {
+        let out = env.run(&["run", "--rm", "bb:1", "true"]);
+        assert!(
+            out.status.success(),
+            "run {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Mounts: none below the state root, none in /run/wharf, and none new in our namespace.
+    assert!(common::mounts_below(env.dir.path()).is_empty());
+    assert!(common::mounts_below(Path::new("/run/wharf")).is_empty());
+    let mountinfo_after = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let ours = |m: &str| {
+        m.lines()
+            .filter(|l| l.contains(&root) || l.contains("/run/wharf"))
+            .count()
+    };
+    assert_eq!(ours(&mountinfo_before), ours(&mountinfo_after));
+    // Processes: no monitor, no container.
+    assert!(
+        processes_mentioning(&root).is_empty(),
+        "{:?}",
+        processes_mentioning(&root)
+    );
+    assert!(our_children().is_empty(), "{:?}", our_children());
+    // Files: no container dir, no run dir.
+    assert!(
+        env.tree("containers").is_empty(),
+        "{:?}",
+        env.tree("containers")
+    );
+    // The per-boot run dir of this state root (see runtime::ops::run_dir) is gone.
+    let h = {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(env.root.as_os_str().as_encoded_bytes())[..8])
+    };
+    let run_dir = Path::new("/run/wharf").join(h);
+    assert!(!run_dir.exists(), "{} left", run_dir.display());
+    // cgroup dirs (once cgroups land): none named after one of our containers.
+    let db = rusqlite::Connection::open(env.root.join("wharf.db")).expect("open db");
+    let ids: Vec<String> = db
+        .prepare("SELECT container_id FROM runs")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .expect("read runs");
+    assert_eq!(ids.len(), 200, "one journal row per run");
+    for ctl in ["memory", "pids", "cpu", "cpuacct", "cpuset", "unified", ""] {
+        let dir = Path::new("/sys/fs/cgroup").join(ctl).join("wharf");
+        for id in &ids {
+            assert!(
+                !dir.join(id).exists(),
+                "cgroup {} left",
+                dir.join(id).display()
+            );
+        }
+    }
+}
