@@ -371,7 +371,7 @@ pub fn remove(store: &Store, rec: &Record) -> Result<()> {
     Ok(())
 }
 
-/// Removes the container's directory and its per-boot run dir (best effort).
+/// Removes the container's directory (best effort).
 pub fn remove_files(store: &Store, id: &str) {
     let dir = store.container_dir(id);
     if let Err(e) = fsutil::remove_tree(&dir)
@@ -379,11 +379,10 @@ pub fn remove_files(store: &Store, id: &str) {
     {
         tracing::warn!("cannot remove {}: {e}", dir.display());
     }
-    crate::runtime::ops::remove_run_dir(store, id);
 }
 
 /// Closes the runs whose owner (foreground wharf or monitor) died without recording the end:
-/// marks them exited, destroys their cgroup and run dir, and removes `--rm` containers.
+/// marks them exited, destroys their cgroup, and removes `--rm` containers.
 /// Cheap when nothing is stale: one indexed query.
 pub fn reconcile(store: &Store) -> Result<()> {
     let mut cleaned = false;
@@ -423,8 +422,6 @@ pub fn reconcile(store: &Store) -> Result<()> {
         mark_exited(store, &rec.id, run_id, &out, rec.config.auto_remove)?;
         if rec.config.auto_remove {
             remove_files(store, &rec.id);
-        } else {
-            crate::runtime::ops::remove_run_dir(store, &rec.id);
         }
         cleaned = true;
     }

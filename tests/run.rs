@@ -258,6 +258,41 @@ fn exit_codes_follow_docker() {
 }
 
 #[test]
+fn signals_to_a_foreground_run_reach_the_container() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["fwd".into()],
+    };
+    let mut fg = env
+        .wharf()
+        .args([
+            "run",
+            "--name",
+            "fwd",
+            "bb:1",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn wharf run");
+    let mut stdout = fg.stdout.take().expect("stdout");
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).expect("read ready");
+    assert_eq!(&first, b"ready\n");
+    // SAFETY: kill on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(fg.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read");
+    let st = fg.wait().expect("wait");
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(st.code(), Some(7));
+}
+
+#[test]
 fn write_layer_is_kept_and_image_untouched() {
     require_root!();
     let env = setup();

@@ -21,8 +21,8 @@ pub struct ChildSpec {
     /// `lowerdir=...,upperdir=...,workdir=...`
     pub overlay_data: String,
     pub hostname: String,
-    /// Host files bind-mounted over /etc/hostname, /etc/hosts, /etc/resolv.conf.
-    pub etc_files: [(PathBuf, &'static str); 3],
+    /// Content of /etc/hostname, /etc/hosts, /etc/resolv.conf.
+    pub etc_files: [(Vec<u8>, &'static str); 3],
     /// (host source, destination in the container, read-only)
     pub volumes: Vec<(PathBuf, String, bool)>,
     pub args: Vec<CString>,
@@ -174,10 +174,14 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     )
     .map_err(|e| err("cannot mount /dev/mqueue", e))?;
 
-    // /etc files, bind-mounted from the container dir as docker does.
-    for (src, dest) in &spec.etc_files {
+    // /etc files: written to the /dev tmpfs, bind-mounted, unlinked (the mounts keep them).
+    for (content, dest) in &spec.etc_files {
+        let src = tmp_file(dev.as_raw_fd(), content)
+            .map_err(|e| err(format!("cannot write {dest}"), e))?;
         let t = mkfile(rfd, dest).map_err(|e| err(format!("cannot create {dest}"), e))?;
-        bind(src, &fdpath(&t), false).map_err(|e| err(format!("cannot mount {dest}"), e))?;
+        let r = bind(&fdpath(&src), &fdpath(&t), false);
+        tmp_file_done(dev.as_raw_fd());
+        r.map_err(|e| err(format!("cannot mount {dest}"), e))?;
     }
     if let Ok(etc) = open_in(rfd, "/etc", libc::O_PATH | libc::O_DIRECTORY) {
         let _ = symlinkat("/proc/mounts", etc.as_raw_fd(), "mtab");
@@ -398,6 +402,41 @@ fn mkfile(root: RawFd, path: &str) -> io::Result<OwnedFd> {
         unsafe { libc::close(fd) };
     }
     open_in(root, path, libc::O_PATH)
+}
+
+/// A file `.wharf-etc` holding `content` in directory `dir`; an O_PATH descriptor.
+fn tmp_file(dir: RawFd, content: &[u8]) -> io::Result<OwnedFd> {
+    let name = c".wharf-etc";
+    // SAFETY: dir is a directory descriptor, name NUL-terminated.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor owned by nothing else.
+    let file: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    sys::write_all(file.as_raw_fd(), content).and_then(|()| {
+        // SAFETY: as above; O_PATH reopen of the same name.
+        let p = unsafe { libc::openat(dir, name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if p < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: a new descriptor owned by nothing else.
+            Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(p) })
+        }
+    })
+}
+
+/// Removes what [`tmp_file`] made once it is mounted.
+fn tmp_file_done(dir: RawFd) {
+    // SAFETY: unlinkat with a NUL-terminated name in a directory we own.
+    unsafe { libc::unlinkat(dir, c".wharf-etc".as_ptr(), 0) };
 }
 
 fn symlinkat(target: &str, dir: RawFd, name: &str) -> io::Result<()> {

@@ -35,34 +35,27 @@ fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
 
-/// Writes the container's /etc/hostname, /etc/hosts and /etc/resolv.conf into its dir.
-fn write_etc(dir: &std::path::Path, hostname: &str, network: Network) -> Result<[PathBuf; 3]> {
+/// The content of the container's /etc/hostname, /etc/hosts and /etc/resolv.conf. The child
+/// writes them into its /dev tmpfs and bind-mounts them (no file on the host's disk).
+fn etc_files(hostname: &str, network: Network) -> [(Vec<u8>, &'static str); 3] {
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
          ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
     );
+    let host_resolv = fs::read("/etc/resolv.conf").ok();
     let resolv = match network {
-        Network::Host => fs::read("/etc/resolv.conf").ok(),
-        Network::None => None,
+        Network::Host => host_resolv,
+        // The host's local resolver (127.0.0.53 and the like) is unreachable from a new
+        // network namespace: then give docker's fallback.
+        Network::None => host_resolv.filter(|r| !String::from_utf8_lossy(r).contains("127.0.0.")),
     }
-    .unwrap_or_else(|| {
-        // The host's resolver (often 127.0.0.53) is unreachable from a new network
-        // namespace: give docker's fallback.
-        fs::read("/etc/resolv.conf")
-            .ok()
-            .filter(|r| !String::from_utf8_lossy(r).contains("127.0.0."))
-            .unwrap_or_else(|| b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec())
-    });
-    let paths = [
-        dir.join("hostname"),
-        dir.join("hosts"),
-        dir.join("resolv.conf"),
-    ];
-    fs::write(&paths[0], format!("{hostname}\n"))?;
-    fs::write(&paths[1], hosts)?;
-    fs::write(&paths[2], resolv)?;
-    Ok(paths)
+    .unwrap_or_else(|| b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec());
+    [
+        (format!("{hostname}\n").into_bytes(), "/etc/hostname"),
+        (hosts.into_bytes(), "/etc/hosts"),
+        (resolv, "/etc/resolv.conf"),
+    ]
 }
 
 /// Starts the container `rec`. `stdio` are the descriptors for its 0, 1, 2 without a tty.
@@ -75,11 +68,11 @@ pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched
     for d in [&upper, &work] {
         fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let rdir = super::ops::run_dir(store, &rec.id);
-    let merged = rdir.join("merged");
-    fs::create_dir_all(&merged).with_context(|| format!("cannot create {}", merged.display()))?;
-    let etc = write_etc(&cdir, &cfg.hostname, cfg.network)
-        .with_context(|| format!("cannot write the /etc files in {}", cdir.display()))?;
+    let merged = super::ops::run_dir(store);
+    if !merged.is_dir() {
+        fs::create_dir_all(&merged)
+            .with_context(|| format!("cannot create {}", merged.display()))?;
+    }
 
     let layers = image::layer_dirs(store, &rec.image_id)?;
     if layers.is_empty() {
@@ -99,11 +92,15 @@ pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched
         }
         lower.push_str(s);
     }
-    let overlay_data = format!(
+    let mut overlay_data = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
+    if cfg.auto_remove {
+        // The write layer is thrown away at exit: skip overlay's sync of it on unmount.
+        overlay_data.push_str(",volatile");
+    }
 
     let mut volumes = Vec::with_capacity(cfg.volumes.len());
     for v in &cfg.volumes {
@@ -147,11 +144,7 @@ pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched
         merged: merged.clone(),
         overlay_data,
         hostname: cfg.hostname.clone(),
-        etc_files: [
-            (etc[0].clone(), "/etc/hostname"),
-            (etc[1].clone(), "/etc/hosts"),
-            (etc[2].clone(), "/etc/resolv.conf"),
-        ],
+        etc_files: etc_files(&cfg.hostname, cfg.network),
         volumes,
         args,
         env: cfg.env.clone(),

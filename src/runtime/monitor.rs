@@ -209,8 +209,6 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
             let _ = container::mark_exited(store, &rec.id, None, &out, cfg.auto_remove);
             if cfg.auto_remove {
                 container::remove_files(store, &rec.id);
-            } else {
-                super::ops::remove_run_dir(store, &rec.id);
             }
             return Err(e);
         }
@@ -376,8 +374,6 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
     container::mark_exited(store, &rec.id, run_id, &out, cfg.auto_remove)?;
     if cfg.auto_remove {
         container::remove_files(store, &rec.id);
-    } else {
-        super::ops::remove_run_dir(store, &rec.id);
     }
     Ok(exit_code)
 }

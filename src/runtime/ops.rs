@@ -20,24 +20,17 @@ use crate::image;
 use crate::store::{Store, random_hex};
 use crate::util::rfc3339;
 
-/// The per-boot run dir of a container: `/run/wharf/<h>/<id>/`, where `<h>` is the first 16
-/// hex digits of the sha256 of the state root's path, so two state roots (tests run many at
-/// once) never share one. It holds `merged/`, the overlay mount point, which is mounted only
-/// inside the container's mount namespace: the host never sees a mount there. It lives on
-/// tmpfs, so a reboot clears it; a crash leaves an empty dir that `reconcile` removes.
-pub fn run_dir(store: &Store, id: &str) -> PathBuf {
+/// The per-boot run dir of a state root: `/run/wharf/<h>/`, where `<h>` is the first 16 hex
+/// digits of the sha256 of the state root's path, so two state roots (tests run many at once)
+/// never share one. It is the overlay mount point of every container of that root: each
+/// container mounts its overlay there inside its own private mount namespace, then pivots
+/// into it, so the host never sees a mount there and containers never see each other's.
+/// Nothing is created per container (no dir churn on the hot path); the dir stays, empty,
+/// until reboot (/run is a tmpfs on most hosts). Removing it while a container is between its
+/// overlay mount and pivot_root would detach that mount, so wharf never removes it.
+pub fn run_dir(store: &Store) -> PathBuf {
     let h = Sha256::digest(store.root().as_os_str().as_encoded_bytes());
-    Path::new("/run/wharf").join(hex::encode(&h[..8])).join(id)
-}
-
-/// Removes a container's run dir, and its state root's dir under /run/wharf when that is
-/// left empty (best effort: no leftovers in /run).
-pub fn remove_run_dir(store: &Store, id: &str) {
-    let dir = run_dir(store, id);
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(parent) = dir.parent() {
-        let _ = std::fs::remove_dir(parent);
-    }
+    Path::new("/run/wharf").join(hex::encode(&h[..8]))
 }
 
 /// Records a new container from `image_ref` and `opts` (state `created`).
