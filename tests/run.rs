@@ -776,3 +776,45 @@ fn cgroup_limits_and_oom_are_recorded() {
     assert_eq!(code(&out), 137);
     assert_eq!(inspect(&env, "oom")["State"]["OOMKilled"], true);
 }
+
+#[test]
+fn detached_tty_logs_follow_and_rm() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["ft".into(), "busy".into()],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "ft",
+        "bb:1",
+        "sh",
+        "-c",
+        "tty; sleep 0.3; echo late",
+    ]);
+    // -f returns once the container has exited, with everything it wrote.
+    let out = env.ok(&["logs", "-f", "ft"]);
+    assert!(out.contains("/dev/pts/0") && out.contains("late"), "{out}");
+    assert_eq!(state(&env, "ft"), "exited");
+    assert_eq!(inspect(&env, "ft")["State"]["ExitCode"], 0);
+    // A start failure of a detached container is reported by `run -d` itself.
+    let out = env.run(&["run", "-d", "bb:1", "no-such-command"]);
+    assert_eq!(code(&out), 127, "{}", text(&out.stderr));
+    // rm refuses a running container unless forced.
+    env.ok(&["run", "-d", "--name", "busy", "bb:1", "sleep", "60"]);
+    assert!(env.fails(&["rm", "busy"]).contains("is running"));
+    env.ok(&["rm", "-f", "busy"]);
+    assert!(
+        env.fails(&["inspect", "busy"])
+            .contains("no such container")
+    );
+    // Names are unique.
+    env.ok(&["run", "--name", "dup", "bb:1", "true"]);
+    let out = env.run(&["run", "--name", "dup", "bb:1", "true"]);
+    assert_eq!(code(&out), 125);
+    assert!(text(&out.stderr).contains("already in use"));
+}

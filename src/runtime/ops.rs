@@ -97,7 +97,7 @@ pub fn run_detached(root: &Path, id: &str) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // syscalls (setsid, dup2, fcntl) on descriptors this process owns.
+    // syscalls (setsid, dup2, fcntl, close_range) on descriptors this process owns.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
@@ -106,6 +106,8 @@ pub fn run_detached(root: &Path, id: &str) -> Result<()> {
             } else if libc::dup2(wfd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Nothing the caller left open follows the monitor.
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
             Ok(())
         });
     }
