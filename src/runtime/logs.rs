@@ -184,7 +184,7 @@ mod tests {
     fn entries_round_trip_and_rotate() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log.json");
-        let mut w = LogWriter::with_max(&p, 200).unwrap();
+        let mut w = LogWriter::with_max(&p, 400).unwrap();
         w.write(Stream::Stdout, b"a\nb\n").unwrap();
         w.write(Stream::Stderr, b"\"quoted\"").unwrap();
         let text = fs::read_to_string(&p).unwrap();
@@ -197,6 +197,6 @@ mod tests {
             w.write(Stream::Stdout, b"0123456789\n").unwrap();
         }
         assert!(rotated(&p).exists());
-        assert!(fs::metadata(&p).unwrap().len() <= 200);
+        assert!(fs::metadata(&p).unwrap().len() <= 400);
     }
 }
