@@ -18,8 +18,13 @@ use crate::error::exit;
 pub struct ChildSpec {
     /// The overlay mount point (in the per-boot run dir).
     pub merged: PathBuf,
-    /// `lowerdir=...,upperdir=...,workdir=...`
-    pub overlay_data: String,
+    /// overlay's lowerdir (layer dirs, top first, `:`-separated).
+    pub lower: String,
+    /// The write layer: host paths, or with `tmp_layer` names inside a tmpfs mounted at
+    /// `merged` (the overlay then goes on `merged/root`).
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub tmp_layer: bool,
     pub hostname: String,
     /// Content of /etc/hostname, /etc/hosts, /etc/resolv.conf.
     pub etc_files: [(Vec<u8>, &'static str); 3],
@@ -101,15 +106,37 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         None,
     )
     .map_err(|e| err("cannot make / private", e))?;
-    sys::mount(
-        Some("overlay"),
-        &spec.merged,
-        Some("overlay"),
-        0,
-        Some(&spec.overlay_data),
-    )
-    .map_err(|e| err("cannot mount the overlay root filesystem", e))?;
-    let root = open_dir(&spec.merged).map_err(|e| err("cannot open the root filesystem", e))?;
+    let target = if spec.tmp_layer {
+        sys::mount(
+            Some("tmpfs"),
+            &spec.merged,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=755"),
+        )
+        .map_err(|e| err("cannot mount the write layer's tmpfs", e))?;
+        for d in [&spec.upper, &spec.work, Path::new("root")] {
+            std::fs::create_dir(spec.merged.join(d))
+                .map_err(|e| err("cannot create the write layer", e))?;
+        }
+        spec.merged.join("root")
+    } else {
+        spec.merged.clone()
+    };
+    let (upper, work) = if spec.tmp_layer {
+        (spec.merged.join(&spec.upper), spec.merged.join(&spec.work))
+    } else {
+        (spec.upper.clone(), spec.work.clone())
+    };
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.lower,
+        upper.display(),
+        work.display()
+    );
+    sys::mount(Some("overlay"), &target, Some("overlay"), 0, Some(&data))
+        .map_err(|e| err("cannot mount the overlay root filesystem", e))?;
+    let root = open_dir(&target).map_err(|e| err("cannot open the root filesystem", e))?;
     let rfd = root.as_raw_fd();
 
     let nosuid_noexec_nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;

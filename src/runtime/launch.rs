@@ -63,11 +63,20 @@ fn etc_files(hostname: &str, network: Network) -> [(Vec<u8>, &'static str); 3] {
 pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched> {
     let cfg = &rec.config;
     let cdir = store.container_dir(&rec.id);
-    let upper = cdir.join("upper");
-    let work = cdir.join("work");
-    for d in [&upper, &work] {
-        fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
+    // A `--rm` container's write layer is thrown away at exit: it lives on a tmpfs mounted in
+    // the container's own mount namespace (its pages are charged to the container's memory
+    // cgroup), so a run creates and deletes nothing on the host's disk. Otherwise the write
+    // layer is `containers/<id>/upper`, kept across runs.
+    let tmp_layer = cfg.auto_remove;
+    let (upper, work) = if tmp_layer {
+        (PathBuf::from("upper"), PathBuf::from("work"))
+    } else {
+        let (u, w) = (cdir.join("upper"), cdir.join("work"));
+        for d in [&u, &w] {
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        (u, w)
+    };
     let merged = super::ops::run_dir(store);
     if !merged.is_dir() {
         fs::create_dir_all(&merged)
@@ -92,14 +101,13 @@ pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched
         }
         lower.push_str(s);
     }
-    let mut overlay_data = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    );
-    if cfg.auto_remove {
-        // The write layer is thrown away at exit: skip overlay's sync of it on unmount.
-        overlay_data.push_str(",volatile");
+    for p in [&upper, &work] {
+        if p.to_str().is_none_or(|s| s.contains([',', ':'])) {
+            anyhow::bail!(
+                "the path {} holds a ',' or ':', which overlay cannot take",
+                p.display()
+            );
+        }
     }
 
     let mut volumes = Vec::with_capacity(cfg.volumes.len());
@@ -142,7 +150,10 @@ pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched
     let caps = spec::capability_mask(cfg)?;
     let child_spec = ChildSpec {
         merged: merged.clone(),
-        overlay_data,
+        lower,
+        upper,
+        work,
+        tmp_layer,
         hostname: cfg.hostname.clone(),
         etc_files: etc_files(&cfg.hostname, cfg.network),
         volumes,

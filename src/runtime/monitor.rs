@@ -181,6 +181,9 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
     };
     let mut sink = if detached {
         let path = container::log_path(store, &rec.id);
+        let dir = store.container_dir(&rec.id);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Sink::Log(
             LogWriter::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
         )

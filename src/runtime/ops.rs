@@ -77,8 +77,6 @@ pub fn create(
         Some(u) => anyhow::Error::new(u.clone().code(exit::RUNTIME)),
         None => e,
     })?;
-    let dir = store.container_dir(&id);
-    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     container::find(store, &id)
 }
 
