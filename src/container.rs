@@ -191,6 +191,9 @@ pub struct NewContainer<'a> {
     pub image_id: &'a str,
     pub image_ref: &'a str,
     pub config: &'a ContainerConfig,
+    /// The process that will own its first run (pid, start time): recorded with the row, so
+    /// a crash before the run starts is found by [`reconcile`] too.
+    pub owner: Option<(i32, u64)>,
 }
 
 /// Inserts a container in state `created`.
@@ -199,8 +202,8 @@ pub fn insert(store: &Store, c: &NewContainer<'_>) -> Result<()> {
     let res = store
         .db()
         .prepare_cached(
-            "INSERT INTO containers (id, name, image_id, image_ref, config, created_at, state) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created')",
+            "INSERT INTO containers (id, name, image_id, image_ref, config, created_at, state, \
+             monitor_pid, monitor_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
         )?
         .execute(params![
             c.id,
@@ -208,7 +211,9 @@ pub fn insert(store: &Store, c: &NewContainer<'_>) -> Result<()> {
             c.image_id,
             c.image_ref,
             config,
-            now_ns()
+            now_ns(),
+            c.owner.map(|(p, _)| p),
+            c.owner.map(|(_, t)| t as i64)
         ]);
     match res {
         Ok(_) => Ok(()),

@@ -113,3 +113,56 @@ fn two_hundred_runs_leave_nothing_behind() {
         }
     }
 }
+
+/// wharf SIGKILLed at varied points of `run` (before, during and after the container's
+/// setup): its container dies with it, and the next wharf command closes the records.
+#[test]
+fn wharf_killed_during_setup_leaves_nothing() {
+    require_root!();
+    let env = Env::new();
+    env.import(&busybox_tar(), "bb:1");
+    let marker = "61.125";
+    for i in 0..12u64 {
+        let mut child = env
+            .wharf()
+            .args(["run", "--rm", "bb:1", "sleep", marker])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn wharf");
+        // Not a synchronization: the point is to kill at a different moment each time.
+        std::thread::sleep(std::time::Duration::from_millis(i * 4));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // PDEATHSIG (or the parent's EOF before the go) ends every container.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !processes_mentioning(marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containers outlived wharf"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Any wharf command reconciles (this one fails: no such container).
+    let _ = env.run(&["inspect", "nothing"]);
+    let db = rusqlite::Connection::open(env.root.join("wharf.db")).expect("open db");
+    let left: i64 = db
+        .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(left, 0, "--rm containers left in the store");
+    let open_runs: i64 = db
+        .query_row(
+            "SELECT count(*) FROM runs WHERE finished_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(open_runs, 0, "runs left open");
+    assert!(
+        env.tree("containers").is_empty(),
+        "{:?}",
+        env.tree("containers")
+    );
+    assert!(common::mounts_below(env.dir.path()).is_empty());
+}

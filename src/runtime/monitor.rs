@@ -147,7 +147,10 @@ pub fn run(store: &Store, id: &str, attach: Attach) -> Result<i32> {
 /// `ready` is taken (written `ok` and closed) once the command runs.
 fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32> {
     let rec = container::find(store, id)?;
-    if rec.live_monitor().is_some() {
+    // Refuse a second owner; the one that created the record (this foreground `run`, or the
+    // `run -d` that spawned us) hands over.
+    let me = std::process::id() as i32;
+    if rec.state == "running" && rec.live_monitor().is_some_and(|m| m != me) {
         return Err(user(format!("container {} is already running", rec.name))
             .hint("`wharf stop` it first")
             .code(exit::RUNTIME)

@@ -71,6 +71,7 @@ pub fn create(
             image_id: &image_id,
             image_ref,
             config: &cfg,
+            owner: me(),
         },
     )
     .map_err(|e| match crate::error::find_user_error(&e) {
@@ -78,6 +79,12 @@ pub fn create(
         None => e,
     })?;
     container::find(store, &id)
+}
+
+/// This process as a run owner: (pid, start time).
+fn me() -> Option<(i32, u64)> {
+    let pid = std::process::id() as i32;
+    container::proc_start_time(pid).map(|t| (pid, t))
 }
 
 /// Runs a recorded container in the foreground; returns its exit code.
