@@ -85,9 +85,20 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         libc::umask(0o022);
     }
     // Wait for the parent: it moves us into the cgroup first.
-    let mut go = [0u8; 1];
+    // "g", then the terminal size (rows, cols, xpixel, ypixel as u16) when there is one.
+    let mut go = [0u8; 9];
+    let mut winsize = None;
     match sys::read(fd, &mut go) {
         Ok(1) => {}
+        Ok(9) => {
+            let u = |i: usize| u16::from_le_bytes([go[i], go[i + 1]]);
+            winsize = Some(libc::winsize {
+                ws_row: u(1),
+                ws_col: u(3),
+                ws_xpixel: u(5),
+                ws_ypixel: u(7),
+            });
+        }
         _ => {
             return Err(ChildError {
                 code: exit::RUNTIME,
@@ -246,6 +257,10 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         let master = open_in(rfd, "/dev/pts/ptmx", libc::O_RDWR | libc::O_NOCTTY)
             .map_err(|e| err("cannot open /dev/pts/ptmx", e))?;
         let n = sys::unlock_pty(master.as_raw_fd()).map_err(|e| err("cannot unlock the pty", e))?;
+        if let Some(ws) = &winsize {
+            // Before exec, so the command's first look at the size sees the real one.
+            sys::set_winsize(master.as_raw_fd(), ws);
+        }
         let slave = open_in(rfd, &format!("/dev/pts/{n}"), libc::O_RDWR | libc::O_NOCTTY)
             .map_err(|e| err("cannot open the pty", e))?;
         let console =

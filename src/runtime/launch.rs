@@ -3,7 +3,8 @@
 //! succeeded.
 //!
 //! Sync protocol over a SOCK_SEQPACKET pair (close-on-exec on both ends):
-//! parent → child: one byte, "go" (sent after the cgroup holds the child).
+//! parent → child: "g" (sent after the cgroup holds the child), followed with `-t` in the
+//! foreground by the terminal size (4 × u16 LE: rows, cols, xpixel, ypixel).
 //! child → parent: `T` + SCM_RIGHTS pty master (with `-t`), then either `E` + i32 exit code
 //! + message (setup or exec failed) or EOF (exec succeeded: the socket closed on exec).
 
@@ -60,7 +61,13 @@ fn etc_files(hostname: &str, network: Network) -> [(Vec<u8>, &'static str); 3] {
 
 /// Starts the container `rec`. `stdio` are the descriptors for its 0, 1, 2 without a tty.
 /// The caller has blocked the signals it handles (the child unblocks them before exec).
-pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched> {
+/// `winsize` is the terminal size the container's pty starts with (`-t` in the foreground).
+pub fn launch(
+    store: &Store,
+    rec: &Record,
+    stdio: [RawFd; 3],
+    winsize: Option<libc::winsize>,
+) -> Result<Launched> {
     let cfg = &rec.config;
     let cdir = store.container_dir(&rec.id);
     // A `--rm` container's write layer is thrown away at exit: it lives on a tmpfs mounted in
@@ -230,7 +237,13 @@ pub fn launch(store: &Store, rec: &Record, stdio: [RawFd; 3]) -> Result<Launched
         e
     };
 
-    if let Err(e) = sys::write_all(parent_sock.as_raw_fd(), b"g") {
+    let mut go = vec![b'g'];
+    if let Some(ws) = winsize {
+        for v in [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel] {
+            go.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    if let Err(e) = sys::write_all(parent_sock.as_raw_fd(), &go) {
         return Err(fail(
             anyhow::Error::new(e).context("cannot release the container"),
         ));

@@ -194,7 +194,12 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
         Sink::Fds
     };
 
-    let launched = launch::launch(store, &rec, stdio);
+    let winsize = if cfg.tty && !detached {
+        sys::get_winsize(0).or_else(|| sys::get_winsize(1))
+    } else {
+        None
+    };
+    let launched = launch::launch(store, &rec, stdio, winsize);
     drop(child_ends);
     let Launched {
         pid,
