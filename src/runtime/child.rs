@@ -106,6 +106,21 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
             });
         }
     }
+    // The parent may have died before PDEATHSIG was armed, after sending the go (which stays
+    // buffered): its end of the socket is closed then. A death after this check is PDEATHSIG's.
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: pfd is one valid pollfd; timeout 0 does not block.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if n != 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
+        return Err(ChildError {
+            code: exit::RUNTIME,
+            msg: "the parent died during setup".into(),
+        });
+    }
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| err("cannot set the hostname", e.into()))?;
     // Nothing we mount may propagate to the host.
