@@ -124,6 +124,9 @@ fn container_sees_a_docker_like_world() {
         echo "keys=$(cat /proc/keys | wc -c)"
         echo x > /proc/sysrq-trigger 2>/dev/null || echo sysrq_ro
         echo 1 > /proc/sys/kernel/ostype 2>/dev/null || echo procsys_ro
+        mknod /tmp/n c 1 3 && { echo x > /tmp/n 2>/dev/null && echo mknod_usable || echo mknod_blocked; }
+        mknod /dev/n2 c 1 3 && { echo x > /dev/n2 2>/dev/null && echo devmknod_usable || echo devmknod_blocked; }
+        echo x > /dev/null && echo devnull_ok
         env | sort | sed 's/^/env /'
     "#;
     let out = env.ok(&["run", "--name", "look", "bb:1", "sh", "-c", script]);
@@ -157,6 +160,9 @@ fn container_sees_a_docker_like_world() {
         "NoNewPrivs:\t1",
         "keys=0",
         "procsys_ro",
+        "mknod_blocked",
+        "devmknod_blocked",
+        "devnull_ok",
         "env container=wharf",
         "env HOME=/root",
         &format!("env HOSTNAME={short}"),

@@ -160,8 +160,18 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         upper.display(),
         work.display()
     );
-    sys::mount(Some("overlay"), &target, Some("overlay"), 0, Some(&data))
-        .map_err(|e| err("cannot mount the overlay root filesystem", e))?;
+    // No device node of the image or made in the container is usable (there is no devices
+    // cgroup to stop CAP_MKNOD): the rootfs, /dev and volumes are nodev, and /dev's nodes are
+    // bind mounts of the host's.
+    let nodev = if spec.privileged { 0 } else { libc::MS_NODEV };
+    sys::mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        nodev,
+        Some(&data),
+    )
+    .map_err(|e| err("cannot mount the overlay root filesystem", e))?;
     let root = open_dir(&target).map_err(|e| err("cannot open the root filesystem", e))?;
     let rfd = root.as_raw_fd();
 
@@ -189,7 +199,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         Some("tmpfs"),
         &fdpath(&t),
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        libc::MS_NOSUID | libc::MS_STRICTATIME | nodev,
         Some("mode=755,size=65536k"),
     )
     .map_err(|e| err("cannot mount /dev", e))?;
@@ -252,7 +262,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         .map_err(|e| err(format!("cannot create the volume mount point {dest}"), e))?;
         bind(src, &fdpath(&t), false)
             .map_err(|e| err(format!("cannot mount the volume at {dest}"), e))?;
-        if *ro {
+        if *ro || nodev != 0 {
             // `t` still names the directory under the new mount: reopen to reach its top.
             let top = open_in(rfd, dest, libc::O_PATH)
                 .map_err(|e| err(format!("cannot open the volume at {dest}"), e))?;
@@ -260,10 +270,10 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
                 None,
                 &fdpath(&top),
                 None,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                libc::MS_BIND | libc::MS_REMOUNT | nodev | if *ro { libc::MS_RDONLY } else { 0 },
                 None,
             )
-            .map_err(|e| err(format!("cannot make the volume at {dest} read-only"), e))?;
+            .map_err(|e| err(format!("cannot set the flags of the volume at {dest}"), e))?;
         }
     }
 
@@ -521,32 +531,33 @@ fn bind(src: &Path, target: &Path, ro: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Device nodes and links of a docker /dev.
+/// Device nodes (bind mounts of the host's) and links of a docker /dev.
 fn make_dev(dev: RawFd) -> io::Result<()> {
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let n = sys::cstr(name)?;
         // SAFETY: dev is a directory descriptor, n NUL-terminated.
-        let r = unsafe {
-            libc::mknodat(
+        let fd = unsafe {
+            libc::openat(
                 dev,
                 n.as_ptr(),
-                libc::S_IFCHR | 0o666,
-                libc::makedev(major, minor),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o666,
             )
         };
-        if r < 0 {
+        if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // mknod honours the umask: set the mode exactly.
-        // SAFETY: as above.
-        unsafe { libc::fchmodat(dev, n.as_ptr(), 0o666, 0) };
+        // SAFETY: a new descriptor we own; closed right away.
+        unsafe { libc::close(fd) };
+        // SAFETY: as above, an O_PATH descriptor of the file just made.
+        let t = unsafe { libc::openat(dev, n.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if t < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor owned by nothing else.
+        let t: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(t) };
+        let src = PathBuf::from(format!("/dev/{name}"));
+        sys::mount(src.to_str(), &fdpath(&t), None, libc::MS_BIND, None)?;
     }
     for (target, name) in [
         ("/proc/self/fd", "fd"),
