@@ -1,6 +1,6 @@
 //! Container spec → running process: namespaces, rootfs, cgroups, terminals, the monitor.
 //!
-//! - [`ops`]: the verbs (`run`, `stop`, `kill`, `rm`) and the per-boot run dir.
+//! - [`ops`]: the verbs (`run`, `stop`, `kill`, `rm`) and the run dir (the overlay mount point).
 //! - [`spec`]: run options + image config → `ContainerConfig`.
 //! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec.
 //! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::monitor::{self, Attach};
 use super::spec::{self, RunOptions};
@@ -20,17 +19,16 @@ use crate::image;
 use crate::store::{Store, random_hex};
 use crate::util::rfc3339;
 
-/// The per-boot run dir of a state root: `/run/wharf/<h>/`, where `<h>` is the first 16 hex
-/// digits of the sha256 of the state root's path, so two state roots (tests run many at once)
-/// never share one. It is the overlay mount point of every container of that root: each
-/// container mounts its overlay there inside its own private mount namespace, then pivots
-/// into it, so the host never sees a mount there and containers never see each other's.
-/// Nothing is created per container (no dir churn on the hot path); the dir stays, empty,
-/// until reboot (/run is a tmpfs on most hosts). Removing it while a container is between its
-/// overlay mount and pivot_root would detach that mount, so wharf never removes it.
+/// The run dir of a state root: `<root>/run/`. It is the overlay mount point of every
+/// container of that root: each container mounts its overlay (and, for `--rm`, the tmpfs of
+/// its write layer) there inside its own private mount namespace, then pivots into it, so the
+/// host never sees a mount there and containers never see each other's. It holds no state and
+/// nothing is created in it per container (no dir churn on the hot path). Living in the state
+/// root, it never collides between roots (tests run many at once) and leaves nothing in /run.
+/// wharf never removes it: a container between its overlay mount and pivot_root would lose
+/// its mount.
 pub fn run_dir(store: &Store) -> PathBuf {
-    let h = Sha256::digest(store.root().as_os_str().as_encoded_bytes());
-    Path::new("/run/wharf").join(hex::encode(&h[..8]))
+    store.root().join("run")
 }
 
 /// Records a new container from `image_ref` and `opts` (state `created`).
