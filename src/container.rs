@@ -1,1 +1,479 @@
-//! Container records: the `containers` table, names, and state transitions.
+//! Container records: the `containers` and `runs` tables, names, lookup, and state
+//! transitions.
+//!
+//! A container is a row in `containers` plus its directory `containers/<id>/` (the overlay
+//! `upper/` and `work/`, the generated `hostname`/`hosts`/`resolv.conf`, and `log.json`).
+//! Its [`ContainerConfig`] is everything needed to run it again (`start` reruns it).
+//! Every run (start → exit) is one row of `runs`.
+//!
+//! States: `created` (recorded, not running) → `running` (pid and pid_start set) → `exited`.
+//! The process that owns a run (the foreground `wharf run`, or a detached monitor) is recorded
+//! as `monitor_pid` + `monitor_start`; [`reconcile`] finds runs whose owner died and closes them.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::error::user;
+use crate::runtime::cgroup::{self, Limits};
+use crate::store::{Store, fsutil, now_ns};
+
+/// What the container's network namespace is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A new network namespace with only `lo`, up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// One `-v` mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// `named` (under `<root>/volumes/<name>/_data`) or `bind` (a host path).
+    pub kind: VolumeKind,
+    /// The volume name, or the absolute host path.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    Named,
+    Bind,
+}
+
+/// The effective spec of a container: the image's defaults merged with the command line.
+/// Stored as JSON in `containers.config`; `start` runs a container again from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// argv of the container's init (entrypoint + cmd, resolved).
+    pub args: Vec<String>,
+    /// `K=V`, complete (PATH, HOSTNAME, TERM, container=wharf, image env, `-e`). HOME is
+    /// added at start from the container's /etc/passwd when absent.
+    pub env: Vec<String>,
+    /// Working directory inside the container ("/" when neither image nor `-w` give one).
+    pub working_dir: String,
+    /// `uid[:gid]` or `name[:group]`, resolved inside the container at start; None = root.
+    #[serde(default)]
+    pub user: Option<String>,
+    pub hostname: String,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub limits: Limits,
+    /// `--rm`: remove the container when its run ends.
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// A row of `containers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub image_id: String,
+    pub image_ref: String,
+    pub config: ContainerConfig,
+    pub created_at: i64,
+    pub state: String,
+    pub pid: Option<i32>,
+    pub pid_start: Option<u64>,
+    pub monitor_pid: Option<i32>,
+    pub monitor_start: Option<u64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+}
+
+impl Record {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    /// The container's process, if it is running and its pid was not recycled.
+    pub fn live_pid(&self) -> Option<i32> {
+        match (self.state.as_str(), self.pid, self.pid_start) {
+            ("running", Some(pid), Some(start)) if proc_start_time(pid) == Some(start) => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// The process owning the current run, if it is alive (pid and start time match).
+    pub fn live_monitor(&self) -> Option<i32> {
+        match (self.monitor_pid, self.monitor_start) {
+            (Some(pid), Some(start)) if proc_start_time(pid) == Some(start) => Some(pid),
+            _ => None,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, image_id, image_ref, config, created_at, state, pid, pid_start, \
+     monitor_pid, monitor_start, started_at, finished_at, exit_code, oom_killed";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, String)> {
+    let cfg: String = r.get(4)?;
+    Ok((
+        Record {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            image_id: r.get(2)?,
+            image_ref: r.get(3)?,
+            config: ContainerConfig::default(),
+            created_at: r.get(5)?,
+            state: r.get(6)?,
+            pid: r.get(7)?,
+            pid_start: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+            monitor_pid: r.get(9)?,
+            monitor_start: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+            started_at: r.get(11)?,
+            finished_at: r.get(12)?,
+            exit_code: r.get(13)?,
+            oom_killed: r.get::<_, i64>(14)? != 0,
+        },
+        cfg,
+    ))
+}
+
+fn finish_row((mut rec, cfg): (Record, String)) -> Result<Record> {
+    rec.config = serde_json::from_str(&cfg)
+        .with_context(|| format!("the stored config of container {} is corrupt", rec.id))?;
+    Ok(rec)
+}
+
+/// A placeholder name until the names generator (issue 4) replaces this function: `c_` and
+/// the short id, unique because the id is.
+pub fn generate_name(id: &str) -> String {
+    format!("c_{}", &id[..12.min(id.len())])
+}
+
+/// Docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = name.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(user(format!("invalid container name {name:?}"))
+            .hint("a name is 2 or more of [a-zA-Z0-9_.-], starting with a letter or digit")
+            .into())
+    }
+}
+
+/// A new container to record.
+pub struct NewContainer<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub image_id: &'a str,
+    pub image_ref: &'a str,
+    pub config: &'a ContainerConfig,
+    /// The process that will own its first run (pid, start time): recorded with the row, so
+    /// a crash before the run starts is found by [`reconcile`] too.
+    pub owner: Option<(i32, u64)>,
+}
+
+/// Inserts a container in state `created`.
+pub fn insert(store: &Store, c: &NewContainer<'_>) -> Result<()> {
+    let config = serde_json::to_string(c.config)?;
+    let res = store
+        .db()
+        .prepare_cached(
+            "INSERT INTO containers (id, name, image_id, image_ref, config, created_at, state, \
+             monitor_pid, monitor_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
+        )?
+        .execute(params![
+            c.id,
+            c.name,
+            c.image_id,
+            c.image_ref,
+            config,
+            now_ns(),
+            c.owner.map(|(p, _)| p),
+            c.owner.map(|(_, t)| t as i64)
+        ]);
+    match res {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(
+                user(format!("the container name {:?} is already in use", c.name))
+                    .hint("choose another --name, or remove that container with `wharf rm`")
+                    .into(),
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Finds a container by name, full id, or unique id prefix.
+pub fn find(store: &Store, input: &str) -> Result<Record> {
+    let db = store.db();
+    let sql = format!("SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1");
+    if let Some(row) = db
+        .prepare_cached(&sql)?
+        .query_row([input], from_row)
+        .optional()?
+    {
+        return finish_row(row);
+    }
+    if !input.is_empty() && input.len() < 64 && input.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let sql = format!("SELECT {COLUMNS} FROM containers WHERE substr(id, 1, ?2) = ?1 LIMIT 2");
+        let rows: Vec<_> = db
+            .prepare_cached(&sql)?
+            .query_map(
+                params![input.to_ascii_lowercase(), input.len() as i64],
+                from_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.len() > 1 {
+            return Err(user(format!(
+                "the id prefix {input} matches more than one container"
+            ))
+            .hint("give more digits of the id, or the name")
+            .into());
+        }
+        if let Some(row) = rows.into_iter().next() {
+            return finish_row(row);
+        }
+    }
+    Err(user(format!("no such container: {input}"))
+        .hint("`wharf ps -a` lists the containers")
+        .into())
+}
+
+/// Every container whose state says a run is in progress.
+fn active(store: &Store) -> Result<Vec<Record>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM containers WHERE state = 'running' OR monitor_pid IS NOT NULL"
+    );
+    let rows: Vec<_> = store
+        .db()
+        .prepare_cached(&sql)?
+        .query_map([], from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter().map(finish_row).collect()
+}
+
+/// Claims a run of `id` for the calling process (the monitor): records it as the owner before
+/// the container process exists, so a crash at any later point is found by [`reconcile`].
+pub fn claim(store: &Store, id: &str) -> Result<()> {
+    let me = std::process::id() as i32;
+    let start = proc_start_time(me).map(|s| s as i64);
+    store
+        .db()
+        .prepare_cached(
+            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, stop_requested = 0 \
+             WHERE id = ?1",
+        )?
+        .execute(params![id, me, start])?;
+    Ok(())
+}
+
+/// Records that the container's init runs as `pid`, and opens its row in `runs`. Returns the
+/// run's row id.
+pub fn mark_running(store: &Store, rec_id: &str, pid: i32) -> Result<i64> {
+    let start = proc_start_time(pid).map(|s| s as i64);
+    let now = now_ns();
+    let tx = store.db().unchecked_transaction()?;
+    tx.prepare_cached(
+        "UPDATE containers SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4, \
+         finished_at = NULL, exit_code = NULL, oom_killed = 0 WHERE id = ?1",
+    )?
+    .execute(params![rec_id, pid, start, now])?;
+    tx.prepare_cached(
+        "INSERT INTO runs (container_id, container_name, image_id, image_ref, command, started_at) \
+         SELECT id, name, image_id, image_ref, json_extract(config, '$.args'), ?2 \
+         FROM containers WHERE id = ?1",
+    )?
+    .execute(params![rec_id, now])?;
+    let run_id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(run_id)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// The exit code as wharf reports it (128+N for signal N).
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub stats: cgroup::Stats,
+}
+
+/// Records the end of a run (container row and its `runs` row) in one transaction; with
+/// `remove`, deletes the container row instead of marking it exited.
+pub fn mark_exited(
+    store: &Store,
+    id: &str,
+    run_id: Option<i64>,
+    out: &Outcome,
+    remove: bool,
+) -> Result<()> {
+    let now = now_ns();
+    let tx = store.db().unchecked_transaction()?;
+    if let Some(run_id) = run_id {
+        tx.prepare_cached(
+            "UPDATE runs SET finished_at = ?2, exit_code = ?3, signal = ?4, oom_killed = ?5, \
+             peak_memory = ?6, cpu_usec = ?7 WHERE id = ?1",
+        )?
+        .execute(params![
+            run_id,
+            now,
+            out.exit_code,
+            out.signal,
+            out.stats.oom_killed,
+            out.stats.peak_memory.map(|v| v as i64),
+            out.stats.cpu_usec.map(|v| v as i64)
+        ])?;
+    }
+    if remove {
+        tx.prepare_cached("DELETE FROM containers WHERE id = ?1")?
+            .execute([id])?;
+    } else {
+        tx.prepare_cached(
+            "UPDATE containers SET state = 'exited', pid = NULL, pid_start = NULL, \
+             monitor_pid = NULL, monitor_start = NULL, finished_at = ?2, exit_code = ?3, \
+             oom_killed = ?4 WHERE id = ?1",
+        )?
+        .execute(params![id, now, out.exit_code, out.stats.oom_killed])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes a container's row and directory. The caller made sure it is not running.
+pub fn remove(store: &Store, rec: &Record) -> Result<()> {
+    store
+        .db()
+        .prepare_cached("DELETE FROM containers WHERE id = ?1")?
+        .execute([&rec.id])?;
+    remove_files(store, &rec.id);
+    Ok(())
+}
+
+/// Removes the container's directory (best effort).
+pub fn remove_files(store: &Store, id: &str) {
+    let dir = store.container_dir(id);
+    if let Err(e) = fsutil::remove_tree(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", dir.display());
+    }
+}
+
+/// Closes the runs whose owner (foreground wharf or monitor) died without recording the end:
+/// marks them exited, destroys their cgroup, and removes `--rm` containers.
+/// Cheap when nothing is stale: one indexed query.
+pub fn reconcile(store: &Store) -> Result<()> {
+    let mut cleaned = false;
+    for rec in active(store)? {
+        if rec.live_monitor().is_some() {
+            continue;
+        }
+        // A monitor that died leaves its container without a parent: PDEATHSIG killed it.
+        if let Some(pid) = rec.live_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tracing::info!("closing the run of {} whose monitor died", rec.short_id());
+        let stats = match cgroup::open(&rec.id) {
+            Some(cg) => {
+                let s = cg.stats();
+                let _ = cg.destroy();
+                s
+            }
+            None => cgroup::Stats::default(),
+        };
+        let run_id: Option<i64> = store
+            .db()
+            .prepare_cached(
+                "SELECT id FROM runs WHERE container_id = ?1 AND finished_at IS NULL \
+                 ORDER BY started_at DESC LIMIT 1",
+            )?
+            .query_row([&rec.id], |r| r.get(0))
+            .optional()?;
+        let out = Outcome {
+            exit_code: crate::error::exit::RUNTIME,
+            signal: None,
+            stats,
+        };
+        mark_exited(store, &rec.id, run_id, &out, rec.config.auto_remove)?;
+        if rec.config.auto_remove {
+            remove_files(store, &rec.id);
+        }
+        cleaned = true;
+    }
+    if cleaned {
+        let keep: Vec<String> = store
+            .db()
+            .prepare_cached("SELECT id FROM containers WHERE state = 'running'")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        cgroup::remove_stale(&keep)?;
+    }
+    Ok(())
+}
+
+/// Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. A pid plus
+/// its start time names one process for the whole uptime.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm (field 2) may hold spaces and parentheses: parse after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// The log file of a container.
+pub fn log_path(store: &Store, id: &str) -> PathBuf {
+    store.container_dir(id).join("log.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_is_stable() {
+        let me = std::process::id() as i32;
+        let a = proc_start_time(me);
+        assert!(a.is_some());
+        assert_eq!(a, proc_start_time(me));
+        assert_eq!(proc_start_time(i32::MAX), None);
+    }
+
+    #[test]
+    fn names_are_validated_like_docker() {
+        assert!(validate_name("web").is_ok());
+        assert!(validate_name("a.b_c-1").is_ok());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("x").is_err());
+        assert!(validate_name("a/b").is_err());
+    }
+}

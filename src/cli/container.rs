@@ -1,13 +1,324 @@
-//! Container verbs: run, logs, stop, kill, ... (issue 3 and 4).
+//! Container verbs: run, logs, stop, kill, rm, inspect (issue 3; lifecycle in issue 4).
+
+use std::io::Write;
+use std::time::Duration;
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::Ctx;
+use crate::container::{self, Network};
+use crate::error::{exit, user};
+use crate::runtime::cgroup::Limits;
+use crate::runtime::spec::{RunOptions, parse_size};
+use crate::runtime::{logs, ops};
 
 #[derive(Debug, Subcommand)]
-pub enum Commands {}
+pub enum Commands {
+    /// Run a command in a new container
+    Run(Box<RunArgs>),
+    /// Print a container's logs
+    Logs(LogsArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL after a timeout)
+    Stop(StopArgs),
+    /// Send a signal to running containers
+    Kill(KillArgs),
+    /// Remove containers
+    Rm(RmArgs),
+    /// Show containers' records as JSON
+    Inspect(InspectArgs),
+    /// (internal) the monitor of a detached container
+    #[command(name = "__monitor", hide = true)]
+    Monitor(MonitorArgs),
+}
 
-pub fn run(_ctx: &Ctx, cmd: Commands) -> Result<i32> {
-    match cmd {}
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NetworkArg {
+    /// A new network namespace with only loopback
+    None,
+    /// The host's network
+    Host,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Keep stdin open and forward it
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal inside the container
+    #[arg(short, long)]
+    tty: bool,
+    /// Run in the background and print the container id
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// A name for the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy wharf's)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: uid[:gid] or name[:group]
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Container hostname (default: the short id)
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Network: none (loopback only) or host
+    #[arg(long, value_enum, default_value_t = NetworkArg::None)]
+    network: NetworkArg,
+    /// Mount a volume: NAME:/path, or /host/path:/path[:ro]
+    #[arg(short, long = "volume", value_name = "SRC:DEST[:ro]")]
+    volume: Vec<String>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Add a capability
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Give the container every capability and no no_new_privs
+    #[arg(long)]
+    privileged: bool,
+    /// Memory limit (64m, 1g)
+    #[arg(short, long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap)
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPUs (0.5 = half a CPU)
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight (default 1024)
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// CPUs the container may use (0-1, 0,2)
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// The image: name[:tag], or an id
+    image: String,
+    /// The command and its arguments (default: the image's)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the log until the container stops
+    #[arg(short, long)]
+    follow: bool,
+    /// Show only the last N lines
+    #[arg(short = 'n', long)]
+    tail: Option<usize>,
+    /// Prefix each line with its time
+    #[arg(short, long)]
+    timestamps: bool,
+    container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing
+    #[arg(short, long, default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send (name or number)
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill a running container first
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    id: String,
+    #[arg(long)]
+    ready_fd: i32,
+}
+
+fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
+    user(msg).hint(hint).code(exit::RUNTIME).into()
+}
+
+fn options(a: &RunArgs) -> Result<RunOptions> {
+    let memory_swap = match a.memory_swap.as_deref() {
+        None => None,
+        Some("-1") => Some(-1),
+        Some(s) => Some(parse_size(s)? as i64),
+    };
+    if let Some(c) = a.cpus
+        && !(c.is_finite() && c > 0.0)
+    {
+        return Err(runtime_usage(
+            format!("invalid --cpus {c}"),
+            "give a positive number such as 0.5 or 2",
+        ));
+    }
+    Ok(RunOptions {
+        command: a.command.clone(),
+        env: a.env.clone(),
+        working_dir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        network: match a.network {
+            NetworkArg::None => Network::None,
+            NetworkArg::Host => Network::Host,
+        },
+        volumes: a.volume.clone(),
+        read_only: a.read_only,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        limits: Limits {
+            memory: a.memory.as_deref().map(parse_size).transpose()?,
+            memory_swap,
+            cpus: a.cpus,
+            cpu_shares: a.cpu_shares,
+            pids: a.pids_limit,
+            cpuset_cpus: a.cpuset_cpus.clone(),
+        },
+        auto_remove: a.rm,
+    })
+}
+
+/// Runs `f` on each container argument; errors are printed, and the last one's code returned.
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut code = exit::OK;
+    for n in names {
+        if let Err(e) = f(n) {
+            eprintln!("{}", crate::error::render(&e));
+            code = crate::error::exit_code(&e);
+        }
+    }
+    Ok(code)
+}
+
+pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
+    match cmd {
+        Commands::Run(a) => {
+            // Every failure of `run` before the command runs is wharf's: 125.
+            let opts = options(&a)?;
+            let store = ctx.store().map_err(as_runtime)?;
+            let rec = ops::create(&store, &a.image, a.name.as_deref(), &opts)?;
+            if a.detach {
+                drop(store);
+                ops::run_detached(&ctx.root, &rec.id)?;
+                println!("{}", rec.id);
+                Ok(exit::OK)
+            } else {
+                ops::run_foreground(&store, &rec.id).map_err(as_runtime)
+            }
+        }
+        Commands::Logs(a) => {
+            let store = ctx.store()?;
+            container::reconcile(&store)?;
+            let rec = container::find(&store, &a.container)?;
+            let path = container::log_path(&store, &rec.id);
+            let opts = logs::ReadOptions {
+                tail: a.tail,
+                timestamps: a.timestamps,
+            };
+            let mut offset = logs::print(&path, opts)?;
+            if a.follow {
+                loop {
+                    let running = container::find(&store, &rec.id)
+                        .map(|r| r.state == "running" && r.live_monitor().is_some())
+                        .unwrap_or(false);
+                    offset = logs::print_from(&path, offset, opts)?;
+                    if !running {
+                        // One last read: the monitor wrote the tail before recording the exit.
+                        logs::print_from(&path, offset, opts)?;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            Ok(exit::OK)
+        }
+        Commands::Stop(a) => {
+            let store = ctx.store()?;
+            each(&a.containers, |n| {
+                ops::stop(&store, n, Duration::from_secs(a.time))?;
+                println!("{n}");
+                Ok(())
+            })
+        }
+        Commands::Kill(a) => {
+            let store = ctx.store()?;
+            let sig = ops::parse_signal(&a.signal)?;
+            each(&a.containers, |n| {
+                ops::kill(&store, n, sig)?;
+                println!("{n}");
+                Ok(())
+            })
+        }
+        Commands::Rm(a) => {
+            let store = ctx.store()?;
+            each(&a.containers, |n| {
+                ops::remove(&store, n, a.force)?;
+                println!("{n}");
+                Ok(())
+            })
+        }
+        Commands::Inspect(a) => {
+            let store = ctx.store()?;
+            let mut out = Vec::new();
+            let code = each(&a.containers, |n| {
+                out.push(ops::inspect(&store, n)?);
+                Ok(())
+            })?;
+            let text = serde_json::to_string_pretty(&out)?;
+            let _ = writeln!(std::io::stdout(), "{text}");
+            Ok(code)
+        }
+        Commands::Monitor(a) => {
+            let store = ctx.store()?;
+            crate::runtime::monitor::detached_main(&store, &a.id, a.ready_fd)
+        }
+    }
+}
+
+/// An error of wharf's own during `run` exits 125 (docker's rule), keeping any user error's
+/// message, hint, and a more specific code (126, 127).
+fn as_runtime(e: anyhow::Error) -> anyhow::Error {
+    match crate::error::find_user_error(&e) {
+        Some(u) if u.code != exit::ERROR => e,
+        Some(u) => {
+            let u = u.clone().code(exit::RUNTIME);
+            anyhow::Error::new(u)
+        }
+        None => anyhow::Error::new(user(format!("{e:#}")).code(exit::RUNTIME)),
+    }
 }

@@ -1,3 +1,16 @@
 //! Container spec → running process: namespaces, rootfs, cgroups, terminals, the monitor.
+//!
+//! - [`ops`]: the verbs (`run`, `stop`, `kill`, `rm`) and the run dir (the overlay mount point).
+//! - [`spec`]: run options + image config → `ContainerConfig`.
+//! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec.
+//! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).
+//! - [`logs`]: the json-file log; [`sys`]: raw syscall wrappers.
 
 pub mod cgroup;
+pub mod child;
+pub mod launch;
+pub mod logs;
+pub mod monitor;
+pub mod ops;
+pub mod spec;
+pub mod sys;

@@ -1,0 +1,292 @@
+//! The parent's side of container creation: prepare the container and run dirs, clone the
+//! child into its namespaces, put it in its cgroup, release it, and learn whether its exec
+//! succeeded.
+//!
+//! Sync protocol over a SOCK_SEQPACKET pair (close-on-exec on both ends):
+//! parent → child: "g" (sent after the cgroup holds the child), followed with `-t` in the
+//! foreground by the terminal size (4 × u16 LE: rows, cols, xpixel, ypixel).
+//! child → parent: `T` + SCM_RIGHTS pty master (with `-t`), then either `E` + i32 exit code
+//! + message (setup or exec failed) or EOF (exec succeeded: the socket closed on exec).
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::cgroup::{self, ContainerCgroup, Limits};
+use super::child::{self, ChildSpec};
+use super::{spec, sys};
+use crate::container::{Network, Record, VolumeKind};
+use crate::error::{exit, user};
+use crate::image;
+use crate::store::{Store, now_ns};
+
+/// A container whose command is running.
+pub struct Launched {
+    /// Host pid of the container's init.
+    pub pid: i32,
+    /// The pty master, with `-t`.
+    pub master: Option<OwnedFd>,
+    pub cgroup: Option<Box<dyn ContainerCgroup>>,
+}
+
+fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
+    user(msg).hint(hint).code(exit::RUNTIME).into()
+}
+
+/// The content of the container's /etc/hostname, /etc/hosts and /etc/resolv.conf. The child
+/// writes them into its /dev tmpfs and bind-mounts them (no file on the host's disk).
+fn etc_files(hostname: &str, network: Network) -> [(Vec<u8>, &'static str); 3] {
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    );
+    let host_resolv = fs::read("/etc/resolv.conf").ok();
+    let resolv = match network {
+        Network::Host => host_resolv,
+        // The host's local resolver (127.0.0.53 and the like) is unreachable from a new
+        // network namespace: then give docker's fallback.
+        Network::None => host_resolv.filter(|r| !String::from_utf8_lossy(r).contains("127.0.0.")),
+    }
+    .unwrap_or_else(|| b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec());
+    [
+        (format!("{hostname}\n").into_bytes(), "/etc/hostname"),
+        (hosts.into_bytes(), "/etc/hosts"),
+        (resolv, "/etc/resolv.conf"),
+    ]
+}
+
+/// Starts the container `rec`. `stdio` are the descriptors for its 0, 1, 2 without a tty.
+/// The caller has blocked the signals it handles (the child unblocks them before exec).
+/// `winsize` is the terminal size the container's pty starts with (`-t` in the foreground).
+pub fn launch(
+    store: &Store,
+    rec: &Record,
+    stdio: [RawFd; 3],
+    winsize: Option<libc::winsize>,
+) -> Result<Launched> {
+    let cfg = &rec.config;
+    let cdir = store.container_dir(&rec.id);
+    // A `--rm` container's write layer is thrown away at exit: it lives on a tmpfs mounted in
+    // the container's own mount namespace (its pages are charged to the container's memory
+    // cgroup), so a run creates and deletes nothing on the host's disk. Otherwise the write
+    // layer is `containers/<id>/upper`, kept across runs.
+    let tmp_layer = cfg.auto_remove;
+    let (upper, work) = if tmp_layer {
+        (PathBuf::from("upper"), PathBuf::from("work"))
+    } else {
+        let (u, w) = (cdir.join("upper"), cdir.join("work"));
+        for d in [&u, &w] {
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        (u, w)
+    };
+    let merged = super::ops::run_dir(store);
+    if !merged.is_dir() {
+        fs::create_dir_all(&merged)
+            .with_context(|| format!("cannot create {}", merged.display()))?;
+    }
+
+    let layers = image::layer_dirs(store, &rec.image_id)?;
+    if layers.is_empty() {
+        return Err(runtime_err(
+            format!("the image {} has no layers", image::short(&rec.image_id)),
+            "re-import the image",
+        ));
+    }
+    let mut lower = String::new();
+    for (i, l) in layers.iter().enumerate() {
+        let s = l.to_str().context("a layer path is not UTF-8")?;
+        if s.contains([',', ':']) {
+            anyhow::bail!("the layer path {s} holds a ',' or ':', which overlay cannot take");
+        }
+        if i > 0 {
+            lower.push(':');
+        }
+        lower.push_str(s);
+    }
+    for p in [&upper, &work] {
+        if p.to_str().is_none_or(|s| s.contains([',', ':'])) {
+            anyhow::bail!(
+                "the path {} holds a ',' or ':', which overlay cannot take",
+                p.display()
+            );
+        }
+    }
+
+    let mut volumes = Vec::with_capacity(cfg.volumes.len());
+    for v in &cfg.volumes {
+        let src = match v.kind {
+            VolumeKind::Named => {
+                let data = store.volumes_dir().join(&v.source).join("_data");
+                if !data.is_dir() {
+                    fs::create_dir_all(&data)
+                        .with_context(|| format!("cannot create {}", data.display()))?;
+                }
+                store
+                    .db()
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO volumes (name, created_at) VALUES (?1, ?2)",
+                    )?
+                    .execute(rusqlite::params![v.source, now_ns()])?;
+                data
+            }
+            VolumeKind::Bind => {
+                let p = PathBuf::from(&v.source);
+                if !p.exists() {
+                    return Err(runtime_err(
+                        format!("the bind mount source {} does not exist", v.source),
+                        "create it first, or use a named volume (-v NAME:/path)",
+                    ));
+                }
+                p
+            }
+        };
+        volumes.push((src, v.destination.clone(), v.read_only));
+    }
+
+    let args = cfg
+        .args
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| runtime_err("the command holds a NUL byte".into(), "remove it"))?;
+    let caps = spec::capability_mask(cfg)?;
+    let child_spec = ChildSpec {
+        merged: merged.clone(),
+        lower,
+        upper,
+        work,
+        tmp_layer,
+        hostname: cfg.hostname.clone(),
+        etc_files: etc_files(&cfg.hostname, cfg.network),
+        volumes,
+        args,
+        env: cfg.env.clone(),
+        working_dir: cfg.working_dir.clone(),
+        user: cfg.user.clone(),
+        tty: cfg.tty,
+        new_net: cfg.network == Network::None,
+        read_only: cfg.read_only,
+        privileged: cfg.privileged,
+        caps,
+        stdio,
+    };
+
+    let (parent_sock, child_sock) = sys::seqpacket_pair().context("cannot create a socket pair")?;
+    let mut flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP;
+    if cfg.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let pid = sys::clone_fork(flags).map_err(|e| {
+        runtime_err(
+            format!("cannot create the container's namespaces: {e}"),
+            "wharf needs root (CAP_SYS_ADMIN) and a kernel with mount, pid, uts, ipc, net and \
+             cgroup namespaces",
+        )
+    })?;
+    if pid == 0 {
+        drop(parent_sock);
+        child::run(&child_spec, &child_sock);
+    }
+    drop(child_sock);
+    let kill_child = || {
+        // SAFETY: kill and waitpid on our own child's pid.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    };
+
+    let cg = match cgroup::create(&rec.id, &cfg.limits) {
+        Ok(cg) => match cg.add_pid(pid) {
+            Ok(()) => Some(cg),
+            Err(e) => {
+                kill_child();
+                let _ = cg.destroy();
+                return Err(e.context("cannot move the container into its cgroup"));
+            }
+        },
+        // TEMPORARY(cgroup): until runtime::cgroup::create is implemented, a container without
+        // limits runs without a cgroup of its own. Remove this arm when cgroups land.
+        Err(e) if cfg.limits == Limits::default() => {
+            tracing::debug!("running without a cgroup: {e:#}");
+            None
+        }
+        Err(e) => {
+            kill_child();
+            return Err(anyhow::Error::new(
+                user(format!("cannot apply the resource limits: {e:#}"))
+                    .hint("drop the limit flags, or check the host's cgroup setup")
+                    .code(exit::RUNTIME),
+            ));
+        }
+    };
+    let fail = |e: anyhow::Error| {
+        kill_child();
+        if let Some(cg) = &cg {
+            let _ = cg.destroy();
+        }
+        e
+    };
+
+    let mut go = vec![b'g'];
+    if let Some(ws) = winsize {
+        for v in [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel] {
+            go.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    if let Err(e) = sys::write_all(parent_sock.as_raw_fd(), &go) {
+        return Err(fail(
+            anyhow::Error::new(e).context("cannot release the container"),
+        ));
+    }
+    let mut master = None;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, fd) = match sys::recv_msg(parent_sock.as_raw_fd(), &mut buf) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(fail(
+                    anyhow::Error::new(e).context("sync with the container"),
+                ));
+            }
+        };
+        match buf.get(..n) {
+            Some([]) | None => break, // EOF: exec succeeded (or the child died: the monitor sees)
+            Some([b'T']) => master = fd,
+            Some([b'E', rest @ ..]) if rest.len() >= 4 => {
+                let code = i32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let msg = String::from_utf8_lossy(&rest[4..]).into_owned();
+                // SAFETY: waitpid on our own child.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                if let Some(cg) = &cg {
+                    let _ = cg.destroy();
+                }
+                let hint = match code {
+                    exit::NOT_FOUND => "check the command's path and the image's PATH",
+                    exit::NOT_EXECUTABLE => "check that the command is an executable file",
+                    _ => "run with --debug for details",
+                };
+                return Err(user(msg).hint(hint).code(code).into());
+            }
+            Some(_) => {
+                return Err(fail(anyhow::anyhow!(
+                    "unexpected message from the container"
+                )));
+            }
+        }
+    }
+    Ok(Launched {
+        pid,
+        master,
+        cgroup: cg,
+    })
+}

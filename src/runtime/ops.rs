@@ -1,0 +1,307 @@
+//! The container verbs the CLI (and later the reconciler) call: create, run in the
+//! foreground or detached, stop, kill, remove, inspect.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::monitor::{self, Attach};
+use super::spec::{self, RunOptions};
+use super::sys;
+use crate::container::{self, NewContainer, Record};
+use crate::error::{exit, user};
+use crate::image;
+use crate::store::{Store, random_hex};
+use crate::util::rfc3339;
+
+/// The run dir of a state root: `<root>/run/`. It is the overlay mount point of every
+/// container of that root: each container mounts its overlay (and, for `--rm`, the tmpfs of
+/// its write layer) there inside its own private mount namespace, then pivots into it, so the
+/// host never sees a mount there and containers never see each other's. It holds no state and
+/// nothing is created in it per container (no dir churn on the hot path). Living in the state
+/// root, it never collides between roots (tests run many at once) and leaves nothing in /run.
+/// wharf never removes it: a container between its overlay mount and pivot_root would lose
+/// its mount.
+pub fn run_dir(store: &Store) -> PathBuf {
+    store.root().join("run")
+}
+
+/// Records a new container from `image_ref` and `opts` (state `created`).
+pub fn create(
+    store: &Store,
+    image_ref: &str,
+    name: Option<&str>,
+    opts: &RunOptions,
+) -> Result<Record> {
+    // Hot path: closing the last connection checkpoints the WAL (two fsyncs and an unlink,
+    // 10-20 ms here). Leave that to SQLite's auto-checkpoint and to other verbs.
+    let _ = store.db().set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    );
+    container::reconcile(store)?;
+    let image_id =
+        image::resolve(store, image_ref).map_err(|e| match crate::error::find_user_error(&e) {
+            Some(u) => anyhow::Error::new(u.clone().code(exit::RUNTIME)),
+            None => e,
+        })?;
+    let image_cfg = image::load_config(store, &image_id)?;
+    let id = random_hex(32);
+    let cfg = spec::build(&id, &image_cfg.config, opts)?;
+    let name = match name {
+        Some(n) => {
+            container::validate_name(n)
+                .map_err(|e| anyhow::Error::new(user(format!("{e}")).code(exit::RUNTIME)))?;
+            n.to_string()
+        }
+        None => container::generate_name(&id),
+    };
+    container::insert(
+        store,
+        &NewContainer {
+            id: &id,
+            name: &name,
+            image_id: &image_id,
+            image_ref,
+            config: &cfg,
+            owner: me(),
+        },
+    )
+    .map_err(|e| match crate::error::find_user_error(&e) {
+        Some(u) => anyhow::Error::new(u.clone().code(exit::RUNTIME)),
+        None => e,
+    })?;
+    container::find(store, &id)
+}
+
+/// This process as a run owner: (pid, start time).
+fn me() -> Option<(i32, u64)> {
+    let pid = std::process::id() as i32;
+    container::proc_start_time(pid).map(|t| (pid, t))
+}
+
+/// Runs a recorded container in the foreground; returns its exit code.
+pub fn run_foreground(store: &Store, id: &str) -> Result<i32> {
+    monitor::run(store, id, Attach::Foreground)
+}
+
+/// Starts a recorded container under a detached monitor (`wharf __monitor`, in its own
+/// session) and returns once its command runs, or with the error that stopped it.
+pub fn run_detached(root: &Path, id: &str) -> Result<()> {
+    let (r, w) = sys::pipe().context("cannot create a pipe")?;
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("--root")
+        .arg(root)
+        .arg("__monitor")
+        .arg(id)
+        .arg("--ready-fd")
+        .arg("3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // syscalls (setsid, dup2, fcntl, close_range) on descriptors this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if wfd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing the caller left open follows the monitor.
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .context("cannot start the container's monitor")?;
+    drop(w);
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match sys::read(r.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => msg.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(e).context("cannot read from the monitor"),
+        }
+    }
+    drop(child); // the monitor outlives us; init adopts it
+    let text = String::from_utf8_lossy(&msg);
+    if text == "ok" {
+        return Ok(());
+    }
+    if let Some(rest) = text.strip_prefix('E') {
+        let mut lines = rest.splitn(3, '\n');
+        let code = lines
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(exit::RUNTIME);
+        let message = lines
+            .next()
+            .unwrap_or("the container failed to start")
+            .to_string();
+        let mut e = user(message).code(code);
+        if let Some(h) = lines.next().filter(|h| !h.is_empty()) {
+            e = e.hint(h);
+        }
+        return Err(e.into());
+    }
+    Err(
+        user("the container's monitor exited before the container started")
+            .hint("run it in the foreground (without -d) to see why")
+            .code(exit::RUNTIME)
+            .into(),
+    )
+}
+
+/// Polls `cond` every few ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Parses `HUP`, `SIGHUP`, `hup` or `1`.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>()
+        && (1..=64).contains(&n)
+    {
+        return Ok(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| {
+            user(format!("invalid signal {s:?}"))
+                .hint("use a name like TERM, HUP, KILL or a number")
+                .into()
+        })
+}
+
+fn not_running(rec: &Record) -> anyhow::Error {
+    user(format!("container {} is not running", rec.name))
+        .hint("`wharf ps -a` shows its state")
+        .into()
+}
+
+/// Sends `sig` to the container's init (never to a recycled pid).
+pub fn kill(store: &Store, input: &str, sig: i32) -> Result<Record> {
+    container::reconcile(store)?;
+    let rec = container::find(store, input)?;
+    let Some(pid) = rec.live_pid() else {
+        return Err(not_running(&rec));
+    };
+    // SAFETY: kill with plain integers; pid and its start time were just checked.
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot signal container {}", rec.name));
+    }
+    Ok(rec)
+}
+
+/// Waits until the run of `id` is recorded as ended (or its monitor is gone).
+fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> bool {
+    wait_for(timeout, || match container::find(store, id) {
+        Ok(r) => r.state != "running" || r.live_monitor().is_none(),
+        Err(_) => true, // removed (--rm)
+    })
+}
+
+/// SIGTERM, then SIGKILL after `timeout`; returns once the exit is recorded.
+pub fn stop(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
+    container::reconcile(store)?;
+    let rec = container::find(store, input)?;
+    let Some(pid) = rec.live_pid() else {
+        return Ok(rec); // already stopped: docker succeeds too
+    };
+    store.db().execute(
+        "UPDATE containers SET stop_requested = 1 WHERE id = ?1",
+        [&rec.id],
+    )?;
+    // SAFETY: kill with plain integers; pid and its start time were just checked.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    if !wait_stopped(store, &rec.id, timeout) {
+        if rec.live_pid().is_some() {
+            // SAFETY: as above, rechecked just now.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if !wait_stopped(store, &rec.id, Duration::from_secs(10)) {
+            anyhow::bail!("container {} did not stop", rec.name);
+        }
+    }
+    container::reconcile(store)?;
+    Ok(rec)
+}
+
+/// Removes a container; a running one only with `force` (killed first).
+pub fn remove(store: &Store, input: &str, force: bool) -> Result<Record> {
+    container::reconcile(store)?;
+    let rec = container::find(store, input)?;
+    if rec.live_monitor().is_some() || rec.live_pid().is_some() {
+        if !force {
+            return Err(user(format!("container {} is running", rec.name))
+                .hint("stop it first, or use `wharf rm -f`")
+                .into());
+        }
+        if let Some(pid) = rec.live_pid() {
+            // SAFETY: kill with plain integers; pid and its start time were just checked.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if !wait_stopped(store, &rec.id, Duration::from_secs(10)) {
+            anyhow::bail!("container {} did not stop", rec.name);
+        }
+        container::reconcile(store)?;
+    }
+    if let Ok(rec) = container::find(store, &rec.id) {
+        container::remove(store, &rec)?;
+    }
+    Ok(rec)
+}
+
+/// The record as docker-style inspect JSON.
+pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
+    container::reconcile(store)?;
+    let r = container::find(store, input)?;
+    let running = r.live_pid().is_some();
+    Ok(json!({
+        "Id": r.id,
+        "Name": r.name,
+        "Created": rfc3339(r.created_at),
+        "Image": format!("sha256:{}", r.image_id),
+        "ImageRef": r.image_ref,
+        "Path": r.config.args.first(),
+        "Args": r.config.args.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": r.state,
+            "Running": running,
+            "Pid": if running { r.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": r.exit_code.unwrap_or(0),
+            "OOMKilled": r.oom_killed,
+            "StartedAt": r.started_at.map(rfc3339),
+            "FinishedAt": r.finished_at.map(rfc3339),
+        },
+        "Config": r.config,
+        "UpperDir": store.container_dir(&r.id).join("upper"),
+        "LogPath": container::log_path(store, &r.id),
+    }))
+}
