@@ -163,24 +163,22 @@ fn finish_row((mut rec, cfg): (Record, String)) -> Result<Record> {
     Ok(rec)
 }
 
-/// A placeholder name until the names generator (issue 4) replaces this function: `c_` and
-/// the short id, unique because the id is.
-pub fn generate_name(id: &str) -> String {
-    format!("c_{}", &id[..12.min(id.len())])
-}
-
-/// Docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
-pub fn validate_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let ok = name.len() >= 2
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(user(format!("invalid container name {name:?}"))
-            .hint("a name is 2 or more of [a-zA-Z0-9_.-], starting with a letter or digit")
-            .into())
+/// A fresh `adjective_surname` no container of this store has.
+pub fn generate_name(store: &Store) -> Result<String> {
+    let mut stmt = store
+        .db()
+        .prepare_cached("SELECT 1 FROM containers WHERE name = ?1")?;
+    let mut failure = None;
+    let name = crate::names::generate(|n| match stmt.exists([n]) {
+        Ok(taken) => taken,
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    });
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(name),
     }
 }
 
@@ -466,14 +464,5 @@ mod tests {
         assert!(a.is_some());
         assert_eq!(a, proc_start_time(me));
         assert_eq!(proc_start_time(i32::MAX), None);
-    }
-
-    #[test]
-    fn names_are_validated_like_docker() {
-        assert!(validate_name("web").is_ok());
-        assert!(validate_name("a.b_c-1").is_ok());
-        assert!(validate_name("-x").is_err());
-        assert!(validate_name("x").is_err());
-        assert!(validate_name("a/b").is_err());
     }
 }

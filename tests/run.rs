@@ -729,10 +729,7 @@ fn a_killed_wharf_leaves_nothing_and_is_reconciled() {
     assert!(common::mounts_below(env.dir.path()).is_empty());
 }
 
-/// Needs `runtime::cgroup::create` (implemented on another branch): run with
-/// `cargo test --test run -- --ignored` once it has landed.
 #[test]
-#[ignore = "needs runtime::cgroup::create"]
 fn cgroup_limits_and_oom_are_recorded() {
     require_root!();
     let env = setup();

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::cgroup::{self, ContainerCgroup, Limits};
+use super::cgroup::{self, ContainerCgroup};
 use super::child::{self, ChildSpec};
 use super::{spec, sys};
 use crate::container::{Network, Record, VolumeKind};
@@ -206,29 +206,32 @@ pub fn launch(
     };
 
     let cg = match cgroup::create(&rec.id, &cfg.limits) {
-        Ok(cg) => match cg.add_pid(pid) {
-            Ok(()) => Some(cg),
-            Err(e) => {
-                kill_child();
-                let _ = cg.destroy();
-                return Err(e.context("cannot move the container into its cgroup"));
-            }
-        },
-        // TEMPORARY(cgroup): until runtime::cgroup::create is implemented, a container without
-        // limits runs without a cgroup of its own. Remove this arm when cgroups land.
-        Err(e) if cfg.limits == Limits::default() => {
-            tracing::debug!("running without a cgroup: {e:#}");
-            None
-        }
+        Ok(cg) => cg,
         Err(e) => {
             kill_child();
-            return Err(anyhow::Error::new(
-                user(format!("cannot apply the resource limits: {e:#}"))
-                    .hint("drop the limit flags, or check the host's cgroup setup")
-                    .code(exit::RUNTIME),
-            ));
+            // Limits the user gave are named in `e` when they are the cause.
+            return Err(match crate::error::find_user_error(&e) {
+                Some(u) => anyhow::Error::new(u.clone().code(exit::RUNTIME)),
+                None => anyhow::Error::new(
+                    user(format!("cannot create the container's cgroup: {e:#}"))
+                        .hint("check the host's cgroup setup (wharf needs the memory, cpu and pids controllers)")
+                        .code(exit::RUNTIME),
+                ),
+            });
         }
     };
+    let joined = if cfg.privileged {
+        cg.allow_all_devices()
+    } else {
+        Ok(())
+    }
+    .and_then(|()| cg.add_pid(pid));
+    if let Err(e) = joined {
+        kill_child();
+        let _ = cg.destroy();
+        return Err(e.context("cannot move the container into its cgroup"));
+    }
+    let cg = Some(cg);
     let fail = |e: anyhow::Error| {
         kill_child();
         if let Some(cg) = &cg {

@@ -55,11 +55,10 @@ pub fn create(
     let cfg = spec::build(&id, &image_cfg.config, opts)?;
     let name = match name {
         Some(n) => {
-            container::validate_name(n)
-                .map_err(|e| anyhow::Error::new(user(format!("{e}")).code(exit::RUNTIME)))?;
+            crate::names::validate(n).map_err(|e| anyhow::Error::new(e.code(exit::RUNTIME)))?;
             n.to_string()
         }
-        None => container::generate_name(&id),
+        None => container::generate_name(store)?,
     };
     container::insert(
         store,

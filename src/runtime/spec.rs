@@ -175,7 +175,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
             read_only,
         });
     }
-    crate::container::validate_name(source)
+    crate::names::validate(source)
         .map_err(|_| bad("a volume name is [a-zA-Z0-9][a-zA-Z0-9_.-]+"))?;
     Ok(Volume {
         kind: VolumeKind::Named,
