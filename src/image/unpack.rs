@@ -290,8 +290,13 @@ impl Unpacker {
         // else replaces what is there.
         self.dir(&name, dir_parts)?;
         self.make_room(&name, dir_parts, base, is_dir)?;
-        let parent = self.dir(&name, dir_parts)?.try_clone_to_owned()?;
-        let parent = parent.as_fd();
+        self.dir(&name, dir_parts)?;
+        // Borrow the cached descriptor through the field (not a dup per entry): the code
+        // below only reads `self` or writes other fields.
+        let parent = match &self.cached {
+            Some((_, fd)) => fd.as_fd(),
+            None => unreachable!("dir() fills the cache"),
+        };
 
         use tar::EntryType as T;
         match kind {
