@@ -126,8 +126,9 @@ echo "   $BIG: $((BIG_BYTES / 1048576)) MiB, $BIG_ENTRIES entries; importing $IN
 CMDS=() NAMES=() PREPS=()
 add() { NAMES+=("$1"); PREPS+=("$2"); CMDS+=("$3"); }
 W=$B/wharf-root X=$B/x
-add "wharf import" "rm -rf $W && sync" "$WHARF --root $W import -q $IN bench:1"
-add "tar -x" "rm -rf $X && mkdir -p $X && sync" "tar -C $X -xf $BIG"
+add "wharf import" "sh -c 'rm -rf $W && sync'" "$WHARF --root $W import -q $IN bench:1"
+add "tar -x" "sh -c 'rm -rf $X && mkdir -p $X && sync'" "tar -C $X -xf $BIG"
+add "tar -x + sync" "sh -c 'rm -rf $X && mkdir -p $X && sync'" "sh -c 'tar -C $X -xf $BIG && sync'"
 add "sha256sum" "sync" "sha256sum $BIG"
 
 if [ -z "${SKIP_PEERS:-}" ] && command -v dockerd >/dev/null && [ -x "$DOCKER" ]; then
