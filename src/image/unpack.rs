@@ -584,30 +584,27 @@ impl Unpacker {
                 p,
                 how(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
             ) {
-                let ts = TimeSpec::new(d.mtime, 0);
-                let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                let _ = utimensat(
-                    nix::fcntl::AT_FDCWD,
-                    proc.as_str(),
-                    &ts,
-                    &ts,
-                    UtimensatFlags::FollowSymlink,
-                );
+                set_fd_mtime(&fd, d.mtime);
             }
         }
         if let Some(mtime) = self.root_mtime {
-            let ts = TimeSpec::new(mtime, 0);
-            let proc = format!("/proc/self/fd/{}", self.root.as_raw_fd());
-            let _ = utimensat(
-                nix::fcntl::AT_FDCWD,
-                proc.as_str(),
-                &ts,
-                &ts,
-                UtimensatFlags::FollowSymlink,
-            );
+            set_fd_mtime(&self.root, mtime);
         }
         Ok(())
     }
+}
+
+/// Sets the mtime of what an `O_PATH` descriptor names (futimens needs a real fd).
+fn set_fd_mtime(fd: &OwnedFd, mtime: i64) {
+    let ts = TimeSpec::new(mtime, 0);
+    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let _ = utimensat(
+        nix::fcntl::AT_FDCWD,
+        proc.as_str(),
+        &ts,
+        &ts,
+        UtimensatFlags::FollowSymlink,
+    );
 }
 
 fn set_mtime(parent: BorrowedFd<'_>, base: &[u8], mtime: i64) {

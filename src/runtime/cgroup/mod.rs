@@ -264,6 +264,30 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The first limit this plan sets whose controller `has` says is missing, as
+    /// `(controller, flag)`: a limit the host cannot enforce is refused, never skipped.
+    pub(crate) fn missing_controller(
+        &self,
+        has: impl Fn(&str) -> bool,
+    ) -> Option<(&'static str, &'static str)> {
+        let needs = [
+            (self.memory.is_some(), "memory", "--memory"),
+            (
+                matches!(self.memswap, Some(MemSwap::Total(_))),
+                "memory",
+                "--memory-swap",
+            ),
+            (self.cpu_quota.is_some(), "cpu", "--cpus"),
+            (self.cpu_shares.is_some(), "cpu", "--cpu-shares"),
+            (self.pids.is_some(), "pids", "--pids-limit"),
+            (self.cpuset_cpus.is_some(), "cpuset", "--cpuset-cpus"),
+        ];
+        needs
+            .into_iter()
+            .find(|&(wanted, controller, _)| wanted && !has(controller))
+            .map(|(_, controller, flag)| (controller, flag))
+    }
+
     pub(crate) fn from_limits(l: &Limits) -> Result<Plan> {
         let mut p = Plan::default();
         if let Some(m) = l.memory {

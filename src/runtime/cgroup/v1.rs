@@ -113,26 +113,12 @@ impl Hierarchies {
                 .hint("mount cgroup2 on /sys/fs/cgroup (or the v1 controllers), as systemd does")
                 .into());
         }
-        let needs = [
-            (plan.memory.is_some(), "memory", "--memory"),
-            (
-                matches!(plan.memswap, Some(MemSwap::Total(_))),
-                "memory",
-                "--memory-swap",
-            ),
-            (plan.cpu_quota.is_some(), "cpu", "--cpus"),
-            (plan.cpu_shares.is_some(), "cpu", "--cpu-shares"),
-            (plan.pids.is_some(), "pids", "--pids-limit"),
-            (plan.cpuset_cpus.is_some(), "cpuset", "--cpuset-cpus"),
-        ];
-        for (wanted, controller, flag) in needs {
-            if wanted && !self.has(controller) {
-                return Err(user(format!(
-                    "{flag} is not supported on this host: no cgroup v1 {controller} hierarchy is mounted"
-                ))
-                .hint(format!("drop {flag}, or mount the {controller} controller"))
-                .into());
-            }
+        if let Some((controller, flag)) = plan.missing_controller(|c| self.has(c)) {
+            return Err(user(format!(
+                "{flag} is not supported on this host: no cgroup v1 {controller} hierarchy is mounted"
+            ))
+            .hint(format!("drop {flag}, or mount the {controller} controller"))
+            .into());
         }
         let cg = self.cgroup(id);
         if let Err(e) = cg.setup(plan) {

@@ -91,26 +91,14 @@ impl Root {
     }
 
     pub(super) fn create(&self, id: &str, plan: &Plan) -> Result<V2Cgroup> {
-        let needs = [
-            (plan.memory.is_some(), "memory", "--memory"),
-            (
-                matches!(plan.memswap, Some(MemSwap::Total(_))),
-                "memory",
-                "--memory-swap",
-            ),
-            (plan.cpu_quota.is_some(), "cpu", "--cpus"),
-            (plan.cpu_shares.is_some(), "cpu", "--cpu-shares"),
-            (plan.pids.is_some(), "pids", "--pids-limit"),
-            (plan.cpuset_cpus.is_some(), "cpuset", "--cpuset-cpus"),
-        ];
-        for (wanted, controller, flag) in needs {
-            if wanted && !self.available.iter().any(|a| a == controller) {
-                return Err(user(format!(
-                    "{flag} is not supported on this host: the cgroup v2 root offers no {controller} controller"
-                ))
-                .hint(format!("drop {flag}, or enable the {controller} controller"))
-                .into());
-            }
+        if let Some((controller, flag)) =
+            plan.missing_controller(|c| self.available.iter().any(|a| a == c))
+        {
+            return Err(user(format!(
+                "{flag} is not supported on this host: the cgroup v2 root offers no {controller} controller"
+            ))
+            .hint(format!("drop {flag}, or enable the {controller} controller"))
+            .into());
         }
         let parent = self.ensure_parent()?;
         let mut cg = self.cgroup(id);
