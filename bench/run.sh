@@ -71,7 +71,8 @@ trap 'exit 130' INT TERM
 
 # in_v1view CMD...: run where crun can work on a hybrid host (see header); a no-op elsewhere.
 HYBRID=""
-if [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] && [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then HYBRID=1; fi
+# (cgroupfs files report size 0: read the controller list, don't test its size)
+if [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] && [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]; then HYBRID=1; fi
 in_v1view() {
     if [ -n "$HYBRID" ]; then
         unshare --mount --propagation private -- sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh "$@"
