@@ -318,16 +318,6 @@ fn an_empty_directory_is_an_error() {
 }
 
 #[test]
-#[ignore = "prints a rendering to look at: cargo test --test manifest show -- --ignored --nocapture"]
-fn show() {
-    let p = std::env::var("SHOW").unwrap_or_else(|_| "/tmp/rt/proj".into());
-    match load(Path::new(&p)) {
-        Ok(m) => println!("{m:#?}"),
-        Err(e) => println!("{e}"),
-    }
-}
-
-#[test]
 fn reserved_labels_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lab.toml");
