@@ -58,6 +58,31 @@ fn inspect(env: &Env, name: &str) -> serde_json::Value {
     v[0].clone()
 }
 
+/// Starts `wharf run --name NAME bb:1 sleep 60` in the foreground, output discarded, and
+/// waits until the container runs. Returns wharf's process and the container's pid.
+fn spawn_sleeper(env: &Env, name: &str) -> (std::process::Child, i64) {
+    let fg = env
+        .wharf()
+        .args(["run", "--name", name, "bb:1", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wharf run");
+    let pid = wait_until(20, "the container to run", || {
+        let o = env.run(&["inspect", name]);
+        if !o.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let st = &v[0]["State"];
+        (st["Status"] == "running")
+            .then(|| st["Pid"].as_i64())
+            .flatten()
+            .filter(|p| *p > 0)
+    });
+    (fg, pid)
+}
+
 fn state(env: &Env, name: &str) -> String {
     inspect(env, name)["State"]["Status"]
         .as_str()
@@ -243,20 +268,7 @@ fn exit_codes_follow_docker() {
         env: &env,
         names: vec!["sig".into()],
     };
-    let mut fg = env
-        .wharf()
-        .args(["run", "--name", "sig", "bb:1", "sleep", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn wharf run");
-    wait_until(20, "the container to run", || {
-        env.run(&["inspect", "sig"])
-            .status
-            .success()
-            .then(|| state(&env, "sig"))
-            .filter(|s| s == "running")
-    });
+    let (mut fg, _) = spawn_sleeper(&env, "sig");
     env.ok(&["kill", "-s", "KILL", "sig"]);
     let st = fg.wait().expect("wait wharf run");
     assert_eq!(st.code(), Some(137));
@@ -701,21 +713,7 @@ fn a_killed_wharf_leaves_nothing_and_is_reconciled() {
         env: &env,
         names: vec!["crash".into()],
     };
-    let mut fg = env
-        .wharf()
-        .args(["run", "--name", "crash", "bb:1", "sleep", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pid = wait_until(20, "the container to run", || {
-        let o = env.run(&["inspect", "crash"]);
-        if !o.status.success() {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-        v[0]["State"]["Pid"].as_i64().filter(|p| *p > 0)
-    });
+    let (mut fg, pid) = spawn_sleeper(&env, "crash");
     fg.kill().expect("SIGKILL wharf");
     let _ = fg.wait();
     // PDEATHSIG takes the container down with its monitor.
