@@ -202,19 +202,7 @@ fn load(insns: &[Insn]) -> Result<OwnedFd> {
 /// [`detach`] needs. Other programs (of a parent) still apply: BPF_F_ALLOW_MULTI.
 pub(crate) fn attach_default(dir: &Path) -> Result<OwnedFd> {
     let prog = load(&program(super::DEFAULT_DEVICES))?;
-    let cg = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(dir)
-        .with_context(|| format!("cannot open cgroup {}", dir.display()))?;
-    let mut attr = AttachAttr {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
-        ..AttachAttr::default()
-    };
-    bpf(BPF_PROG_ATTACH, &mut attr).with_context(|| {
+    attach_cmd(BPF_PROG_ATTACH, dir, &prog, BPF_F_ALLOW_MULTI).with_context(|| {
         format!(
             "cannot attach the device filter to {} (BPF_PROG_ATTACH)",
             dir.display()
@@ -225,6 +213,12 @@ pub(crate) fn attach_default(dir: &Path) -> Result<OwnedFd> {
 
 /// Detaches the program `prog` from the cgroup `dir`.
 pub(crate) fn detach(dir: &Path, prog: &OwnedFd) -> Result<()> {
+    attach_cmd(BPF_PROG_DETACH, dir, prog, 0)
+        .with_context(|| format!("cannot detach the device filter from {}", dir.display()))
+}
+
+/// BPF_PROG_ATTACH or BPF_PROG_DETACH of a device program on the cgroup `dir`.
+fn attach_cmd(cmd: libc::c_long, dir: &Path, prog: &OwnedFd, flags: u32) -> Result<()> {
     let cg = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -234,10 +228,10 @@ pub(crate) fn detach(dir: &Path, prog: &OwnedFd) -> Result<()> {
         target_fd: cg.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: flags,
         ..AttachAttr::default()
     };
-    bpf(BPF_PROG_DETACH, &mut attr)
-        .with_context(|| format!("cannot detach the device filter from {}", dir.display()))?;
+    bpf(cmd, &mut attr)?;
     Ok(())
 }
 
