@@ -10,6 +10,7 @@
 //! The process that owns a run (the foreground `wharf run`, or a detached monitor) is recorded
 //! as `monitor_pid` + `monitor_start`; [`reconcile`] finds runs whose owner died and closes them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -106,6 +107,18 @@ pub struct Record {
     pub finished_at: Option<i64>,
     pub exit_code: Option<i32>,
     pub oom_killed: bool,
+    /// `--label` / a manifest's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The manifest project that owns it; None for `wharf run`/`create`.
+    pub project: Option<String>,
+    /// Hash of the manifest's effective spec (apply compares it to plan a recreate).
+    pub spec_hash: Option<String>,
+    /// The manifest's `ContainerSpec` as JSON, for field-level plan reasons.
+    pub spec: Option<String>,
+    /// Runs started by a restart policy since the container was last started by hand.
+    pub restart_count: i64,
+    /// Health-check status, when the container has one.
+    pub health: Option<String>,
 }
 
 impl Record {
@@ -131,9 +144,10 @@ impl Record {
 }
 
 const COLUMNS: &str = "id, name, image_id, image_ref, config, created_at, state, pid, pid_start, \
-     monitor_pid, monitor_start, started_at, finished_at, exit_code, oom_killed";
+     monitor_pid, monitor_start, started_at, finished_at, exit_code, oom_killed, labels, project, \
+     spec_hash, spec, restart_count, health";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, String)> {
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, (String, String))> {
     let cfg: String = r.get(4)?;
     Ok((
         Record {
@@ -152,15 +166,34 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, String)> {
             finished_at: r.get(12)?,
             exit_code: r.get(13)?,
             oom_killed: r.get::<_, i64>(14)? != 0,
+            labels: BTreeMap::new(),
+            project: r.get(16)?,
+            spec_hash: r.get(17)?,
+            spec: r.get(18)?,
+            restart_count: r.get(19)?,
+            health: r.get(20)?,
         },
-        cfg,
+        (cfg, r.get(15)?),
     ))
 }
 
-fn finish_row((mut rec, cfg): (Record, String)) -> Result<Record> {
+fn finish_row((mut rec, (cfg, labels)): (Record, (String, String))) -> Result<Record> {
     rec.config = serde_json::from_str(&cfg)
         .with_context(|| format!("the stored config of container {} is corrupt", rec.id))?;
+    rec.labels = serde_json::from_str(&labels)
+        .with_context(|| format!("the stored labels of container {} are corrupt", rec.id))?;
     Ok(rec)
+}
+
+/// Every container of the store, oldest first.
+pub fn list(store: &Store) -> Result<Vec<Record>> {
+    let sql = format!("SELECT {COLUMNS} FROM containers ORDER BY created_at, id");
+    let rows: Vec<_> = store
+        .db()
+        .prepare_cached(&sql)?
+        .query_map([], from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter().map(finish_row).collect()
 }
 
 /// A fresh `adjective_surname` no container of this store has.
@@ -192,6 +225,10 @@ pub struct NewContainer<'a> {
     /// The process that will own its first run (pid, start time): recorded with the row, so
     /// a crash before the run starts is found by [`reconcile`] too.
     pub owner: Option<(i32, u64)>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub project: Option<&'a str>,
+    pub spec_hash: Option<&'a str>,
+    pub spec: Option<&'a str>,
 }
 
 /// Inserts a container in state `created`.
@@ -201,7 +238,8 @@ pub fn insert(store: &Store, c: &NewContainer<'_>) -> Result<()> {
         .db()
         .prepare_cached(
             "INSERT INTO containers (id, name, image_id, image_ref, config, created_at, state, \
-             monitor_pid, monitor_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
+             monitor_pid, monitor_start, labels, project, spec_hash, spec) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             c.id,
@@ -211,7 +249,11 @@ pub fn insert(store: &Store, c: &NewContainer<'_>) -> Result<()> {
             config,
             now_ns(),
             c.owner.map(|(p, _)| p),
-            c.owner.map(|(_, t)| t as i64)
+            c.owner.map(|(_, t)| t as i64),
+            serde_json::to_string(c.labels)?,
+            c.project,
+            c.spec_hash,
+            c.spec,
         ]);
     match res {
         Ok(_) => Ok(()),

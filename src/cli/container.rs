@@ -1,5 +1,6 @@
 //! Container verbs: run, logs, stop, kill, rm, inspect (issue 3; lifecycle in issue 4).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -57,6 +58,9 @@ pub struct RunArgs {
     /// A name for the container
     #[arg(long)]
     name: Option<String>,
+    /// Set a label on the container (KEY=VALUE)
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
     /// Set an environment variable (KEY=VALUE, or KEY to copy wharf's)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -213,6 +217,22 @@ fn options(a: &RunArgs) -> Result<RunOptions> {
     })
 }
 
+/// `--label KEY=VALUE` (or `KEY`, an empty value, as docker takes it).
+pub(crate) fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let (k, v) = a.split_once('=').unwrap_or((a.as_str(), ""));
+        if k.is_empty() {
+            return Err(runtime_usage(
+                format!("invalid --label {a:?}: the key is empty"),
+                "write labels as KEY=VALUE",
+            ));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
 /// Runs `f` on each container argument; errors are printed, and the last one's code returned.
 fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut code = exit::OK;
@@ -231,7 +251,11 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             // Every failure of `run` before the command runs is wharf's: 125.
             let opts = options(&a)?;
             let store = ctx.store().map_err(as_runtime)?;
-            let rec = ops::create(&store, &a.image, a.name.as_deref(), &opts)?;
+            let meta = ops::CreateMeta {
+                labels: parse_labels(&a.label)?,
+                ..Default::default()
+            };
+            let rec = ops::create_with(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
             if a.detach {
                 drop(store);
                 ops::run_detached(&ctx.root, &rec.id)?;

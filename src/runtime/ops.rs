@@ -1,6 +1,7 @@
 //! The container verbs the CLI (and later the reconciler) call: create, run in the
 //! foreground or detached, stop, kill, remove, inspect.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -31,12 +32,33 @@ pub fn run_dir(store: &Store) -> PathBuf {
     store.root().join("run")
 }
 
+/// What a container is recorded with besides its run options: labels, and for containers
+/// made by `apply`, the owning project and the manifest spec.
+#[derive(Debug, Default)]
+pub struct CreateMeta<'a> {
+    pub labels: BTreeMap<String, String>,
+    pub project: Option<&'a str>,
+    pub spec_hash: Option<&'a str>,
+    pub spec: Option<&'a str>,
+}
+
 /// Records a new container from `image_ref` and `opts` (state `created`).
 pub fn create(
     store: &Store,
     image_ref: &str,
     name: Option<&str>,
     opts: &RunOptions,
+) -> Result<Record> {
+    create_with(store, image_ref, name, opts, &CreateMeta::default())
+}
+
+/// [`create`], with labels and ownership.
+pub fn create_with(
+    store: &Store,
+    image_ref: &str,
+    name: Option<&str>,
+    opts: &RunOptions,
+    meta: &CreateMeta<'_>,
 ) -> Result<Record> {
     // Hot path: closing the last connection checkpoints the WAL (two fsyncs and an unlink,
     // 10-20 ms here). Leave that to SQLite's auto-checkpoint and to other verbs.
@@ -69,6 +91,10 @@ pub fn create(
             image_ref,
             config: &cfg,
             owner: me(),
+            labels: &meta.labels,
+            project: meta.project,
+            spec_hash: meta.spec_hash,
+            spec: meta.spec,
         },
     )
     .map_err(|e| match crate::error::find_user_error(&e) {
@@ -299,6 +325,11 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "StartedAt": r.started_at.map(rfc3339),
             "FinishedAt": r.finished_at.map(rfc3339),
         },
+        "RestartCount": r.restart_count,
+        "Labels": r.labels,
+        "Project": r.project,
+        "SpecHash": r.spec_hash,
+        "Health": r.health,
         "Config": r.config,
         "UpperDir": store.container_dir(&r.id).join("upper"),
         "LogPath": container::log_path(store, &r.id),

@@ -106,4 +106,8 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX applies_by_project ON applies(project, at);
     "#,
+    // 2: the manifest's spec of an applied container, for field-level plan reasons.
+    r#"
+    ALTER TABLE containers ADD COLUMN spec TEXT;
+    "#,
 ];
