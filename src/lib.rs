@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod names;
 pub mod reconcile;
 pub mod reference;
+pub mod retention;
 pub mod runtime;
 pub mod store;
 pub mod util;
