@@ -18,3 +18,4 @@ pub mod retention;
 pub mod runtime;
 pub mod store;
 pub mod util;
+pub mod watch;

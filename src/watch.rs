@@ -1,0 +1,397 @@
+//! The watch loop: converge now, then again when a manifest or a referenced tarball changes,
+//! when the store changes (a container exited), and every resync interval; stop on SIGTERM
+//! or SIGINT, leaving containers running under their monitors.
+//!
+//! The loop is generic over the converge step ([`Converger`]), so it knows nothing of
+//! manifests or plans, and its timing rules (debounce, resync) are unit-tested with a
+//! scripted event channel. [`watch`] wires it to inotify (notify) and to the signals.
+//!
+//! What is watched is recomputed after each converge ([`WatchSet`]): the manifest
+//! directories (non-recursively, any `*.toml`, so new files count as they appear), each
+//! manifest file given by path, each referenced source tarball, and the store's WAL file
+//! (every commit, such as a monitor recording an exit, appends to it). Directories are
+//! watched rather than files so that editors which replace a file by rename are seen.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use notify::{RecursiveMode, Watcher};
+
+/// Why a converge runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// The first converge, when the watch starts.
+    Start,
+    /// Watched files changed (debounced): the paths seen.
+    Changed(Vec<PathBuf>),
+    /// The store changed and the converger said it matters (a container exited).
+    Store,
+    /// The resync interval passed with nothing else happening.
+    Resync,
+}
+
+/// What to watch: directories, each with the names in it that matter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchSet {
+    dirs: BTreeMap<PathBuf, Names>,
+    /// Paths whose change is a store change, not a manifest change.
+    store_files: BTreeSet<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Names {
+    any_toml: bool,
+    files: BTreeSet<OsString>,
+}
+
+impl WatchSet {
+    /// Every `*.toml` in `dir`, present or future.
+    pub fn add_manifest_dir(&mut self, dir: &Path) {
+        self.dirs.entry(dir.to_path_buf()).or_default().any_toml = true;
+    }
+
+    /// One file (a manifest given by path, or a source tarball).
+    pub fn add_file(&mut self, file: &Path) {
+        if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            self.dirs
+                .entry(dir.to_path_buf())
+                .or_default()
+                .files
+                .insert(name.to_os_string());
+        }
+    }
+
+    /// A file of the store whose change means "look at the store again".
+    pub fn add_store_file(&mut self, file: &Path) {
+        self.add_file(file);
+        self.store_files.insert(file.to_path_buf());
+    }
+
+    /// The directories to hand to inotify.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.keys().map(PathBuf::as_path)
+    }
+
+    /// What a changed path means: None (not ours), or Some(true) for a store file.
+    fn classify(&self, path: &Path) -> Option<bool> {
+        if self.store_files.contains(path) {
+            return Some(true);
+        }
+        let (dir, name) = (path.parent()?, path.file_name()?);
+        let names = self.dirs.get(dir)?;
+        let toml = Path::new(name).extension().is_some_and(|e| e == "toml");
+        // Editors' swap and backup files (`.x.toml.swp`, `x.toml~`) end otherwise.
+        (names.files.contains(name) || (names.any_toml && toml)).then_some(false)
+    }
+}
+
+/// The converge step the loop drives.
+pub trait Converger {
+    /// Converges and returns what to watch from now on. An invalid manifest must print its
+    /// errors, leave everything running, and return the last good set.
+    fn converge(&mut self, why: &Trigger) -> WatchSet;
+
+    /// The store changed: does that call for a converge (did a container of ours exit)?
+    fn store_changed(&mut self) -> bool;
+}
+
+/// What reaches the loop.
+#[derive(Debug)]
+pub enum Msg {
+    /// Paths notify reported.
+    Paths(Vec<PathBuf>),
+    /// A notify error: printed, the loop goes on (the resync covers what was missed).
+    Error(String),
+    /// SIGTERM or SIGINT.
+    Stop,
+}
+
+/// Timing of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Quiet time after the last relevant event before converging: an editor's burst of
+    /// writes gives one converge.
+    pub debounce: Duration,
+    /// The longest a steady stream of events can delay a converge.
+    pub max_delay: Duration,
+    /// Converge at least this often.
+    pub resync: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            debounce: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs the loop until [`Msg::Stop`] or the channel closes. `on_set` is told each new watch
+/// set (to update inotify). Returns the number of converges.
+pub fn run_loop(
+    rx: &Receiver<Msg>,
+    timing: Timing,
+    conv: &mut dyn Converger,
+    on_set: &mut dyn FnMut(&WatchSet),
+) -> u64 {
+    let mut set = conv.converge(&Trigger::Start);
+    on_set(&set);
+    let mut converges = 1u64;
+    let mut last_converge = Instant::now();
+    // A pending manifest change: the paths, when the first came, when the last came.
+    let mut pending: Option<(BTreeSet<PathBuf>, Instant, Instant)> = None;
+    let mut store_pending = false;
+    loop {
+        let now = Instant::now();
+        let deadline = match &pending {
+            Some((_, first, last)) => (*last + timing.debounce).min(*first + timing.max_delay),
+            None if store_pending => now,
+            None => last_converge + timing.resync,
+        };
+        let msg = rx.recv_timeout(deadline.saturating_duration_since(now));
+        match msg {
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return converges,
+            Ok(Msg::Error(e)) => tracing::warn!("watch: {e}"),
+            Ok(Msg::Paths(paths)) => {
+                let now = Instant::now();
+                for p in paths {
+                    match set.classify(&p) {
+                        Some(true) => store_pending = true,
+                        Some(false) => {
+                            let entry = pending.get_or_insert_with(|| (BTreeSet::new(), now, now));
+                            entry.0.insert(p);
+                            entry.2 = now;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let why = if let Some((paths, _, _)) = pending.take() {
+                    store_pending = false;
+                    Some(Trigger::Changed(paths.into_iter().collect()))
+                } else if store_pending {
+                    store_pending = false;
+                    conv.store_changed().then_some(Trigger::Store)
+                } else {
+                    Some(Trigger::Resync)
+                };
+                if let Some(why) = why {
+                    let next = conv.converge(&why);
+                    if next != set {
+                        set = next;
+                        on_set(&set);
+                    }
+                    converges += 1;
+                }
+                last_converge = Instant::now();
+            }
+        }
+    }
+}
+
+/// Watches with inotify and stops on SIGTERM/SIGINT. Returns the number of converges.
+pub fn watch(timing: Timing, conv: &mut dyn Converger) -> Result<u64> {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let fs_tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let msg = match res {
+            Ok(ev) if ev.kind.is_access() => return,
+            Ok(ev) => Msg::Paths(ev.paths),
+            Err(e) => Msg::Error(e.to_string()),
+        };
+        let _ = fs_tx.send(msg);
+    })
+    .context("cannot start watching files (inotify)")?;
+    forward_signals(tx)?;
+    let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut on_set = |set: &WatchSet| {
+        let want: BTreeSet<PathBuf> = set.dirs().map(Path::to_path_buf).collect();
+        for gone in watched.difference(&want) {
+            let _ = watcher.unwatch(gone);
+        }
+        for new in want.difference(&watched) {
+            if let Err(e) = watcher.watch(new, RecursiveMode::NonRecursive) {
+                tracing::warn!("cannot watch {}: {e}", new.display());
+            }
+        }
+        watched = want;
+    };
+    Ok(run_loop(&rx, timing, conv, &mut on_set))
+}
+
+/// SIGTERM and SIGINT become [`Msg::Stop`].
+fn forward_signals(tx: Sender<Msg>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("cannot install the SIGTERM/SIGINT handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = tx.send(Msg::Stop);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Script {
+        set: WatchSet,
+        seen: Vec<Trigger>,
+        store_matters: bool,
+    }
+
+    impl Converger for Script {
+        fn converge(&mut self, why: &Trigger) -> WatchSet {
+            self.seen.push(why.clone());
+            self.set.clone()
+        }
+        fn store_changed(&mut self) -> bool {
+            self.store_matters
+        }
+    }
+
+    fn script() -> Script {
+        let mut set = WatchSet::default();
+        set.add_manifest_dir(Path::new("/m"));
+        set.add_file(Path::new("/img/app.tar"));
+        set.add_store_file(Path::new("/root/wharf.db-wal"));
+        Script {
+            set,
+            seen: Vec::new(),
+            store_matters: true,
+        }
+    }
+
+    const FAST: Timing = Timing {
+        debounce: Duration::from_millis(20),
+        max_delay: Duration::from_secs(5),
+        resync: Duration::from_secs(3600),
+    };
+
+    fn paths(v: &[&str]) -> Msg {
+        Msg::Paths(v.iter().map(PathBuf::from).collect())
+    }
+
+    /// Sends `msgs` (all queued before the loop starts, so they arrive as one burst), then
+    /// a stop once the loop has converged `want` times.
+    fn drive(s: &mut Script, msgs: Vec<Msg>, want: usize, timing: Timing) -> u64 {
+        let (tx, rx) = mpsc::channel();
+        for m in msgs {
+            tx.send(m).expect("send");
+        }
+        struct Stopper<'a> {
+            inner: &'a mut Script,
+            tx: Sender<Msg>,
+            want: usize,
+        }
+        impl Converger for Stopper<'_> {
+            fn converge(&mut self, why: &Trigger) -> WatchSet {
+                let set = self.inner.converge(why);
+                if self.inner.seen.len() >= self.want {
+                    let _ = self.tx.send(Msg::Stop);
+                }
+                set
+            }
+            fn store_changed(&mut self) -> bool {
+                let r = self.inner.store_changed();
+                if !r {
+                    let _ = self.tx.send(Msg::Stop);
+                }
+                r
+            }
+        }
+        let mut st = Stopper { inner: s, tx, want };
+        run_loop(&rx, timing, &mut st, &mut |_| {})
+    }
+
+    #[test]
+    fn a_burst_of_writes_gives_one_converge() {
+        let mut s = script();
+        let burst = vec![
+            paths(&["/m/web.toml"]),
+            paths(&["/m/.web.toml.swp"]),
+            paths(&["/m/web.toml", "/m/web.toml~"]),
+            paths(&["/m/db.toml"]),
+        ];
+        let n = drive(&mut s, burst, 2, FAST);
+        assert_eq!(n, 2);
+        assert_eq!(
+            s.seen,
+            vec![
+                Trigger::Start,
+                Trigger::Changed(vec!["/m/db.toml".into(), "/m/web.toml".into()])
+            ]
+        );
+    }
+
+    #[test]
+    fn unrelated_files_are_ignored_and_sources_count() {
+        let mut s = script();
+        let msgs = vec![
+            paths(&["/m/notes.txt", "/img/other.tar", "/elsewhere/x.toml"]),
+            paths(&["/img/app.tar"]),
+        ];
+        drive(&mut s, msgs, 2, FAST);
+        assert_eq!(s.seen[1], Trigger::Changed(vec!["/img/app.tar".into()]));
+    }
+
+    #[test]
+    fn store_changes_converge_only_when_they_matter() {
+        let mut s = script();
+        drive(&mut s, vec![paths(&["/root/wharf.db-wal"])], 2, FAST);
+        assert_eq!(s.seen, vec![Trigger::Start, Trigger::Store]);
+
+        let mut quiet = script();
+        quiet.store_matters = false;
+        let n = drive(&mut quiet, vec![paths(&["/root/wharf.db-wal"])], 9, FAST);
+        assert_eq!(
+            n, 1,
+            "a store change that does not matter converges nothing"
+        );
+    }
+
+    #[test]
+    fn resync_converges_when_nothing_happens() {
+        let mut s = script();
+        let timing = Timing {
+            resync: Duration::from_millis(10),
+            ..FAST
+        };
+        drive(&mut s, vec![], 3, timing);
+        assert_eq!(
+            s.seen,
+            vec![Trigger::Start, Trigger::Resync, Trigger::Resync]
+        );
+    }
+
+    #[test]
+    fn stop_ends_the_loop_at_once() {
+        let mut s = script();
+        let n = drive(&mut s, vec![paths(&["/m/a.toml"]), Msg::Stop], 9, FAST);
+        assert_eq!(n, 1, "stop wins over a pending change");
+    }
+
+    #[test]
+    fn relative_file_names_watch_the_current_dir() {
+        let mut set = WatchSet::default();
+        set.add_file(Path::new("web.toml"));
+        assert_eq!(set.dirs().collect::<Vec<_>>(), vec![Path::new(".")]);
+    }
+}
