@@ -4,6 +4,7 @@
 //! - [`spec`]: run options + image config → `ContainerConfig`.
 //! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec.
 //! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).
+//! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows).
 //! - [`logs`]: the json-file log; [`sys`]: raw syscall wrappers.
 
 pub mod cgroup;
@@ -12,5 +13,6 @@ pub mod launch;
 pub mod logs;
 pub mod monitor;
 pub mod ops;
+pub mod restart;
 pub mod spec;
 pub mod sys;
