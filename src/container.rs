@@ -42,6 +42,9 @@ pub struct Volume {
     /// Absolute path inside the container.
     pub destination: String,
     pub read_only: bool,
+    /// An anonymous volume (`-v /path`): named by 64 random hex digits; `rm -v` removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

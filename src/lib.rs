@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod container;
+pub mod disk;
 pub mod error;
 pub mod image;
 pub mod journal;
@@ -17,3 +18,4 @@ pub mod reference;
 pub mod runtime;
 pub mod store;
 pub mod util;
+pub mod volume;
