@@ -470,6 +470,7 @@ pub fn reconcile(store: &Store) -> Result<()> {
         mark_exited(store, &rec.id, run_id, &out, rec.config.auto_remove)?;
         if rec.config.auto_remove {
             remove_files(store, &rec.id);
+            crate::volume::remove_anonymous(store, &rec.config.volumes);
         }
         cleaned = true;
     }
