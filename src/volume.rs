@@ -245,6 +245,9 @@ fn users_in(conn: &rusqlite::Connection) -> Result<HashMap<String, Vec<User>>> {
 /// not) mounts it, naming the containers; `-f` does not override that (as in docker), it only
 /// makes a missing volume no error. Returns whether a volume was removed.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<bool> {
+    // The store lock keeps a concurrent `Store::open` from taking the moved-aside directory
+    // for crash debris before this transaction commits.
+    let _guard = store.lock()?;
     let tx = immediate(store)?;
     if get_in(&tx, store, name)?.is_none() {
         return if force { Ok(false) } else { Err(no_such(name)) };

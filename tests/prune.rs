@@ -405,3 +405,53 @@ fn filters_until_label_and_negation_work_on_every_type() {
     assert!(exists(&env, "image", "keepimg:1"));
     assert_consistent(&env);
 }
+
+/// Runs `wharf ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_a_terminal(env: &Env, args: &str, input: &str) -> Option<String> {
+    use std::io::Write;
+    let cmd = format!(
+        "{} --root {} {args}",
+        env!("CARGO_BIN_EXE_wharf"),
+        env.root.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("WHARF_ROOT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("type the answer");
+    let out = child.wait_with_output().expect("wait for script");
+    assert!(out.status.success(), "{out:?}");
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn on_a_terminal_it_asks_and_only_yes_removes() {
+    require_root!();
+    let env = Env::new();
+    env.import(&busybox_tar(), "bb:1");
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["s1"],
+    };
+    env.ok(&["run", "--name", "s1", "bb:1", "true"]);
+    let Some(out) = on_a_terminal(&env, "container prune", "n\n") else {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    };
+    assert!(out.contains("[y/N]"), "{out}");
+    assert!(out.contains("s1"), "{out}");
+    assert!(out.contains("Nothing was removed"), "{out}");
+    assert!(container_exists(&env, "s1"));
+    let out = on_a_terminal(&env, "container prune", "y\n").expect("script ran before");
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(!container_exists(&env, "s1"));
+}

@@ -199,7 +199,7 @@ fn rm_v_removes_anonymous_volumes_and_keeps_named_ones() {
     assert_eq!(v[0]["Anonymous"], true);
     assert_eq!(
         names(&env, &["--filter", "label=com.docker.volume.anonymous"]),
-        [anon.clone()]
+        std::slice::from_ref(&anon)
     );
 
     // plain rm keeps every volume
