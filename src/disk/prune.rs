@@ -64,6 +64,34 @@ pub struct Inventory {
     pub volumes: Vec<VolumeObj>,
 }
 
+impl Inventory {
+    /// A plan removing exactly the named objects that exist here, for callers that select by
+    /// their own rules (retention policies, apply): [`execute`] then removes them with the
+    /// same safety re-checks. An image listed here is removed even when tagged.
+    pub fn plan_of(&self, containers: &[&str], images: &[&str], volumes: &[&str]) -> Plan {
+        Plan {
+            containers: self
+                .containers
+                .iter()
+                .filter(|c| containers.contains(&c.id.as_str()))
+                .cloned()
+                .collect(),
+            images: self
+                .images
+                .iter()
+                .filter(|i| images.contains(&i.id.as_str()))
+                .cloned()
+                .collect(),
+            volumes: self
+                .volumes
+                .iter()
+                .filter(|v| volumes.contains(&v.name.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// Which images an image prune takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageScope {
@@ -466,6 +494,14 @@ mod tests {
         // AND: label and until together
         let p = select(&inv, &ALL, &f(&["label=env=ci", "until=100h"]));
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn plan_of_takes_exactly_what_exists() {
+        let p = inv().plan_of(&["old", "gone"], &["tagged"], &["named-free", "nope"]);
+        assert_eq!(ids(&p.containers, |c| &c.id), ["old"]);
+        assert_eq!(ids(&p.images, |i| &i.id), ["tagged"]);
+        assert_eq!(ids(&p.volumes, |v| &v.name), ["named-free"]);
     }
 
     #[test]
