@@ -42,6 +42,9 @@ pub struct Volume {
     /// Absolute path inside the container.
     pub destination: String,
     pub read_only: bool,
+    /// An anonymous volume (`-v /path`): named by 64 random hex digits; `rm -v` removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,6 +470,7 @@ pub fn reconcile(store: &Store) -> Result<()> {
         mark_exited(store, &rec.id, run_id, &out, rec.config.auto_remove)?;
         if rec.config.auto_remove {
             remove_files(store, &rec.id);
+            crate::volume::remove_anonymous(store, &rec.config.volumes);
         }
         cleaned = true;
     }

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod container;
+pub mod disk;
 pub mod error;
 pub mod image;
 pub mod journal;
@@ -18,4 +19,5 @@ pub mod retention;
 pub mod runtime;
 pub mod store;
 pub mod util;
+pub mod volume;
 pub mod watch;

@@ -153,6 +153,9 @@ pub struct RmArgs {
     /// Kill a running container first
     #[arg(short, long)]
     force: bool,
+    /// Also remove the container's anonymous volumes (named volumes are kept)
+    #[arg(short, long)]
+    volumes: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -311,7 +314,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         Commands::Rm(a) => {
             let store = ctx.store()?;
             each(&a.containers, |n| {
-                ops::remove(&store, n, a.force)?;
+                ops::remove_with(&store, n, a.force, a.volumes)?;
                 println!("{n}");
                 Ok(())
             })

@@ -39,6 +39,17 @@ pub enum ImageCmd {
     Rm(RmiArgs),
     /// Import a tarball as an image
     Import(ImportArgs),
+    /// Remove dangling images no container uses (-a: every unused image)
+    Prune(ImagePruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePruneArgs {
+    /// Remove every image no container uses, not only untagged ones
+    #[arg(short, long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub common: super::system::PruneArgs,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +117,19 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             Ok(0)
         }
         Commands::Rmi(a) | Commands::Image(ImageCmd::Rm(a)) => rmi(ctx, a),
+        Commands::Image(ImageCmd::Prune(a)) => super::system::prune(
+            ctx,
+            &crate::disk::prune::Scope {
+                containers: false,
+                images: Some(if a.all {
+                    crate::disk::prune::ImageScope::All
+                } else {
+                    crate::disk::prune::ImageScope::Dangling
+                }),
+                volumes: None,
+            },
+            &a.common,
+        ),
         Commands::Image(ImageCmd::Inspect(a)) => {
             let store = ctx.store()?;
             let all = a

@@ -9,6 +9,7 @@ mod container;
 mod image;
 pub mod output;
 mod system;
+mod volume;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub enum Command {
     Container(container::Commands),
     #[command(flatten)]
     System(system::Commands),
+    #[command(flatten)]
+    Volume(volume::Commands),
 }
 
 /// What every verb gets: the global options, and the store opened on first use.
@@ -90,6 +93,7 @@ pub fn main() -> i32 {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Container(cmd) => container::run(&ctx, cmd),
         Command::System(cmd) => system::run(&ctx, cmd),
+        Command::Volume(cmd) => volume::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,18 +1,78 @@
-//! Journal and housekeeping verbs: history (and, as they land, system df / prune).
+//! Journal and housekeeping verbs: history, system df, system prune, container prune (and
+//! the prune rendering `image prune` and `volume prune` share).
+
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::Ctx;
 use super::output::{print_json, print_table};
-use crate::image::short;
+use crate::disk::df;
+use crate::disk::filter::{self, PRUNE_KEYS};
+use crate::disk::prune::{self, ImageScope, Plan, Scope, VolumeScope};
+use crate::error::{exit, user};
+use crate::image::{Removed, short};
 use crate::journal::{self, RunFilter};
+use crate::store::now_ns;
 use crate::util::{ago, human_size, parse_time_arg, rfc3339};
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Show the run journal (every run of every container), newest first
     History(HistoryArgs),
+    /// Disk usage and cleanup
+    #[command(subcommand)]
+    System(SystemCmd),
+    /// Manage containers (prune)
+    #[command(subcommand)]
+    Container(ContainerCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCmd {
+    /// Show disk usage: images, containers, volumes (-v: each item, logs, the journal)
+    Df(DfArgs),
+    /// Remove stopped containers, dangling images (-a: every unused image) and, with
+    /// --volumes, unused anonymous volumes
+    Prune(SystemPruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCmd {
+    /// Remove stopped containers
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// List each image, container, volume and log with its size, and the journal
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Options every prune verb takes.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Only objects matching: until=24h|7d|RFC3339, label=KEY[=VALUE], label!=KEY[=VALUE]
+    /// (repeatable; all must match)
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemPruneArgs {
+    /// Remove every image no container uses, not only dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Also remove anonymous volumes no container uses (named volumes: `volume prune -a`)
+    #[arg(long)]
+    pub volumes: bool,
+    #[command(flatten)]
+    pub common: PruneArgs,
 }
 
 #[derive(Debug, Args)]
@@ -39,7 +99,288 @@ pub struct HistoryArgs {
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     match cmd {
         Commands::History(a) => history(ctx, a),
+        Commands::System(SystemCmd::Df(a)) => system_df(ctx, &a),
+        Commands::System(SystemCmd::Prune(a)) => prune(
+            ctx,
+            &Scope {
+                containers: true,
+                images: Some(if a.all {
+                    ImageScope::All
+                } else {
+                    ImageScope::Dangling
+                }),
+                volumes: a.volumes.then_some(VolumeScope::Anonymous),
+            },
+            &a.common,
+        ),
+        Commands::Container(ContainerCmd::Prune(a)) => prune(
+            ctx,
+            &Scope {
+                containers: true,
+                ..Scope::default()
+            },
+            &a,
+        ),
     }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What the plan removes, one object a line.
+fn describe(plan: &Plan, scope: &Scope, estimate: u64) -> String {
+    let mut s = String::from("WARNING! This will remove:\n");
+    if scope.containers {
+        s += &format!(
+            "  - {}\n",
+            plural(
+                plan.containers.len(),
+                "stopped container",
+                "stopped containers"
+            )
+        );
+        for c in &plan.containers {
+            s += &format!("      {}  {}\n", short(&c.id), c.name);
+        }
+    }
+    if let Some(i) = scope.images {
+        let kind = match i {
+            ImageScope::Dangling => ("dangling image", "dangling images"),
+            ImageScope::All => ("unused image", "unused images"),
+        };
+        s += &format!("  - {}\n", plural(plan.images.len(), kind.0, kind.1));
+        for i in &plan.images {
+            let tags = if i.tags.is_empty() {
+                "<none>".to_string()
+            } else {
+                i.tags.join(", ")
+            };
+            s += &format!("      {}  {tags}\n", short(&i.id));
+        }
+    }
+    if let Some(v) = scope.volumes {
+        let kind = match v {
+            VolumeScope::Anonymous => ("unused anonymous volume", "unused anonymous volumes"),
+            VolumeScope::All => ("unused volume", "unused volumes"),
+        };
+        s += &format!("  - {}\n", plural(plan.volumes.len(), kind.0, kind.1));
+        for v in &plan.volumes {
+            s += &format!("      {}\n", v.name);
+        }
+    }
+    s += &format!("About {} would be reclaimed.\n", human_size(estimate));
+    s
+}
+
+/// Runs a prune: lists the plan, asks `[y/N]` on a terminal (or refuses without one unless
+/// `-f`), removes, and prints what went and the space reclaimed. Shared by every prune verb.
+pub(super) fn prune(ctx: &Ctx, scope: &Scope, a: &PruneArgs) -> Result<i32> {
+    let filters = filter::parse(&a.filter, PRUNE_KEYS, now_ns())?;
+    let store = ctx.store()?;
+    let inv = prune::inventory(&store)?;
+    let plan = prune::select(&inv, scope, &filters);
+    if plan.is_empty() {
+        if ctx.json() {
+            print_json(&prune::Report::default())?;
+        } else {
+            println!("Nothing to remove.\nTotal reclaimed space: 0B");
+        }
+        return Ok(exit::OK);
+    }
+    if !a.force {
+        let text = describe(&plan, scope, prune::estimate(&store, &inv, &plan));
+        // The listing goes where the user reads it: stdout, or stderr under --format json.
+        if ctx.json() {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(user(
+                "refusing to prune without confirmation: standard input is not a terminal",
+            )
+            .hint("add -f (--force) to remove what is listed above without asking")
+            .into());
+        }
+        eprint!("Are you sure you want to continue? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            eprintln!("Nothing was removed.");
+            return Ok(exit::OK);
+        }
+    }
+    let report = prune::execute(&store, &plan)?;
+    for s in &report.skipped {
+        eprintln!("warning: kept {s}");
+    }
+    if ctx.json() {
+        print_json(&report)?;
+        return Ok(exit::OK);
+    }
+    if !report.containers.is_empty() {
+        println!("Deleted Containers:");
+        for c in &report.containers {
+            println!("{c}");
+        }
+        println!();
+    }
+    if !report.images.is_empty() {
+        println!("Deleted Images:");
+        for e in &report.images {
+            match e {
+                Removed::Untagged(t) => println!("untagged: {t}"),
+                Removed::Deleted(id) => println!("deleted: sha256:{id}"),
+            }
+        }
+        println!();
+    }
+    if !report.volumes.is_empty() {
+        println!("Deleted Volumes:");
+        for v in &report.volumes {
+            println!("{v}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(report.reclaimed));
+    Ok(exit::OK)
+}
+
+fn with_percent(part: u64, whole: u64) -> String {
+    let pct = if whole == 0 {
+        0
+    } else {
+        (part as u128 * 100 / whole as u128) as u64
+    };
+    format!("{} ({pct}%)", human_size(part))
+}
+
+fn system_df(ctx: &Ctx, a: &DfArgs) -> Result<i32> {
+    let store = ctx.store()?;
+    let u = df::usage(&store, a.verbose)?;
+    if ctx.json() {
+        print_json(&u)?;
+        return Ok(exit::OK);
+    }
+    print_table(
+        &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+        u.summary
+            .iter()
+            .map(|s| {
+                vec![
+                    s.kind.clone(),
+                    s.total.to_string(),
+                    s.active.to_string(),
+                    human_size(s.size),
+                    with_percent(s.reclaimable, s.size),
+                ]
+            })
+            .collect(),
+    );
+    if !a.verbose {
+        return Ok(exit::OK);
+    }
+    println!("\nImages space usage:\n");
+    let mut rows = Vec::new();
+    for i in &u.images {
+        let tags: Vec<(String, String)> = if i.tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            i.tags
+                .iter()
+                .map(|t| {
+                    let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
+                    (r.to_string(), tg.to_string())
+                })
+                .collect()
+        };
+        for (repo, tag) in tags {
+            rows.push(vec![
+                repo,
+                tag,
+                short(&i.id).to_string(),
+                ago(i.created),
+                human_size(i.size),
+                human_size(i.shared_size),
+                human_size(i.unique_size),
+                i.containers.to_string(),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE",
+            "SHARED SIZE",
+            "UNIQUE SIZE",
+            "CONTAINERS",
+        ],
+        rows,
+    );
+    println!("\nContainers space usage:\n");
+    print_table(
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "LOCAL VOLUMES",
+            "SIZE",
+            "CREATED",
+            "STATUS",
+            "NAMES",
+        ],
+        u.containers
+            .iter()
+            .map(|c| {
+                let cmd = c.command.join(" ");
+                let cmd = if cmd.chars().count() <= 20 {
+                    format!("\"{cmd}\"")
+                } else {
+                    format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
+                };
+                vec![
+                    short(&c.id).to_string(),
+                    c.image.clone(),
+                    cmd,
+                    c.volumes.to_string(),
+                    human_size(c.size),
+                    ago(c.created),
+                    c.state.clone(),
+                    c.name.clone(),
+                ]
+            })
+            .collect(),
+    );
+    println!("\nLocal Volumes space usage:\n");
+    print_table(
+        &["VOLUME NAME", "LINKS", "SIZE"],
+        u.volumes
+            .iter()
+            .map(|v| vec![v.name.clone(), v.links.to_string(), human_size(v.size)])
+            .collect(),
+    );
+    println!("\nLogs space usage:\n");
+    print_table(
+        &["CONTAINER ID", "NAMES", "SIZE"],
+        u.containers
+            .iter()
+            .filter(|c| c.log_size > 0)
+            .map(|c| {
+                vec![
+                    short(&c.id).to_string(),
+                    c.name.clone(),
+                    human_size(c.log_size),
+                ]
+            })
+            .collect(),
+    );
+    println!("\nJournal (wharf.db): {}", human_size(u.journal));
+    Ok(exit::OK)
 }
 
 fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {

@@ -257,6 +257,44 @@ fn container_users(store: &Store, id: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Deletes image `id` and its tags, for prune: only if no container uses it, and with
+/// `only_untagged` only if it has no tag, both checked in the deleting transaction. Returns
+/// the tags it untagged, or None when it is kept. The caller holds the store lock and runs
+/// [`gc_layers`] afterwards.
+pub fn remove_unused(store: &Store, id: &str, only_untagged: bool) -> Result<Option<Vec<String>>> {
+    let _guard = store.lock()?;
+    let tx =
+        rusqlite::Transaction::new_unchecked(store.db(), rusqlite::TransactionBehavior::Immediate)?;
+    let used = tx
+        .prepare_cached("SELECT 1 FROM containers WHERE image_id = ?1")?
+        .exists([id])?;
+    let tags: Vec<String> = tx
+        .prepare_cached("SELECT repo || ':' || tag FROM tags WHERE image_id = ?1 ORDER BY 1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if used || (only_untagged && !tags.is_empty()) {
+        return Ok(None);
+    }
+    tx.execute("DELETE FROM tags WHERE image_id = ?1", [id])?;
+    if tx.execute("DELETE FROM images WHERE id = ?1", [id])? == 0 {
+        return Ok(None);
+    }
+    tx.commit()?;
+    let _ = std::fs::remove_file(store.blob_path(id));
+    Ok(Some(tags))
+}
+
+/// Layers no image lists (what [`gc_layers`] would remove now).
+pub fn unused_layers(store: &Store) -> Result<Vec<String>> {
+    Ok(store
+        .db()
+        .prepare_cached(
+            "SELECT diff_id FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
 /// Removes layers no image lists: their rows first, then their directories (a crash in
 /// between leaves unrecorded dirs, which `Store::open` removes). Returns their diff ids.
 pub fn gc_layers(store: &Store) -> Result<Vec<String>> {

@@ -21,7 +21,7 @@ use super::{spec, sys};
 use crate::container::{Network, Record, VolumeKind};
 use crate::error::{exit, user};
 use crate::image;
-use crate::store::{Store, now_ns};
+use crate::store::Store;
 
 /// A container whose command is running.
 pub struct Launched {
@@ -120,20 +120,7 @@ pub fn launch(
     let mut volumes = Vec::with_capacity(cfg.volumes.len());
     for v in &cfg.volumes {
         let src = match v.kind {
-            VolumeKind::Named => {
-                let data = store.volumes_dir().join(&v.source).join("_data");
-                if !data.is_dir() {
-                    fs::create_dir_all(&data)
-                        .with_context(|| format!("cannot create {}", data.display()))?;
-                }
-                store
-                    .db()
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO volumes (name, created_at) VALUES (?1, ?2)",
-                    )?
-                    .execute(rusqlite::params![v.source, now_ns()])?;
-                data
-            }
+            VolumeKind::Named => crate::volume::ensure(store, &v.source, v.anonymous)?,
             VolumeKind::Bind => {
                 let p = PathBuf::from(&v.source);
                 if !p.exists() {

@@ -220,6 +220,7 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
             let _ = container::mark_exited(store, &rec.id, None, &out, cfg.auto_remove);
             if cfg.auto_remove {
                 container::remove_files(store, &rec.id);
+                crate::volume::remove_anonymous(store, &cfg.volumes);
             }
             return Err(e);
         }
@@ -385,6 +386,7 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
     container::mark_exited(store, &rec.id, run_id, &out, cfg.auto_remove)?;
     if cfg.auto_remove {
         container::remove_files(store, &rec.id);
+        crate::volume::remove_anonymous(store, &cfg.volumes);
     }
     Ok(exit_code)
 }

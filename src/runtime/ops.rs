@@ -280,6 +280,19 @@ pub fn stop(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
 
 /// Removes a container; a running one only with `force` (killed first).
 pub fn remove(store: &Store, input: &str, force: bool) -> Result<Record> {
+    remove_with(store, input, force, false)
+}
+
+/// [`remove`]; with `volumes` (`rm -v`), also its anonymous volumes (named ones are kept).
+pub fn remove_with(store: &Store, input: &str, force: bool, volumes: bool) -> Result<Record> {
+    let rec = remove_container(store, input, force)?;
+    if volumes {
+        crate::volume::remove_anonymous(store, &rec.config.volumes);
+    }
+    Ok(rec)
+}
+
+fn remove_container(store: &Store, input: &str, force: bool) -> Result<Record> {
     container::reconcile(store)?;
     let rec = container::find(store, input)?;
     if rec.live_monitor().is_some() || rec.live_pid().is_some() {

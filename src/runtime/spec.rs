@@ -149,23 +149,37 @@ fn set_env(env: &mut Vec<String>, entry: &str) -> Result<()> {
     Ok(())
 }
 
-/// `-v NAME:/path[:ro|rw]` or `-v /host:/path[:ro|rw]`.
+/// `-v NAME:/path[:ro|rw]`, `-v /host:/path[:ro|rw]`, or `-v /path` (an anonymous volume:
+/// a new volume named by 64 random hex digits, as docker makes one; `rm -v` removes it).
 pub fn parse_volume(spec: &str) -> Result<Volume> {
     let bad = |why: &str| {
         runtime_error(
             format!("invalid volume {spec:?}: {why}"),
-            "write -v NAME:/path, -v /host/path:/path or -v /host/path:/path:ro",
+            "write -v NAME:/path, -v /host/path:/path[:ro], or -v /path for an anonymous volume",
         )
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, dest, read_only) = match parts.as_slice() {
+        [d] => ("", *d, false),
         [s, d] => (*s, *d, false),
         [s, d, "ro"] => (*s, *d, true),
         [s, d, "rw"] => (*s, *d, false),
-        _ => return Err(bad("expected SOURCE:DEST[:ro]")),
+        _ => return Err(bad("expected [SOURCE:]DEST[:ro]")),
     };
     if !dest.starts_with('/') || dest == "/" {
         return Err(bad("the destination must be an absolute path other than /"));
+    }
+    if source.is_empty() {
+        if parts.len() > 1 {
+            return Err(bad("the source is empty"));
+        }
+        return Ok(Volume {
+            kind: VolumeKind::Named,
+            source: crate::volume::anonymous_name(),
+            destination: dest.to_string(),
+            read_only,
+            anonymous: true,
+        });
     }
     if source.starts_with('/') {
         return Ok(Volume {
@@ -173,15 +187,17 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
             source: source.to_string(),
             destination: dest.to_string(),
             read_only,
+            anonymous: false,
         });
     }
-    crate::names::validate(source)
+    crate::volume::validate_name(source)
         .map_err(|_| bad("a volume name is [a-zA-Z0-9][a-zA-Z0-9_.-]+"))?;
     Ok(Volume {
         kind: VolumeKind::Named,
         source: source.to_string(),
         destination: dest.to_string(),
         read_only,
+        anonymous: false,
     })
 }
 
@@ -299,6 +315,13 @@ mod tests {
         assert!(v.read_only && v.kind == VolumeKind::Bind);
         assert_eq!(parse_volume("data:/d").unwrap().kind, VolumeKind::Named);
         assert!(parse_volume("data:rel").is_err());
+        let a = parse_volume("/data").unwrap();
+        assert!(a.anonymous && a.kind == VolumeKind::Named && a.destination == "/data");
+        assert_eq!(a.source.len(), 64);
+        assert_ne!(parse_volume("/data").unwrap().source, a.source);
+        assert!(!parse_volume("data:/d").unwrap().anonymous);
+        assert!(parse_volume(":/d").is_err() && parse_volume("rel").is_err());
+        assert!(parse_volume("/").is_err());
         let mut c = build(ID, &rc(Some(&["sh"]), None), &RunOptions::default()).unwrap();
         let m = capability_mask(&c).unwrap();
         assert_eq!(m.count_ones() as usize, DEFAULT_CAPS.len());
