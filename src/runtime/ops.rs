@@ -112,7 +112,79 @@ fn me() -> Option<(i32, u64)> {
 
 /// Runs a recorded container in the foreground; returns its exit code.
 pub fn run_foreground(store: &Store, id: &str) -> Result<i32> {
-    monitor::run(store, id, Attach::Foreground)
+    let stdin = container::find(store, id)?.config.interactive;
+    monitor::run(store, id, Attach::Foreground { stdin })
+}
+
+/// What [`start`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// It was running already (docker's no-op).
+    AlreadyRunning,
+    /// Started under a detached monitor.
+    Detached,
+    /// Ran attached to the end, with this exit code.
+    Exited(i32),
+}
+
+/// Starts a created or exited container again, on its kept write layer, with its stored
+/// config; each start opens a new run in the journal. `attach`: run it in this process
+/// (stdout/stderr, and stdin with `Some(true)`) to its end; `None`: under a detached monitor.
+pub fn start(store: &Store, input: &str, attach: Option<bool>) -> Result<Started> {
+    container::reconcile(store)?;
+    let rec = container::find(store, input)?;
+    if rec.state == "running" && (rec.live_pid().is_some() || rec.live_monitor().is_some()) {
+        if attach.is_some() {
+            return Err(user(format!("container {} is already running", rec.name))
+                .hint(format!(
+                    "follow its output with `wharf logs -f {}`, or `wharf exec -it {} sh`",
+                    rec.name, rec.name
+                ))
+                .into());
+        }
+        return Ok(Started::AlreadyRunning);
+    }
+    if !container::claim_start(store, &rec.id)? {
+        // Lost a race with another start (or a run began between reconcile and now).
+        if attach.is_some() {
+            return Err(user(format!(
+                "container {} is being started by another wharf",
+                rec.name
+            ))
+            .hint("wait for it, then `wharf logs -f` it")
+            .into());
+        }
+        return Ok(Started::AlreadyRunning);
+    }
+    match attach {
+        Some(stdin) => {
+            monitor::run(store, &rec.id, Attach::Foreground { stdin }).map(Started::Exited)
+        }
+        None => {
+            let res = run_detached(store.root(), &rec.id);
+            if res.is_err() {
+                // The monitor may have died before taking the run over: release our claim,
+                // so the container reads as it was, not as a crashed run.
+                let _ = container::disown(store, &rec.id);
+            }
+            res.map(|()| Started::Detached)
+        }
+    }
+}
+
+/// `wharf restart`: stop (SIGTERM, SIGKILL after `timeout`) if running, then start detached.
+pub fn restart(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
+    let rec = stop(store, input, timeout)?;
+    if container::find(store, &rec.id).is_err() {
+        return Err(user(format!(
+            "container {} was removed when it stopped",
+            rec.name
+        ))
+        .hint("it was run with --rm; run it again with `wharf run`")
+        .into());
+    }
+    start(store, &rec.id, None)?;
+    Ok(rec)
 }
 
 /// Starts a recorded container under a detached monitor (`wharf __monitor`, in its own
