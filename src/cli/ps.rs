@@ -11,7 +11,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Ctx;
-use super::output::{print_json, print_table};
+use super::output::table;
 use crate::container::{self, Record};
 use crate::error::{UserError, exit, user};
 use crate::store::{Store, now_ns};
@@ -279,6 +279,11 @@ pub fn select(store: &Store, a: &PsArgs) -> Result<Vec<Record>> {
 
 pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
     let store = ctx.store()?;
+    // A reader: closing the last connection would checkpoint the WAL (fsyncs and unlinks).
+    let _ = store.db().set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    );
     container::reconcile(&store)?;
     let rows = select(&store, &a)?;
     let now = now_ns();
@@ -288,7 +293,7 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
             s.push_str(if a.no_trunc { &r.id } else { r.short_id() });
             s.push('\n');
         }
-        print!("{s}");
+        write_out(s.as_bytes())?;
         return Ok(exit::OK);
     }
     if ctx.json() {
@@ -322,10 +327,12 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                 restart_count: r.restart_count,
             })
             .collect();
-        print_json(&v)?;
+        let mut text = serde_json::to_vec_pretty(&v)?;
+        text.push(b'\n');
+        write_out(&text)?;
         return Ok(exit::OK);
     }
-    let table: Vec<Vec<String>> = rows
+    let rows_out: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
@@ -343,7 +350,7 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
             ]
         })
         .collect();
-    print_table(
+    let mut text = table(
         &[
             "CONTAINER ID",
             "IMAGE",
@@ -353,9 +360,20 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
             "PORTS",
             "NAMES",
         ],
-        table,
+        rows_out,
     );
+    text.push('\n');
+    write_out(text.as_bytes())?;
     Ok(exit::OK)
+}
+
+/// Writes to stdout in one go; a reader that went away (`| head`) is not an error.
+fn write_out(b: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(b) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 #[cfg(test)]
