@@ -375,19 +375,56 @@ pub fn remove(store: &Store, input: &str, force: bool) -> Result<Record> {
     Ok(rec)
 }
 
-/// The record as docker-style inspect JSON.
+/// The record as docker-style inspect JSON: identity, image (id and reference), config,
+/// state, mounts, limits (`HostConfig`), restart count, write layer and log paths.
 pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
     container::reconcile(store)?;
     let r = container::find(store, input)?;
     let running = r.live_pid().is_some();
+    let cdir = store.container_dir(&r.id);
+    let c = &r.config;
+    let mounts: Vec<serde_json::Value> = c
+        .volumes
+        .iter()
+        .map(|v| match v.kind {
+            container::VolumeKind::Named => json!({
+                "Type": "volume",
+                "Name": v.source,
+                "Source": store.volumes_dir().join(&v.source).join("_data"),
+                "Destination": v.destination,
+                "Mode": if v.read_only { "ro" } else { "rw" },
+                "RW": !v.read_only,
+            }),
+            container::VolumeKind::Bind => json!({
+                "Type": "bind",
+                "Source": v.source,
+                "Destination": v.destination,
+                "Mode": if v.read_only { "ro" } else { "rw" },
+                "RW": !v.read_only,
+            }),
+        })
+        .collect();
+    let lower: Option<String> = image::layer_dirs(store, &r.image_id).ok().map(|dirs| {
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    });
+    let l = &c.limits;
+    let (upper, work) = if c.auto_remove {
+        // --rm: the write layer is a tmpfs inside the container's mount namespace.
+        (None, None)
+    } else {
+        (Some(cdir.join("upper")), Some(cdir.join("work")))
+    };
     Ok(json!({
         "Id": r.id,
         "Name": r.name,
         "Created": rfc3339(r.created_at),
         "Image": format!("sha256:{}", r.image_id),
         "ImageRef": r.image_ref,
-        "Path": r.config.args.first(),
-        "Args": r.config.args.get(1..).unwrap_or_default(),
+        "Path": c.args.first(),
+        "Args": c.args.get(1..).unwrap_or_default(),
         "State": {
             "Status": r.state,
             "Running": running,
@@ -396,6 +433,8 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "OOMKilled": r.oom_killed,
             "StartedAt": r.started_at.map(rfc3339),
             "FinishedAt": r.finished_at.map(rfc3339),
+            "Health": r.health,
+            "Text": r.status_text(crate::store::now_ns()),
         },
         "RestartCount": r.restart_count,
         "Labels": r.labels,
@@ -403,7 +442,33 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
         "SpecHash": r.spec_hash,
         "Health": r.health,
         "Config": r.config,
-        "UpperDir": store.container_dir(&r.id).join("upper"),
+        "Mounts": mounts,
+        "HostConfig": {
+            "Memory": l.memory.unwrap_or(0),
+            "MemorySwap": l.memory_swap.unwrap_or(0),
+            "NanoCpus": l.cpus.map_or(0, |c| (c * 1e9).round() as i64),
+            "CpuShares": l.cpu_shares.unwrap_or(0),
+            "PidsLimit": l.pids,
+            "CpusetCpus": l.cpuset_cpus.clone().unwrap_or_default(),
+            "Privileged": c.privileged,
+            "ReadonlyRootfs": c.read_only,
+            "CapAdd": c.cap_add,
+            "CapDrop": c.cap_drop,
+            "NetworkMode": match c.network {
+                container::Network::None => "none",
+                container::Network::Host => "host",
+            },
+            "AutoRemove": c.auto_remove,
+        },
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": lower,
+                "UpperDir": upper,
+                "WorkDir": work,
+            },
+        },
+        "UpperDir": upper,
         "LogPath": container::log_path(store, &r.id),
     }))
 }
