@@ -87,7 +87,7 @@ fn exec_joins_the_containers_namespaces_and_cgroup() {
     assert_eq!(env.ok(&["exec", "box", "hostname"]), "boxhost\n");
     assert_eq!(
         env.ok(&["exec", "box", "cat", "/proc/1/cmdline"]),
-        "sleep\0300\0"
+        "sleep\x00300\x00"
     );
     // Its own pid is small: the container's pid namespace.
     let pid: u32 = env
