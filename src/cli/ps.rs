@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(command_column(&s(&["/bin/bash"]), false), "\"/bin/bash\"");
         assert_eq!(
             command_column(&s(&["/bin/sh", "-c", "'while true; do date; done'"]), false),
-            "\"/bin/sh -c 'whi…\""
+            "\"/bin/sh -c 'while t…\""
         );
         // exactly 20 characters stay whole
         let twenty = "abcdefghij0123456789";
