@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -173,8 +173,8 @@ fn start_ai_forwards_stdin_and_start_is_a_noop_on_a_running_container() {
         "the running container was left alone"
     );
     assert_eq!(history(&env, "sleeper").len(), 1);
-    // Attaching to a running container is refused with a way out.
-    let err = env.fails(&["start", "-a", "sleeper"]);
+    // Attaching stdin to a running container is refused with a way out.
+    let err = env.fails(&["start", "-ai", "sleeper"]);
     assert!(
         err.contains("already running") && err.contains("logs -f"),
         "{err}"
@@ -183,6 +183,51 @@ fn start_ai_forwards_stdin_and_start_is_a_noop_on_a_running_container() {
     assert!(err.contains("more than one"), "{err}");
     let err = env.fails(&["start", "nosuch"]);
     assert!(err.contains("no such container"), "{err}");
+}
+
+#[test]
+fn start_a_on_a_detached_run_follows_it_to_its_exit_code() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["talker"],
+    };
+    let script =
+        "echo before; while [ ! -f /go ]; do echo tick; sleep 0.05; done; echo after; exit 9";
+    env.ok(&["run", "-d", "--name", "talker", "bb:1", "sh", "-c", script]);
+    running_pid(&env, "talker");
+    let mut attached = env
+        .wharf()
+        .args(["start", "-a", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn start -a");
+    // A first line through start -a means it is attached (the container ticks until /go).
+    let mut stdout = std::io::BufReader::new(attached.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read start -a");
+    assert!(first == "tick\n" || first == "before\n", "{first:?}");
+    env.ok(&["exec", "talker", "touch", "/go"]);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read start -a");
+    let status = attached.wait().expect("wait start -a");
+    assert_eq!(
+        status.code(),
+        Some(9),
+        "start -a returns the run's exit code"
+    );
+    assert!(rest.ends_with("after\n"), "{rest:?}");
+    assert!(
+        rest.lines().rev().skip(1).all(|l| l == "tick"),
+        "the run's output from where start -a attached: {rest:?}"
+    );
+    assert_eq!(
+        history(&env, "talker").len(),
+        1,
+        "attached, not started again"
+    );
 }
 
 #[test]

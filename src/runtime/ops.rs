@@ -9,8 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rusqlite::OptionalExtension;
 use serde_json::json;
 
+use super::logs;
 use super::monitor::{self, Attach};
 use super::spec::{self, RunOptions};
 use super::sys;
@@ -134,15 +136,19 @@ pub fn start(store: &Store, input: &str, attach: Option<bool>) -> Result<Started
     container::reconcile(store)?;
     let rec = container::find(store, input)?;
     if rec.state == "running" && (rec.live_pid().is_some() || rec.live_monitor().is_some()) {
-        if attach.is_some() {
-            return Err(user(format!("container {} is already running", rec.name))
+        return match attach {
+            None => Ok(Started::AlreadyRunning),
+            // A detached run writes its log: follow it to the end, as docker attaches.
+            Some(false) if rec.live_monitor().is_some_and(is_detached_monitor) => {
+                follow_log(store, &rec).map(Started::Exited)
+            }
+            Some(_) => Err(user(format!("container {} is already running", rec.name))
                 .hint(format!(
                     "follow its output with `wharf logs -f {}`, or `wharf exec -it {} sh`",
                     rec.name, rec.name
                 ))
-                .into());
-        }
-        return Ok(Started::AlreadyRunning);
+                .into()),
+        };
     }
     if !container::claim_start(store, &rec.id)? {
         // Lost a race with another start (or a run began between reconcile and now).
@@ -170,6 +176,42 @@ pub fn start(store: &Store, input: &str, attach: Option<bool>) -> Result<Started
             res.map(|()| Started::Detached)
         }
     }
+}
+
+/// Whether `pid` is a detached monitor (`wharf __monitor`), whose container writes its log.
+fn is_detached_monitor(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|&b| b == 0).any(|a| a == b"__monitor"))
+        .unwrap_or(false)
+}
+
+/// Prints what the running container `rec` logs from now until its run ends; returns the
+/// run's exit code.
+fn follow_log(store: &Store, rec: &Record) -> Result<i32> {
+    let path = container::log_path(store, &rec.id);
+    let opts = logs::ReadOptions::default();
+    let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+    loop {
+        let running = container::find(store, &rec.id)
+            .map(|r| r.state == "running" && r.live_monitor().is_some())
+            .unwrap_or(false);
+        offset = logs::print_from(&path, offset, opts)?;
+        if !running {
+            // The monitor wrote the tail before recording the exit.
+            logs::print_from(&path, offset, opts)?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code: Option<i32> = store
+        .db()
+        .prepare_cached(
+            "SELECT exit_code FROM runs WHERE container_id = ?1 ORDER BY started_at DESC LIMIT 1",
+        )?
+        .query_row([&rec.id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(code.unwrap_or(exit::RUNTIME))
 }
 
 /// `wharf restart`: stop (SIGTERM, SIGKILL after `timeout`) if running, then start detached.
