@@ -1,12 +1,14 @@
 //! `wharf exec`: a new process inside a running container.
 //!
-//! The container's init is named by a pidfd, opened and then checked against the recorded
-//! start time, so a recycled pid is never joined. wharf itself enters only the container's
+//! The container's init is pinned by a pidfd and descriptors of its `/proc/<pid>/ns/*`,
+//! opened and then checked against the recorded start time, so a recycled pid is never
+//! joined. wharf itself enters only the container's
 //! pid namespace (`setns(pidfd, CLONE_NEWPID)`, which affects its children), then forks: the
 //! child is born in the container's pid namespace while wharf stays its parent on the host
 //! (it reaps it and forwards signals to it). The parent moves the child into the container's
 //! cgroup (`wharf/<id>`), then releases it; the child joins the mount, uts, ipc, net and
-//! cgroup namespaces in one `setns(pidfd, ...)` (Linux ≥ 5.8), allocates its pty inside the
+//! cgroup namespaces in one `setns(pidfd, ...)` (Linux ≥ 5.8; one setns per namespace
+//! descriptor on older kernels), allocates its pty inside the
 //! container with `-t`, takes the container's user, capabilities and `no_new_privs`, and
 //! execs. The sync protocol is `launch`'s: "g" (+ terminal size) down, `T` + pty master and
 //! `E` + code + message up, EOF on a successful exec.
@@ -70,7 +72,92 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// setns(2) on a pidfd: joins the namespaces in `flags` of that process at once.
+/// The namespaces of a container's init, pinned before its start time is checked.
+struct Target {
+    /// None where pidfd_open is missing (Linux < 5.3).
+    pidfd: Option<OwnedFd>,
+    /// `/proc/<pid>/ns/*` in join order, pid first: the way in on kernels whose setns takes
+    /// no pidfd (< 5.8).
+    ns: Vec<(OwnedFd, libc::c_int)>,
+    /// Decided by [`Target::enter_pid`], before the fork.
+    via_pidfd: std::cell::Cell<bool>,
+}
+
+/// The namespaces the exec'd process joins after the pid namespace, in order: the mount
+/// namespace last (the other paths are the host's /proc until then).
+const REST: [(&str, libc::c_int); 5] = [
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+impl Target {
+    /// Pins the process `pid` if it still is the one that started at `start`; None if not.
+    fn open(pid: i32, start: u64) -> Result<Option<Target>> {
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => None,
+            Err(e) => return Err(e).context("cannot open the container's init (pidfd_open)"),
+        };
+        let mut ns = Vec::with_capacity(6);
+        for (name, flag) in [("pid", libc::CLONE_NEWPID)].into_iter().chain(REST) {
+            match std::fs::File::open(format!("/proc/{pid}/ns/{name}")) {
+                Ok(f) => ns.push((OwnedFd::from(f), flag)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot open /proc/{pid}/ns/{name}"));
+                }
+            }
+        }
+        // Opened first, checked after: with the start time unchanged, every descriptor is
+        // the recorded process's, whatever happens to the pid number later.
+        if container::proc_start_time(pid) != Some(start) {
+            return Ok(None);
+        }
+        Ok(Some(Target {
+            pidfd,
+            ns,
+            via_pidfd: std::cell::Cell::new(false),
+        }))
+    }
+
+    /// Enters the pid namespace for this process's children (not for itself).
+    fn enter_pid(&self) -> std::io::Result<()> {
+        if let Some(fd) = &self.pidfd {
+            match setns(fd.as_raw_fd(), libc::CLONE_NEWPID) {
+                Ok(()) => {
+                    self.via_pidfd.set(true);
+                    return Ok(());
+                }
+                // A kernel before 5.8: setns takes no pidfd.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.ns.first() {
+            Some((fd, flag)) => setns(fd.as_raw_fd(), *flag),
+            None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+
+    /// Enters the other namespaces (in the forked child).
+    fn enter_rest(&self) -> std::io::Result<()> {
+        if let (true, Some(fd)) = (self.via_pidfd.get(), &self.pidfd) {
+            let all = REST.iter().fold(0, |acc, (_, f)| acc | f);
+            return setns(fd.as_raw_fd(), all);
+        }
+        for (fd, flag) in self.ns.iter().skip(1) {
+            setns(fd.as_raw_fd(), *flag)?;
+        }
+        Ok(())
+    }
+}
+
+/// setns(2) on a namespace descriptor, or on a pidfd (Linux ≥ 5.8: every namespace in
+/// `flags` of that process at once).
 fn setns(fd: RawFd, flags: libc::c_int) -> std::io::Result<()> {
     // SAFETY: setns takes plain integers.
     if unsafe { libc::setns(fd, flags) } < 0 {
@@ -96,16 +183,9 @@ pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
     if rec.state != "running" {
         return Err(not_running());
     }
-    // Open first, then check: if the start time still matches, the pidfd is the container's
-    // init, whatever happens to the pid number afterwards.
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(not_running()),
-        Err(e) => return Err(e).context("cannot open the container's init (pidfd_open)"),
-    };
-    if container::proc_start_time(pid) != Some(start) {
+    let Some(target) = Target::open(pid, start)? else {
         return Err(not_running());
-    }
+    };
     if opts.command.is_empty() {
         return Err(runtime_err(
             "no command given".into(),
@@ -166,7 +246,7 @@ pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
         },
     };
     if opts.detach {
-        return detach(&pidfd, cg.as_ref(), &spec);
+        return detach(&target, cg.as_ref(), &spec);
     }
     let sigfd = signal_fd()?;
     let winsize = if opts.tty {
@@ -174,7 +254,7 @@ pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
     } else {
         None
     };
-    let (child, master) = launch(&pidfd, cg.as_ref(), &spec, winsize)?;
+    let (child, master) = launch(&target, cg.as_ref(), &spec, winsize)?;
     drop(devnull);
     relay(child, master, &sigfd, opts.interactive)
 }
@@ -183,22 +263,22 @@ pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
 /// the cgroup and releases it. Returns its pid and, with a tty, the pty master, once the
 /// command runs; or the error that stopped it.
 fn launch(
-    pidfd: &OwnedFd,
+    target: &Target,
     cg: &dyn ContainerCgroup,
     spec: &ExecSpec,
     winsize: Option<libc::winsize>,
 ) -> Result<(i32, Option<OwnedFd>)> {
-    setns(pidfd.as_raw_fd(), libc::CLONE_NEWPID).map_err(|e| {
+    target.enter_pid().map_err(|e| {
         runtime_err(
             format!("cannot enter the container's pid namespace: {e}"),
-            "wharf exec needs root and Linux 5.8 or later (setns on a pidfd)",
+            "wharf exec needs root (CAP_SYS_ADMIN)",
         )
     })?;
     let (parent_sock, child_sock) = sys::seqpacket_pair().context("cannot create a socket pair")?;
     let pid = sys::clone_fork(0).context("cannot fork")?;
     if pid == 0 {
         drop(parent_sock);
-        child::finish(&child_sock, || setup(spec, pidfd, &child_sock));
+        child::finish(&child_sock, || setup(spec, target, &child_sock));
     }
     drop(child_sock);
     let kill_child = || {
@@ -258,7 +338,7 @@ fn launch(
 
 /// The child, between fork and exec. Runs in a forked copy of single-threaded wharf: no
 /// panics escape (`child::finish`), every failure goes to the parent.
-fn setup(spec: &ExecSpec, pidfd: &OwnedFd, sync: &OwnedFd) -> Result<Never, ChildError> {
+fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, ChildError> {
     let fd = sync.as_raw_fd();
     // SAFETY: prctl takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -297,15 +377,9 @@ fn setup(spec: &ExecSpec, pidfd: &OwnedFd, sync: &OwnedFd) -> Result<Never, Chil
         });
     }
     // After the cgroup (the parent moved us): the cgroup namespace's root is then ours.
-    setns(
-        pidfd.as_raw_fd(),
-        libc::CLONE_NEWNS
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWCGROUP,
-    )
-    .map_err(|e| child::err("cannot enter the container's namespaces", e))?;
+    target
+        .enter_rest()
+        .map_err(|e| child::err("cannot enter the container's namespaces", e))?;
     // Joining a mount namespace put us at its root: the container's root filesystem.
     nix::unistd::chdir("/").map_err(|e| child::err("cannot change to /", e.into()))?;
     let slave = if spec.tty {
@@ -492,7 +566,7 @@ fn relay(pid: i32, master: Option<OwnedFd>, sigfd: &OwnedFd, interactive: bool) 
 
 /// `-d`: an intermediate process in its own session starts the command and waits for it;
 /// we return once the command runs (or with the error that stopped it).
-fn detach(pidfd: &OwnedFd, cg: &dyn ContainerCgroup, spec: &ExecSpec) -> Result<i32> {
+fn detach(target: &Target, cg: &dyn ContainerCgroup, spec: &ExecSpec) -> Result<i32> {
     let (r, w) = sys::pipe().context("cannot create a pipe")?;
     let m = sys::clone_fork(0).context("cannot fork")?;
     if m == 0 {
@@ -504,7 +578,7 @@ fn detach(pidfd: &OwnedFd, cg: &dyn ContainerCgroup, spec: &ExecSpec) -> Result<
             for i in 0..3 {
                 let _ = sys::dup2(spec.stdio[0], i);
             }
-            match launch(pidfd, cg, spec, None) {
+            match launch(target, cg, spec, None) {
                 Ok((pid, _)) => {
                     let _ = sys::write_all(w.as_raw_fd(), b"ok");
                     drop(w);
