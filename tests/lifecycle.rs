@@ -413,3 +413,77 @@ fn ps_lists_like_docker() {
     assert_eq!(arr[2]["ID"].as_str().map(str::len), Some(64));
     assert_eq!(arr[0]["Status"], "Created");
 }
+
+#[test]
+fn inspect_shows_the_whole_record() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["rec"],
+    };
+    let bind = env.dir.path().join("conf");
+    std::fs::create_dir_all(&bind).expect("mkdir conf");
+    let bind_arg = format!("{}:/conf:ro", bind.display());
+    let id = env.ok(&[
+        "create",
+        "--name",
+        "rec",
+        "-m",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "-v",
+        "data:/data",
+        "-v",
+        &bind_arg,
+        "--label",
+        "a=b",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo hi > /x",
+    ]);
+    let id = id.trim();
+    let v = inspect(&env, "rec");
+    assert_eq!(v["Id"], id);
+    assert_eq!(v["Name"], "rec");
+    assert_eq!(v["ImageRef"], "bb:1");
+    assert!(v["Image"].as_str().unwrap_or("").starts_with("sha256:"));
+    assert_eq!(v["Path"], "sh");
+    assert_eq!(v["Args"], serde_json::json!(["-c", "echo hi > /x"]));
+    assert_eq!(v["State"]["Status"], "created");
+    assert_eq!(v["State"]["Text"], "Created");
+    assert_eq!(v["RestartCount"], 0);
+    assert_eq!(v["Labels"]["a"], "b");
+    assert_eq!(v["HostConfig"]["Memory"], 64 * 1024 * 1024);
+    assert_eq!(v["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(v["HostConfig"]["PidsLimit"], 50);
+    let mounts = v["Mounts"].as_array().expect("Mounts");
+    assert_eq!(mounts.len(), 2);
+    assert_eq!(mounts[0]["Type"], "volume");
+    assert_eq!(mounts[0]["Name"], "data");
+    assert_eq!(mounts[0]["Destination"], "/data");
+    assert_eq!(mounts[0]["RW"], true);
+    assert_eq!(mounts[1]["Type"], "bind");
+    assert_eq!(mounts[1]["Source"], bind.display().to_string());
+    assert_eq!(mounts[1]["RW"], false);
+    let cdir = env.root.join("containers").join(id);
+    assert_eq!(
+        v["GraphDriver"]["Data"]["UpperDir"],
+        cdir.join("upper").display().to_string()
+    );
+    assert_eq!(v["LogPath"], cdir.join("log.json").display().to_string());
+    // After a run: the state, and the write layer really is that directory.
+    assert_eq!(code(&env.run(&["start", "-a", "rec"])), 0);
+    let v = inspect(&env, "rec");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 0);
+    assert!(v["State"]["StartedAt"].is_string() && v["State"]["FinishedAt"].is_string());
+    assert_eq!(
+        std::fs::read_to_string(cdir.join("upper/x")).expect("the file in the write layer"),
+        "hi\n"
+    );
+}
