@@ -387,6 +387,12 @@ fn ps_lists_like_docker() {
     );
     assert!(names(&env.ok(&["ps", "-a", "-f", "ancestor=nosuch:1"])).is_empty());
     assert_eq!(names(&env.ok(&["ps", "-f", "exited=3"])), ["done"]);
+    assert_eq!(names(&env.ok(&["ps", "-f", "since=up"])), ["fresh", "done"]);
+    assert_eq!(names(&env.ok(&["ps", "-f", "before=done"])), ["up"]);
+    assert_eq!(names(&env.ok(&["ps", "-a", "-f", "network=none"])).len(), 3);
+    assert!(names(&env.ok(&["ps", "-a", "-f", "network=host"])).is_empty());
+    let err = env.fails(&["ps", "-f", "since=nosuch"]);
+    assert!(err.contains("no such container"), "{err}");
     let err = env.fails(&["ps", "-f", "status=sleeping"]);
     assert!(
         err.contains("unknown status") && err.contains("hint:"),

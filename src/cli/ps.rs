@@ -25,7 +25,8 @@ pub struct PsArgs {
     /// Print only the ids
     #[arg(short, long)]
     quiet: bool,
-    /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=, exited= (repeatable)
+    /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=, exited=, health=, volume=,
+    /// network=, before=, since= (repeatable)
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     filter: Vec<String>,
     /// Show the N most recently created containers (all states)
@@ -62,12 +63,20 @@ pub struct Filters {
     labels: Vec<(String, Option<String>, bool)>,
     /// Each ancestor: the reference as given, and the image id it resolves to.
     ancestors: Vec<(String, Option<String>)>,
+    health: Vec<String>,
+    /// A volume's name, a bind's host path, or a mount's destination.
+    volumes: Vec<String>,
+    networks: Vec<String>,
+    /// Created before / after the creation of these containers (ns since the epoch).
+    before: Option<i64>,
+    since: Option<i64>,
 }
 
 fn bad_filter(msg: String) -> UserError {
     user(msg).hint(
         "use --filter status=running|exited|created|..., name=NAME, label=KEY[=VALUE], \
-         ancestor=IMAGE, id=ID or exited=CODE",
+         ancestor=IMAGE, id=ID, exited=CODE, health=STATE, volume=NAME|PATH, network=none|host, \
+         before=CONTAINER or since=CONTAINER",
     )
 }
 
@@ -118,6 +127,32 @@ impl Filters {
                     let id = store.and_then(|s| crate::image::resolve(s, value).ok());
                     f.ancestors.push((value.to_string(), id));
                 }
+                "health" => {
+                    const HEALTH: &[&str] = &["starting", "healthy", "unhealthy", "none"];
+                    if !HEALTH.contains(&value) {
+                        return Err(user(format!("invalid filter {a:?}: unknown health"))
+                            .hint(format!("a health is one of {}", HEALTH.join(", "))));
+                    }
+                    f.health.push(value.to_string());
+                }
+                "volume" => f.volumes.push(value.to_string()),
+                "network" => f.networks.push(value.to_string()),
+                "before" | "since" => {
+                    let created = store
+                        .ok_or_else(|| bad_filter(format!("invalid filter {a:?}: no store")))
+                        .and_then(|s| {
+                            container::find(s, value).map_err(|_| {
+                                user(format!("invalid filter {a:?}: no such container: {value}"))
+                                    .hint("give a container's name or id")
+                            })
+                        })?
+                        .created_at;
+                    if key == "before" {
+                        f.before = Some(f.before.map_or(created, |b| b.min(created)));
+                    } else {
+                        f.since = Some(f.since.map_or(created, |b| b.max(created)));
+                    }
+                }
                 _ => {
                     return Err(bad_filter(format!(
                         "invalid filter {a:?}: unknown key {key}"
@@ -130,7 +165,10 @@ impl Filters {
 
     /// `status=` lists stopped containers without `-a`, as in docker.
     pub fn implies_all(&self) -> bool {
-        !self.status.is_empty() || !self.exited.is_empty()
+        !self.status.is_empty()
+            || !self.exited.is_empty()
+            || self.before.is_some()
+            || self.since.is_some()
     }
 
     pub fn matches(&self, r: &Record) -> bool {
@@ -149,6 +187,23 @@ impl Filters {
                 };
                 hit != *neg
             })
+            && any(&self.health, &|h| {
+                r.health.as_deref().unwrap_or("none") == h
+            })
+            && any(&self.volumes, &|v| {
+                r.config
+                    .volumes
+                    .iter()
+                    .any(|m| m.source == v || m.destination == v)
+            })
+            && any(&self.networks, &|n| {
+                n == match r.config.network {
+                    container::Network::None => "none",
+                    container::Network::Host => "host",
+                }
+            })
+            && self.before.is_none_or(|t| r.created_at < t)
+            && self.since.is_none_or(|t| r.created_at > t)
             && (self.ancestors.is_empty()
                 || self.ancestors.iter().any(|(given, id)| {
                     id.as_deref() == Some(r.image_id.as_str())
@@ -489,6 +544,10 @@ mod tests {
         assert!(f(&["exited=3"]).matches(&db) && !f(&["exited=0"]).matches(&db));
         assert!(!f(&["exited=3"]).matches(&web));
         assert!(f(&["id=3"]).matches(&web) && !f(&["id=3"]).matches(&db));
+        assert!(f(&["health=none"]).matches(&web));
+        assert!(!f(&["health=healthy"]).matches(&web));
+        assert!(f(&["network=none"]).matches(&web) && !f(&["network=host"]).matches(&web));
+        assert!(!f(&["volume=data"]).matches(&web));
     }
 
     #[test]
@@ -501,5 +560,7 @@ mod tests {
         assert!(Filters::parse(&s(&["name"]), None).is_err());
         assert!(Filters::parse(&s(&["name!=x"]), None).is_err());
         assert!(Filters::parse(&s(&["exited=x"]), None).is_err());
+        assert!(Filters::parse(&s(&["health=great"]), None).is_err());
+        assert!(Filters::parse(&s(&["since=web"]), None).is_err());
     }
 }
