@@ -146,6 +146,60 @@ impl Record {
     }
 }
 
+/// docker's STATUS text at time `now` (ns): "Up 3 minutes", "Up 2 hours (healthy)",
+/// "Exited (137) 2 hours ago", "Created", "Restarting (1) 5 seconds ago".
+pub fn status_text(
+    state: &str,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    exit_code: Option<i32>,
+    health: Option<&str>,
+    now: i64,
+) -> String {
+    let since = |t: i64| {
+        crate::util::human_duration(std::time::Duration::from_nanos(
+            now.saturating_sub(t).max(0) as u64,
+        ))
+    };
+    let code = exit_code.unwrap_or(0);
+    match state {
+        "running" => {
+            let up = format!("Up {}", since(started_at.unwrap_or(now)));
+            match health {
+                Some("starting") => format!("{up} (health: starting)"),
+                Some(h) if !h.is_empty() && h != "none" => format!("{up} ({h})"),
+                _ => up,
+            }
+        }
+        "paused" => format!("Up {} (Paused)", since(started_at.unwrap_or(now))),
+        "restarting" => format!(
+            "Restarting ({code}) {} ago",
+            since(finished_at.unwrap_or(now))
+        ),
+        "removing" => "Removal In Progress".into(),
+        "dead" => "Dead".into(),
+        "exited" => match finished_at {
+            Some(t) => format!("Exited ({code}) {} ago", since(t)),
+            None => "Created".into(),
+        },
+        _ => "Created".into(),
+    }
+}
+
+impl Record {
+    /// docker's STATUS column at time `now` (ns since the epoch).
+    pub fn status_text(&self, now: i64) -> String {
+        status_text(
+            &self.state,
+            self.started_at,
+            self.finished_at,
+            self.exit_code,
+            self.health.as_deref(),
+            now,
+        )
+    }
+}
+
 const COLUMNS: &str = "id, name, image_id, image_ref, config, created_at, state, pid, pid_start, \
      monitor_pid, monitor_start, started_at, finished_at, exit_code, oom_killed, labels, project, \
      spec_hash, spec, restart_count, health";
@@ -337,6 +391,35 @@ pub fn claim(store: &Store, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Forgets the owner recorded by [`insert`] on a container that is not running: `wharf
+/// create` made it and exits, so its death must not read as a crashed run.
+pub fn disown(store: &Store, id: &str) -> Result<()> {
+    store
+        .db()
+        .prepare_cached(
+            "UPDATE containers SET monitor_pid = NULL, monitor_start = NULL \
+             WHERE id = ?1 AND state != 'running'",
+        )?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Claims a new run of a stopped container (`created` or `exited`) for the calling process,
+/// atomically: false when it runs, or another process is starting it. Run [`reconcile`]
+/// first, so an owner that died does not hold the claim.
+pub fn claim_start(store: &Store, id: &str) -> Result<bool> {
+    let me = std::process::id() as i32;
+    let start = proc_start_time(me).map(|s| s as i64);
+    let n = store
+        .db()
+        .prepare_cached(
+            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, stop_requested = 0 \
+             WHERE id = ?1 AND state IN ('created', 'exited') AND monitor_pid IS NULL",
+        )?
+        .execute(params![id, me, start])?;
+    Ok(n == 1)
+}
+
 /// Records that the container's init runs as `pid`, and opens its row in `runs`. Returns the
 /// run's row id.
 pub fn mark_running(store: &Store, rec_id: &str, pid: i32) -> Result<i64> {
@@ -502,6 +585,83 @@ pub fn log_path(store: &Store, id: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_reads_like_docker() {
+        let s = 1_000_000_000i64;
+        let now = 10_000 * s;
+        assert_eq!(
+            status_text("created", None, None, None, None, now),
+            "Created"
+        );
+        assert_eq!(
+            status_text("running", Some(now), None, None, None, now),
+            "Up Less than a second"
+        );
+        assert_eq!(
+            status_text("running", Some(now - 180 * s), None, None, None, now),
+            "Up 3 minutes"
+        );
+        assert_eq!(
+            status_text(
+                "running",
+                Some(now - 90 * s),
+                None,
+                None,
+                Some("healthy"),
+                now
+            ),
+            "Up About a minute (healthy)"
+        );
+        assert_eq!(
+            status_text(
+                "running",
+                Some(now - 5 * s),
+                None,
+                None,
+                Some("unhealthy"),
+                now
+            ),
+            "Up 5 seconds (unhealthy)"
+        );
+        assert_eq!(
+            status_text("running", Some(now - s), None, None, Some("starting"), now),
+            "Up 1 second (health: starting)"
+        );
+        assert_eq!(
+            status_text(
+                "exited",
+                Some(0),
+                Some(now - 7200 * s),
+                Some(137),
+                None,
+                now
+            ),
+            "Exited (137) 2 hours ago"
+        );
+        assert_eq!(
+            status_text("exited", Some(0), Some(now), Some(0), None, now),
+            "Exited (0) Less than a second ago"
+        );
+        // A run that never started (its owner died first) reads as docker's never-started.
+        assert_eq!(
+            status_text("exited", None, None, Some(125), None, now),
+            "Created"
+        );
+        assert_eq!(
+            status_text("restarting", Some(0), Some(now - 5 * s), Some(1), None, now),
+            "Restarting (1) 5 seconds ago"
+        );
+        assert_eq!(
+            status_text("paused", Some(now - 3600 * s), None, None, None, now),
+            "Up About an hour (Paused)"
+        );
+        assert_eq!(status_text("dead", None, None, None, None, now), "Dead");
+        assert_eq!(
+            status_text("removing", None, None, None, None, now),
+            "Removal In Progress"
+        );
+    }
 
     #[test]
     fn start_time_of_self_is_stable() {

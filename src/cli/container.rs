@@ -1,4 +1,5 @@
-//! Container verbs: run, logs, stop, kill, rm, inspect (issue 3; lifecycle in issue 4).
+//! Container verbs: run, create, start, restart, exec, ps, logs, stop, kill, rm, inspect
+//! (issues 3 and 4). `ps` lives in `ps.rs`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,12 +13,25 @@ use crate::container::{self, Network};
 use crate::error::{exit, user};
 use crate::runtime::cgroup::Limits;
 use crate::runtime::spec::{RunOptions, parse_size};
-use crate::runtime::{logs, ops};
+use crate::runtime::{exec, logs, ops};
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run a command in a new container
     Run(Box<RunArgs>),
+    /// Create a new container without starting it; prints its id
+    Create(Box<CreateArgs>),
+    /// Start created or stopped containers (again, on their kept write layer)
+    Start(StartArgs),
+    /// Stop, then start containers
+    Restart(RestartArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// List containers
+    Ps(super::ps::PsArgs),
+    /// Manage containers (`wharf container ls`)
+    #[command(subcommand)]
+    Container(ContainerCommands),
     /// Print a container's logs
     Logs(LogsArgs),
     /// Stop running containers (SIGTERM, then SIGKILL after a timeout)
@@ -41,17 +55,31 @@ pub enum NetworkArg {
     Host,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommands {
+    /// List containers
+    #[command(name = "ls", visible_aliases = ["list", "ps"])]
+    Ls(super::ps::PsArgs),
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Run in the background and print the container id
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+/// The options of `run` but `-d`: what `create` takes.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
     /// Keep stdin open and forward it
     #[arg(short, long)]
     interactive: bool,
     /// Allocate a pseudo-terminal inside the container
     #[arg(short, long)]
     tty: bool,
-    /// Run in the background and print the container id
-    #[arg(short, long)]
-    detach: bool,
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
@@ -117,6 +145,54 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach stdout and stderr, and exit with the container's exit code
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach stdin too (implies -a)
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Seconds to wait for the stop before killing
+    #[arg(short, long, default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and forward it
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal inside the container
+    #[arg(short, long)]
+    tty: bool,
+    /// Run in the background (output discarded)
+    #[arg(short, long)]
+    detach: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy wharf's)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container (default: the container's)
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: uid[:gid] or name[:group] (default: the container's)
+    #[arg(short, long)]
+    user: Option<String>,
+    /// The container: name, id or id prefix
+    container: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Follow the log until the container stops
     #[arg(short, long)]
@@ -177,7 +253,7 @@ fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
 
-fn options(a: &RunArgs) -> Result<RunOptions> {
+fn options(a: &CreateArgs) -> Result<RunOptions> {
     let memory_swap = match a.memory_swap.as_deref() {
         None => None,
         Some("-1") => Some(-1),
@@ -250,16 +326,17 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
 
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     match cmd {
-        Commands::Run(a) => {
+        Commands::Run(r) => {
+            let (detach, a) = (r.detach, &r.create);
             // Every failure of `run` before the command runs is wharf's: 125.
-            let opts = options(&a)?;
+            let opts = options(a)?;
             let store = ctx.store().map_err(as_runtime)?;
             let meta = ops::CreateMeta {
                 labels: parse_labels(&a.label)?,
                 ..Default::default()
             };
             let rec = ops::create_with(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
-            if a.detach {
+            if detach {
                 drop(store);
                 ops::run_detached(&ctx.root, &rec.id)?;
                 println!("{}", rec.id);
@@ -268,6 +345,61 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                 ops::run_foreground(&store, &rec.id).map_err(as_runtime)
             }
         }
+        Commands::Create(a) => {
+            let opts = options(&a)?;
+            let store = ctx.store().map_err(as_runtime)?;
+            let meta = ops::CreateMeta {
+                labels: parse_labels(&a.label)?,
+                ..Default::default()
+            };
+            let rec = ops::create_with(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
+            container::disown(&store, &rec.id)?;
+            println!("{}", rec.id);
+            Ok(exit::OK)
+        }
+        Commands::Start(a) => {
+            let store = ctx.store()?;
+            if a.attach || a.interactive {
+                if a.containers.len() > 1 {
+                    return Err(
+                        user("cannot start and attach more than one container at once")
+                            .hint("start them without -a, or one at a time")
+                            .into(),
+                    );
+                }
+                return match ops::start(&store, &a.containers[0], Some(a.interactive))? {
+                    ops::Started::Exited(code) => Ok(code),
+                    _ => Ok(exit::OK),
+                };
+            }
+            each(&a.containers, |n| {
+                ops::start(&store, n, None)?;
+                println!("{n}");
+                Ok(())
+            })
+        }
+        Commands::Restart(a) => {
+            let store = ctx.store()?;
+            each(&a.containers, |n| {
+                ops::restart(&store, n, Duration::from_secs(a.time))?;
+                println!("{n}");
+                Ok(())
+            })
+        }
+        Commands::Exec(a) => {
+            let store = ctx.store().map_err(as_runtime)?;
+            let opts = exec::ExecOptions {
+                command: a.command,
+                interactive: a.interactive,
+                tty: a.tty,
+                detach: a.detach,
+                env: a.env,
+                working_dir: a.workdir,
+                user: a.user,
+            };
+            exec::exec(&store, &a.container, &opts).map_err(as_runtime)
+        }
+        Commands::Ps(a) | Commands::Container(ContainerCommands::Ls(a)) => super::ps::run(ctx, a),
         Commands::Logs(a) => {
             let store = ctx.store()?;
             container::reconcile(&store)?;

@@ -8,6 +8,7 @@
 mod container;
 mod image;
 pub mod output;
+mod ps;
 mod system;
 mod volume;
 

@@ -44,13 +44,13 @@ pub struct ChildSpec {
     pub stdio: [RawFd; 3],
 }
 
-/// A failure in the child, with the exit code `run` should give.
+/// A failure in the child, with the exit code `run` (or `exec`) should give.
 pub struct ChildError {
     pub code: i32,
     pub msg: String,
 }
 
-fn err(what: impl std::fmt::Display, e: io::Error) -> ChildError {
+pub(super) fn err(what: impl std::fmt::Display, e: io::Error) -> ChildError {
     ChildError {
         code: exit::RUNTIME,
         msg: format!("{what}: {e}"),
@@ -59,7 +59,13 @@ fn err(what: impl std::fmt::Display, e: io::Error) -> ChildError {
 
 /// The child's entry point after clone. Never returns.
 pub fn run(spec: &ChildSpec, sync: &OwnedFd) -> ! {
-    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup(spec, sync))) {
+    finish(sync, || setup(spec, sync))
+}
+
+/// Runs a forked child's setup `f` (which ends in exec): a failure (or a panic) is sent to
+/// the parent over `sync` as `E` + code + message, then the child `_exit`s. Never returns.
+pub(super) fn finish(sync: &OwnedFd, f: impl FnOnce() -> Result<Never, ChildError>) -> ! {
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(never)) => match never {},
         Ok(Err(e)) => {
             let mut msg = Vec::with_capacity(e.msg.len() + 5);
@@ -75,7 +81,8 @@ pub fn run(spec: &ChildSpec, sync: &OwnedFd) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-enum Never {}
+/// What a successful exec returns: nothing.
+pub(super) enum Never {}
 
 fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     let fd = sync.as_raw_fd();
@@ -279,21 +286,11 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
 
     // The terminal, allocated inside so that ttyname() works: master goes to the parent.
     let slave = if spec.tty {
-        let master = open_in(rfd, "/dev/pts/ptmx", libc::O_RDWR | libc::O_NOCTTY)
-            .map_err(|e| err("cannot open /dev/pts/ptmx", e))?;
-        let n = sys::unlock_pty(master.as_raw_fd()).map_err(|e| err("cannot unlock the pty", e))?;
-        if let Some(ws) = &winsize {
-            // Before exec, so the command's first look at the size sees the real one.
-            sys::set_winsize(master.as_raw_fd(), ws);
-        }
-        let slave = open_in(rfd, &format!("/dev/pts/{n}"), libc::O_RDWR | libc::O_NOCTTY)
-            .map_err(|e| err("cannot open the pty", e))?;
+        let slave = open_pty(rfd, fd, winsize.as_ref())?;
         let console =
             mkfile(rfd, "/dev/console").map_err(|e| err("cannot create /dev/console", e))?;
         bind(&fdpath(&slave), &fdpath(&console), false)
             .map_err(|e| err("cannot mount /dev/console", e))?;
-        sys::send_fd(fd, b"T", master.as_raw_fd())
-            .map_err(|e| err("cannot send the pty to wharf", e))?;
         Some(slave)
     } else {
         None
@@ -316,37 +313,14 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         sys::loopback_up().map_err(|e| err("cannot bring up the loopback interface", e))?;
     }
 
-    // A session of its own: the host's controlling terminal is out of reach.
-    // SAFETY: setsid takes no arguments.
-    unsafe { libc::setsid() };
-    match &slave {
-        Some(s) => {
-            // SAFETY: TIOCSCTTY with arg 0 on a terminal descriptor we own.
-            unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCSCTTY, 0) };
-            for i in 0..3 {
-                sys::dup2(s.as_raw_fd(), i).map_err(|e| err("cannot set up stdio", e))?;
-            }
-        }
-        None => {
-            for (i, &src) in spec.stdio.iter().enumerate() {
-                if src != i as RawFd {
-                    sys::dup2(src, i as RawFd).map_err(|e| err("cannot set up stdio", e))?;
-                } else {
-                    // Clear close-on-exec on an inherited descriptor used as is.
-                    // SAFETY: fcntl F_SETFD on a descriptor number.
-                    unsafe { libc::fcntl(src, libc::F_SETFD, 0) };
-                }
-            }
-        }
-    }
-    drop(slave);
+    stdio_setup(slave, &spec.stdio)?;
 
     let mut env = spec.env.clone();
     let ids = resolve_user(spec.user.as_deref())?;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
-    set_privileges(spec, &ids)?;
+    set_privileges(spec.caps, spec.privileged, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         let created = e == nix::errno::Errno::ENOENT
             && std::fs::create_dir_all(&spec.working_dir).is_ok()
@@ -361,7 +335,67 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
             ));
         }
     }
+    exec_clean(&spec.args, &env)
+}
 
+/// Opens a new pty of the devpts at `root`/dev/pts, sizes it, sends the master to the parent
+/// over `sync` (`T` + SCM_RIGHTS) and returns the slave.
+pub(super) fn open_pty(
+    root: RawFd,
+    sync: RawFd,
+    winsize: Option<&libc::winsize>,
+) -> Result<OwnedFd, ChildError> {
+    let master = open_in(root, "/dev/pts/ptmx", libc::O_RDWR | libc::O_NOCTTY)
+        .map_err(|e| err("cannot open /dev/pts/ptmx", e))?;
+    let n = sys::unlock_pty(master.as_raw_fd()).map_err(|e| err("cannot unlock the pty", e))?;
+    if let Some(ws) = winsize {
+        // Before exec, so the command's first look at the size sees the real one.
+        sys::set_winsize(master.as_raw_fd(), ws);
+    }
+    let slave = open_in(
+        root,
+        &format!("/dev/pts/{n}"),
+        libc::O_RDWR | libc::O_NOCTTY,
+    )
+    .map_err(|e| err("cannot open the pty", e))?;
+    sys::send_fd(sync, b"T", master.as_raw_fd())
+        .map_err(|e| err("cannot send the pty to wharf", e))?;
+    Ok(slave)
+}
+
+/// A session of its own, and stdio: the pty `slave` as controlling terminal and 0, 1, 2, or
+/// the `stdio` descriptors.
+pub(super) fn stdio_setup(slave: Option<OwnedFd>, stdio: &[RawFd; 3]) -> Result<(), ChildError> {
+    // A session of its own: the host's controlling terminal is out of reach.
+    // SAFETY: setsid takes no arguments.
+    unsafe { libc::setsid() };
+    match &slave {
+        Some(s) => {
+            // SAFETY: TIOCSCTTY with arg 0 on a terminal descriptor we own.
+            unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCSCTTY, 0) };
+            for i in 0..3 {
+                sys::dup2(s.as_raw_fd(), i).map_err(|e| err("cannot set up stdio", e))?;
+            }
+        }
+        None => {
+            for (i, &src) in stdio.iter().enumerate() {
+                if src != i as RawFd {
+                    sys::dup2(src, i as RawFd).map_err(|e| err("cannot set up stdio", e))?;
+                } else {
+                    // Clear close-on-exec on an inherited descriptor used as is.
+                    // SAFETY: fcntl F_SETFD on a descriptor number.
+                    unsafe { libc::fcntl(src, libc::F_SETFD, 0) };
+                }
+            }
+        }
+    }
+    drop(slave);
+    Ok(())
+}
+
+/// Unblocks every signal, restores SIGPIPE, marks wharf's descriptors close-on-exec, and
+/// execs `args` (searching PATH of `env`).
+pub(super) fn exec_clean(args: &[CString], env: &[String]) -> Result<Never, ChildError> {
     // Signals: wharf blocked some and Rust ignores SIGPIPE; the command starts clean.
     // SAFETY: sigprocmask and signal with valid arguments.
     unsafe {
@@ -371,7 +405,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     sys::cloexec_from(3).map_err(|e| err("cannot close wharf's descriptors", e))?;
-    exec(&spec.args, &env)
+    exec(args, env)
 }
 
 fn fdpath(fd: &OwnedFd) -> PathBuf {
@@ -646,16 +680,16 @@ fn mask_paths() {
     }
 }
 
-struct Ids {
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-    home: String,
+pub(super) struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
 }
 
 /// Resolves `user[:group]` (names or numbers) against the container's /etc/passwd and
 /// /etc/group, as docker does.
-fn resolve_user(spec: Option<&str>) -> Result<Ids, ChildError> {
+pub(super) fn resolve_user(spec: Option<&str>) -> Result<Ids, ChildError> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let (u, g) = match spec {
@@ -717,9 +751,9 @@ fn resolve_user(spec: Option<&str>) -> Result<Ids, ChildError> {
 
 /// Bounding set, then groups/gid/uid, then the effective and permitted sets (root
 /// keeps the default set; another uid keeps none, as in docker), then no_new_privs.
-fn set_privileges(spec: &ChildSpec, ids: &Ids) -> Result<(), ChildError> {
+pub(super) fn set_privileges(caps: u64, privileged: bool, ids: &Ids) -> Result<(), ChildError> {
     for cap in 0..64u32 {
-        if spec.caps & (1u64 << cap) == 0 {
+        if caps & (1u64 << cap) == 0 {
             // SAFETY: prctl with plain integers.
             let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
             if r < 0 {
@@ -749,7 +783,7 @@ fn set_privileges(spec: &ChildSpec, ids: &Ids) -> Result<(), ChildError> {
         let held = caps::read(None, caps::CapSet::Permitted).unwrap_or_default();
         let set: caps::CapsHashSet = held
             .into_iter()
-            .filter(|c| spec.caps & c.bitmask() != 0)
+            .filter(|c| caps & c.bitmask() != 0)
             .collect();
         // Inheritable stays empty, as in docker since 20.10 (CVE-2022-24769).
         let _ = caps::clear(None, caps::CapSet::Inheritable);
@@ -760,7 +794,7 @@ fn set_privileges(spec: &ChildSpec, ids: &Ids) -> Result<(), ChildError> {
             })?;
         }
     }
-    if !spec.privileged {
+    if !privileged {
         // SAFETY: prctl with plain integers.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
             return Err(err("cannot set no_new_privs", io::Error::last_os_error()));

@@ -1,6 +1,8 @@
 //! Container spec → running process: namespaces, rootfs, cgroups, terminals, the monitor.
 //!
-//! - [`ops`]: the verbs (`run`, `stop`, `kill`, `rm`) and the run dir (the overlay mount point).
+//! - [`ops`]: the verbs (`run`, `start`, `restart`, `stop`, `kill`, `rm`, `inspect`) and the run
+//!   dir (the overlay mount point).
+//! - [`exec`]: `wharf exec`, a process joining a running container.
 //! - [`spec`]: run options + image config → `ContainerConfig`.
 //! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec.
 //! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).
@@ -9,6 +11,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod exec;
 pub mod launch;
 pub mod logs;
 pub mod monitor;

@@ -22,13 +22,14 @@ use crate::store::Store;
 
 /// How the monitor is attached to the caller.
 pub enum Attach {
-    /// `wharf run` in the foreground: the container uses our terminal or stdio.
-    Foreground,
+    /// `wharf run` or `wharf start -a` in the foreground: the container uses our terminal
+    /// or stdio; our stdin is forwarded with `stdin` (`-i`).
+    Foreground { stdin: bool },
     /// A detached monitor: output goes to the log; `ready` hears `ok` or the start error.
     Detached { ready: OwnedFd },
 }
 
-const FORWARDED: [libc::c_int; 6] = [
+pub(super) const FORWARDED: [libc::c_int; 6] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -39,7 +40,7 @@ const FORWARDED: [libc::c_int; 6] = [
 
 /// Blocks the signals the monitor handles and returns a signalfd for them. The child
 /// unblocks them before exec.
-fn signal_fd() -> Result<OwnedFd> {
+pub(super) fn signal_fd() -> Result<OwnedFd> {
     // SAFETY: a sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t; the signals are valid numbers.
@@ -59,13 +60,13 @@ fn signal_fd() -> Result<OwnedFd> {
 }
 
 /// The host terminal in raw mode; restored on drop (error paths and panics included).
-struct RawMode {
+pub(super) struct RawMode {
     fd: RawFd,
     saved: libc::termios,
 }
 
 impl RawMode {
-    fn enter(fd: RawFd) -> Option<RawMode> {
+    pub(super) fn enter(fd: RawFd) -> Option<RawMode> {
         // SAFETY: termios is plain data, filled by tcgetattr.
         let mut t: libc::termios = unsafe { std::mem::zeroed() };
         // SAFETY: t is a valid termios; fd is ours to query.
@@ -122,11 +123,11 @@ impl Sink {
 /// Runs the container `id` (recorded, not running) to its end. Returns the exit code as `run`
 /// reports it.
 pub fn run(store: &Store, id: &str, attach: Attach) -> Result<i32> {
-    let mut ready = match attach {
-        Attach::Detached { ready } => Some(ready),
-        Attach::Foreground => None,
+    let (mut ready, stdin) = match attach {
+        Attach::Detached { ready } => (Some(ready), false),
+        Attach::Foreground { stdin } => (None, stdin),
     };
-    let res = run_inner(store, id, &mut ready);
+    let res = run_inner(store, id, &mut ready, stdin);
     if let (Err(e), Some(ready)) = (&res, &ready) {
         // Not started yet: tell `run -d` why.
         let code = crate::error::exit_code(e);
@@ -145,7 +146,12 @@ pub fn run(store: &Store, id: &str, attach: Attach) -> Result<i32> {
 }
 
 /// `ready` is taken (written `ok` and closed) once the command runs.
-fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32> {
+fn run_inner(
+    store: &Store,
+    id: &str,
+    ready: &mut Option<OwnedFd>,
+    attach_stdin: bool,
+) -> Result<i32> {
     let rec = container::find(store, id)?;
     // Refuse a second owner; the one that created the record (this foreground `run`, or the
     // `run -d` that spawned us) hands over.
@@ -175,7 +181,7 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
         child_ends.push(w2);
         fds
     } else {
-        let stdin = if cfg.interactive && !detached {
+        let stdin = if attach_stdin && !detached {
             0
         } else {
             devnull.as_raw_fd()
@@ -238,7 +244,7 @@ fn run_inner(store: &Store, id: &str, ready: &mut Option<OwnedFd>) -> Result<i32
             if let Some(ws) = sys::get_winsize(0).or_else(|| sys::get_winsize(1)) {
                 sys::set_winsize(m.as_raw_fd(), &ws);
             }
-            if cfg.interactive {
+            if attach_stdin {
                 raw = RawMode::enter(0);
                 stdin_open = true;
             }

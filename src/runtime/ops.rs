@@ -9,8 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rusqlite::OptionalExtension;
 use serde_json::json;
 
+use super::logs;
 use super::monitor::{self, Attach};
 use super::spec::{self, RunOptions};
 use super::sys;
@@ -112,7 +114,119 @@ fn me() -> Option<(i32, u64)> {
 
 /// Runs a recorded container in the foreground; returns its exit code.
 pub fn run_foreground(store: &Store, id: &str) -> Result<i32> {
-    monitor::run(store, id, Attach::Foreground)
+    let stdin = container::find(store, id)?.config.interactive;
+    monitor::run(store, id, Attach::Foreground { stdin })
+}
+
+/// What [`start`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// It was running already (docker's no-op).
+    AlreadyRunning,
+    /// Started under a detached monitor.
+    Detached,
+    /// Ran attached to the end, with this exit code.
+    Exited(i32),
+}
+
+/// Starts a created or exited container again, on its kept write layer, with its stored
+/// config; each start opens a new run in the journal. `attach`: run it in this process
+/// (stdout/stderr, and stdin with `Some(true)`) to its end; `None`: under a detached monitor.
+pub fn start(store: &Store, input: &str, attach: Option<bool>) -> Result<Started> {
+    container::reconcile(store)?;
+    let rec = container::find(store, input)?;
+    if rec.state == "running" && (rec.live_pid().is_some() || rec.live_monitor().is_some()) {
+        return match attach {
+            None => Ok(Started::AlreadyRunning),
+            // A detached run writes its log: follow it to the end, as docker attaches.
+            Some(false) if rec.live_monitor().is_some_and(is_detached_monitor) => {
+                follow_log(store, &rec).map(Started::Exited)
+            }
+            Some(_) => Err(user(format!("container {} is already running", rec.name))
+                .hint(format!(
+                    "follow its output with `wharf logs -f {}`, or `wharf exec -it {} sh`",
+                    rec.name, rec.name
+                ))
+                .into()),
+        };
+    }
+    if !container::claim_start(store, &rec.id)? {
+        // Lost a race with another start (or a run began between reconcile and now).
+        if attach.is_some() {
+            return Err(user(format!(
+                "container {} is being started by another wharf",
+                rec.name
+            ))
+            .hint("wait for it, then `wharf logs -f` it")
+            .into());
+        }
+        return Ok(Started::AlreadyRunning);
+    }
+    match attach {
+        Some(stdin) => {
+            monitor::run(store, &rec.id, Attach::Foreground { stdin }).map(Started::Exited)
+        }
+        None => {
+            let res = run_detached(store.root(), &rec.id);
+            if res.is_err() {
+                // The monitor may have died before taking the run over: release our claim,
+                // so the container reads as it was, not as a crashed run.
+                let _ = container::disown(store, &rec.id);
+            }
+            res.map(|()| Started::Detached)
+        }
+    }
+}
+
+/// Whether `pid` is a detached monitor (`wharf __monitor`), whose container writes its log.
+fn is_detached_monitor(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|&b| b == 0).any(|a| a == b"__monitor"))
+        .unwrap_or(false)
+}
+
+/// Prints what the running container `rec` logs from now until its run ends; returns the
+/// run's exit code.
+fn follow_log(store: &Store, rec: &Record) -> Result<i32> {
+    let path = container::log_path(store, &rec.id);
+    let opts = logs::ReadOptions::default();
+    let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+    loop {
+        let running = container::find(store, &rec.id)
+            .map(|r| r.state == "running" && r.live_monitor().is_some())
+            .unwrap_or(false);
+        offset = logs::print_from(&path, offset, opts)?;
+        if !running {
+            // The monitor wrote the tail before recording the exit.
+            logs::print_from(&path, offset, opts)?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code: Option<i32> = store
+        .db()
+        .prepare_cached(
+            "SELECT exit_code FROM runs WHERE container_id = ?1 ORDER BY started_at DESC LIMIT 1",
+        )?
+        .query_row([&rec.id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(code.unwrap_or(exit::RUNTIME))
+}
+
+/// `wharf restart`: stop (SIGTERM, SIGKILL after `timeout`) if running, then start detached.
+pub fn restart(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
+    let rec = stop(store, input, timeout)?;
+    if container::find(store, &rec.id).is_err() {
+        return Err(user(format!(
+            "container {} was removed when it stopped",
+            rec.name
+        ))
+        .hint("it was run with --rm; run it again with `wharf run`")
+        .into());
+    }
+    start(store, &rec.id, None)?;
+    Ok(rec)
 }
 
 /// Starts a recorded container under a detached monitor (`wharf __monitor`, in its own
@@ -316,19 +430,56 @@ fn remove_container(store: &Store, input: &str, force: bool) -> Result<Record> {
     Ok(rec)
 }
 
-/// The record as docker-style inspect JSON.
+/// The record as docker-style inspect JSON: identity, image (id and reference), config,
+/// state, mounts, limits (`HostConfig`), restart count, write layer and log paths.
 pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
     container::reconcile(store)?;
     let r = container::find(store, input)?;
     let running = r.live_pid().is_some();
+    let cdir = store.container_dir(&r.id);
+    let c = &r.config;
+    let mounts: Vec<serde_json::Value> = c
+        .volumes
+        .iter()
+        .map(|v| match v.kind {
+            container::VolumeKind::Named => json!({
+                "Type": "volume",
+                "Name": v.source,
+                "Source": store.volumes_dir().join(&v.source).join("_data"),
+                "Destination": v.destination,
+                "Mode": if v.read_only { "ro" } else { "rw" },
+                "RW": !v.read_only,
+            }),
+            container::VolumeKind::Bind => json!({
+                "Type": "bind",
+                "Source": v.source,
+                "Destination": v.destination,
+                "Mode": if v.read_only { "ro" } else { "rw" },
+                "RW": !v.read_only,
+            }),
+        })
+        .collect();
+    let lower: Option<String> = image::layer_dirs(store, &r.image_id).ok().map(|dirs| {
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    });
+    let l = &c.limits;
+    let (upper, work) = if c.auto_remove {
+        // --rm: the write layer is a tmpfs inside the container's mount namespace.
+        (None, None)
+    } else {
+        (Some(cdir.join("upper")), Some(cdir.join("work")))
+    };
     Ok(json!({
         "Id": r.id,
         "Name": r.name,
         "Created": rfc3339(r.created_at),
         "Image": format!("sha256:{}", r.image_id),
         "ImageRef": r.image_ref,
-        "Path": r.config.args.first(),
-        "Args": r.config.args.get(1..).unwrap_or_default(),
+        "Path": c.args.first(),
+        "Args": c.args.get(1..).unwrap_or_default(),
         "State": {
             "Status": r.state,
             "Running": running,
@@ -337,6 +488,8 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "OOMKilled": r.oom_killed,
             "StartedAt": r.started_at.map(rfc3339),
             "FinishedAt": r.finished_at.map(rfc3339),
+            "Health": r.health,
+            "Text": r.status_text(crate::store::now_ns()),
         },
         "RestartCount": r.restart_count,
         "Labels": r.labels,
@@ -344,7 +497,33 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
         "SpecHash": r.spec_hash,
         "Health": r.health,
         "Config": r.config,
-        "UpperDir": store.container_dir(&r.id).join("upper"),
+        "Mounts": mounts,
+        "HostConfig": {
+            "Memory": l.memory.unwrap_or(0),
+            "MemorySwap": l.memory_swap.unwrap_or(0),
+            "NanoCpus": l.cpus.map_or(0, |c| (c * 1e9).round() as i64),
+            "CpuShares": l.cpu_shares.unwrap_or(0),
+            "PidsLimit": l.pids,
+            "CpusetCpus": l.cpuset_cpus.clone().unwrap_or_default(),
+            "Privileged": c.privileged,
+            "ReadonlyRootfs": c.read_only,
+            "CapAdd": c.cap_add,
+            "CapDrop": c.cap_drop,
+            "NetworkMode": match c.network {
+                container::Network::None => "none",
+                container::Network::Host => "host",
+            },
+            "AutoRemove": c.auto_remove,
+        },
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": lower,
+                "UpperDir": upper,
+                "WorkDir": work,
+            },
+        },
+        "UpperDir": upper,
         "LogPath": container::log_path(store, &r.id),
     }))
 }

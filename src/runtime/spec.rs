@@ -129,7 +129,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
 
 /// Sets `K=V` in `env`, replacing an earlier K; a bare `K` takes the value of wharf's own
 /// environment (as docker's `-e K`), or is skipped when unset there.
-fn set_env(env: &mut Vec<String>, entry: &str) -> Result<()> {
+pub fn set_env(env: &mut Vec<String>, entry: &str) -> Result<()> {
     let (key, value) = match entry.split_once('=') {
         Some((k, v)) => (k.to_string(), v.to_string()),
         None => match std::env::var(entry) {
