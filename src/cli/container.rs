@@ -29,7 +29,7 @@ pub enum Commands {
     Exec(ExecArgs),
     /// List containers
     Ps(super::ps::PsArgs),
-    /// Manage containers (`wharf container ls`)
+    /// Manage containers (`wharf container ls`, `wharf container prune`)
     #[command(subcommand)]
     Container(ContainerCommands),
     /// Print a container's logs
@@ -60,6 +60,8 @@ pub enum ContainerCommands {
     /// List containers
     #[command(name = "ls", visible_aliases = ["list", "ps"])]
     Ls(super::ps::PsArgs),
+    /// Remove stopped containers
+    Prune(super::system::PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -400,6 +402,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             exec::exec(&store, &a.container, &opts).map_err(as_runtime)
         }
         Commands::Ps(a) | Commands::Container(ContainerCommands::Ls(a)) => super::ps::run(ctx, a),
+        Commands::Container(ContainerCommands::Prune(a)) => super::system::container_prune(ctx, &a),
         Commands::Logs(a) => {
             let store = ctx.store()?;
             container::reconcile(&store)?;

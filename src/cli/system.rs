@@ -24,9 +24,6 @@ pub enum Commands {
     /// Disk usage and cleanup
     #[command(subcommand)]
     System(SystemCmd),
-    /// Manage containers (prune)
-    #[command(subcommand)]
-    Container(ContainerCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,12 +33,6 @@ pub enum SystemCmd {
     /// Remove stopped containers, dangling images (-a: every unused image) and, with
     /// --volumes, unused anonymous volumes
     Prune(SystemPruneArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ContainerCmd {
-    /// Remove stopped containers
-    Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,15 +104,19 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             },
             &a.common,
         ),
-        Commands::Container(ContainerCmd::Prune(a)) => prune(
-            ctx,
-            &Scope {
-                containers: true,
-                ..Scope::default()
-            },
-            &a,
-        ),
     }
+}
+
+/// `wharf container prune` (the verb lives in the `container` group of `container.rs`).
+pub(crate) fn container_prune(ctx: &Ctx, a: &PruneArgs) -> Result<i32> {
+    prune(
+        ctx,
+        &Scope {
+            containers: true,
+            ..Scope::default()
+        },
+        a,
+    )
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
