@@ -3,11 +3,14 @@
 //! ```text
 //! Manifest ──Desired::from_manifest(digest_of)──▶ Desired ─┐
 //!                                                          ├─▶ plan() ─▶ Plan (Display: terraform-like)
-//! store ──(the executor fills in)──────────────▶ Observed ─┘
+//! store ──observe::observe()────────────────────▶ Observed ─┘
 //! ```
 //! [`plan`] is pure: digests of image sources are computed by the caller and carried in
 //! [`Desired`], and everything known about the store is carried in [`Observed`].
+//! [`execute::apply`] observes, plans and runs the plan under the store lock, journaled.
 
+pub mod execute;
+pub mod observe;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
