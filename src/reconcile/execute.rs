@@ -115,10 +115,38 @@ pub fn desired(store: &Store, m: &Manifest) -> Result<Desired> {
     Desired::from_manifest(m, |p| source_digest(store, p))
 }
 
+/// Observes the store, with the configs of the images the desired sources were imported as.
+fn observe_for(store: &Store, d: &Desired) -> Result<super::Observed> {
+    let mut o = observe(store)?;
+    for img in &d.images {
+        if let Some(id) = o.sources.get(&img.source_digest)
+            && !o.image_configs.contains_key(id)
+        {
+            let c = image::load_config(store, id)?.config;
+            let env = c
+                .env
+                .iter()
+                .filter_map(|e| e.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            o.image_configs.insert(
+                id.clone(),
+                super::ImageConfig {
+                    cmd: c.cmd,
+                    entrypoint: c.entrypoint,
+                    env,
+                    workdir: c.working_dir,
+                },
+            );
+        }
+    }
+    Ok(o)
+}
+
 /// Plans without changing anything (`--dry-run`, `diff`).
 pub fn plan_only(store: &Store, m: &Manifest) -> Result<Plan> {
     let d = desired(store, m)?;
-    Ok(plan(&d, &observe(store)?))
+    Ok(plan(&d, &observe_for(store, &d)?))
 }
 
 /// Loads a manifest, asking the store which images it has.
@@ -141,7 +169,7 @@ pub fn apply(
 ) -> Result<Applied> {
     let d = desired(store, m)?;
     let _guard = store.lock()?;
-    let p = plan(&d, &observe(store)?);
+    let p = plan(&d, &observe_for(store, &d)?);
     let progress = on_plan(&p);
     let journal_id = begin_journal(store, m, &p)?;
     let opts = ApplyOptions {
@@ -328,7 +356,7 @@ pub fn execute(store: &Store, p: &Plan, opts: &ApplyOptions) -> Outcome {
                 spec_hash,
                 start,
             } => check_image(&broken_images, spec)
-                .and_then(|()| create(store, &p.project, name, spec, spec_hash))
+                .and_then(|()| create(store, &p.project, name, spec, spec_hash, *start))
                 .map(|id| {
                     if *start {
                         starts.push((i, name.clone(), id.clone()));
@@ -344,7 +372,7 @@ pub fn execute(store: &Store, p: &Plan, opts: &ApplyOptions) -> Outcome {
                 ..
             } => check_image(&broken_images, spec)
                 .and_then(|()| remove(store, id, opts.stop_timeout))
-                .and_then(|()| create(store, &p.project, name, spec, spec_hash))
+                .and_then(|()| create(store, &p.project, name, spec, spec_hash, *start))
                 .map(|id| {
                     if *start {
                         starts.push((i, name.clone(), id.clone()));
@@ -584,6 +612,7 @@ fn create(
     name: &str,
     spec: &ContainerSpec,
     spec_hash: &str,
+    start: bool,
 ) -> Result<String> {
     let mut labels = spec.labels.clone();
     labels.insert(PROJECT_LABEL.into(), project.into());
@@ -617,6 +646,14 @@ fn create(
         store.db().execute(
             "UPDATE containers SET config = ?2 WHERE id = ?1",
             params![rec.id, serde_json::to_string(&cfg)?],
+        )?;
+    }
+    if !start {
+        // Nobody will start it: this apply is not the owner of a run to come (a created
+        // container whose owner is gone is closed as a crashed run, `exited`).
+        store.db().execute(
+            "UPDATE containers SET monitor_pid = NULL, monitor_start = NULL WHERE id = ?1",
+            [&rec.id],
         )?;
     }
     Ok(rec.id)

@@ -75,6 +75,7 @@ pub fn observe(store: &Store) -> Result<Observed> {
         sources,
         containers,
         volumes,
+        image_configs: BTreeMap::new(),
     })
 }
 
