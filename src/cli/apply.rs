@@ -13,8 +13,8 @@ use super::Ctx;
 use super::output::print_json;
 use crate::error::exit;
 use crate::manifest::Manifest;
-use crate::reconcile::Plan;
 use crate::reconcile::execute::{self, Applied, ApplyOptions};
+use crate::reconcile::{Action, Plan};
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
@@ -277,7 +277,17 @@ fn down(ctx: &Ctx, a: DownArgs) -> Result<i32> {
                 println!("Nothing to remove for project {}.", p.project);
             } else if !ctx.json() {
                 for act in &p.actions {
-                    println!("{act}");
+                    match act {
+                        Action::RemoveOrphan { name, running, .. } => println!(
+                            "- remove {name}{}",
+                            if *running {
+                                " (running: stopped first)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        other => println!("{other}"),
+                    }
                 }
             }
         })?;
