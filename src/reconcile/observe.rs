@@ -99,6 +99,10 @@ fn stat_key(m: &std::fs::Metadata) -> (i64, i64, i64, i64, i64) {
 /// otherwise. ctime cannot be set by a user, and any write moves it, so a cached digest is
 /// trusted only for the very file it was computed from.
 pub fn source_digest(store: &Store, path: &Path) -> Result<String> {
+    source_digest_with(store, path, RACY_NS)
+}
+
+fn source_digest_with(store: &Store, path: &Path, racy_ns: i64) -> Result<String> {
     let missing = |e: std::io::Error| {
         anyhow::Error::new(
             user(format!(
@@ -139,7 +143,7 @@ pub fn source_digest(store: &Store, path: &Path) -> Result<String> {
     let digest = hex::encode(h.finalize());
     // Cache only if the file did not change while it was read, and not too recently.
     let after = f.metadata().map(|m| stat_key(&m)).ok();
-    if after == Some(key) && now_ns() - key.4.max(key.3) > RACY_NS {
+    if after == Some(key) && now_ns() - key.4.max(key.3) > racy_ns {
         db.prepare_cached(
             "INSERT OR REPLACE INTO source_digests (path, dev, ino, size, mtime_ns, ctime_ns, digest) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -147,4 +151,43 @@ pub fn source_digest(store: &Store, path: &Path) -> Result<String> {
         .execute(params![path_s, key.0, key.1, key.2, key.3, key.4, digest])?;
     }
     Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    #[test]
+    fn source_digests_are_cached_by_file_identity_and_rehashed_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("root")).unwrap();
+        let f = dir.path().join("src.tar");
+        std::fs::write(&f, b"one").unwrap();
+        let rows = |s: &Store| -> i64 {
+            s.db()
+                .query_row("SELECT count(*) FROM source_digests", [], |r| r.get(0))
+                .unwrap()
+        };
+        // Just written: within the racy window, hashed but not cached.
+        assert_eq!(source_digest(&store, &f).unwrap(), sha(b"one"));
+        assert_eq!(rows(&store), 0);
+        // Outside the window: cached, and the cache is what answers next time.
+        assert_eq!(source_digest_with(&store, &f, 0).unwrap(), sha(b"one"));
+        assert_eq!(rows(&store), 1);
+        store
+            .db()
+            .execute("UPDATE source_digests SET digest = 'cached'", [])
+            .unwrap();
+        assert_eq!(source_digest_with(&store, &f, 0).unwrap(), "cached");
+        // Any write moves ctime (and here size): hashed again, never the stale digest.
+        std::fs::write(&f, b"two!").unwrap();
+        assert_eq!(source_digest_with(&store, &f, 0).unwrap(), sha(b"two!"));
+        // A missing source is the user's to fix.
+        let err = source_digest(&store, &dir.path().join("gone.tar")).unwrap_err();
+        assert!(crate::error::find_user_error(&err).is_some(), "{err:#}");
+    }
 }
