@@ -12,7 +12,10 @@
 # docker.io and Debian's docker-compose when missing, unless SKIP_INSTALL=1).
 #
 # Knobs: BENCH_DIR=/tmp/wharf-bench  RUNS=30  RUNS_SLOW=5  N_NOOP=200  N_CREATE=50
-#        SKIP_DOCKER=1 (wharf rows only)
+#        SECTIONS="wharf docker" (which rows)  SKIP_DOCKER=1 (wharf rows only)
+#        COMPOSE_PARALLEL_LIMIT=8: docker-compose v1 (Python) deadlocks here with its default
+#        of 64 parallel operations on a 200-service up; every compose call also runs under
+#        `timeout 900`, so a hung one fails its row instead of the script.
 #
 # dockerd, when used, runs on a private socket and data root with no networking, and is
 # stopped by PID on exit. `docker compose` (v2) is used when the client has it, else
@@ -27,6 +30,9 @@ RUNS=${RUNS:-30}
 RUNS_SLOW=${RUNS_SLOW:-5}
 N_NOOP=${N_NOOP:-200}
 N_CREATE=${N_CREATE:-50}
+SECTIONS=${SECTIONS:-wharf docker}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+export COMPOSE_PARALLEL_LIMIT=${COMPOSE_PARALLEL_LIMIT:-8}
 A=$B/apply
 RES=$B/results
 [ "$(id -u)" = 0 ] || { echo "bench/apply.sh: run as root" >&2; exit 1; }
@@ -117,6 +123,7 @@ hf() { # hf KEY LABEL RUNS PREPARE CMD
         ROWS+=("$1|$2")
 }
 
+if want wharf; then
 say "wharf: converge the $N_NOOP-container project once (not timed)"
 "$WHARF" --root "$WROOT" apply -q -f "$A/noop.toml" | tail -1
 "$WHARF" --root "$WROOT" apply -q -f "$A/noop.toml" | tail -1   # caches the source digest
@@ -125,8 +132,9 @@ hf wharf-diff "wharf diff (no-op, $N_NOOP)" "$RUNS" "" "$WHARF --root $WROOT dif
 "$WHARF" --root "$WROOT" apply -q -f "$A/fresh.toml" >/dev/null
 hf wharf-fresh "wharf apply ($N_CREATE from empty)" "$RUNS_SLOW" \
     "$WHARF --root $WROOT down -t 0 -f $A/fresh.toml" "$WHARF --root $WROOT apply -q -f $A/fresh.toml"
+fi
 
-if [ -z "${SKIP_DOCKER:-}" ] && command -v dockerd >/dev/null; then
+if want docker && [ -z "${SKIP_DOCKER:-}" ] && command -v dockerd >/dev/null; then
     D=$B/docker
     mkdir -p "$D"
     echo '{}' >"$D/daemon.json"
@@ -138,8 +146,8 @@ if [ -z "${SKIP_DOCKER:-}" ] && command -v dockerd >/dev/null; then
     export DOCKER_HOST=unix://$D/docker.sock
     up=""
     for _ in $(seq 1 150); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; docker version >/dev/null 2>&1 && { up=1; break; }; sleep 0.2; done
-    if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"
-    elif command -v docker-compose >/dev/null; then COMPOSE="docker-compose"
+    if docker compose version >/dev/null 2>&1; then COMPOSE="timeout 900 docker compose"
+    elif command -v docker-compose >/dev/null; then COMPOSE="timeout 900 docker-compose"
         note "docker compose (v2) is not installed: the docker rows use Debian's docker-compose $(docker-compose version --short 2>/dev/null) (v1, Python)"
     fi
     if [ -z "$up" ]; then
@@ -149,10 +157,12 @@ if [ -z "${SKIP_DOCKER:-}" ] && command -v dockerd >/dev/null; then
     else
         docker image inspect benchbb:1 >/dev/null 2>&1 || docker import "$A/busybox.tar" benchbb:1 >/dev/null
         say "docker: converge the $N_NOOP-container project once (not timed)"
-        $COMPOSE -p noop -f "$A/noop.compose.yml" up -d >/dev/null 2>&1
-        hf docker-noop "$COMPOSE up -d (no-op, $N_NOOP)" "$RUNS_SLOW" "" "$COMPOSE -p noop -f $A/noop.compose.yml up -d"
+        $COMPOSE -p noop -f "$A/noop.compose.yml" up -d >/dev/null 2>&1 ||
+            note "the first docker compose up -d of $N_NOOP services failed or timed out"
+        echo "   $(docker ps -q | wc -l) docker containers running" >&2
+        hf docker-noop "${COMPOSE#timeout 900 } up -d (no-op, $N_NOOP)" "$RUNS_SLOW" "" "$COMPOSE -p noop -f $A/noop.compose.yml up -d"
         $COMPOSE -p noop -f "$A/noop.compose.yml" down -t 0 >/dev/null 2>&1
-        hf docker-fresh "$COMPOSE up -d ($N_CREATE from empty)" "$RUNS_SLOW" \
+        hf docker-fresh "${COMPOSE#timeout 900 } up -d ($N_CREATE from empty)" "$RUNS_SLOW" \
             "$COMPOSE -p fresh -f $A/fresh.compose.yml down -t 0" "$COMPOSE -p fresh -f $A/fresh.compose.yml up -d"
     fi
 fi
