@@ -704,3 +704,35 @@ fn the_journal_records_the_git_commit_and_dirty_flag() {
     let hist = t.env.ok(&["history", "--applies"]);
     assert!(hist.contains(&format!("{}+dirty", &head[..12])), "{hist}");
 }
+
+#[test]
+fn a_changed_image_section_imports_again_and_recreates_its_containers() {
+    require_root!();
+    let t = T::new();
+    let body = |word: &str| {
+        format!(
+            "{}\ncmd = [\"/bin/sh\", \"-c\", \"echo {word}; trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n\n\
+             [containers.echoer]\nimage = \"bb:1\"\n",
+            image_section().trim_end()
+        )
+    };
+    let m = t.write("imgcfg.toml", &body("first"));
+    t.apply_ok(&m);
+    let old = t.container("echoer");
+    t.write("imgcfg.toml", &body("second"));
+    let out = t.apply_ok(&m);
+    assert!(out.contains("+ import bb:1"), "{out}");
+    assert!(out.contains("~ recreate echoer"), "{out}");
+    assert_ne!(t.container("echoer").id, old.id);
+    assert_eq!(t.count("SELECT count(*) FROM images"), 2);
+    assert_eq!(
+        t.count("SELECT count(*) FROM layers"),
+        1,
+        "the layer is reused"
+    );
+    wait_until(10, "the new command's output", || {
+        text(&t.run(&["logs", "echoer"]).stdout).contains("second")
+    });
+    let out = t.apply_ok(&m);
+    assert!(out.contains("No changes"), "{out}");
+}
