@@ -1,5 +1,6 @@
 //! The journal: one record per container run, one per apply. Written by the runtime and the
-//! reconciler as they act; read by `wharf history`; pruned only by retention.
+//! reconciler as they act (`begin_apply`/`finish_apply`); read by `wharf history`; pruned
+//! only by retention.
 
 use anyhow::Result;
 use rusqlite::{Row, params};
@@ -125,6 +126,41 @@ pub fn applies(
         },
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Opens the journal record of an apply (its outcome stays NULL until
+/// [`finish_apply`]: a killed apply is seen as interrupted). Returns its id.
+pub fn begin_apply(
+    store: &Store,
+    project: &str,
+    files: &serde_json::Value,
+    git: Option<(&str, bool)>,
+    plan: &serde_json::Value,
+) -> Result<i64> {
+    store
+        .db()
+        .prepare_cached(
+            "INSERT INTO applies (at, project, files, git_commit, git_dirty, plan) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            crate::store::now_ns(),
+            project,
+            files.to_string(),
+            git.map(|(c, _)| c),
+            git.map(|(_, d)| d as i64),
+            plan.to_string()
+        ])?;
+    Ok(store.db().last_insert_rowid())
+}
+
+/// Records the outcome of each action of an apply, and when it finished.
+pub fn finish_apply(store: &Store, id: i64, outcome: &serde_json::Value) -> Result<()> {
+    store
+        .db()
+        .prepare_cached("UPDATE applies SET finished_at = ?2, outcome = ?3 WHERE id = ?1")?
+        .execute(params![id, crate::store::now_ns(), outcome.to_string()])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -130,6 +130,7 @@ fn a_version_bump_plans_import_and_recreate() {
             state: wharf::reconcile::ObservedState::Running,
         }],
         volumes: vec![],
+        image_configs: Default::default(),
     };
     assert_eq!(
         plan(&v1, &observed).to_string(),

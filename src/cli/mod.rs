@@ -3,8 +3,9 @@
 //!
 //! Each area has its own file with its own subcommand enum, flattened into [`Command`]:
 //! `image.rs` (import, images, tag, rmi, image ...), `container.rs` (run, logs, stop, ...),
-//! `system.rs` (history, system ...).
+//! `system.rs` (history, system ...), `apply.rs` (apply, diff, validate, down).
 
+mod apply;
 mod container;
 mod image;
 pub mod output;
@@ -62,6 +63,8 @@ pub enum Command {
     System(system::Commands),
     #[command(flatten)]
     Volume(volume::Commands),
+    #[command(flatten)]
+    Apply(apply::Commands),
 }
 
 /// What every verb gets: the global options, and the store opened on first use.
@@ -95,6 +98,7 @@ pub fn main() -> i32 {
         Command::Container(cmd) => container::run(&ctx, cmd),
         Command::System(cmd) => system::run(&ctx, cmd),
         Command::Volume(cmd) => volume::run(&ctx, cmd),
+        Command::Apply(cmd) => apply::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

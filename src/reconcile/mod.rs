@@ -3,11 +3,14 @@
 //! ```text
 //! Manifest ──Desired::from_manifest(digest_of)──▶ Desired ─┐
 //!                                                          ├─▶ plan() ─▶ Plan (Display: terraform-like)
-//! store ──(the executor fills in)──────────────▶ Observed ─┘
+//! store ──observe::observe()────────────────────▶ Observed ─┘
 //! ```
 //! [`plan`] is pure: digests of image sources are computed by the caller and carried in
 //! [`Desired`], and everything known about the store is carried in [`Observed`].
+//! [`execute::apply`] observes, plans and runs the plan under the store lock, journaled.
 
+pub mod execute;
+pub mod observe;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,6 +179,11 @@ pub struct Observed {
     pub containers: Vec<ObservedContainer>,
     /// All volumes.
     pub volumes: Vec<ObservedVolume>,
+    /// The config of the images that desired sources were imported as (image id → the part
+    /// of its config an `[images]` section sets). An image whose config differs from the
+    /// section's is imported again with the new config (its layer is reused).
+    #[serde(default)]
+    pub image_configs: BTreeMap<String, ImageConfig>,
 }
 
 /// One step of a plan.
@@ -330,7 +338,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // Images: what each desired tag will point at (None: not known until imported).
     let mut tag_target: BTreeMap<&str, Option<&str>> = BTreeMap::new();
     for img in &desired.images {
-        match observed.sources.get(&img.source_digest) {
+        let imported = observed.sources.get(&img.source_digest).filter(|id| {
+            observed
+                .image_configs
+                .get(*id)
+                .is_none_or(|c| *c == img.config)
+        });
+        match imported {
             None => {
                 p.actions.push(Action::Import {
                     image: img.name.clone(),

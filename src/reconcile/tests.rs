@@ -45,6 +45,7 @@ fn observed(containers: Vec<ObservedContainer>) -> Observed {
         sources: BTreeMap::new(),
         containers,
         volumes: vec![],
+        image_configs: BTreeMap::new(),
     }
 }
 
@@ -265,6 +266,7 @@ fn import_tag_and_volumes_come_first() {
             name: "cache".into(),
             project: Some(P.into()),
         }],
+        image_configs: BTreeMap::new(),
     };
     let plan = plan(&d, &o);
     let text = plan.to_string();
@@ -309,6 +311,34 @@ fn same_tag_new_source_recreates() {
         text.contains("image app:1.0 (i1i1i1i1i1i1) → app:1.0 (eeeeeeeeeeee)"),
         "{text}"
     );
+}
+
+#[test]
+fn a_changed_image_config_imports_again() {
+    let s = spec("app:1.0");
+    let mut d = desired(vec![want("web", s.clone())]);
+    let config = ImageConfig {
+        cmd: Some(vec!["/bin/sh".into()]),
+        ..ImageConfig::default()
+    };
+    d.images.push(DesiredImage {
+        name: "app".into(),
+        source: "/m/app.tar".into(),
+        source_digest: "d".repeat(64),
+        tag: "app:1.0".into(),
+        config: config.clone(),
+    });
+    let mut o = observed(vec![have("web", &s, ObservedState::Running)]);
+    o.sources.insert("d".repeat(64), "i1".repeat(32));
+    // Imported with the same config: nothing to do.
+    o.image_configs.insert("i1".repeat(32), config);
+    assert!(plan(&d, &o).is_empty(), "{}", plan_text(&d, &o));
+    // The section's cmd changed since: import again, and the container follows the image.
+    o.image_configs
+        .insert("i1".repeat(32), ImageConfig::default());
+    let text = plan_text(&d, &o);
+    assert!(text.contains("+ import app:1.0"), "{text}");
+    assert!(text.contains("~ recreate web"), "{text}");
 }
 
 fn plan_text(d: &Desired, o: &Observed) -> String {

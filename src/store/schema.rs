@@ -110,4 +110,18 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE containers ADD COLUMN spec TEXT;
     "#,
+    // 3: apply's cache of source digests, so a no-op apply does not hash unchanged tarballs.
+    // A row is used only while the file's identity and change times are exactly as recorded
+    // (see reconcile::observe); it is a cache: deleting rows is always safe.
+    r#"
+    CREATE TABLE source_digests (
+        path        TEXT PRIMARY KEY,          -- absolute path as the manifest resolves it
+        dev         INTEGER NOT NULL,
+        ino         INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        ctime_ns    INTEGER NOT NULL,
+        digest      TEXT NOT NULL              -- sha256 hex of the bytes
+    );
+    "#,
 ];

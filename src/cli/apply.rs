@@ -1,0 +1,299 @@
+//! The declarative verbs: apply, diff, validate, down.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use super::Ctx;
+use super::output::print_json;
+use crate::error::exit;
+use crate::manifest::Manifest;
+use crate::reconcile::execute::{self, Applied, ApplyOptions};
+use crate::reconcile::{Action, Plan};
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Converge the host to manifests: print the plan, then import, create, recreate, start,
+    /// stop and remove what it says; exit 0 once converged
+    Apply(ApplyArgs),
+    /// Show what apply would change, field by field; exit 0 if nothing, 2 if something, 1 on
+    /// error
+    Diff(FileArgs),
+    /// Check manifests (schema and semantics) without touching anything
+    Validate(FileArgs),
+    /// Remove the containers (and with --volumes the volumes) a project owns
+    Down(DownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// A manifest file, or a directory whose *.toml files form one project; repeat for
+    /// several projects
+    #[arg(short = 'f', long = "file", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub f: FileArgs,
+    /// Print the plan only: import nothing, start nothing, journal nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for a container to stop (SIGTERM) before killing it
+    #[arg(
+        short = 't',
+        long = "timeout",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub timeout: u64,
+    /// Print no progress bar
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub f: FileArgs,
+    /// Also remove the project's volumes (those no remaining container mounts)
+    #[arg(long)]
+    pub volumes: bool,
+    /// Seconds to wait for a container to stop (SIGTERM) before killing it
+    #[arg(
+        short = 't',
+        long = "timeout",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub timeout: u64,
+}
+
+pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
+    match cmd {
+        Commands::Apply(a) => apply(ctx, a),
+        Commands::Diff(a) => diff(ctx, a),
+        Commands::Validate(a) => validate(ctx, a),
+        Commands::Down(a) => down(ctx, a),
+    }
+}
+
+/// Loads a manifest, or prints every problem (to stderr, or as JSON) and returns `None`.
+fn load(ctx: &Ctx, store: Option<&Store>, path: &Path) -> Option<Manifest> {
+    match execute::load_manifest(store, path) {
+        Ok(m) => Some(m),
+        Err(errors) => {
+            if ctx.json() {
+                let _ = print_json(&json!({ "path": path, "errors": errors.to_json() }));
+            } else {
+                eprintln!("{}", errors.render(std::io::stderr().is_terminal()));
+            }
+            None
+        }
+    }
+}
+
+/// The store, if the state root has one (validate touches nothing, not even to create it).
+fn existing_store(ctx: &Ctx) -> Result<Option<Store>> {
+    if ctx.root.join("wharf.db").exists() {
+        ctx.store().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn progress(quiet: bool) -> Option<ProgressBar> {
+    (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    })
+}
+
+fn print_plan(ctx: &Ctx, p: &Plan) {
+    if !ctx.json() {
+        println!("{p}");
+    }
+}
+
+/// Prints what an apply did; returns its exit code.
+fn report(ctx: &Ctx, verb: &str, applied: &Applied) -> Result<i32> {
+    let o = &applied.outcome;
+    if ctx.json() {
+        print_json(&json!({
+            "project": applied.plan.project,
+            "plan": applied.plan,
+            "outcome": o,
+            "apply_id": applied.journal_id,
+        }))?;
+    } else {
+        for r in o.results.iter().filter(|r| !r.ok) {
+            eprintln!(
+                "error: {}: {}",
+                r.action.trim_start_matches(['+', '~', '-', '>', '.', ' ']),
+                r.error.as_deref().unwrap_or("failed")
+            );
+        }
+        for c in &o.conflicts {
+            eprintln!("error: {c}");
+        }
+        if !applied.plan.actions.is_empty() || !o.conflicts.is_empty() {
+            println!(
+                "\n{verb} {}: {}.",
+                if o.converged() {
+                    "complete"
+                } else {
+                    "incomplete"
+                },
+                o.summary
+            );
+        }
+    }
+    Ok(if o.converged() { exit::OK } else { exit::ERROR })
+}
+
+fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut code = exit::OK;
+    for path in &a.f.files {
+        let Some(m) = load(ctx, Some(&store), path) else {
+            code = exit::ERROR;
+            continue;
+        };
+        if a.dry_run {
+            let p = execute::plan_only(&store, &m)?;
+            if ctx.json() {
+                print_json(&json!({ "project": p.project, "plan": p }))?;
+            } else {
+                print_plan(ctx, &p);
+            }
+            if !p.conflicts.is_empty() {
+                code = exit::ERROR;
+            }
+            continue;
+        }
+        let opts = ApplyOptions {
+            stop_timeout: Duration::from_secs(a.timeout),
+            ..ApplyOptions::default()
+        };
+        let applied = execute::apply(&store, &m, &opts, |p| {
+            print_plan(ctx, p);
+            (!p.actions.is_empty())
+                .then(|| progress(a.quiet || ctx.json()))
+                .flatten()
+        })?;
+        if report(ctx, "Apply", &applied)? != exit::OK {
+            code = exit::ERROR;
+        }
+    }
+    Ok(code)
+}
+
+fn diff(ctx: &Ctx, a: FileArgs) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut code = exit::OK;
+    for path in &a.files {
+        let Some(m) = load(ctx, Some(&store), path) else {
+            return Ok(exit::ERROR);
+        };
+        let p = execute::plan_only(&store, &m)?;
+        if ctx.json() {
+            print_json(&json!({ "project": p.project, "plan": p, "changes": !p.is_empty() }))?;
+        } else {
+            print_plan(ctx, &p);
+        }
+        if !p.conflicts.is_empty() {
+            return Ok(exit::ERROR);
+        }
+        if !p.actions.is_empty() {
+            code = 2;
+        }
+    }
+    Ok(code)
+}
+
+fn validate(ctx: &Ctx, a: FileArgs) -> Result<i32> {
+    let store = existing_store(ctx)?;
+    let mut code = exit::OK;
+    let mut summaries = Vec::new();
+    for path in &a.files {
+        let Some(m) = load(ctx, store.as_ref(), path) else {
+            code = exit::ERROR;
+            continue;
+        };
+        let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+        let line = format!(
+            "{}: valid (project {}: {}, {}, {})",
+            path.display(),
+            m.project,
+            plural(m.images.len(), "image"),
+            plural(m.containers.len(), "container"),
+            plural(m.volumes.len(), "volume")
+        );
+        summaries.push(json!({
+            "path": path,
+            "project": m.project,
+            "files": m.files,
+            "images": m.images.len(),
+            "containers": m.containers.len(),
+            "volumes": m.volumes.len(),
+        }));
+        if !ctx.json() {
+            println!("{line}");
+        }
+    }
+    if ctx.json() && code == exit::OK {
+        print_json(&summaries)?;
+    }
+    Ok(code)
+}
+
+fn down(ctx: &Ctx, a: DownArgs) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut code = exit::OK;
+    for path in &a.f.files {
+        // `down` needs only the project name: a manifest whose images are gone still names it.
+        let Some(m) = load(ctx, Some(&store), path) else {
+            code = exit::ERROR;
+            continue;
+        };
+        let opts = ApplyOptions {
+            stop_timeout: Duration::from_secs(a.timeout),
+            ..ApplyOptions::default()
+        };
+        let applied = execute::down(&store, &m, a.volumes, &opts, |p| {
+            if !ctx.json() && p.actions.is_empty() {
+                println!("Nothing to remove for project {}.", p.project);
+            } else if !ctx.json() {
+                for act in &p.actions {
+                    match act {
+                        Action::RemoveOrphan { name, running, .. } => println!(
+                            "- remove {name}{}",
+                            if *running {
+                                " (running: stopped first)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        other => println!("{other}"),
+                    }
+                }
+            }
+        })?;
+        if report(ctx, "Down", &applied)? != exit::OK {
+            code = exit::ERROR;
+        }
+    }
+    Ok(code)
+}
