@@ -6,7 +6,10 @@
 //! Its [`ContainerConfig`] is everything needed to run it again (`start` reruns it).
 //! Every run (start → exit) is one row of `runs`.
 //!
-//! States: `created` (recorded, not running) → `running` (pid and pid_start set) → `exited`.
+//! States: `created` (recorded, not running) → `running` (pid and pid_start set) → `exited`,
+//! or, when the restart policy runs it again, `running` → `restarting` (the monitor waits its
+//! backoff; no pid) → `running`. `restart_count` counts those restarts since the last start by
+//! hand (`run`, `start`: as docker, a manual start resets it).
 //! The process that owns a run (the foreground `wharf run`, or a detached monitor) is recorded
 //! as `monitor_pid` + `monitor_start`; [`reconcile`] finds runs whose owner died and closes them.
 
@@ -90,6 +93,13 @@ pub struct ContainerConfig {
     /// `--rm`: remove the container when its run ends.
     #[serde(default)]
     pub auto_remove: bool,
+    /// `--restart`: what the monitor does when the command exits (rows written before
+    /// restart policies existed load as "no").
+    #[serde(default)]
+    pub restart: crate::runtime::restart::RestartPolicy,
+    /// `--health-cmd` and friends, or the manifest's `health`: run by the monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::runtime::health::HealthConfig>,
 }
 
 /// A row of `containers`.
@@ -118,7 +128,8 @@ pub struct Record {
     pub spec_hash: Option<String>,
     /// The manifest's `ContainerSpec` as JSON, for field-level plan reasons.
     pub spec: Option<String>,
-    /// Runs started by a restart policy since the container was last started by hand.
+    /// Runs started by a restart policy since the container was last started by hand
+    /// (`start` resets it, as docker's does).
     pub restart_count: i64,
     /// Health-check status, when the container has one.
     pub health: Option<String>,
@@ -413,30 +424,33 @@ pub fn claim_start(store: &Store, id: &str) -> Result<bool> {
     let n = store
         .db()
         .prepare_cached(
-            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, stop_requested = 0 \
-             WHERE id = ?1 AND state IN ('created', 'exited') AND monitor_pid IS NULL",
+            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, stop_requested = 0, \
+             restart_count = 0 WHERE id = ?1 AND state IN ('created', 'exited') \
+             AND monitor_pid IS NULL",
         )?
         .execute(params![id, me, start])?;
     Ok(n == 1)
 }
 
-/// Records that the container's init runs as `pid`, and opens its row in `runs`. Returns the
-/// run's row id.
-pub fn mark_running(store: &Store, rec_id: &str, pid: i32) -> Result<i64> {
+/// Records that the container's init runs as `pid`, and opens its row in `runs` (`restart`:
+/// started by the restart policy). Returns the run's row id.
+pub fn mark_running(store: &Store, rec_id: &str, pid: i32, restart: bool) -> Result<i64> {
     let start = proc_start_time(pid).map(|s| s as i64);
     let now = now_ns();
     let tx = store.db().unchecked_transaction()?;
     tx.prepare_cached(
         "UPDATE containers SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4, \
-         finished_at = NULL, exit_code = NULL, oom_killed = 0 WHERE id = ?1",
+         finished_at = NULL, exit_code = NULL, oom_killed = 0, \
+         health = CASE WHEN json_extract(config, '$.healthcheck') IS NULL THEN NULL \
+         ELSE 'starting' END WHERE id = ?1",
     )?
     .execute(params![rec_id, pid, start, now])?;
     tx.prepare_cached(
-        "INSERT INTO runs (container_id, container_name, image_id, image_ref, command, started_at) \
-         SELECT id, name, image_id, image_ref, json_extract(config, '$.args'), ?2 \
+        "INSERT INTO runs (container_id, container_name, image_id, image_ref, command, started_at, \
+         restart) SELECT id, name, image_id, image_ref, json_extract(config, '$.args'), ?2, ?3 \
          FROM containers WHERE id = ?1",
     )?
-    .execute(params![rec_id, now])?;
+    .execute(params![rec_id, now, restart])?;
     let run_id = tx.last_insert_rowid();
     tx.commit()?;
     Ok(run_id)
@@ -492,6 +506,82 @@ pub fn mark_exited(
     Ok(())
 }
 
+/// Records the end of a run the restart policy follows with another: the `runs` row is
+/// closed as by [`mark_exited`], the container is `restarting` (no pid; its monitor stays).
+pub fn mark_restarting(store: &Store, id: &str, run_id: Option<i64>, out: &Outcome) -> Result<()> {
+    let now = now_ns();
+    let tx = store.db().unchecked_transaction()?;
+    if let Some(run_id) = run_id {
+        tx.prepare_cached(
+            "UPDATE runs SET finished_at = ?2, exit_code = ?3, signal = ?4, oom_killed = ?5, \
+             peak_memory = ?6, cpu_usec = ?7 WHERE id = ?1",
+        )?
+        .execute(params![
+            run_id,
+            now,
+            out.exit_code,
+            out.signal,
+            out.stats.oom_killed,
+            out.stats.peak_memory.map(|v| v as i64),
+            out.stats.cpu_usec.map(|v| v as i64)
+        ])?;
+    }
+    tx.prepare_cached(
+        "UPDATE containers SET state = 'restarting', pid = NULL, pid_start = NULL, \
+         finished_at = ?2, exit_code = ?3, oom_killed = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id, now, out.exit_code, out.stats.oom_killed])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Commits to the next run of a `restarting` container: counts the restart, atomically with
+/// checking that nobody asked it to stop meanwhile. False: stop it instead.
+pub fn begin_restart(store: &Store, id: &str) -> Result<bool> {
+    let n = store
+        .db()
+        .prepare_cached(
+            "UPDATE containers SET restart_count = restart_count + 1 \
+             WHERE id = ?1 AND state = 'restarting' AND stop_requested = 0",
+        )?
+        .execute([id])?;
+    Ok(n == 1)
+}
+
+/// Whether the user asked the container to stop (`stop`, `kill`, `rm -f`) since its start.
+pub fn stop_requested(store: &Store, id: &str) -> Result<bool> {
+    let v: Option<i64> = store
+        .db()
+        .prepare_cached("SELECT stop_requested FROM containers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    // A row that is gone was removed: nothing to restart.
+    Ok(v.is_none_or(|v| v != 0))
+}
+
+/// Marks that the user asks the container to stop: its monitor will not restart it.
+pub fn request_stop(store: &Store, id: &str) -> Result<()> {
+    store
+        .db()
+        .prepare_cached("UPDATE containers SET stop_requested = 1 WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Records the container's health status (`starting`, `healthy`, `unhealthy`).
+pub fn set_health(store: &Store, id: &str, health: &str) -> Result<()> {
+    store
+        .db()
+        .prepare_cached("UPDATE containers SET health = ?2 WHERE id = ?1")?
+        .execute(params![id, health])?;
+    Ok(())
+}
+
+/// Whether a run is in progress or between two runs of a restart policy.
+pub fn is_active_state(state: &str) -> bool {
+    matches!(state, "running" | "restarting")
+}
+
 /// Deletes a container's row and directory. The caller made sure it is not running.
 pub fn remove(store: &Store, rec: &Record) -> Result<()> {
     store
@@ -545,8 +635,13 @@ pub fn reconcile(store: &Store) -> Result<()> {
             )?
             .query_row([&rec.id], |r| r.get(0))
             .optional()?;
+        // Between two runs of a restart policy, the last run's exit code stands.
+        let exit_code = match (rec.state.as_str(), rec.exit_code) {
+            ("restarting", Some(c)) => c,
+            _ => crate::error::exit::RUNTIME,
+        };
         let out = Outcome {
-            exit_code: crate::error::exit::RUNTIME,
+            exit_code,
             signal: None,
             stats,
         };

@@ -11,7 +11,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::Ctx;
 use crate::container::{self, Network};
 use crate::error::{exit, user};
+use crate::manifest::{RestartPolicy, parse_restart};
 use crate::runtime::cgroup::Limits;
+use crate::runtime::health::HealthConfig;
 use crate::runtime::spec::{RunOptions, parse_size};
 use crate::runtime::{exec, logs, ops};
 
@@ -139,6 +141,24 @@ pub struct CreateArgs {
     /// CPUs the container may use (0-1, 0,2)
     #[arg(long)]
     cpuset_cpus: Option<String>,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    restart: String,
+    /// Command run inside the container to check its health (with sh -c)
+    #[arg(long, value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// Time between health checks (ms|s|m|h) (default 30s)
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Maximum time one check may take (default 30s)
+    #[arg(long, value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Consecutive failures that make the container unhealthy (default 3)
+    #[arg(long, value_name = "N")]
+    health_retries: Option<u32>,
+    /// Time after start during which failures do not count (default 0s)
+    #[arg(long, value_name = "DURATION")]
+    health_start_period: Option<String>,
     /// The image: name[:tag], or an id
     image: String,
     /// The command and its arguments (default: the image's)
@@ -269,6 +289,20 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
             "give a positive number such as 0.5 or 2",
         ));
     }
+    let restart = parse_restart(&a.restart).map_err(|e| {
+        runtime_usage(
+            format!("invalid --restart {:?}", a.restart),
+            e.hint
+                .as_deref()
+                .unwrap_or("give no, on-failure[:N], always or unless-stopped"),
+        )
+    })?;
+    if a.rm && restart != RestartPolicy::No {
+        return Err(runtime_usage(
+            format!("--rm and --restart {restart} conflict"),
+            "a container removed when it exits cannot be restarted: drop one of them",
+        ));
+    }
     Ok(RunOptions {
         command: a.command.clone(),
         env: a.env.clone(),
@@ -295,7 +329,51 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
             cpuset_cpus: a.cpuset_cpus.clone(),
         },
         auto_remove: a.rm,
+        restart,
+        healthcheck: healthcheck(a)?,
     })
+}
+
+/// `--health-*`: a check only with `--health-cmd`; the other flags without it are a mistake.
+fn healthcheck(a: &CreateArgs) -> Result<Option<HealthConfig>> {
+    let duration = |flag: &str, v: &Option<String>| -> Result<Option<Duration>> {
+        v.as_deref()
+            .map(|s| {
+                crate::manifest::parse_duration(s).map_err(|e| {
+                    runtime_usage(
+                        format!("invalid --health-{flag} {s:?}: {}", e.message),
+                        "give a duration such as 500ms, 30s or 1m30s",
+                    )
+                })
+            })
+            .transpose()
+    };
+    let interval = duration("interval", &a.health_interval)?;
+    let timeout = duration("timeout", &a.health_timeout)?;
+    let start_period = duration("start-period", &a.health_start_period)?;
+    let Some(cmd) = &a.health_cmd else {
+        if interval.is_some()
+            || timeout.is_some()
+            || start_period.is_some()
+            || a.health_retries.is_some()
+        {
+            return Err(runtime_usage(
+                "--health-interval, --health-timeout, --health-retries and \
+                 --health-start-period need --health-cmd"
+                    .into(),
+                "give the check with --health-cmd CMD",
+            ));
+        }
+        return Ok(None);
+    };
+    HealthConfig::new(
+        std::slice::from_ref(cmd),
+        interval,
+        timeout,
+        a.health_retries,
+        start_period,
+    )
+    .map(Some)
 }
 
 /// `--label KEY=VALUE` (or `KEY`, an empty value, as docker takes it).
@@ -416,7 +494,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             if a.follow {
                 loop {
                     let running = container::find(&store, &rec.id)
-                        .map(|r| r.state == "running" && r.live_monitor().is_some())
+                        .map(|r| container::is_active_state(&r.state) && r.live_monitor().is_some())
                         .unwrap_or(false);
                     offset = logs::print_from(&path, offset, opts)?;
                     if !running {

@@ -323,7 +323,7 @@ pub fn select(store: &Store, a: &PsArgs) -> Result<Vec<Record>> {
     let show_all = a.all || limit.is_some() || filters.implies_all();
     let mut out: Vec<Record> = all
         .into_iter()
-        .filter(|r| show_all || r.state == "running")
+        .filter(|r| show_all || crate::container::is_active_state(&r.state))
         .filter(|r| filters.matches(r))
         .collect();
     if let Some(n) = limit {

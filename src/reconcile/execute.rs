@@ -555,6 +555,20 @@ pub fn run_options(spec: &ContainerSpec) -> RunOptions {
         cap_add: spec.cap_add.clone(),
         cap_drop: spec.cap_drop.clone(),
         limits: spec.cgroup_limits(),
+        restart: spec.restart,
+        // The manifest's checks validated it; a config that still fails gets no check
+        // rather than an apply that cannot create the container.
+        healthcheck: spec.health.as_ref().and_then(|h| {
+            let ms = Duration::from_millis;
+            crate::runtime::health::HealthConfig::new(
+                &h.command,
+                Some(ms(h.interval_ms)),
+                Some(ms(h.timeout_ms)),
+                Some(h.retries),
+                Some(ms(h.start_period_ms)),
+            )
+            .ok()
+        }),
         ..RunOptions::default()
     }
 }

@@ -7,11 +7,13 @@
 //! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec.
 //! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).
 //! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows).
+//! - [`health`]: health-check config and its state machine (the monitor runs the probes).
 //! - [`logs`]: the json-file log; [`sys`]: raw syscall wrappers.
 
 pub mod cgroup;
 pub mod child;
 pub mod exec;
+pub mod health;
 pub mod launch;
 pub mod logs;
 pub mod monitor;

@@ -1,5 +1,6 @@
-//! The monitor: the process that owns one run of a container. It starts it, relays its
-//! stdio, forwards signals, reaps it, records the exit, and cleans up.
+//! The monitor: the process that owns the runs of a container. It starts it, relays its
+//! stdio, forwards signals, runs its health checks, reaps it, records the exit, restarts it
+//! as its restart policy says (after a backoff, on the same write layer), and cleans up.
 //!
 //! A foreground `wharf run` is the monitor of its container. A detached container's monitor
 //! is `wharf __monitor <id>` (re-exec of /proc/self/exe by `run -d`, in its own session, a
@@ -10,15 +11,20 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::health::{self, HealthConfig, HealthState, Probe};
 use super::launch::{self, Launched};
 use super::logs::{LogWriter, Stream};
+use super::restart::{self, Backoff, Decision, Ended};
 use super::sys;
 use crate::container::{self, Outcome};
 use crate::error::{exit, user};
-use crate::store::Store;
+use crate::store::{Store, now_ns};
 
 /// How the monitor is attached to the caller.
 pub enum Attach {
@@ -145,7 +151,36 @@ pub fn run(store: &Store, id: &str, attach: Attach) -> Result<i32> {
     res
 }
 
+/// Signals that, sent to the monitor itself (Ctrl-C on a foreground run, `wharf stop` during
+/// a backoff wait), mean the user wants the container to end: no restart follows.
+const ENDING: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// How one run ended.
+struct RunEnd {
+    run_id: Option<i64>,
+    out: Outcome,
+    /// The monitor got an ending signal during the run.
+    user_stop: bool,
+    /// The health check made it unhealthy and the monitor killed it.
+    unhealthy: bool,
+}
+
+/// What every run of this monitor shares.
+struct Shared<'a> {
+    store: &'a Store,
+    rec: &'a container::Record,
+    sigfd: &'a OwnedFd,
+    devnull: &'a File,
+    detached: bool,
+    attach_stdin: bool,
+}
+
 /// `ready` is taken (written `ok` and closed) once the command runs.
+///
+/// Runs the container, then again for as long as its restart policy says so: each run is a
+/// row of `runs` (`restart = 1` after the first), between runs the container is `restarting`
+/// while the monitor waits the backoff. The wait ends early, and the container stays exited,
+/// when the user stops it (`stop_requested` in the row, or an ending signal to the monitor).
 fn run_inner(
     store: &Store,
     id: &str,
@@ -156,7 +191,7 @@ fn run_inner(
     // Refuse a second owner; the one that created the record (this foreground `run`, or the
     // `run -d` that spawned us) hands over.
     let me = std::process::id() as i32;
-    if rec.state == "running" && rec.live_monitor().is_some_and(|m| m != me) {
+    if container::is_active_state(&rec.state) && rec.live_monitor().is_some_and(|m| m != me) {
         return Err(user(format!("container {} is already running", rec.name))
             .hint("`wharf stop` it first")
             .code(exit::RUNTIME)
@@ -166,28 +201,7 @@ fn run_inner(
     let sigfd = signal_fd()?;
     let cfg = rec.config.clone();
     let detached = ready.is_some();
-
-    // Descriptors for the container's stdio without a tty, and what we read from.
     let devnull = open_devnull()?;
-    let mut outputs: Vec<(OwnedFd, Stream)> = Vec::new();
-    let mut child_ends: Vec<OwnedFd> = Vec::new();
-    let stdio: [RawFd; 3] = if detached && !cfg.tty {
-        let (r1, w1) = sys::pipe()?;
-        let (r2, w2) = sys::pipe()?;
-        outputs.push((r1, Stream::Stdout));
-        outputs.push((r2, Stream::Stderr));
-        let fds = [devnull.as_raw_fd(), w1.as_raw_fd(), w2.as_raw_fd()];
-        child_ends.push(w1);
-        child_ends.push(w2);
-        fds
-    } else {
-        let stdin = if attach_stdin && !detached {
-            0
-        } else {
-            devnull.as_raw_fd()
-        };
-        [stdin, 1, 2]
-    };
     let mut sink = if detached {
         let path = container::log_path(store, &rec.id);
         let dir = store.container_dir(&rec.id);
@@ -199,41 +213,184 @@ fn run_inner(
     } else {
         Sink::Fds
     };
+    let shared = Shared {
+        store,
+        rec: &rec,
+        sigfd: &sigfd,
+        devnull: &devnull,
+        detached,
+        attach_stdin,
+    };
+    let finish = |run_id: Option<i64>, out: &Outcome| -> Result<()> {
+        container::mark_exited(store, &rec.id, run_id, out, cfg.auto_remove)?;
+        if cfg.auto_remove {
+            container::remove_files(store, &rec.id);
+            crate::volume::remove_anonymous(store, &cfg.volumes);
+        }
+        Ok(())
+    };
+
+    let mut restarts: u32 = 0;
+    let mut last_delay = None;
+    loop {
+        let began = Instant::now();
+        let end = match run_once(&shared, &mut sink, ready, restarts > 0) {
+            Ok(end) => end,
+            Err(e) => {
+                let code = crate::error::exit_code(&e);
+                let out = Outcome {
+                    exit_code: if code == exit::ERROR {
+                        exit::RUNTIME
+                    } else {
+                        code
+                    },
+                    ..Outcome::default()
+                };
+                let _ = finish(None, &out);
+                return Err(e);
+            }
+        };
+        let code = end.out.exit_code;
+        let stop_requested =
+            end.user_stop || container::stop_requested(store, &rec.id).unwrap_or(true);
+        let ended = Ended {
+            // Killed for being unhealthy is a failure whatever the exit status says.
+            code: if end.unhealthy && code == 0 { 1 } else { code },
+            stop_requested,
+            ran_for: began.elapsed(),
+        };
+        let after =
+            match restart::decide(cfg.restart, ended, restarts, last_delay, Backoff::default()) {
+                Decision::Stay => {
+                    finish(end.run_id, &end.out)?;
+                    return Ok(code);
+                }
+                Decision::Restart { after } => after,
+            };
+        container::mark_restarting(store, &rec.id, end.run_id, &end.out)?;
+        tracing::info!(
+            "container {} exited with {code}; restarting it in {after:?} (policy {})",
+            rec.short_id(),
+            cfg.restart
+        );
+        let go_on = wait_backoff(store, &rec.id, &sigfd, after)?
+            && container::begin_restart(store, &rec.id)?;
+        if !go_on {
+            finish(None, &end.out)?;
+            return Ok(code);
+        }
+        restarts += 1;
+        last_delay = Some(after);
+    }
+}
+
+/// Waits `after` between two runs; false when the user stopped the container meanwhile. The
+/// row is polled every 50 ms (cheap, and only while waiting); `wharf stop` also signals us.
+fn wait_backoff(store: &Store, id: &str, sigfd: &OwnedFd, after: Duration) -> Result<bool> {
+    let deadline = Instant::now() + after;
+    loop {
+        if container::stop_requested(store, id)? {
+            return Ok(false);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(true);
+        }
+        let mut pfd = libc::pollfd {
+            fd: sigfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = left.min(Duration::from_millis(50)).as_millis() as libc::c_int + 1;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
+        if n > 0 {
+            for sig in read_signals(sigfd) {
+                if ENDING.contains(&sig) {
+                    return Ok(false);
+                }
+                if sig == libc::SIGCHLD {
+                    reap_all();
+                }
+            }
+        }
+    }
+}
+
+/// Reads every pending signal from the signalfd.
+fn read_signals(sigfd: &OwnedFd) -> Vec<libc::c_int> {
+    let mut out = Vec::new();
+    // SAFETY: signalfd_siginfo is plain data; read fills it.
+    let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    loop {
+        // SAFETY: si is a writable buffer of `size` bytes.
+        let r = unsafe {
+            libc::read(
+                sigfd.as_raw_fd(),
+                (&mut si as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        if r != size as isize {
+            break;
+        }
+        out.push(si.ssi_signo as libc::c_int);
+    }
+    out
+}
+
+/// One run: launch, relay, health checks, reap, stats.
+fn run_once(
+    sh: &Shared<'_>,
+    sink: &mut Sink,
+    ready: &mut Option<OwnedFd>,
+    is_restart: bool,
+) -> Result<RunEnd> {
+    let (store, rec) = (sh.store, sh.rec);
+    let cfg = &rec.config;
+    let detached = sh.detached;
+    // Descriptors for the container's stdio without a tty, and what we read from.
+    let mut outputs: Vec<(OwnedFd, Stream)> = Vec::new();
+    let mut child_ends: Vec<OwnedFd> = Vec::new();
+    let stdio: [RawFd; 3] = if detached && !cfg.tty {
+        let (r1, w1) = sys::pipe()?;
+        let (r2, w2) = sys::pipe()?;
+        outputs.push((r1, Stream::Stdout));
+        outputs.push((r2, Stream::Stderr));
+        let fds = [sh.devnull.as_raw_fd(), w1.as_raw_fd(), w2.as_raw_fd()];
+        child_ends.push(w1);
+        child_ends.push(w2);
+        fds
+    } else {
+        let stdin = if sh.attach_stdin && !detached {
+            0
+        } else {
+            sh.devnull.as_raw_fd()
+        };
+        [stdin, 1, 2]
+    };
 
     let winsize = if cfg.tty && !detached {
         sys::get_winsize(0).or_else(|| sys::get_winsize(1))
     } else {
         None
     };
-    let launched = launch::launch(store, &rec, stdio, winsize);
+    let launched = launch::launch(store, rec, stdio, winsize);
     drop(child_ends);
     let Launched {
         pid,
         master,
         cgroup,
-    } = match launched {
-        Ok(l) => l,
-        Err(e) => {
-            let code = crate::error::exit_code(&e);
-            let out = Outcome {
-                exit_code: if code == exit::ERROR {
-                    exit::RUNTIME
-                } else {
-                    code
-                },
-                ..Outcome::default()
-            };
-            let _ = container::mark_exited(store, &rec.id, None, &out, cfg.auto_remove);
-            if cfg.auto_remove {
-                container::remove_files(store, &rec.id);
-                crate::volume::remove_anonymous(store, &cfg.volumes);
-            }
-            return Err(e);
-        }
-    };
-    let run_id = container::mark_running(store, &rec.id, pid).ok();
+    } = launched?;
+    let run_id = container::mark_running(store, &rec.id, pid, is_restart).ok();
+    let started = Instant::now();
     if let Some(ready) = ready.take() {
         let _ = sys::write_all(ready.as_raw_fd(), b"ok");
+    }
+    let mut health = cfg.healthcheck.as_ref().map(|h| Checker::new(h, started));
+    if let Some(c) = &health {
+        c.save(store, &rec.id);
     }
 
     // The terminal: raw mode on ours, the size copied now and on SIGWINCH.
@@ -244,7 +401,7 @@ fn run_inner(
             if let Some(ws) = sys::get_winsize(0).or_else(|| sys::get_winsize(1)) {
                 sys::set_winsize(m.as_raw_fd(), &ws);
             }
-            if attach_stdin {
+            if sh.attach_stdin {
                 raw = RawMode::enter(0);
                 stdin_open = true;
             }
@@ -256,7 +413,9 @@ fn run_inner(
     }
 
     let mut status: Option<libc::c_int> = None;
-    let mut drain_deadline: Option<std::time::Instant> = None;
+    let mut user_stop = false;
+    let mut unhealthy = false;
+    let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         if status.is_some() && outputs.is_empty() {
@@ -264,7 +423,7 @@ fn run_inner(
         }
         let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(outputs.len() + 2);
         pfds.push(libc::pollfd {
-            fd: sigfd.as_raw_fd(),
+            fd: sh.sigfd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         });
@@ -283,14 +442,24 @@ fn run_inner(
                 revents: 0,
             });
         }
-        let timeout = match drain_deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                left.as_millis() as libc::c_int + 1
-            }
+        let now = Instant::now();
+        if let Some(d) = drain_deadline
+            && d <= now
+        {
+            break;
+        }
+        let wake = [
+            drain_deadline,
+            health
+                .as_ref()
+                .filter(|_| status.is_none())
+                .map(Checker::wake),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = match wake {
+            Some(w) => w.saturating_duration_since(now).as_millis() as libc::c_int + 1,
             None => -1,
         };
         // SAFETY: pfds is a valid array of pollfd of the length given.
@@ -304,29 +473,23 @@ fn run_inner(
         }
         // Signals.
         if pfds[0].revents & libc::POLLIN != 0 {
-            // SAFETY: signalfd_siginfo is plain data; read fills it.
-            let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            loop {
-                // SAFETY: si is a writable buffer of `size` bytes.
-                let r = unsafe {
-                    libc::read(
-                        sigfd.as_raw_fd(),
-                        (&mut si as *mut libc::signalfd_siginfo).cast(),
-                        size,
-                    )
-                };
-                if r != size as isize {
-                    break;
-                }
-                let sig = si.ssi_signo as libc::c_int;
+            for sig in read_signals(sh.sigfd) {
                 if sig == libc::SIGCHLD {
-                    reap(pid, &mut status);
+                    for (p, st) in reap_all() {
+                        if p == pid {
+                            status = Some(st);
+                        } else if let Some(c) = &mut health {
+                            c.reaped(p, st);
+                        }
+                    }
                 } else if sig == libc::SIGWINCH {
                     if let (Some(m), Some(ws)) = (&master, sys::get_winsize(0)) {
                         sys::set_winsize(m.as_raw_fd(), &ws);
                     }
                 } else if status.is_none() {
+                    if ENDING.contains(&sig) {
+                        user_stop = true;
+                    }
                     // SAFETY: kill on our own child, which has not been reaped yet.
                     unsafe { libc::kill(pid, sig) };
                 }
@@ -358,14 +521,28 @@ fn run_inner(
                 _ => stdin_open = false,
             }
         }
+        // Health checks.
+        if status.is_none()
+            && let Some(c) = &mut health
+            && c.step(store, &rec.id, started)
+            && !unhealthy
+        {
+            unhealthy = true;
+            tracing::warn!("container {} is unhealthy: killing it", rec.short_id());
+            // SAFETY: kill on our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         if status.is_some() && drain_deadline.is_none() {
             // Init is gone, so is its pid namespace: outputs close promptly. Bound the wait
             // in case something outside holds a pipe.
-            drain_deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
+            drain_deadline = Some(Instant::now() + Duration::from_secs(2));
         }
     }
     drop(raw);
     drop(master);
+    if let Some(c) = &mut health {
+        c.abandon();
+    }
 
     let status = status.unwrap_or(0);
     let (exit_code, signal) = if libc::WIFSIGNALED(status) {
@@ -384,21 +561,22 @@ fn run_inner(
         }
         None => Default::default(),
     };
-    let out = Outcome {
-        exit_code,
-        signal,
-        stats,
-    };
-    container::mark_exited(store, &rec.id, run_id, &out, cfg.auto_remove)?;
-    if cfg.auto_remove {
-        container::remove_files(store, &rec.id);
-        crate::volume::remove_anonymous(store, &cfg.volumes);
-    }
-    Ok(exit_code)
+    Ok(RunEnd {
+        run_id,
+        out: Outcome {
+            exit_code,
+            signal,
+            stats,
+        },
+        user_stop,
+        unhealthy,
+    })
 }
 
-/// Reaps every exited child; records the container init's status.
-fn reap(pid: i32, status: &mut Option<libc::c_int>) {
+/// Reaps every exited child (the container's init, health probes, orphans we adopted as a
+/// subreaper); returns (pid, status) of each.
+fn reap_all() -> Vec<(i32, libc::c_int)> {
+    let mut out = Vec::new();
     loop {
         let mut st = 0;
         // SAFETY: waitpid with a valid status pointer.
@@ -406,8 +584,179 @@ fn reap(pid: i32, status: &mut Option<libc::c_int>) {
         if r <= 0 {
             break;
         }
-        if r == pid {
-            *status = Some(st);
+        out.push((r, st));
+    }
+    out
+}
+
+/// A probe in flight: `wharf exec` of the check, its output in a memfd.
+struct Running {
+    pid: i32,
+    output: File,
+    start_ns: i64,
+    deadline: Instant,
+    timed_out: bool,
+}
+
+/// The health checks of one run.
+struct Checker {
+    cfg: HealthConfig,
+    state: HealthState,
+    next: Instant,
+    probe: Option<Running>,
+    /// The status of the probe, once reaped.
+    done: Option<libc::c_int>,
+}
+
+impl Checker {
+    fn new(cfg: &HealthConfig, started: Instant) -> Checker {
+        Checker {
+            cfg: cfg.clone(),
+            state: HealthState::default(),
+            next: started + cfg.interval(),
+            probe: None,
+            done: None,
+        }
+    }
+
+    /// When the monitor must look at the checks next.
+    fn wake(&self) -> Instant {
+        match &self.probe {
+            Some(p) if self.done.is_none() && !p.timed_out => p.deadline,
+            // A finished or killed probe: right away, once reaped.
+            Some(_) => Instant::now() + Duration::from_millis(20),
+            None => self.next,
+        }
+    }
+
+    fn save(&self, store: &Store, id: &str) {
+        if let Err(e) = health::save(store, id, &self.state) {
+            tracing::warn!("cannot save the health of {id}: {e:#}");
+        }
+    }
+
+    fn reaped(&mut self, pid: i32, st: libc::c_int) {
+        if self.probe.as_ref().is_some_and(|p| p.pid == pid) {
+            self.done = Some(st);
+        }
+    }
+
+    /// Starts, times out or concludes a probe as due; true when the container just became
+    /// unhealthy.
+    fn step(&mut self, store: &Store, id: &str, started: Instant) -> bool {
+        let now = Instant::now();
+        if let Some(p) = &mut self.probe {
+            if let Some(st) = self.done.take() {
+                let Some(p) = self.probe.take() else {
+                    return false;
+                };
+                let mut data = vec![0u8; health::MAX_OUTPUT];
+                let n = p.output.read_at(&mut data, 0).unwrap_or(0);
+                data.truncate(n);
+                let (code, output) = if p.timed_out {
+                    (
+                        -1,
+                        format!(
+                            "Health check exceeded timeout ({})",
+                            humantime::format_duration(self.cfg.timeout())
+                        ),
+                    )
+                } else if libc::WIFSIGNALED(st) {
+                    (
+                        128 + libc::WTERMSIG(st),
+                        String::from_utf8_lossy(&data).into_owned(),
+                    )
+                } else {
+                    (
+                        libc::WEXITSTATUS(st),
+                        String::from_utf8_lossy(&data).into_owned(),
+                    )
+                };
+                let probe = Probe {
+                    start: p.start_ns,
+                    end: now_ns(),
+                    exit_code: code,
+                    output,
+                };
+                let before = self.state.status.clone();
+                let turned = self.state.record(&self.cfg, probe, started.elapsed());
+                if self.state.status != before
+                    && let Err(e) = container::set_health(store, id, &self.state.status)
+                {
+                    tracing::warn!("cannot record the health of {id}: {e:#}");
+                }
+                self.save(store, id);
+                self.next = now + self.cfg.interval();
+                return turned;
+            }
+            if !p.timed_out && now >= p.deadline {
+                // SAFETY: kill on our own child, not reaped yet (`done` is unset).
+                unsafe { libc::kill(p.pid, libc::SIGKILL) };
+                p.timed_out = true;
+            }
+            return false;
+        }
+        if now >= self.next {
+            match self.spawn(store, id) {
+                Ok(p) => self.probe = Some(p),
+                Err(e) => {
+                    tracing::warn!("cannot run the health check of {id}: {e:#}");
+                    self.next = now + self.cfg.interval();
+                }
+            }
+        }
+        false
+    }
+
+    /// `wharf --root ROOT exec ID ARGV...`, in its own session, signals unblocked, stdout
+    /// and stderr to a memfd.
+    fn spawn(&self, store: &Store, id: &str) -> Result<Running> {
+        // SAFETY: a NUL-terminated name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"wharf-health".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("memfd_create");
+        }
+        // SAFETY: a new descriptor owned by nothing else.
+        let output = unsafe { File::from_raw_fd(fd) };
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg("--root")
+            .arg(store.root())
+            .arg("exec")
+            .arg(id)
+            .args(self.cfg.argv())
+            .stdin(std::process::Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output.try_clone()?);
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // syscalls (setsid, sigprocmask) on this process.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("cannot start wharf exec")?;
+        let pid = child.id() as i32;
+        drop(child); // reaped by the monitor's SIGCHLD loop
+        Ok(Running {
+            pid,
+            output,
+            start_ns: now_ns(),
+            deadline: Instant::now() + self.cfg.timeout(),
+            timed_out: false,
+        })
+    }
+
+    /// The run ended: kill a probe in flight (the SIGCHLD loop or the next run reaps it).
+    fn abandon(&mut self) {
+        if let Some(p) = self.probe.take()
+            && self.done.is_none()
+        {
+            // SAFETY: kill on our own child; not reaped yet (`done` is unset).
+            unsafe { libc::kill(p.pid, libc::SIGKILL) };
         }
     }
 }

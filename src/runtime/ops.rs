@@ -135,7 +135,9 @@ pub enum Started {
 pub fn start(store: &Store, input: &str, attach: Option<bool>) -> Result<Started> {
     container::reconcile(store)?;
     let rec = container::find(store, input)?;
-    if rec.state == "running" && (rec.live_pid().is_some() || rec.live_monitor().is_some()) {
+    if container::is_active_state(&rec.state)
+        && (rec.live_pid().is_some() || rec.live_monitor().is_some())
+    {
         return match attach {
             None => Ok(Started::AlreadyRunning),
             // A detached run writes its log: follow it to the end, as docker attaches.
@@ -193,7 +195,7 @@ fn follow_log(store: &Store, rec: &Record) -> Result<i32> {
     let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
     loop {
         let running = container::find(store, &rec.id)
-            .map(|r| r.state == "running" && r.live_monitor().is_some())
+            .map(|r| container::is_active_state(&r.state) && r.live_monitor().is_some())
             .unwrap_or(false);
         offset = logs::print_from(&path, offset, opts)?;
         if !running {
@@ -343,11 +345,40 @@ fn not_running(rec: &Record) -> anyhow::Error {
         .into()
 }
 
-/// Sends `sig` to the container's init (never to a recycled pid).
+/// Signals that end a container: `kill` with one of them counts as the user stopping it, so
+/// its restart policy does not run it again (HUP, USR1 and the like are messages, not ends).
+const ENDING: [i32; 4] = [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
+
+/// A container between two runs of its restart policy, with its monitor waiting the backoff:
+/// the monitor's pid.
+fn waiting_monitor(rec: &Record) -> Option<i32> {
+    (rec.state == "restarting")
+        .then(|| rec.live_monitor())
+        .flatten()
+}
+
+/// Tells the monitor of a `restarting` container to stop waiting: it then records the
+/// container exited (it also polls `stop_requested`; the signal makes it prompt).
+fn end_restart_wait(rec: &Record) {
+    if let Some(m) = waiting_monitor(rec) {
+        // SAFETY: kill with plain integers; the monitor's pid and start time were just checked.
+        unsafe { libc::kill(m, libc::SIGTERM) };
+    }
+}
+
+/// Sends `sig` to the container's init (never to a recycled pid). A terminating signal marks
+/// the container stopped by the user; a container waiting to restart is just stopped.
 pub fn kill(store: &Store, input: &str, sig: i32) -> Result<Record> {
     container::reconcile(store)?;
     let rec = container::find(store, input)?;
+    if ENDING.contains(&sig) && (rec.live_pid().is_some() || waiting_monitor(&rec).is_some()) {
+        container::request_stop(store, &rec.id)?;
+    }
     let Some(pid) = rec.live_pid() else {
+        if waiting_monitor(&rec).is_some() {
+            end_restart_wait(&rec);
+            return Ok(rec);
+        }
         return Err(not_running(&rec));
     };
     // SAFETY: kill with plain integers; pid and its start time were just checked.
@@ -361,7 +392,7 @@ pub fn kill(store: &Store, input: &str, sig: i32) -> Result<Record> {
 /// Waits until the run of `id` is recorded as ended (or its monitor is gone).
 fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> bool {
     wait_for(timeout, || match container::find(store, id) {
-        Ok(r) => r.state != "running" || r.live_monitor().is_none(),
+        Ok(r) => !container::is_active_state(&r.state) || r.live_monitor().is_none(),
         Err(_) => true, // removed (--rm)
     })
 }
@@ -370,18 +401,26 @@ fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> bool {
 pub fn stop(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
     container::reconcile(store)?;
     let rec = container::find(store, input)?;
-    let Some(pid) = rec.live_pid() else {
+    if rec.live_pid().is_none() && waiting_monitor(&rec).is_none() {
         return Ok(rec); // already stopped: docker succeeds too
-    };
-    store.db().execute(
-        "UPDATE containers SET stop_requested = 1 WHERE id = ?1",
-        [&rec.id],
-    )?;
-    // SAFETY: kill with plain integers; pid and its start time were just checked.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    container::request_stop(store, &rec.id)?;
+    // Read again after the request: the monitor may have moved between running and
+    // restarting meanwhile; from now on it sees the request before any new run.
+    let rec = container::find(store, &rec.id)?;
+    match rec.live_pid() {
+        // SAFETY: kill with plain integers; pid and its start time were just checked.
+        Some(pid) => unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        },
+        None => end_restart_wait(&rec),
+    }
     if !wait_stopped(store, &rec.id, timeout) {
-        if rec.live_pid().is_some() {
-            // SAFETY: as above, rechecked just now.
+        if let Some(pid) = container::find(store, &rec.id)
+            .ok()
+            .and_then(|r| r.live_pid())
+        {
+            // SAFETY: kill with plain integers; pid and its start time were just checked.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         if !wait_stopped(store, &rec.id, Duration::from_secs(10)) {
@@ -415,9 +454,14 @@ fn remove_container(store: &Store, input: &str, force: bool) -> Result<Record> {
                 .hint("stop it first, or use `wharf rm -f`")
                 .into());
         }
+        // Never restarted by its policy from here on.
+        container::request_stop(store, &rec.id)?;
+        let rec = container::find(store, &rec.id)?;
         if let Some(pid) = rec.live_pid() {
             // SAFETY: kill with plain integers; pid and its start time were just checked.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        } else {
+            end_restart_wait(&rec);
         }
         if !wait_stopped(store, &rec.id, Duration::from_secs(10)) {
             anyhow::bail!("container {} did not stop", rec.name);
@@ -436,6 +480,27 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
     container::reconcile(store)?;
     let r = container::find(store, input)?;
     let running = r.live_pid().is_some();
+    let restarting = r.state == "restarting";
+    let health = r
+        .config
+        .healthcheck
+        .as_ref()
+        .and(crate::runtime::health::load(store, &r.id))
+        .map(|h| {
+            let mut j = h.to_json();
+            // The row is the truth for the status (the file may be from the run before).
+            if let Some(s) = &r.health {
+                j["Status"] = json!(s);
+            }
+            j
+        });
+    // docker's shape: the policy's name, and N of on-failure:N (0: unbounded or n/a).
+    let (policy, max_retries) = match r.config.restart {
+        crate::runtime::restart::RestartPolicy::OnFailure { max } => {
+            ("on-failure".to_string(), max.unwrap_or(0))
+        }
+        p => (p.to_string(), 0),
+    };
     let cdir = store.container_dir(&r.id);
     let c = &r.config;
     let mounts: Vec<serde_json::Value> = c
@@ -482,13 +547,14 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
         "Args": c.args.get(1..).unwrap_or_default(),
         "State": {
             "Status": r.state,
-            "Running": running,
+            "Running": running || restarting,
+            "Restarting": restarting,
             "Pid": if running { r.pid.unwrap_or(0) } else { 0 },
             "ExitCode": r.exit_code.unwrap_or(0),
             "OOMKilled": r.oom_killed,
             "StartedAt": r.started_at.map(rfc3339),
             "FinishedAt": r.finished_at.map(rfc3339),
-            "Health": r.health,
+            "Health": health,
             "Text": r.status_text(crate::store::now_ns()),
         },
         "RestartCount": r.restart_count,
@@ -514,6 +580,10 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
                 container::Network::Host => "host",
             },
             "AutoRemove": c.auto_remove,
+            "RestartPolicy": {
+                "Name": policy,
+                "MaximumRetryCount": max_retries,
+            },
         },
         "GraphDriver": {
             "Name": "overlay",

@@ -48,6 +48,10 @@ pub struct RunOptions {
     pub privileged: bool,
     pub limits: Limits,
     pub auto_remove: bool,
+    /// What the monitor does when the command exits.
+    pub restart: crate::runtime::restart::RestartPolicy,
+    /// A health check the monitor runs.
+    pub healthcheck: Option<crate::runtime::health::HealthConfig>,
 }
 
 fn runtime_error(msg: String, hint: &str) -> anyhow::Error {
@@ -124,6 +128,8 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         privileged: opts.privileged,
         limits: opts.limits.clone(),
         auto_remove: opts.auto_remove,
+        restart: opts.restart,
+        healthcheck: opts.healthcheck.clone(),
     })
 }
 
