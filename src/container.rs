@@ -664,12 +664,17 @@ pub fn reconcile(store: &Store) -> Result<()> {
 }
 
 /// Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. A pid plus
-/// its start time names one process for the whole uptime.
+/// its start time names one process for the whole uptime. None for a zombie: it is dead (a
+/// monitor killed and not yet reaped by whoever adopted it must read as gone).
 pub fn proc_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm (field 2) may hold spaces and parentheses: parse after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// The log file of a container.

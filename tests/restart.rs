@@ -1,0 +1,505 @@
+//! Restart policies and health checks, carried out by the container's monitor (no `wharf
+//! watch`), as root: how many runs each policy makes, the journal and inspect/ps views of
+//! them, `stop`/`rm -f` during a backoff wait, crash recovery of a restarting container, and
+//! health checks that make a container healthy or, unhealthy, restart it.
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Env, busybox_tar};
+
+/// Removes the named containers (killing them) when dropped, so a failing test leaves no
+/// monitor or container process behind.
+struct Cleanup<'a> {
+    env: &'a Env,
+    names: Vec<&'static str>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.env.run(&["rm", "-f", n]);
+        }
+    }
+}
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.import(&busybox_tar(), "bb:1");
+    env
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Polls `f` until it returns Some, or panics after `secs` seconds.
+fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn inspect(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.ok(&["inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    v[0].clone()
+}
+
+/// The runs of a container, newest first.
+fn history(env: &Env, name: &str) -> Vec<serde_json::Value> {
+    let out = env.ok(&["--format", "json", "history", name]);
+    serde_json::from_str(&out).expect("history prints JSON")
+}
+
+/// The pid of the detached monitor (`wharf __monitor <id>`) of container `id`, if alive.
+fn monitor_of(id: &str) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        if args.contains(&&b"__monitor"[..]) && args.contains(&id.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Waits until the container is exited and its monitor is gone: nothing can run it again.
+fn await_settled(env: &Env, name: &str) -> serde_json::Value {
+    let id = inspect(env, name)["Id"].as_str().expect("id").to_string();
+    wait_until(30, "the container to settle exited", || {
+        let v = inspect(env, name);
+        (v["State"]["Status"] == "exited" && monitor_of(&id).is_none()).then_some(v)
+    })
+}
+
+#[test]
+fn on_failure_2_stops_after_exactly_two_restarts_and_start_resets_the_count() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["flaky"],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo try; exit 3",
+    ]);
+    let v = await_settled(&env, "flaky");
+    assert_eq!(v["RestartCount"], 2);
+    assert_eq!(v["State"]["ExitCode"], 3);
+    assert_eq!(v["State"]["Restarting"], false);
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 2);
+    let runs = history(&env, "flaky");
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    assert!(runs.iter().all(|r| r["exit_code"] == 3));
+    // Newest first: the two restarts, then the run started by `run`.
+    let flags: Vec<_> = runs.iter().map(|r| r["restart"].clone()).collect();
+    assert_eq!(flags, [true, true, false]);
+    // Every run wrote to the same log.
+    assert_eq!(env.ok(&["logs", "flaky"]), "try\ntry\ntry\n");
+
+    // A start by hand counts afresh (docker's rule): two more restarts, count 2, not 4.
+    let out = env.run(&["start", "-a", "flaky"]);
+    assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+    let v = await_settled(&env, "flaky");
+    assert_eq!(v["RestartCount"], 2);
+    assert_eq!(history(&env, "flaky").len(), 6);
+}
+
+#[test]
+fn always_keeps_restarting_until_stop_and_then_stays_stopped() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["looper"],
+    };
+    // A success is restarted too under `always`.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "looper",
+        "--restart",
+        "always",
+        "bb:1",
+        "true",
+    ]);
+    wait_until(30, "three runs", || {
+        (history(&env, "looper").len() >= 3).then_some(())
+    });
+    env.ok(&["stop", "looper"]);
+    let v = await_settled(&env, "looper");
+    assert!(v["RestartCount"].as_i64().expect("count") >= 2);
+    let runs = history(&env, "looper").len();
+    // The monitor is gone (await_settled): nothing restarts it, and the journal agrees.
+    assert!(runs >= 3);
+    assert_eq!(inspect(&env, "looper")["State"]["Status"], "exited");
+    assert!(
+        history(&env, "looper")
+            .iter()
+            .all(|r| !r["finished"].is_null())
+    );
+    let ps = env.ok(&["ps"]);
+    assert!(!ps.contains("looper"), "stopped, not listed by ps: {ps}");
+}
+
+#[test]
+fn unless_stopped_respects_stop_during_a_backoff_wait_and_ps_shows_restarting() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["crashy"],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "crashy",
+        "--restart",
+        "unless-stopped",
+        "bb:1",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    // The delay doubles (100 ms, 200 ms, ...): the waits soon last long enough to catch.
+    wait_until(30, "the restarting state", || {
+        let v = inspect(&env, "crashy");
+        (v["State"]["Status"] == "restarting").then_some(())
+    });
+    // ps (without -a: restarting counts as up, as docker lists it) shows docker's status.
+    let ps = env.ok(&["ps"]);
+    let line = ps
+        .lines()
+        .find(|l| l.contains("crashy"))
+        .unwrap_or_else(|| panic!("ps lists a restarting container: {ps}"));
+    assert!(line.contains("Restarting (5)"), "{line}");
+    let before = history(&env, "crashy").len();
+
+    // During the wait: stop ends it now and records the container exited.
+    let t = Instant::now();
+    env.ok(&["stop", "crashy"]);
+    let took = t.elapsed();
+    let v = await_settled(&env, "crashy");
+    assert_eq!(v["State"]["ExitCode"], 5);
+    assert_eq!(
+        history(&env, "crashy").len(),
+        before,
+        "no run after the stop (stop took {took:?})"
+    );
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (5)"), "{ps}");
+}
+
+#[test]
+fn rm_f_during_a_backoff_wait_removes_it_and_its_monitor() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["gone"],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "gone",
+        "--restart",
+        "always",
+        "bb:1",
+        "false",
+    ]);
+    let id = inspect(&env, "gone")["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_until(30, "the restarting state", || {
+        (inspect(&env, "gone")["State"]["Status"] == "restarting").then_some(())
+    });
+    env.ok(&["rm", "-f", "gone"]);
+    let err = env.fails(&["inspect", "gone"]);
+    assert!(err.contains("no such container"), "{err}");
+    wait_until(10, "the monitor to exit", || {
+        monitor_of(&id).is_none().then_some(())
+    });
+}
+
+#[test]
+fn no_policy_and_a_success_under_on_failure_do_not_restart() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["once", "fine"],
+    };
+    env.ok(&["run", "-d", "--name", "once", "bb:1", "sh", "-c", "exit 1"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fine",
+        "--restart",
+        "on-failure",
+        "bb:1",
+        "true",
+    ]);
+    for (name, exit) in [("once", 1), ("fine", 0)] {
+        let v = await_settled(&env, name);
+        assert_eq!(v["RestartCount"], 0, "{name}");
+        assert_eq!(v["State"]["ExitCode"], exit, "{name}");
+        assert_eq!(history(&env, name).len(), 1, "{name}");
+    }
+    assert_eq!(
+        inspect(&env, "once")["HostConfig"]["RestartPolicy"]["Name"],
+        "no"
+    );
+}
+
+#[test]
+fn a_foreground_run_restarts_too_and_returns_the_last_exit_code() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["fore"],
+    };
+    let out = env.run(&[
+        "run",
+        "--name",
+        "fore",
+        "--restart",
+        "on-failure:1",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo again; exit 4",
+    ]);
+    assert_eq!(code(&out), 4, "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "again\nagain\n");
+    assert_eq!(inspect(&env, "fore")["RestartCount"], 1);
+    assert_eq!(history(&env, "fore").len(), 2);
+}
+
+#[test]
+fn rm_with_a_restart_policy_and_bad_flags_are_refused_without_leftovers() {
+    require_root!();
+    let env = setup();
+    let err = env.fails(&["run", "--rm", "--restart", "always", "bb:1", "true"]);
+    assert!(err.contains("--rm and --restart always conflict"), "{err}");
+    let err = env.fails(&["run", "--restart", "sometimes", "bb:1", "true"]);
+    assert!(err.contains("invalid --restart"), "{err}");
+    assert!(
+        err.contains("unless-stopped"),
+        "the hint lists the policies: {err}"
+    );
+    let err = env.fails(&["create", "--health-interval", "1s", "bb:1", "true"]);
+    assert!(err.contains("need --health-cmd"), "{err}");
+    let err = env.fails(&[
+        "run",
+        "--health-cmd",
+        "true",
+        "--health-timeout",
+        "soon",
+        "bb:1",
+        "true",
+    ]);
+    assert!(err.contains("invalid --health-timeout"), "{err}");
+    let ps = env.ok(&["ps", "-a", "-q"]);
+    assert_eq!(ps.trim(), "", "nothing recorded");
+}
+
+#[test]
+fn a_monitor_killed_during_the_backoff_is_recovered_as_exited() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["orphan"],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "orphan",
+        "--restart",
+        "always",
+        "bb:1",
+        "sh",
+        "-c",
+        "exit 6",
+    ]);
+    let id = inspect(&env, "orphan")["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let monitor = wait_until(30, "a restarting state with its monitor", || {
+        let m = monitor_of(&id)?;
+        (inspect(&env, "orphan")["State"]["Status"] == "restarting").then_some(m)
+    });
+    // SAFETY: kill with plain integers on the monitor found above.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    wait_until(10, "the monitor to die", || {
+        monitor_of(&id).is_none().then_some(())
+    });
+    // Any verb reconciles: the container is exited with its last run's code, not 125.
+    let v = inspect(&env, "orphan");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 6);
+    // And it starts again by hand.
+    env.ok(&["start", "orphan"]);
+    wait_until(30, "a run after the start", || {
+        (inspect(&env, "orphan")["RestartCount"].as_i64() >= Some(1)).then_some(())
+    });
+}
+
+#[test]
+fn a_passing_health_check_shows_healthy_in_ps_and_inspect() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["fit"],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fit",
+        "--health-cmd",
+        "test -f /tmp/ready && echo fine",
+        "--health-interval",
+        "100ms",
+        "bb:1",
+        "sh",
+        "-c",
+        "touch /tmp/ready; exec sleep 600",
+    ]);
+    let line = wait_until(30, "ps to show (healthy)", || {
+        env.ok(&["ps"])
+            .lines()
+            .find(|l| l.contains("fit") && l.contains("(healthy)"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("Up "), "{line}");
+    let v = inspect(&env, "fit");
+    let h = &v["State"]["Health"];
+    assert_eq!(h["Status"], "healthy");
+    assert_eq!(h["FailingStreak"], 0);
+    let log = h["Log"].as_array().expect("a log");
+    assert!(!log.is_empty());
+    assert_eq!(log[log.len() - 1]["ExitCode"], 0);
+    assert_eq!(log[log.len() - 1]["Output"], "fine\n");
+    assert_eq!(
+        v["Config"]["healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "test -f /tmp/ready && echo fine"])
+    );
+    let filtered = env.ok(&["ps", "--filter", "health=healthy", "-q"]);
+    assert!(!filtered.trim().is_empty(), "health= filter matches");
+}
+
+#[test]
+fn a_failing_health_check_makes_it_unhealthy_and_on_failure_restarts_it() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["sick"],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sick",
+        "--restart",
+        "on-failure:1",
+        "--health-cmd",
+        "echo not ready; exit 1",
+        "--health-interval",
+        "100ms",
+        "--health-retries",
+        "2",
+        "bb:1",
+        "sleep",
+        "600",
+    ]);
+    // Unhealthy, killed, restarted once, unhealthy again, killed, and left exited.
+    let v = await_settled(&env, "sick");
+    assert_eq!(v["RestartCount"], 1);
+    assert_eq!(v["State"]["ExitCode"], 137);
+    let h = &v["State"]["Health"];
+    assert_eq!(h["Status"], "unhealthy");
+    assert_eq!(h["FailingStreak"], 2);
+    let log = h["Log"].as_array().expect("a log");
+    assert_eq!(log[log.len() - 1]["Output"], "not ready\n");
+    assert_eq!(log[log.len() - 1]["ExitCode"], 1);
+    let runs = history(&env, "sick");
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert!(runs.iter().all(|r| r["exit_code"] == 137));
+}
+
+#[test]
+fn a_health_check_that_hangs_times_out() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["hung"],
+    };
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hung",
+        "--health-cmd",
+        "sleep 60",
+        "--health-interval",
+        "100ms",
+        "--health-timeout",
+        "200ms",
+        "--health-retries",
+        "1",
+        "bb:1",
+        "sleep",
+        "600",
+    ]);
+    // Without a restart policy, unhealthy kills it once and leaves it exited.
+    let v = await_settled(&env, "hung");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    let log = v["State"]["Health"]["Log"]
+        .as_array()
+        .expect("a log")
+        .clone();
+    assert_eq!(log[log.len() - 1]["ExitCode"], -1);
+    assert_eq!(
+        log[log.len() - 1]["Output"],
+        "Health check exceeded timeout (200ms)"
+    );
+}
