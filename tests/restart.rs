@@ -503,3 +503,42 @@ fn a_health_check_that_hangs_times_out() {
         "Health check exceeded timeout (200ms)"
     );
 }
+
+#[test]
+fn a_manifest_carries_the_restart_policy_and_the_health_check() {
+    require_root!();
+    let env = Env::new();
+    let dir = env.dir.path().join("m");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(busybox_tar(), dir.join("busybox.tar")).expect("copy fixture");
+    let manifest = dir.join("app.toml");
+    std::fs::write(
+        &manifest,
+        "[images.bb]\nsource = \"busybox.tar\"\ntag = \"bb:1\"\n\n\
+         [containers.flop]\nimage = \"bb:1\"\nrestart = \"on-failure:1\"\n\
+         command = [\"sh\", \"-c\", \"sleep 0.2; exit 2\"]\n\n\
+         [containers.doc]\nimage = \"bb:1\"\ncommand = [\"sleep\", \"600\"]\n\
+         health = { command = [\"true\"], interval = \"100ms\", retries = 2 }\n",
+    )
+    .expect("write manifest");
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["flop", "doc"],
+    };
+    let out = env.run(&["apply", "-q", "-f", manifest.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "apply: {}", text(&out.stderr));
+    let v = await_settled(&env, "flop");
+    assert_eq!(v["RestartCount"], 1);
+    assert_eq!(v["State"]["ExitCode"], 2);
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(history(&env, "flop").len(), 2);
+    wait_until(30, "doc to be healthy", || {
+        (inspect(&env, "doc")["State"]["Health"]["Status"] == "healthy").then_some(())
+    });
+    let v = inspect(&env, "doc");
+    assert_eq!(
+        v["Config"]["healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
+    assert_eq!(v["Config"]["healthcheck"]["Retries"], 2);
+}
