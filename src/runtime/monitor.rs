@@ -486,12 +486,16 @@ fn run_once(
                     if let (Some(m), Some(ws)) = (&master, sys::get_winsize(0)) {
                         sys::set_winsize(m.as_raw_fd(), &ws);
                     }
-                } else if status.is_none() {
+                } else {
+                    // Also when the container is already gone: Ctrl-C may reach it and us
+                    // at once, and must not read as a crash to restart.
                     if ENDING.contains(&sig) {
                         user_stop = true;
                     }
-                    // SAFETY: kill on our own child, which has not been reaped yet.
-                    unsafe { libc::kill(pid, sig) };
+                    if status.is_none() {
+                        // SAFETY: kill on our own child, which has not been reaped yet.
+                        unsafe { libc::kill(pid, sig) };
+                    }
                 }
             }
         }

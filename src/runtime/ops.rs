@@ -375,7 +375,7 @@ pub fn kill(store: &Store, input: &str, sig: i32) -> Result<Record> {
         container::request_stop(store, &rec.id)?;
     }
     let Some(pid) = rec.live_pid() else {
-        if waiting_monitor(&rec).is_some() {
+        if waiting_monitor(&rec).is_some() && ENDING.contains(&sig) {
             end_restart_wait(&rec);
             return Ok(rec);
         }
