@@ -190,10 +190,12 @@ fn unless_stopped_respects_stop_during_a_backoff_wait_and_ps_shows_restarting() 
         "-c",
         "exit 5",
     ]);
-    // The delay doubles (100 ms, 200 ms, ...): the waits soon last long enough to catch.
-    wait_until(30, "the restarting state", || {
+    // The delay doubles (100 ms, 200 ms, ...): after 5 restarts the wait is 3.2 s, long
+    // enough to look at it and stop it within.
+    wait_until(30, "a long backoff wait", || {
         let v = inspect(&env, "crashy");
-        (v["State"]["Status"] == "restarting").then_some(())
+        (v["State"]["Status"] == "restarting" && v["RestartCount"].as_i64() >= Some(5))
+            .then_some(())
     });
     // ps (without -a: restarting counts as up, as docker lists it) shows docker's status.
     let ps = env.ok(&["ps"]);
@@ -360,9 +362,11 @@ fn a_monitor_killed_during_the_backoff_is_recovered_as_exited() {
         .as_str()
         .expect("id")
         .to_string();
-    let monitor = wait_until(30, "a restarting state with its monitor", || {
+    // After 4 restarts the wait is 1.6 s: the monitor is killed within it.
+    let monitor = wait_until(30, "a long backoff wait with its monitor", || {
         let m = monitor_of(&id)?;
-        (inspect(&env, "orphan")["State"]["Status"] == "restarting").then_some(m)
+        let v = inspect(&env, "orphan");
+        (v["State"]["Status"] == "restarting" && v["RestartCount"].as_i64() >= Some(4)).then_some(m)
     });
     // SAFETY: kill with plain integers on the monitor found above.
     unsafe { libc::kill(monitor, libc::SIGKILL) };
@@ -541,4 +545,45 @@ fn a_manifest_carries_the_restart_policy_and_the_health_check() {
         serde_json::json!(["CMD-SHELL", "true"])
     );
     assert_eq!(v["Config"]["healthcheck"]["Retries"], 2);
+}
+
+#[test]
+fn a_signal_to_a_foreground_run_ends_it_without_a_restart() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup {
+        env: &env,
+        names: vec!["front"],
+    };
+    let mut child = env
+        .wharf()
+        .args([
+            "run",
+            "--name",
+            "front",
+            "--restart",
+            "always",
+            "bb:1",
+            "sh",
+            "-c",
+            // An init ignores signals it has no handler for: give it one.
+            "trap 'exit 143' TERM; while :; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn wharf run");
+    wait_until(30, "the container to run", || {
+        let out = env.run(&["inspect", "front"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v[0]["State"]["Status"] == "running").then_some(())
+    });
+    // SAFETY: kill with plain integers on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_until(30, "wharf run to exit", || child.try_wait().ok().flatten());
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    let v = inspect(&env, "front");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["RestartCount"], 0);
+    assert_eq!(history(&env, "front").len(), 1);
 }
