@@ -522,12 +522,14 @@ fn a_manifest_carries_the_restart_policy_and_the_health_check() {
          [containers.flop]\nimage = \"bb:1\"\nrestart = \"on-failure:1\"\n\
          command = [\"sh\", \"-c\", \"sleep 0.2; exit 2\"]\n\n\
          [containers.doc]\nimage = \"bb:1\"\ncommand = [\"sleep\", \"600\"]\n\
-         health = { command = [\"true\"], interval = \"100ms\", retries = 2 }\n",
+         health = { command = [\"true\"], interval = \"100ms\", retries = 2 }\n\n\
+         [containers.loop]\nimage = \"bb:1\"\nrestart = \"always\"\n\
+         command = [\"sh\", \"-c\", \"exit 1\"]\n",
     )
     .expect("write manifest");
     let _c = Cleanup {
         env: &env,
-        names: vec!["flop", "doc"],
+        names: vec!["flop", "doc", "loop"],
     };
     let out = env.run(&["apply", "-q", "-f", manifest.to_str().expect("utf-8")]);
     assert!(out.status.success(), "apply: {}", text(&out.stderr));
@@ -545,6 +547,18 @@ fn a_manifest_carries_the_restart_policy_and_the_health_check() {
         serde_json::json!(["CMD-SHELL", "true"])
     );
     assert_eq!(v["Config"]["healthcheck"]["Retries"], 2);
+
+    // A container waiting to restart is its monitor's, not dead: applying again keeps it.
+    let id = wait_until(30, "a long backoff wait", || {
+        let v = inspect(&env, "loop");
+        (v["State"]["Status"] == "restarting" && v["RestartCount"].as_i64() >= Some(4))
+            .then(|| v["Id"].clone())
+    });
+    let out = env.run(&["apply", "-q", "-f", manifest.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "apply: {}", text(&out.stderr));
+    let v = inspect(&env, "loop");
+    assert_eq!(v["Id"], id, "not recreated");
+    assert!(v["RestartCount"].as_i64() >= Some(4), "not started afresh");
 }
 
 #[test]
