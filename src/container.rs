@@ -433,7 +433,7 @@ pub fn claim_start(store: &Store, id: &str) -> Result<bool> {
 }
 
 /// Records that the container's init runs as `pid`, and opens its row in `runs` (`restart`:
-/// started by the restart policy). Returns the run's row id.
+/// started by the restart policy, counted in `restart_count`). Returns the run's row id.
 pub fn mark_running(store: &Store, rec_id: &str, pid: i32, restart: bool) -> Result<i64> {
     let start = proc_start_time(pid).map(|s| s as i64);
     let now = now_ns();
@@ -441,10 +441,11 @@ pub fn mark_running(store: &Store, rec_id: &str, pid: i32, restart: bool) -> Res
     tx.prepare_cached(
         "UPDATE containers SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4, \
          finished_at = NULL, exit_code = NULL, oom_killed = 0, \
+         restart_count = restart_count + ?5, \
          health = CASE WHEN json_extract(config, '$.healthcheck') IS NULL THEN NULL \
          ELSE 'starting' END WHERE id = ?1",
     )?
-    .execute(params![rec_id, pid, start, now])?;
+    .execute(params![rec_id, pid, start, now, restart as i64])?;
     tx.prepare_cached(
         "INSERT INTO runs (container_id, container_name, image_id, image_ref, command, started_at, \
          restart) SELECT id, name, image_id, image_ref, json_extract(config, '$.args'), ?2, ?3 \
@@ -535,17 +536,17 @@ pub fn mark_restarting(store: &Store, id: &str, run_id: Option<i64>, out: &Outco
     Ok(())
 }
 
-/// Commits to the next run of a `restarting` container: counts the restart, atomically with
-/// checking that nobody asked it to stop meanwhile. False: stop it instead.
+/// Whether the next run of a `restarting` container may begin: it is still there, still
+/// restarting, and nobody asked it to stop. (A stop coming after this check finds the new run
+/// and stops it as any other.) [`mark_running`] then counts the restart.
 pub fn begin_restart(store: &Store, id: &str) -> Result<bool> {
-    let n = store
+    Ok(store
         .db()
         .prepare_cached(
-            "UPDATE containers SET restart_count = restart_count + 1 \
-             WHERE id = ?1 AND state = 'restarting' AND stop_requested = 0",
+            "SELECT 1 FROM containers WHERE id = ?1 AND state = 'restarting' \
+             AND stop_requested = 0",
         )?
-        .execute([id])?;
-    Ok(n == 1)
+        .exists([id])?)
 }
 
 /// Whether the user asked the container to stop (`stop`, `kill`, `rm -f`) since its start.

@@ -204,6 +204,12 @@ fn unless_stopped_respects_stop_during_a_backoff_wait_and_ps_shows_restarting() 
         .find(|l| l.contains("crashy"))
         .unwrap_or_else(|| panic!("ps lists a restarting container: {ps}"));
     assert!(line.contains("Restarting (5)"), "{line}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--format", "json", "ps"])).expect("ps prints JSON");
+    let row = &json[0];
+    assert_eq!(row["State"], "restarting");
+    assert_eq!(row["ExitCode"], 5);
+    assert!(row["RestartCount"].as_i64() >= Some(5), "{row}");
     let before = history(&env, "crashy").len();
 
     // During the wait: stop ends it now and records the container exited.

@@ -364,7 +364,9 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                 running_for: ago(r.created_at),
                 state: &r.state,
                 status: r.status_text(now),
-                exit_code: r.exit_code.filter(|_| r.state == "exited"),
+                exit_code: r
+                    .exit_code
+                    .filter(|_| matches!(r.state.as_str(), "exited" | "restarting")),
                 started_at: r.started_at.map(rfc3339),
                 finished_at: r.finished_at.map(rfc3339),
                 labels: &r.labels,

@@ -357,6 +357,13 @@ fn waiting_monitor(rec: &Record) -> Option<i32> {
         .flatten()
 }
 
+/// Whether a monitor owns a run of the container or waits to restart it: also true in the
+/// instant between the init's exit and its monitor recording it, when a stop must still
+/// reach the monitor (through `stop_requested`) lest the policy restart the container.
+fn has_live_run(rec: &Record) -> bool {
+    container::is_active_state(&rec.state) && rec.live_monitor().is_some()
+}
+
 /// Tells the monitor of a `restarting` container to stop waiting: it then records the
 /// container exited (it also polls `stop_requested`; the signal makes it prompt).
 fn end_restart_wait(rec: &Record) {
@@ -371,7 +378,7 @@ fn end_restart_wait(rec: &Record) {
 pub fn kill(store: &Store, input: &str, sig: i32) -> Result<Record> {
     container::reconcile(store)?;
     let rec = container::find(store, input)?;
-    if ENDING.contains(&sig) && (rec.live_pid().is_some() || waiting_monitor(&rec).is_some()) {
+    if ENDING.contains(&sig) && (rec.live_pid().is_some() || has_live_run(&rec)) {
         container::request_stop(store, &rec.id)?;
     }
     let Some(pid) = rec.live_pid() else {
@@ -401,7 +408,7 @@ fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> bool {
 pub fn stop(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
     container::reconcile(store)?;
     let rec = container::find(store, input)?;
-    if rec.live_pid().is_none() && waiting_monitor(&rec).is_none() {
+    if rec.live_pid().is_none() && !has_live_run(&rec) {
         return Ok(rec); // already stopped: docker succeeds too
     }
     container::request_stop(store, &rec.id)?;
