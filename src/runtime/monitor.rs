@@ -450,9 +450,10 @@ fn run_once(
         }
         let wake = [
             drain_deadline,
+            // No more probes once it is unhealthy: its killing is on its way.
             health
                 .as_ref()
-                .filter(|_| status.is_none())
+                .filter(|_| status.is_none() && !unhealthy)
                 .map(Checker::wake),
         ]
         .into_iter()
@@ -527,9 +528,9 @@ fn run_once(
         }
         // Health checks.
         if status.is_none()
+            && !unhealthy
             && let Some(c) = &mut health
             && c.step(store, &rec.id, started)
-            && !unhealthy
         {
             unhealthy = true;
             tracing::warn!("container {} is unhealthy: killing it", rec.short_id());
