@@ -65,7 +65,10 @@ impl HealthConfig {
                 .chain(test.iter().cloned())
                 .collect(),
         };
-        if test.len() < 2 || test[1..].iter().any(|a| a.contains('\0')) {
+        if test.len() < 2
+            || test[1..].iter().all(|a| a.trim().is_empty())
+            || test[1..].iter().any(|a| a.contains('\0'))
+        {
             return Err(bad(
                 format!("invalid health check command {test:?}"),
                 "give a command after CMD or CMD-SHELL, without NUL bytes",
@@ -252,6 +255,7 @@ mod tests {
         assert_eq!(argv.retries, DEFAULT_RETRIES);
         assert!(HealthConfig::new(&[], None, None, None, None).is_err());
         assert!(HealthConfig::new(&["CMD".into()], None, None, None, None).is_err());
+        assert!(HealthConfig::new(&[" ".into()], None, None, None, None).is_err());
         assert!(HealthConfig::new(&["x".into()], None, None, Some(0), None).is_err());
         assert!(
             HealthConfig::new(
