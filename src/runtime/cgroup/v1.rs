@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{
-    ContainerCgroup, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir, read_key,
-    read_procs, read_trimmed, read_u64, remove_dir_retry, write_file, write_limit,
+    ContainerCgroup, Entry, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir,
+    open_fd, read_key, read_procs, read_trimmed, read_u64, remove_dir_retry, write_file,
+    write_limit,
 };
 use crate::error::user;
 
@@ -311,6 +312,18 @@ impl ContainerCgroup for V1Cgroup {
             write_file(&d.path, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
+    }
+
+    fn entry(&self) -> Result<Entry> {
+        let mut e = Entry::default();
+        for d in &self.dirs {
+            if d.controllers.contains(&UNIFIED) {
+                e.clone_into = Some(open_fd(&d.path, libc::O_DIRECTORY)?);
+            } else {
+                e.self_join.push(open_fd(&d.path.join("tasks"), 0)?);
+            }
+        }
+        Ok(e)
     }
 
     fn stats(&self) -> Stats {
