@@ -8,8 +8,9 @@
 //! - `Limits` is what `run` flags and manifests set.
 //! - `create(id, &limits)` makes the cgroup and applies the limits; an unsupported limit on
 //!   this host is an error naming it, not a silent skip.
-//! - `ContainerCgroup::add_pid(pid)` moves a process in (the parent does this for the
-//!   container's init before letting it exec).
+//! - `ContainerCgroup::entry()` gives the descriptors through which the container's init
+//!   enters without a migration (see [`Entry`]); `add_pid(pid)` moves a running process in
+//!   (the fallback for kernels without `CLONE_INTO_CGROUP`).
 //! - `stats()` returns peak memory, cpu time and whether the OOM killer fired.
 //! - `destroy()` kills what is left inside, then removes the cgroup (retrying rmdir).
 //! - `remove_stale(keep)` removes wharf cgroups whose id is not in `keep` (crash recovery):
