@@ -19,7 +19,7 @@ use crate::util::{ago, human_size, parse_time_arg, rfc3339};
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
-    /// Show the run journal (every run of every container), newest first
+    /// Show the journal: a declared container's generations and every run, newest first
     History(HistoryArgs),
     /// Disk usage and cleanup
     #[command(subcommand)]
@@ -80,8 +80,12 @@ pub struct HistoryArgs {
     #[arg(short = 'n', long = "last")]
     pub last: Option<usize>,
     /// Show apply records instead of runs
-    #[arg(long)]
+    #[arg(long, conflicts_with = "generations")]
     pub applies: bool,
+    /// Show only the generations of a declared container (image, manifest commit, when,
+    /// outcome); without it, `history NAME` lists them above the runs
+    #[arg(long, requires = "container")]
+    pub generations: bool,
     /// Do not shorten ids and commands
     #[arg(long)]
     pub no_trunc: bool,
@@ -424,6 +428,32 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
         print_table(&["APPLY", "PROJECT", "WHEN", "COMMIT", "OUTCOME"], rows);
         return Ok(0);
     }
+    if let Some(name) = &a.container {
+        let mut gens = journal::generations(&store, None, name)?;
+        if gens.is_empty()
+            && let Ok(rec) = crate::container::find(&store, name)
+        {
+            gens = journal::generations(&store, rec.project.as_deref(), &rec.name)?;
+        }
+        gens.retain(|g| {
+            since.is_none_or(|t| g.created_at >= t) && until.is_none_or(|t| g.created_at < t)
+        });
+        if let Some(n) = a.last {
+            gens.truncate(n);
+        }
+        if a.generations {
+            if ctx.json() {
+                return print_json(&gens).map(|()| 0);
+            }
+            print_generations(&gens, a.no_trunc);
+            return Ok(0);
+        }
+        if !gens.is_empty() && !ctx.json() {
+            println!("Generations:");
+            print_generations(&gens, a.no_trunc);
+            println!("\nRuns:");
+        }
+    }
     let records = journal::runs(
         &store,
         &RunFilter {
@@ -509,4 +539,72 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
         rows,
     );
     Ok(0)
+}
+
+/// The generations table of `history NAME`: the current one marked `*`.
+fn print_generations(gens: &[journal::Generation], no_trunc: bool) {
+    let current = gens
+        .iter()
+        .filter(|g| g.superseded_at.is_none())
+        .map(|g| g.id)
+        .max();
+    let rows = gens
+        .iter()
+        .map(|g| {
+            let commit = g.git_commit.as_deref().map_or_else(
+                || "-".to_string(),
+                |c| {
+                    let c = if no_trunc { c } else { short(c) };
+                    format!(
+                        "{c}{}",
+                        if g.git_dirty == Some(true) {
+                            "+dirty"
+                        } else {
+                            ""
+                        }
+                    )
+                },
+            );
+            let cause = match (g.cause.as_str(), g.rollback_of, g.apply_id) {
+                ("rollback", Some(to), _) => format!("rollback to {to}"),
+                (_, _, Some(a)) => format!("apply {a}"),
+                (c, _, _) => c.to_string(),
+            };
+            let mut outcome = g.outcome.clone();
+            if let Some(e) = g.error.as_deref().filter(|_| g.outcome == "failed") {
+                outcome = format!("failed: {e}");
+            }
+            vec![
+                format!("{}{}", g.seq, if Some(g.id) == current { " *" } else { "" }),
+                g.image_ref.clone(),
+                if no_trunc {
+                    g.image_id.clone()
+                } else {
+                    short(&g.image_id).to_string()
+                },
+                commit,
+                cause,
+                ago(g.created_at),
+                outcome,
+                if no_trunc {
+                    g.container_id.clone()
+                } else {
+                    short(&g.container_id).to_string()
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "GEN",
+            "IMAGE",
+            "IMAGE ID",
+            "COMMIT",
+            "CAUSE",
+            "CREATED",
+            "OUTCOME",
+            "CONTAINER",
+        ],
+        rows,
+    );
 }

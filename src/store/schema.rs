@@ -124,4 +124,40 @@ pub const MIGRATIONS: &[&str] = &[
         digest      TEXT NOT NULL              -- sha256 hex of the bytes
     );
     "#,
+    // 4: generations (each create/recreate of a declared container by apply or rollback),
+    // tied to the apply and the manifest commit; and the retention log (every removal a
+    // retention policy made, with its reason).
+    r#"
+    CREATE TABLE generations (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        project      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        seq          INTEGER NOT NULL,         -- 1, 2, ... per (project, name)
+        container_id TEXT NOT NULL,
+        image_id     TEXT NOT NULL,
+        image_ref    TEXT NOT NULL,
+        spec         TEXT NOT NULL,            -- JSON: the effective ContainerSpec
+        spec_hash    TEXT NOT NULL,
+        apply_id     INTEGER,                  -- the applies row; NULL for a rollback
+        git_commit   TEXT,
+        git_dirty    INTEGER,
+        cause        TEXT NOT NULL,            -- apply | rollback
+        rollback_of  INTEGER,                  -- the seq a rollback brought back
+        created_at   INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,            -- created | started | failed
+        error        TEXT,
+        superseded_at INTEGER,
+        UNIQUE (project, name, seq)
+    );
+    CREATE INDEX generations_by_container ON generations(container_id);
+    CREATE TABLE retention_log (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           INTEGER NOT NULL,
+        scope        TEXT NOT NULL,            -- a project, or "" for the root config's policy
+        kind         TEXT NOT NULL,            -- image | container | generation | run | apply
+        key          TEXT NOT NULL,
+        detail       TEXT NOT NULL,            -- tags, name, ... (what it was)
+        reason       TEXT NOT NULL
+    );
+    "#,
 ];
