@@ -185,8 +185,16 @@ fn report(ctx: &Ctx, verb: &str, applied: &Applied) -> Result<i32> {
             "plan": applied.plan,
             "outcome": o,
             "apply_id": applied.journal_id,
+            "retention": applied.retention,
+            "retention_error": applied.retention_error,
         }))?;
     } else {
+        for d in &applied.retention.removed {
+            eprintln!("retention: removed {} {} ({})", d.kind, d.detail, d.reason);
+        }
+        if let Some(e) = &applied.retention_error {
+            eprintln!("warning: retention policies not applied: {}", e.trim());
+        }
         for r in o.results.iter().filter(|r| !r.ok) {
             eprintln!(
                 "error: {}: {}",

@@ -14,6 +14,7 @@ use crate::disk::prune::{self, ImageScope, Plan, Scope, VolumeScope};
 use crate::error::{exit, user};
 use crate::image::{Removed, short};
 use crate::journal::{self, RunFilter};
+use crate::retention;
 use crate::store::now_ns;
 use crate::util::{ago, human_size, parse_time_arg, rfc3339};
 
@@ -62,6 +63,10 @@ pub struct SystemPruneArgs {
     /// Also remove anonymous volumes no container uses (named volumes: `volume prune -a`)
     #[arg(long)]
     pub volumes: bool,
+    /// Apply the retention policies now instead: each project's `[retention]` as last
+    /// applied, and <root>/config.toml's for everything else
+    #[arg(long, conflicts_with_all = ["all", "volumes", "filter"])]
+    pub policy: bool,
     #[command(flatten)]
     pub common: PruneArgs,
 }
@@ -95,6 +100,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     match cmd {
         Commands::History(a) => history(ctx, a),
         Commands::System(SystemCmd::Df(a)) => system_df(ctx, &a),
+        Commands::System(SystemCmd::Prune(a)) if a.policy => prune_policy(ctx, a.common.force),
         Commands::System(SystemCmd::Prune(a)) => prune(
             ctx,
             &Scope {
@@ -245,6 +251,94 @@ pub(super) fn prune(ctx: &Ctx, scope: &Scope, a: &PruneArgs) -> Result<i32> {
     }
     println!("Total reclaimed space: {}", human_size(report.reclaimed));
     Ok(exit::OK)
+}
+
+/// `system prune --policy`: evaluates every retention policy, lists what goes and why, asks
+/// like the other prune verbs, removes and journals.
+fn prune_policy(ctx: &Ctx, force: bool) -> Result<i32> {
+    let store = ctx.store()?;
+    let now = now_ns();
+    let mut plans = Vec::new();
+    for (policy, scope) in retention::all_policies(&store)? {
+        let p = retention::plan(&store, &policy, &scope, now)?;
+        if !p.is_empty() {
+            plans.push(p);
+        }
+    }
+    if plans.is_empty() {
+        if ctx.json() {
+            print_json(&Vec::<retention::RetentionReport>::new())?;
+        } else {
+            println!("Nothing to remove: every retention policy is met.");
+        }
+        return Ok(exit::OK);
+    }
+    if !force {
+        let mut text = String::from("WARNING! The retention policies will remove:\n");
+        for p in &plans {
+            let scope = if p.scope.is_empty() {
+                "config.toml".to_string()
+            } else {
+                format!("project {}", p.scope)
+            };
+            text += &format!("  {scope}:\n");
+            for d in &p.items {
+                text += &format!("    - {} {}  ({})\n", d.kind, d.detail, d.reason);
+            }
+        }
+        if !confirm(ctx, &text)? {
+            return Ok(exit::OK);
+        }
+    }
+    let mut reports = Vec::new();
+    for p in &plans {
+        reports.push(retention::execute(&store, p)?);
+    }
+    for s in reports.iter().flat_map(|r| &r.skipped) {
+        eprintln!("warning: kept {s}");
+    }
+    if ctx.json() {
+        print_json(&reports)?;
+        return Ok(exit::OK);
+    }
+    let mut n = 0;
+    for d in reports.iter().flat_map(|r| &r.removed) {
+        println!("removed {} {}  ({})", d.kind, d.detail, d.reason);
+        n += 1;
+    }
+    let reclaimed: u64 = reports.iter().map(|r| r.reclaimed).sum();
+    println!(
+        "{} removed. Total reclaimed space: {}",
+        plural(n, "object", "objects"),
+        human_size(reclaimed)
+    );
+    Ok(exit::OK)
+}
+
+/// Prints `text` (to stdout, or stderr under JSON) and asks `[y/N]` on a terminal; refuses
+/// without one. Returns whether to go on.
+fn confirm(ctx: &Ctx, text: &str) -> Result<bool> {
+    if ctx.json() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(user(
+            "refusing to prune without confirmation: standard input is not a terminal",
+        )
+        .hint("add -f (--force) to remove what is listed above without asking")
+        .into());
+    }
+    eprint!("Are you sure you want to continue? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        eprintln!("Nothing was removed.");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn with_percent(part: u64, whole: u64) -> String {

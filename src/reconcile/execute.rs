@@ -108,6 +108,10 @@ pub struct Applied {
     pub outcome: Outcome,
     /// The `applies` row.
     pub journal_id: i64,
+    /// What the retention policies removed after the converge.
+    pub retention: crate::retention::RetentionReport,
+    /// Why retention could not be evaluated, if it could not (the apply itself stands).
+    pub retention_error: Option<String>,
 }
 
 /// The desired state of a manifest, with source digests (cached by file identity).
@@ -182,11 +186,43 @@ pub fn apply(
     };
     let outcome = execute_in(store, &p, &opts, Some(&ctx));
     finish_journal(store, journal_id, &outcome)?;
+    let (retention, retention_error) = match enforce_retention(store, m, &d, journal_id) {
+        Ok(r) => (r, None),
+        Err(e) => (Default::default(), Some(crate::error::render(&e))),
+    };
     Ok(Applied {
         plan: p,
         outcome,
         journal_id,
+        retention,
+        retention_error,
     })
+}
+
+/// After a converge, under the store lock: records the project's policy and references, and
+/// applies its `[retention]` (see `crate::retention`).
+fn enforce_retention(
+    store: &Store,
+    m: &Manifest,
+    d: &Desired,
+    apply_id: i64,
+) -> Result<crate::retention::RetentionReport> {
+    use crate::retention;
+    let mut refs: Vec<String> = d.images.iter().map(|i| i.tag.clone()).collect();
+    refs.extend(d.containers.iter().map(|c| c.spec.image.clone()));
+    refs.sort();
+    refs.dedup();
+    retention::record_project_policy(store, &m.project, &m.retention, &refs)?;
+    let scope = retention::PolicyScope {
+        project: Some(m.project.clone()),
+        refs,
+        current_apply: Some(apply_id),
+    };
+    let plan = retention::plan(store, &m.retention, &scope, crate::store::now_ns())?;
+    if plan.is_empty() {
+        return Ok(Default::default());
+    }
+    retention::execute(store, &plan)
 }
 
 /// Removes what the project owns: its containers, and with `volumes` its volumes (those no
@@ -223,6 +259,8 @@ pub fn down(
         plan: p,
         outcome,
         journal_id,
+        retention: Default::default(),
+        retention_error: None,
     })
 }
 

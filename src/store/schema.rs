@@ -125,8 +125,8 @@ pub const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 4: generations (each create/recreate of a declared container by apply or rollback),
-    // tied to the apply and the manifest commit; and the retention log (every removal a
-    // retention policy made, with its reason).
+    // tied to the apply and the manifest commit; each project's retention policy as last
+    // applied; and the retention log (every removal a retention policy made, with why).
     r#"
     CREATE TABLE generations (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -150,6 +150,14 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (project, name, seq)
     );
     CREATE INDEX generations_by_container ON generations(container_id);
+    -- the [retention] policy and the image references of each project's last apply:
+    -- `system prune --policy` and the log writer of a project's containers read them
+    CREATE TABLE project_policies (
+        project      TEXT PRIMARY KEY,
+        retention    TEXT NOT NULL,            -- JSON of the manifest's [retention]
+        refs         TEXT NOT NULL,            -- JSON: image references the manifest names
+        updated_at   INTEGER NOT NULL
+    );
     CREATE TABLE retention_log (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,
         at           INTEGER NOT NULL,
