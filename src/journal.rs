@@ -448,4 +448,46 @@ mod tests {
         .unwrap();
         assert_eq!(limited[0].started_at, 300);
     }
+
+    fn generation(seq: i64, image: &str, outcome: &str) -> Generation {
+        Generation {
+            id: seq,
+            project: "p".into(),
+            name: "web".into(),
+            seq,
+            container_id: format!("c{seq}"),
+            image_id: image.into(),
+            image_ref: format!("app:{image}"),
+            spec: serde_json::Value::Null,
+            spec_hash: "h".into(),
+            apply_id: None,
+            git_commit: None,
+            git_dirty: None,
+            cause: "apply".into(),
+            rollback_of: None,
+            created_at: seq,
+            outcome: outcome.into(),
+            error: None,
+            superseded_at: None,
+        }
+    }
+
+    #[test]
+    fn rollback_target_is_the_newest_good_different_generation_before_the_current() {
+        let gens = vec![
+            generation(1, "v1", "started"),
+            generation(2, "v2", "started"),
+            generation(3, "v3", "failed"),
+            generation(4, "v2", "started"), // same as 4: skipped
+            generation(5, "v2", "started"),
+        ];
+        // Current 5 (v2): 4 is the same image and spec, 3 failed, 2 is v2 again: 1.
+        assert_eq!(rollback_target(&gens, Some(5)).map(|g| g.seq), Some(1));
+        // Current 3: 2.
+        assert_eq!(rollback_target(&gens, Some(3)).map(|g| g.seq), Some(2));
+        // The container is gone: the newest good generation.
+        assert_eq!(rollback_target(&gens, None).map(|g| g.seq), Some(5));
+        // Nothing before the first.
+        assert!(rollback_target(&gens, Some(1)).is_none());
+    }
 }

@@ -884,4 +884,116 @@ mod tests {
         let j = vec![EntryFact { id: 1, at: 0 }];
         assert!(journal(&JournalRetention::default(), &j, 100 * D).is_empty());
     }
+
+    #[test]
+    fn images_beyond_keep_dangling_fall_back_to_unused_for() {
+        // A dangling image has no repository to be ranked in: only unused_for takes it.
+        let facts = vec![
+            img("a1", &["app"], 1),
+            img("a2", &["app"], 2),
+            img("d-old", &[], 0),
+            img("d-new", &[], 9 * D),
+        ];
+        let p = ImageRetention {
+            keep: Some(1),
+            unused_for: dur("2d"),
+        };
+        let sel = images(&p, &facts, 10 * D);
+        assert_eq!(keys(&sel), vec!["a1", "d-old"]);
+        assert_eq!(sel[0].reason, "older than the newest 1 of app");
+        // keep alone never takes a dangling image.
+        let only_keep = ImageRetention {
+            keep: Some(1),
+            unused_for: None,
+        };
+        assert_eq!(keys(&images(&only_keep, &facts, 10 * D)), vec!["a1"]);
+    }
+
+    #[test]
+    fn a_protected_generation_counts_among_the_kept_but_is_never_selected() {
+        // The rollback target (g3) is the newest exited: it fills keep_exited = 1.
+        let mut target = ctr("g3", Some("p/web"), Some(3));
+        target.protected = true;
+        let mut current = ctr("g4", Some("p/web"), None);
+        current.active = true;
+        let facts = vec![
+            ctr("g1", Some("p/web"), Some(1)),
+            ctr("g2", Some("p/web"), Some(2)),
+            target,
+            current,
+        ];
+        let keep1 = ContainerRetention {
+            keep_exited: Some(1),
+            max_age: None,
+        };
+        let sel = containers(&keep1, &facts, 10);
+        assert_eq!(keys(&sel), vec!["g1", "g2"]);
+        assert_eq!(sel[0].reason, "older than the last 1 exited generations");
+        // keep_exited = 0: everything exited goes, except the protected one.
+        let keep0 = ContainerRetention {
+            keep_exited: Some(0),
+            max_age: None,
+        };
+        assert_eq!(keys(&containers(&keep0, &facts, 10)), vec!["g1", "g2"]);
+    }
+
+    #[test]
+    fn container_ages_count_from_the_end_of_the_last_run_or_creation() {
+        let mut never_ran = ctr("created", None, None);
+        never_ran.created_at = 5 * D;
+        let facts = vec![ctr("ran", None, Some(8 * D)), never_ran];
+        let p = ContainerRetention {
+            keep_exited: None,
+            max_age: dur("3d"),
+        };
+        assert_eq!(keys(&containers(&p, &facts, 10 * D)), vec!["created"]);
+    }
+
+    #[test]
+    fn journal_keeps_the_newest_by_time_then_id() {
+        let facts = vec![
+            EntryFact { id: 1, at: 5 },
+            EntryFact { id: 2, at: 5 },
+            EntryFact { id: 3, at: 1 },
+        ];
+        let p = JournalRetention {
+            max_age: None,
+            max_entries: Some(1),
+        };
+        let mut sel = keys(&journal(&p, &facts, 10));
+        sel.sort();
+        assert_eq!(sel, vec![1, 3]);
+    }
+
+    #[test]
+    fn repositories_of_references() {
+        assert_eq!(repo_of("app:1.0"), "app");
+        assert_eq!(repo_of("app"), "app");
+        assert_eq!(
+            repo_of("registry.local:5000/team/app:2"),
+            "registry.local:5000/team/app"
+        );
+    }
+
+    #[test]
+    fn root_config_is_optional_and_errors_carry_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(root_config(dir.path()).unwrap(), Retention::default());
+        std::fs::write(
+            dir.path().join(ROOT_CONFIG),
+            "[retention.logs]\nmax_size = \"1MiB\"\nmax_files = 3\n",
+        )
+        .unwrap();
+        let r = root_config(dir.path()).unwrap();
+        let logs = r.logs.unwrap();
+        assert_eq!(
+            (logs.max_size.map(|b| b.0), logs.max_files),
+            (Some(1 << 20), Some(3))
+        );
+        std::fs::write(dir.path().join(ROOT_CONFIG), "[retention]\nimages = 3\n").unwrap();
+        let e = root_config(dir.path()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("config.toml:2:"), "{msg}");
+        assert!(crate::error::find_user_error(&e).is_some());
+    }
 }

@@ -153,6 +153,15 @@ fn rotated_n(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// A container's log files that exist: the rotated ones, oldest first, then the current.
+pub fn log_files(path: &Path) -> Vec<PathBuf> {
+    let mut v = rotated_files(path);
+    if path.exists() {
+        v.push(path.to_path_buf());
+    }
+    v
+}
+
 /// The rotated files that exist, oldest first (`log.json.N` … `log.json.1`).
 fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
