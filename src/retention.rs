@@ -257,18 +257,24 @@ pub fn record_project_policy(
     policy: &Retention,
     refs: &[String],
 ) -> Result<()> {
+    let (policy, refs) = (serde_json::to_string(policy)?, serde_json::to_string(refs)?);
+    // Unchanged (the common case): no write.
+    let same = store
+        .db()
+        .prepare_cached(
+            "SELECT 1 FROM project_policies WHERE project = ?1 AND retention = ?2 AND refs = ?3",
+        )?
+        .exists(params![project, policy, refs])?;
+    if same {
+        return Ok(());
+    }
     store
         .db()
         .prepare_cached(
             "INSERT OR REPLACE INTO project_policies (project, retention, refs, updated_at) \
              VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![
-            project,
-            serde_json::to_string(policy)?,
-            serde_json::to_string(refs)?,
-            now_ns()
-        ])?;
+        .execute(params![project, policy, refs, now_ns()])?;
     Ok(())
 }
 

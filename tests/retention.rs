@@ -244,3 +244,67 @@ fn a_bad_root_config_is_refused_with_its_position() {
     assert!(err.contains("keeep"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
+
+#[test]
+fn log_rotation_follows_the_root_config() {
+    require_root!();
+    let env = Env::new();
+    env.import(&common::busybox_tar(), "bb:1");
+    fs::write(
+        env.root.join("config.toml"),
+        "[retention.logs]\nmax_size = \"2KiB\"\nmax_files = 3\n",
+    )
+    .expect("config");
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "chatty",
+            "bb:1",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done",
+        ])
+        .trim()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", "chatty"])).expect("inspect json");
+        let st = v[0]["State"]["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if st == "exited" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chatty did not exit: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log = env.root.join("containers").join(&id).join("log.json");
+    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", log.display()));
+    assert!(log.exists() && rotated(1).exists() && rotated(2).exists());
+    assert!(!rotated(3).exists(), "more than max_files files");
+    for f in [log.clone(), rotated(1), rotated(2)] {
+        assert!(
+            fs::metadata(&f).expect("stat").len() <= 2048,
+            "{}",
+            f.display()
+        );
+    }
+    // `logs` reads across the files, oldest first: the newest line is last.
+    let out = env.ok(&["logs", "chatty"]);
+    assert_eq!(out.lines().last(), Some("line 299"));
+    let first: u32 = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("line "))
+        .and_then(|n| n.parse().ok())
+        .expect("a line");
+    assert!(first > 0, "nothing was rotated away");
+    env.ok(&["rm", "-f", "chatty"]);
+}

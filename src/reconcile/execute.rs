@@ -213,6 +213,11 @@ fn enforce_retention(
     refs.sort();
     refs.dedup();
     retention::record_project_policy(store, &m.project, &m.retention, &refs)?;
+    let r = &m.retention;
+    if r.images.is_none() && r.containers.is_none() && r.journal.is_none() {
+        // The no-op apply stays cheap: no inventory without a policy to evaluate.
+        return Ok(Default::default());
+    }
     let scope = retention::PolicyScope {
         project: Some(m.project.clone()),
         refs,

@@ -101,17 +101,24 @@ impl LogWriter {
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
         let time = rfc3339(crate::store::now_ns());
         let mut out = Vec::with_capacity(data.len() + 96);
+        let mut entry = Vec::with_capacity(256);
         for line in data.split_inclusive(|&b| b == b'\n') {
             let e = Entry {
                 log: String::from_utf8_lossy(line),
                 stream: stream.name().into(),
                 time: time.clone(),
             };
-            serde_json::to_writer(&mut out, &e).map_err(io::Error::other)?;
-            out.push(b'\n');
-        }
-        if self.size > 0 && self.size + out.len() as u64 > self.max {
-            self.rotate()?;
+            entry.clear();
+            serde_json::to_writer(&mut entry, &e).map_err(io::Error::other)?;
+            entry.push(b'\n');
+            // Rotate between entries, so a burst of output respects the cap too.
+            let pending = self.size + out.len() as u64;
+            if pending > 0 && pending + entry.len() as u64 > self.max {
+                self.file.write_all(&out)?;
+                out.clear();
+                self.rotate()?;
+            }
+            out.extend_from_slice(&entry);
         }
         self.file.write_all(&out)?;
         self.size += out.len() as u64;
