@@ -156,6 +156,11 @@ fn retention_keeps_exactly_what_the_policies_say() {
         t.ints("SELECT count(*) FROM retention_log WHERE kind = 'generation'"),
         vec![2]
     );
+    let shown = t.env.ok(&["history", "--retention"]);
+    assert!(
+        shown.contains("ret") && shown.contains("generation 1") && shown.contains("app:2"),
+        "{shown}"
+    );
     // The rollback still works after retention.
     t.env.ok(&["rollback", "-t", "5", "app"]);
     let img: BTreeSet<String> =

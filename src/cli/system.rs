@@ -91,6 +91,9 @@ pub struct HistoryArgs {
     /// outcome); without it, `history NAME` lists them above the runs
     #[arg(long, requires = "container")]
     pub generations: bool,
+    /// Show what the retention policies removed (what, which policy, why), newest first
+    #[arg(long, conflicts_with_all = ["applies", "generations", "container"])]
+    pub retention: bool,
     /// Do not shorten ids and commands
     #[arg(long)]
     pub no_trunc: bool,
@@ -480,6 +483,31 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
     let since = a.since.as_deref().map(parse_time_arg).transpose()?;
     let until = a.until.as_deref().map(parse_time_arg).transpose()?;
     let store = ctx.store()?;
+    if a.retention {
+        let mut records = journal::retention_log(&store, a.last)?;
+        records.retain(|r| since.is_none_or(|t| r.at >= t) && until.is_none_or(|t| r.at < t));
+        if ctx.json() {
+            return print_json(&records).map(|()| 0);
+        }
+        let rows = records
+            .iter()
+            .map(|r| {
+                vec![
+                    ago(r.at),
+                    if r.scope.is_empty() {
+                        "config.toml".to_string()
+                    } else {
+                        r.scope.clone()
+                    },
+                    r.kind.clone(),
+                    r.detail.clone(),
+                    r.reason.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["WHEN", "POLICY", "KIND", "WHAT", "WHY"], rows);
+        return Ok(0);
+    }
     if a.applies {
         let records = journal::applies(&store, a.container.as_deref(), since, a.last)?;
         if ctx.json() {
