@@ -250,9 +250,10 @@ pub fn down(
     let mut outcome = execute(store, &p, opts);
     // The project is gone: its manifest no longer protects images, and its generations fall
     // under the root config's retention.
-    store
-        .db()
-        .execute("DELETE FROM project_policies WHERE project = ?1", [&m.project])?;
+    store.db().execute(
+        "DELETE FROM project_policies WHERE project = ?1",
+        [&m.project],
+    )?;
     if volumes {
         for (name, res) in remove_project_volumes(store, &m.project)? {
             outcome.results.push(ActionResult {
