@@ -9,7 +9,10 @@
 # Prints a table of medians and each row's ratio to wharf. Needs root, hyperfine and jq
 # (apt-get installs them when missing, and crun/runc/podman/docker.io unless SKIP_INSTALL=1).
 #
-# Knobs: BENCH_DIR=/tmp/wharf-bench  RUNS=50  RUNS_SLOW=15  SKIP_SLOW=1  SKIP_INSTALL=1
+# Knobs: BENCH_DIR=/tmp/wharf-bench  RUNS=50  ROUNDS=5  RUNS_SLOW=15  SKIP_SLOW=1  SKIP_INSTALL=1
+#
+# The fast rows take turns in ROUNDS rounds (RUNS/ROUNDS runs each), so that other work on a
+# shared machine weighs on all of them alike; the load average is printed with the table.
 #
 # crun refuses a hybrid cgroup host whose cgroup2 mount has a controller; its rows run in a
 # private mount namespace where /sys/fs/cgroup/unified is unmounted (the host is untouched).
@@ -21,10 +24,11 @@ REPO=$(cd "$HERE/.." && pwd)
 B=${BENCH_DIR:-/tmp/wharf-bench}
 RUNS=${RUNS:-50}
 RUNS_SLOW=${RUNS_SLOW:-15}
+ROUNDS=${ROUNDS:-5}
 RES=$B/results
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
 mkdir -p "$B" "$RES"
-rm -f "$RES"/run-*.json
+rm -f "$RES"/run-*.json "$RES"/run-*.log
 
 say() { printf '\n== %s\n' "$*" >&2; }
 NOTES=()
@@ -80,7 +84,7 @@ in_v1view() {
 }
 
 ROWS=()
-# hf KEY LABEL RUNS CMD [WRAPPER]: one hyperfine row
+# hf KEY LABEL RUNS CMD [WRAPPER]: one hyperfine row (the slow peers)
 hf() {
     local key=$1 label=$2 runs=$3 cmd=$4 wrap=${5:-}
     echo "   $label: $cmd" >&2
@@ -91,9 +95,11 @@ hf() {
     fi
 }
 
-say "measuring"
-hf wharf "wharf run --rm" "$RUNS" "$WHARF --root $WROOT run --rm bench:1 /bin/true"
-hf floor "unshare -pmuin --fork (floor)" "$RUNS" "unshare -pmuin --fork /bin/true"
+# The fast rows (wharf, the floor, crun, runc) run in ROUNDS rounds of RUNS/ROUNDS runs each,
+# the rows taking turns (each round starts one row later), so that other work on the machine
+# weighs on them alike; each row's figures are over all its runs.
+FAST=()
+fast() { FAST+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"${4:-}"); } # fast KEY LABEL CMD [WRAPPER]
 
 mkbundle() { # mkbundle RUNTIME: an OCI bundle of the busybox rootfs running /bin/true
     local rt=$1 d=$B/bundle-$1
@@ -102,13 +108,38 @@ mkbundle() { # mkbundle RUNTIME: an OCI bundle of the busybox rootfs running /bi
     (cd "$d" && $rt spec) || return 1
     jq '.process.terminal = false | .process.args = ["/bin/true"]' "$d/config.json" >"$d/c.json" && mv "$d/c.json" "$d/config.json"
 }
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+say "measuring: $ROUNDS rounds of $(( (RUNS + ROUNDS - 1) / ROUNDS )) runs per fast row"
+fast wharf "wharf run --rm" "$WHARF --root $WROOT run --rm bench:1 /bin/true"
+fast floor "unshare -pmuin --fork (floor)" "unshare -pmuin --fork /bin/true"
 for rt in crun runc; do
     if command -v $rt >/dev/null && mkbundle $rt; then
         wrap=""; [ $rt = crun ] && wrap=in_v1view
-        hf $rt "$rt run" "$RUNS" "$rt --root $B/state/$rt run --bundle $B/bundle-$rt bench-$rt" $wrap
+        fast $rt "$rt run" "$rt --root $B/state/$rt run --bundle $B/bundle-$rt bench-$rt" $wrap
     else
         note "$rt not installed: skipped"
     fi
+done
+per_round=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
+declare -A FAILED=()
+n=${#FAST[@]}
+for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+        IFS=$'\t' read -r key label cmd wrap <<<"${FAST[$(( (i + r) % n ))]}"
+        [ -n "${FAILED[$key]:-}" ] && continue
+        [ "$r" = 0 ] && echo "   $label: $cmd" >&2
+        if ! $wrap hyperfine -N --warmup 2 --runs "$per_round" --export-json "$RES/run-$key-r$r.json" "$cmd" >"$RES/run-$key.log" 2>&1; then
+            FAILED[$key]=1
+            note "$label failed: $(tail -3 "$RES/run-$key.log" | tr '\n' ' ')"
+        fi
+    done
+done
+for f in "${FAST[@]}"; do
+    IFS=$'\t' read -r key label cmd wrap <<<"$f"
+    [ -n "${FAILED[$key]:-}" ] && continue
+    jq -s '{results: [{times: [.[].results[0].times[]]}]}' "$RES"/run-"$key"-r*.json >"$RES/run-$key.json"
+    ROWS+=("$key"$'\t'"$label"$'\t'"$cmd")
 done
 
 if [ -z "${SKIP_SLOW:-}" ] && command -v podman >/dev/null; then
@@ -151,17 +182,19 @@ if [ -z "${SKIP_SLOW:-}" ] && command -v dockerd >/dev/null; then
 fi
 
 say "results"
-median() { jq '.results[0].median * 1000' "$RES/run-$1.json"; }
+# median, min and max in ms over every run of a row
+STATS='.results[0].times | sort | map(. * 1000) | [(if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end), .[0], .[-1], length] | @tsv'
+median() { jq -r "$STATS" "$RES/run-$1.json" | cut -f1; }
 WM=$(median wharf 2>/dev/null || echo 0)
 {
-    echo "# bench/run.sh ($(date -u +%Y-%m-%dT%H:%M:%SZ)), $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-    printf '| %-32s | %10s | %10s | %10s | %14s |\n' measurement "median ms" "min ms" "max ms" "× wharf"
-    printf '|%s|\n' "----------------------------------|------------|------------|------------|----------------"
+    echo "# bench/run.sh ($(date -u +%Y-%m-%dT%H:%M:%SZ)), $(nproc) cores, kernel $(uname -r), load $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
+    printf '| %-32s | %10s | %10s | %10s | %5s | %14s |\n' measurement "median ms" "min ms" "max ms" runs "× wharf"
+    printf '|%s|\n' "----------------------------------|------------|------------|------------|-------|----------------"
     for r in "${ROWS[@]}"; do
         IFS=$'\t' read -r key label cmd <<<"$r"
-        read -r med mn mx < <(jq -r '.results[0] | "\(.median*1000) \(.min*1000) \(.max*1000)"' "$RES/run-$key.json")
+        IFS=$'\t' read -r med mn mx cnt < <(jq -r "$STATS" "$RES/run-$key.json")
         ratio=$(awk -v a="$med" -v w="$WM" 'BEGIN{ if (w > 0) printf "%.2f", a/w; else print "-" }')
-        printf '| %-32s | %10.1f | %10.1f | %10.1f | %14s |\n' "$label" "$med" "$mn" "$mx" "$ratio"
+        printf '| %-32s | %10.1f | %10.1f | %10.1f | %5s | %14s |\n' "$label" "$med" "$mn" "$mx" "$cnt" "$ratio"
     done
     for n in "${NOTES[@]}"; do echo "note: $n"; done
 } | tee "$RES/run-table.md"

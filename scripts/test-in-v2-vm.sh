@@ -70,9 +70,15 @@ case $target_dir in
 esac
 
 # Runtime tests need the rootfs fixtures; build them here, where there is a network.
-if [ ${#targets[@]} -gt 1 ] && [ ! -f "$target_dir/tmp/fixtures/SHA256SUMS" ]; then
-    echo "test-in-v2-vm: building fixtures in $target_dir/tmp/fixtures" >&2
-    bash scripts/make-rootfs.sh "$target_dir/tmp/fixtures" >&2
+# Under the lock the test binaries take (tests/common/mod.rs), so that a host `cargo test`
+# running alongside (.ci/run) never sees them half built.
+if [ ${#targets[@]} -gt 1 ]; then
+    fx="$target_dir/tmp/fixtures"
+    mkdir -p "$fx"
+    flock "$fx/.lock" sh -c '[ -f "$1/SHA256SUMS" ] || {
+        echo "test-in-v2-vm: building fixtures in $1" >&2
+        bash scripts/make-rootfs.sh "$1" >&2
+    }' sh "$fx"
 fi
 
 guest='

@@ -463,11 +463,13 @@ fn detached_logs_kill_and_stop() {
         "bb:1",
         "sh",
         "-c",
-        "echo out1; echo err1 >&2; trap 'echo got-hup' HUP; while :; do sleep 0.05; done",
+        "echo err1 >&2; trap 'echo got-hup' HUP; echo out1; while :; do sleep 0.05; done",
     ]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "{id}");
     assert_eq!(state(&env, "web"), "running");
+    // out1 comes after the trap is set: a HUP sent earlier would be lost (PID 1 ignores a
+    // signal it has no handler for).
     let logs = wait_until(10, "the first log lines", || {
         let o = env.run(&["logs", "web"]);
         (text(&o.stdout).contains("out1") && text(&o.stderr).contains("err1")).then_some(o)

@@ -433,20 +433,14 @@ fn system_df(ctx: &Ctx, a: &DfArgs) -> Result<i32> {
         u.containers
             .iter()
             .map(|c| {
-                let cmd = c.command.join(" ");
-                let cmd = if cmd.chars().count() <= 20 {
-                    format!("\"{cmd}\"")
-                } else {
-                    format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
-                };
                 vec![
                     short(&c.id).to_string(),
                     c.image.clone(),
-                    cmd,
+                    super::ps::command_column(&c.command, false),
                     c.volumes.to_string(),
                     human_size(c.size),
                     ago(c.created),
-                    c.state.clone(),
+                    c.status.clone(),
                     c.name.clone(),
                 ]
             })

@@ -61,6 +61,8 @@ pub struct ContainerUsage {
     pub command: Vec<String>,
     pub created: i64,
     pub state: String,
+    /// docker's STATUS text ("Exited (3) 2 hours ago").
+    pub status: String,
     pub running: bool,
     /// Its write layer.
     pub size: u64,
@@ -198,6 +200,7 @@ pub fn usage(store: &Store, verbose: bool) -> Result<Usage> {
             command: r.config.args.clone(),
             created: r.created_at,
             state: r.state.clone(),
+            status: r.status_text(crate::store::now_ns()),
             running: r.state == "running" || r.live_monitor().is_some(),
             size: fsutil::disk_usage(&store.container_dir(&r.id).join("upper")),
             log_size: log_size(&r.id),

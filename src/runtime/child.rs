@@ -42,6 +42,10 @@ pub struct ChildSpec {
     pub caps: u64,
     /// Descriptors for 0, 1, 2 when there is no tty.
     pub stdio: [RawFd; 3],
+    /// The v1 cgroups' `tasks` files (`cgroup::Entry::self_join`): the child joins them first.
+    pub cgroup_join: Vec<RawFd>,
+    /// The cgroup namespace to enter, when clone3 did not make one (see `launch`).
+    pub cgroup_ns: Option<RawFd>,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -91,7 +95,21 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::umask(0o022);
     }
-    // Wait for the parent: it moves us into the cgroup first.
+    // Into the container's cgroups before anything is charged: "0" moves this thread alone,
+    // which needs no global lock (the parent made the cgroups and set the limits already).
+    for &f in &spec.cgroup_join {
+        sys::write_all(f, b"0").map_err(|e| err("cannot join the container's cgroup", e))?;
+    }
+    if let Some(ns) = spec.cgroup_ns {
+        // SAFETY: setns on a descriptor the parent opened for us.
+        if unsafe { libc::setns(ns, libc::CLONE_NEWCGROUP) } < 0 {
+            return Err(err(
+                "cannot enter the cgroup namespace",
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    // Wait for the parent's go.
     // "g", then the terminal size (rows, cols, xpixel, ypixel as u16) when there is one.
     let mut go = [0u8; 9];
     let mut winsize = None;

@@ -142,7 +142,7 @@ pub fn launch(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| runtime_err("the command holds a NUL byte".into(), "remove it"))?;
     let caps = spec::capability_mask(cfg)?;
-    let child_spec = ChildSpec {
+    let mut child_spec = ChildSpec {
         merged: merged.clone(),
         lower,
         upper,
@@ -161,41 +161,15 @@ pub fn launch(
         privileged: cfg.privileged,
         caps,
         stdio,
+        cgroup_join: Vec::new(),
+        cgroup_ns: None,
     };
 
-    let (parent_sock, child_sock) = sys::seqpacket_pair().context("cannot create a socket pair")?;
-    let mut flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP;
-    if cfg.network == Network::None {
-        flags |= libc::CLONE_NEWNET;
-    }
-    let pid = sys::clone_fork(flags).map_err(|e| {
-        runtime_err(
-            format!("cannot create the container's namespaces: {e}"),
-            "wharf needs root (CAP_SYS_ADMIN) and a kernel with mount, pid, uts, ipc, net and \
-             cgroup namespaces",
-        )
-    })?;
-    if pid == 0 {
-        drop(parent_sock);
-        child::run(&child_spec, &child_sock);
-    }
-    drop(child_sock);
-    let kill_child = || {
-        // SAFETY: kill and waitpid on our own child's pid.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-    };
-
+    // The cgroup first, with its limits, so that the child is born in it or joins it
+    // itself (see `cgroup::Entry`): no migration by the parent, no RCU grace period.
     let cg = match cgroup::create(&rec.id, &cfg.limits) {
         Ok(cg) => cg,
         Err(e) => {
-            kill_child();
             // Limits the user gave are named in `e` when they are the cause.
             return Err(match crate::error::find_user_error(&e) {
                 Some(u) => anyhow::Error::new(u.clone().code(exit::RUNTIME)),
@@ -207,13 +181,91 @@ pub fn launch(
             });
         }
     };
-    let joined = if cfg.privileged {
+    let entry = if cfg.privileged {
         cg.allow_all_devices()
     } else {
         Ok(())
     }
-    .and_then(|()| cg.add_pid(pid));
-    if let Err(e) = joined {
+    .and_then(|()| cg.entry());
+    let entry = match entry {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = cg.destroy();
+            return Err(e.context("cannot prepare the container's cgroup"));
+        }
+    };
+    child_spec.cgroup_join = entry.self_join.iter().map(|f| f.as_raw_fd()).collect();
+
+    let (parent_sock, child_sock) = match sys::seqpacket_pair() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = cg.destroy();
+            return Err(anyhow::Error::new(e).context("cannot create a socket pair"));
+        }
+    };
+    let mut flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP;
+    if cfg.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // Born in the cgroup2 directory when the kernel can (>= 5.7); else the parent moves it.
+    // A cgroup namespace made by clone3 would be rooted where the child is born, so its
+    // /proc/self/cgroup would show `0::/`: the child enters one made here instead, rooted at
+    // our cgroup as CLONE_NEWCGROUP at a plain clone roots it, so it shows `.../wharf/<id>`.
+    let mut cgroup_ns = None;
+    let (cloned, born_inside) = match &entry.clone_into {
+        Some(dir) => {
+            let ns = match new_cgroup_ns() {
+                Ok(ns) => ns,
+                Err(e) => {
+                    let _ = cg.destroy();
+                    return Err(runtime_err(
+                        format!("cannot create the container's cgroup namespace: {e}"),
+                        "wharf needs root (CAP_SYS_ADMIN) and a kernel with cgroup namespaces",
+                    ));
+                }
+            };
+            child_spec.cgroup_ns = Some(ns.as_raw_fd());
+            cgroup_ns = Some(ns);
+            match clone_into_cgroup(flags & !libc::CLONE_NEWCGROUP, dir.as_raw_fd()) {
+                Err(e) if clone3_unsupported(&e) => {
+                    child_spec.cgroup_ns = None;
+                    (sys::clone_fork(flags), false)
+                }
+                r => (r, true),
+            }
+        }
+        None => (sys::clone_fork(flags), true),
+    };
+    let pid = match cloned {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = cg.destroy();
+            return Err(runtime_err(
+                format!("cannot create the container's namespaces: {e}"),
+                "wharf needs root (CAP_SYS_ADMIN) and a kernel with mount, pid, uts, ipc, net \
+                 and cgroup namespaces",
+            ));
+        }
+    };
+    if pid == 0 {
+        drop(parent_sock);
+        child::run(&child_spec, &child_sock);
+    }
+    drop(child_sock);
+    drop(entry);
+    drop(cgroup_ns);
+    let kill_child = || {
+        // SAFETY: kill and waitpid on our own child's pid.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    };
+    if !born_inside && let Err(e) = cg.add_pid(pid) {
         kill_child();
         let _ = cg.destroy();
         return Err(e.context("cannot move the container into its cgroup"));
@@ -279,4 +331,78 @@ pub fn launch(
         master,
         cgroup: cg,
     })
+}
+
+/// A new cgroup namespace rooted at this process's cgroups, as a descriptor; this process
+/// stays in its own.
+fn new_cgroup_ns() -> std::io::Result<OwnedFd> {
+    let open = |p: &str| {
+        fs::File::open(p).map(OwnedFd::from) // std opens close-on-exec
+    };
+    let orig = open("/proc/thread-self/ns/cgroup")?;
+    // SAFETY: unshare with a plain flag; it affects only this thread's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let new = open("/proc/thread-self/ns/cgroup");
+    // SAFETY: setns back into the namespace we were in, through a descriptor we own.
+    if unsafe { libc::setns(orig.as_raw_fd(), libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    new
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h), for clone3.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3 up to `cgroup` (CLONE_ARGS_SIZE_VER2, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3 as a fork (no new stack) into the namespaces of `flags`, with the child born in the
+/// cgroup2 directory `cgroup_dir`. Returns 0 in the child, its pid in the parent.
+fn clone_into_cgroup(flags: libc::c_int, cgroup_dir: RawFd) -> std::io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_dir as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 with a valid clone_args of the size given; no stack, tid or tls
+    // pointers (their flags are unset), so the child continues on a copy of our stack, as
+    // after fork.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret as libc::pid_t)
+    }
+}
+
+/// The kernel has no clone3 (< 5.3), or no CLONE_INTO_CGROUP (< 5.7: E2BIG for the larger
+/// struct, or EINVAL).
+fn clone3_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+    )
 }

@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use std::io::Write;
+
+use anyhow::{Context, Result};
 
 use super::{
-    ContainerCgroup, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir, read_key,
-    read_procs, read_trimmed, read_u64, remove_dir_retry, write_file, write_limit,
+    ContainerCgroup, Entry, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir,
+    open_fd, read_key, read_procs, read_trimmed, read_u64, remove_dir_retry, write_file,
+    write_limit,
 };
 use crate::error::user;
 
@@ -173,31 +176,37 @@ impl V1Cgroup {
     fn setup(&self, plan: &Plan) -> Result<()> {
         for d in &self.dirs {
             let parent = d.path.parent().unwrap_or(&d.path);
-            mkdir(parent)?;
-            if d.controllers.contains(&"cpuset") {
-                init_cpuset(parent)?;
-            }
-            mkdir(&d.path)?;
-            if d.controllers.contains(&"cpuset") {
-                // v1 leaves a new cpuset empty, and an empty cpuset cannot take tasks.
-                let cpus = read_trimmed(&parent.join("cpuset.cpus")).unwrap_or_default();
-                let mems = read_trimmed(&parent.join("cpuset.mems")).unwrap_or_default();
-                match &plan.cpuset_cpus {
-                    Some(want) => {
-                        check_cpuset_subset(want, &cpus)?;
-                        write_limit(&d.path, "cpuset.cpus", want, "--cpuset-cpus")?;
-                    }
-                    None => write_file(&d.path, "cpuset.cpus", &cpus)?,
+            let cpuset = d.controllers.contains(&"cpuset");
+            // `wharf/` exists after the first container: make the child first, and the
+            // parent only when the child's mkdir says it is missing.
+            if !mkdir_child(&d.path)? {
+                mkdir(parent)?;
+                if cpuset {
+                    init_cpuset(parent)?;
+                    // Children get the parent's cpus and mems at mkdir (v1 leaves a new
+                    // cpuset empty otherwise, and an empty cpuset cannot take tasks).
+                    write_file(parent, "cgroup.clone_children", "1")?;
                 }
-                write_file(&d.path, "cpuset.mems", &mems)?;
+                mkdir(&d.path)?;
+            }
+            if cpuset {
+                setup_cpuset(&d.path, parent, plan)?;
             }
         }
         if let Some(dev) = self.dir("devices") {
-            // Deny everything, then allow docker's defaults. Every rule is a write; a
-            // container that fails here must not run with the host's devices open to it.
+            // Deny everything, then allow docker's defaults, one rule per write (the kernel
+            // parses one per write) on one descriptor. A container that fails here must not
+            // run with the host's devices open to it.
             write_file(dev, "devices.deny", "a")?;
+            let p = dev.join("devices.allow");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .with_context(|| format!("cannot open {}", p.display()))?;
             for rule in super::DEFAULT_DEVICES {
-                write_file(dev, "devices.allow", &super::device_rule(rule))?;
+                let rule = super::device_rule(rule);
+                f.write_all(rule.as_bytes())
+                    .with_context(|| format!("cannot write {rule:?} to {}", p.display()))?;
             }
         }
         if let Some(mem) = self.dir("memory") {
@@ -291,6 +300,36 @@ fn freeze(dir: &Path) -> bool {
     true // partially frozen is still better than nothing; thaw after the kill
 }
 
+/// mkdir of a container's cgroup: false when its parent is missing.
+fn mkdir_child(p: &Path) -> Result<bool> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(_) => mkdir(p).map(|()| true), // exists, or the error as mkdir words it
+    }
+}
+
+/// The container's cpuset: normally filled in by the kernel from `wharf/` (clone_children),
+/// then `--cpuset-cpus`. A `wharf/` made without clone_children gets it now.
+fn setup_cpuset(dir: &Path, parent: &Path, plan: &Plan) -> Result<()> {
+    if read_trimmed(&dir.join("cpuset.mems"))
+        .unwrap_or_default()
+        .is_empty()
+    {
+        init_cpuset(parent)?;
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            write_file(dir, f, &read_trimmed(&parent.join(f)).unwrap_or_default())?;
+        }
+        write_file(parent, "cgroup.clone_children", "1")?;
+    }
+    if let Some(want) = &plan.cpuset_cpus {
+        let allowed = read_trimmed(&parent.join("cpuset.cpus")).unwrap_or_default();
+        check_cpuset_subset(want, &allowed)?;
+        write_limit(dir, "cpuset.cpus", want, "--cpuset-cpus")?;
+    }
+    Ok(())
+}
+
 /// A cpuset parent made by us starts empty in v1: copy cpus and mems from its own parent.
 fn init_cpuset(dir: &Path) -> Result<()> {
     let Some(up) = dir.parent() else {
@@ -311,6 +350,18 @@ impl ContainerCgroup for V1Cgroup {
             write_file(&d.path, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
+    }
+
+    fn entry(&self) -> Result<Entry> {
+        let mut e = Entry::default();
+        for d in &self.dirs {
+            if d.controllers.contains(&UNIFIED) {
+                e.clone_into = Some(open_fd(&d.path, libc::O_DIRECTORY)?);
+            } else {
+                e.self_join.push(open_fd(&d.path.join("tasks"), 0)?);
+            }
+        }
+        Ok(e)
     }
 
     fn stats(&self) -> Stats {

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::{
-    ContainerCgroup, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir, read_key,
-    read_procs, read_trimmed, read_u64, remove_dir_retry, write_file, write_limit,
+    ContainerCgroup, Entry, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir,
+    open_fd, read_key, read_procs, read_trimmed, read_u64, remove_dir_retry, write_file,
+    write_limit,
 };
 use crate::error::user;
 
@@ -233,6 +234,13 @@ impl ContainerCgroup for V2Cgroup {
         let f = self.dir.join("cgroup.procs");
         std::fs::write(&f, pid.to_string())
             .with_context(|| format!("cannot move process {pid} into {}", f.display()))
+    }
+
+    fn entry(&self) -> Result<Entry> {
+        Ok(Entry {
+            clone_into: Some(open_fd(&self.dir, libc::O_DIRECTORY)?),
+            self_join: Vec::new(),
+        })
     }
 
     fn stats(&self) -> Stats {
