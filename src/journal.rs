@@ -163,6 +163,224 @@ pub fn finish_apply(store: &Store, id: i64, outcome: &serde_json::Value) -> Resu
     Ok(())
 }
 
+/// One generation of a declared container: a create or recreate by apply, or a rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    pub id: i64,
+    pub project: String,
+    pub name: String,
+    /// 1, 2, ... per declared container.
+    pub seq: i64,
+    pub container_id: String,
+    pub image_id: String,
+    pub image_ref: String,
+    /// The effective spec (JSON of `ContainerSpec`).
+    pub spec: serde_json::Value,
+    pub spec_hash: String,
+    /// The apply that made it (None for a rollback).
+    pub apply_id: Option<i64>,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    /// `apply` or `rollback`.
+    pub cause: String,
+    /// For a rollback: the generation it brought back.
+    pub rollback_of: Option<i64>,
+    pub created_at: i64,
+    /// `created` (not started), `started`, or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+    /// When a later generation replaced it (None: current, or the container is gone).
+    pub superseded_at: Option<i64>,
+}
+
+impl Generation {
+    /// A generation a rollback may return to: it was created or started without error.
+    pub fn good(&self) -> bool {
+        self.outcome != "failed"
+    }
+}
+
+/// What a new generation is.
+#[derive(Debug, Clone)]
+pub struct NewGeneration<'a> {
+    pub project: &'a str,
+    pub name: &'a str,
+    pub container_id: &'a str,
+    pub image_id: &'a str,
+    pub image_ref: &'a str,
+    pub spec_json: &'a str,
+    pub spec_hash: &'a str,
+    pub apply_id: Option<i64>,
+    pub git: Option<(&'a str, bool)>,
+    pub cause: &'a str,
+    pub rollback_of: Option<i64>,
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
+}
+
+const GEN_COLS: &str = "id, project, name, seq, container_id, image_id, image_ref, spec, spec_hash, \
+     apply_id, git_commit, git_dirty, cause, rollback_of, created_at, outcome, error, superseded_at";
+
+fn gen_from_row(r: &Row<'_>) -> rusqlite::Result<Generation> {
+    let spec: String = r.get(7)?;
+    Ok(Generation {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        name: r.get(2)?,
+        seq: r.get(3)?,
+        container_id: r.get(4)?,
+        image_id: r.get(5)?,
+        image_ref: r.get(6)?,
+        spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::String(spec)),
+        spec_hash: r.get(8)?,
+        apply_id: r.get(9)?,
+        git_commit: r.get(10)?,
+        git_dirty: r.get::<_, Option<i64>>(11)?.map(|v| v != 0),
+        cause: r.get(12)?,
+        rollback_of: r.get(13)?,
+        created_at: r.get(14)?,
+        outcome: r.get(15)?,
+        error: r.get(16)?,
+        superseded_at: r.get(17)?,
+    })
+}
+
+/// Records a new generation (the next seq of its declared container) and marks the
+/// previous ones superseded. Returns its seq.
+pub fn record_generation(store: &Store, g: &NewGeneration<'_>) -> Result<i64> {
+    let now = crate::store::now_ns();
+    let tx = store.db().unchecked_transaction()?;
+    let seq: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM generations WHERE project = ?1 AND name = ?2",
+        params![g.project, g.name],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "UPDATE generations SET superseded_at = ?3 \
+         WHERE project = ?1 AND name = ?2 AND superseded_at IS NULL",
+        params![g.project, g.name, now],
+    )?;
+    tx.execute(
+        "INSERT INTO generations (project, name, seq, container_id, image_id, image_ref, spec, \
+         spec_hash, apply_id, git_commit, git_dirty, cause, rollback_of, created_at, outcome, error) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            g.project,
+            g.name,
+            seq,
+            g.container_id,
+            g.image_id,
+            g.image_ref,
+            g.spec_json,
+            g.spec_hash,
+            g.apply_id,
+            g.git.map(|(c, _)| c),
+            g.git.map(|(_, d)| d as i64),
+            g.cause,
+            g.rollback_of,
+            now,
+            g.outcome,
+            g.error,
+        ],
+    )?;
+    tx.commit()?;
+    Ok(seq)
+}
+
+/// Sets the outcome of the generation of a container (after its start).
+pub fn set_generation_outcome(
+    store: &Store,
+    container_id: &str,
+    outcome: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    store
+        .db()
+        .prepare_cached("UPDATE generations SET outcome = ?2, error = ?3 WHERE container_id = ?1")?
+        .execute(params![container_id, outcome, error])?;
+    Ok(())
+}
+
+/// The generations of a declared container (`project` None: of any project), newest first.
+pub fn generations(store: &Store, project: Option<&str>, name: &str) -> Result<Vec<Generation>> {
+    let mut stmt = store.db().prepare(&format!(
+        "SELECT {GEN_COLS} FROM generations WHERE name = ?2 AND (?1 IS NULL OR project = ?1) \
+         ORDER BY project, seq DESC"
+    ))?;
+    let rows = stmt.query_map(params![project, name], gen_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every generation, of one project or all (oldest first).
+pub fn all_generations(store: &Store, project: Option<&str>) -> Result<Vec<Generation>> {
+    let mut stmt = store.db().prepare(&format!(
+        "SELECT {GEN_COLS} FROM generations WHERE (?1 IS NULL OR project = ?1) \
+         ORDER BY project, name, seq"
+    ))?;
+    let rows = stmt.query_map(params![project], gen_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The generation a rollback of a declared container returns to: the newest good generation
+/// older than the current one (`current`: its seq, or None when the container is gone, then
+/// the newest good one) whose image or spec differs from the current's. `gens` are one
+/// declared container's.
+pub fn rollback_target(gens: &[Generation], current: Option<i64>) -> Option<&Generation> {
+    let cur = current.and_then(|s| gens.iter().find(|g| g.seq == s));
+    let limit = current.unwrap_or(i64::MAX);
+    gens.iter()
+        .filter(|g| {
+            g.seq < limit
+                && g.good()
+                && cur.is_none_or(|c| g.image_id != c.image_id || g.spec_hash != c.spec_hash)
+        })
+        .max_by_key(|g| g.seq)
+}
+
+/// One removal made by a retention policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionRecord {
+    pub at: i64,
+    /// The project whose policy removed it ("" for the root config's).
+    pub scope: String,
+    /// image | container | generation | run | apply
+    pub kind: String,
+    pub key: String,
+    pub detail: String,
+    pub reason: String,
+}
+
+/// Journals a retention removal.
+pub fn record_retention(store: &Store, r: &RetentionRecord) -> Result<()> {
+    store
+        .db()
+        .prepare_cached(
+            "INSERT INTO retention_log (at, scope, kind, key, detail, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![r.at, r.scope, r.kind, r.key, r.detail, r.reason])?;
+    Ok(())
+}
+
+/// Retention removals, newest first.
+pub fn retention_log(store: &Store, limit: Option<usize>) -> Result<Vec<RetentionRecord>> {
+    let mut stmt = store.db().prepare(
+        "SELECT at, scope, kind, key, detail, reason FROM retention_log \
+         ORDER BY at DESC, id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit.map_or(-1, |l| l as i64)], |r| {
+        Ok(RetentionRecord {
+            at: r.get(0)?,
+            scope: r.get(1)?,
+            kind: r.get(2)?,
+            key: r.get(3)?,
+            detail: r.get(4)?,
+            reason: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +447,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(limited[0].started_at, 300);
+    }
+
+    fn generation(seq: i64, image: &str, outcome: &str) -> Generation {
+        Generation {
+            id: seq,
+            project: "p".into(),
+            name: "web".into(),
+            seq,
+            container_id: format!("c{seq}"),
+            image_id: image.into(),
+            image_ref: format!("app:{image}"),
+            spec: serde_json::Value::Null,
+            spec_hash: "h".into(),
+            apply_id: None,
+            git_commit: None,
+            git_dirty: None,
+            cause: "apply".into(),
+            rollback_of: None,
+            created_at: seq,
+            outcome: outcome.into(),
+            error: None,
+            superseded_at: None,
+        }
+    }
+
+    #[test]
+    fn rollback_target_is_the_newest_good_different_generation_before_the_current() {
+        let gens = vec![
+            generation(1, "v1", "started"),
+            generation(2, "v2", "started"),
+            generation(3, "v3", "failed"),
+            generation(4, "v2", "started"), // same as 4: skipped
+            generation(5, "v2", "started"),
+        ];
+        // Current 5 (v2): 4 is the same image and spec, 3 failed, 2 is v2 again: 1.
+        assert_eq!(rollback_target(&gens, Some(5)).map(|g| g.seq), Some(1));
+        // Current 3: 2.
+        assert_eq!(rollback_target(&gens, Some(3)).map(|g| g.seq), Some(2));
+        // The container is gone: the newest good generation.
+        assert_eq!(rollback_target(&gens, None).map(|g| g.seq), Some(5));
+        // Nothing before the first.
+        assert!(rollback_target(&gens, Some(1)).is_none());
     }
 }

@@ -10,9 +10,22 @@
 //! an image a manifest references, and whatever a rollback would need are never selected.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::manifest::types::{ContainerRetention, ImageRetention, JournalRetention};
+use anyhow::Result;
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::disk::prune;
+use crate::error::user;
+use crate::journal;
+use crate::manifest::types::{
+    ContainerRetention, ImageRetention, JournalRetention, LogRetention, Retention,
+};
+use crate::reference::Reference;
+use crate::runtime::logs::LogPolicy;
+use crate::store::{Store, now_ns};
 
 /// One image as retention sees it.
 #[derive(Debug, Clone)]
@@ -190,6 +203,528 @@ pub fn journal(policy: &JournalRetention, facts: &[EntryFact], now: i64) -> Vec<
     out
 }
 
+// ---------------------------------------------------------------------------------------
+// Evaluating the policies against a store: gather facts, select (above), remove, journal.
+// ---------------------------------------------------------------------------------------
+
+/// The file under the state root that holds the defaults for `wharf run` containers (and for
+/// `system prune --policy` outside any project): a `[retention]` table shaped like a
+/// manifest's.
+pub const ROOT_CONFIG: &str = "config.toml";
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RootConfig {
+    #[serde(default)]
+    retention: Retention,
+}
+
+/// Reads `<root>/config.toml`'s `[retention]` (empty policies when the file is absent). A
+/// bad file is a user error naming the file, line and column.
+pub fn root_config(root: &Path) -> Result<Retention> {
+    let path = root.join(ROOT_CONFIG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Retention::default()),
+        Err(e) => {
+            return Err(user(format!("cannot read {}: {e}", path.display())).into());
+        }
+    };
+    match toml::from_str::<RootConfig>(&text) {
+        Ok(c) => Ok(c.retention),
+        Err(e) => {
+            let at = e.span().map_or_else(String::new, |sp| {
+                let line = text[..sp.start].matches('\n').count() + 1;
+                let col = sp.start - text[..sp.start].rfind('\n').map_or(0, |n| n + 1) + 1;
+                format!(":{line}:{col}")
+            });
+            Err(user(format!(
+                "{}{at}: {}",
+                path.display(),
+                e.message()
+            ))
+            .hint("the file holds one [retention] table shaped like a manifest's, e.g. [retention.images] keep = 3")
+            .into())
+        }
+    }
+}
+
+/// Records a project's policy and the image references its manifest names (apply calls this
+/// on every converge; `system prune --policy` and the log writer read it).
+pub fn record_project_policy(
+    store: &Store,
+    project: &str,
+    policy: &Retention,
+    refs: &[String],
+) -> Result<()> {
+    let (policy, refs) = (serde_json::to_string(policy)?, serde_json::to_string(refs)?);
+    // Unchanged (the common case): no write.
+    let same = store
+        .db()
+        .prepare_cached(
+            "SELECT 1 FROM project_policies WHERE project = ?1 AND retention = ?2 AND refs = ?3",
+        )?
+        .exists(params![project, policy, refs])?;
+    if same {
+        return Ok(());
+    }
+    store
+        .db()
+        .prepare_cached(
+            "INSERT OR REPLACE INTO project_policies (project, retention, refs, updated_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![project, policy, refs, now_ns()])?;
+    Ok(())
+}
+
+/// Every project's recorded policy and references.
+pub fn project_policies(store: &Store) -> Result<Vec<(String, Retention, Vec<String>)>> {
+    let mut stmt = store
+        .db()
+        .prepare("SELECT project, retention, refs FROM project_policies ORDER BY project")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (p, ret, refs) = row?;
+        out.push((
+            p,
+            serde_json::from_str(&ret).unwrap_or_default(),
+            serde_json::from_str(&refs).unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The log policy of a container: its project's `[retention.logs]` as last applied, else the
+/// root config's, else [`logs::MAX_SIZE`] and 2 files. Never fails: a bad root config
+/// falls back to the defaults (with a warning), so a container still starts.
+pub fn log_policy(store: &Store, project: Option<&str>) -> LogPolicy {
+    let from = |l: Option<&LogRetention>| {
+        l.map(|l| LogPolicy {
+            max_size: l.max_size.map(|b| b.0),
+            max_files: l.max_files,
+        })
+    };
+    let mut policy = LogPolicy::default();
+    if let Some(p) = project
+        && let Ok(list) = project_policies(store)
+        && let Some((_, r, _)) = list.iter().find(|(name, _, _)| name == p)
+        && let Some(l) = from(r.logs.as_ref())
+    {
+        policy = l;
+    }
+    match root_config(store.root()) {
+        Ok(r) => {
+            if let Some(d) = from(r.logs.as_ref()) {
+                policy.max_size = policy.max_size.or(d.max_size);
+                policy.max_files = policy.max_files.or(d.max_files);
+            }
+        }
+        Err(e) => tracing::warn!("{e:#}; using the default log rotation"),
+    }
+    policy
+}
+
+/// Which objects a policy governs.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyScope {
+    /// A project's policy (its generations, its containers, the repositories its manifest
+    /// names, its applies and its containers' runs); `None` is the root config's (`wharf
+    /// run` containers, every image, and runs and applies outside any project's).
+    pub project: Option<String>,
+    /// Image references the manifest names (tags): their images are protected, and their
+    /// repositories are the ones a project's image policy governs.
+    pub refs: Vec<String>,
+    /// An apply row never to remove (the apply evaluating the policy).
+    pub current_apply: Option<i64>,
+}
+
+/// One object retention will remove.
+#[derive(Debug, Clone, Serialize)]
+pub struct Doomed {
+    /// image | container | generation | run | apply
+    pub kind: &'static str,
+    pub key: String,
+    /// What it is, for the listing (tags, a name, a generation).
+    pub detail: String,
+    pub reason: String,
+}
+
+/// What retention will remove under one policy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionPlan {
+    /// The project ("" for the root config's policy).
+    pub scope: String,
+    pub items: Vec<Doomed>,
+}
+
+impl RetentionPlan {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+fn repo_of(reference: &str) -> String {
+    match Reference::parse(reference) {
+        Ok(Reference::Tag { repo, .. }) => repo,
+        _ => reference
+            .rsplit_once(':')
+            .map_or(reference, |(r, _)| r)
+            .to_string(),
+    }
+}
+
+/// The image ids rollbacks need (per declared container of every project: the image of the
+/// generation `wharf rollback` would bring back) and the ids of the generation rows they
+/// are; with every current generation's.
+fn rollback_needs(
+    store: &Store,
+    gens: &[journal::Generation],
+) -> Result<(BTreeSet<String>, BTreeSet<i64>)> {
+    let live: BTreeMap<String, String> = store
+        .db()
+        .prepare("SELECT name, id FROM containers")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut by_decl: BTreeMap<(&str, &str), Vec<journal::Generation>> = BTreeMap::new();
+    for g in gens {
+        by_decl
+            .entry((g.project.as_str(), g.name.as_str()))
+            .or_default()
+            .push(g.clone());
+    }
+    let (mut images, mut rows) = (BTreeSet::new(), BTreeSet::new());
+    for ((_, name), list) in &by_decl {
+        let current = live
+            .get(*name)
+            .and_then(|id| list.iter().find(|g| &g.container_id == id));
+        if let Some(c) = current {
+            rows.insert(c.id);
+        }
+        if let Some(t) = journal::rollback_target(list, current.map(|c| c.seq)) {
+            images.insert(t.image_id.clone());
+            rows.insert(t.id);
+        }
+    }
+    Ok((images, rows))
+}
+
+/// Selects what `policy` removes in `scope`, from the store's facts. Read-only.
+pub fn plan(
+    store: &Store,
+    policy: &Retention,
+    scope: &PolicyScope,
+    now: i64,
+) -> Result<RetentionPlan> {
+    let inv = prune::inventory(store)?;
+    let db = store.db();
+    let all_gens = journal::all_generations(store, None)?;
+    let (rollback_images, rollback_rows) = rollback_needs(store, &all_gens)?;
+    let project = scope.project.as_deref();
+    let mut out = RetentionPlan {
+        scope: project.unwrap_or_default().to_string(),
+        items: Vec::new(),
+    };
+
+    // Images.
+    if let Some(ip) = &policy.images {
+        let mut referenced: BTreeSet<String> = BTreeSet::new();
+        for r in &scope.refs {
+            if let Ok(id) = crate::image::resolve(store, r) {
+                referenced.insert(id);
+            }
+        }
+        // Every project's references are protected, whichever policy runs.
+        for (_, _, refs) in project_policies(store)? {
+            for r in refs {
+                if let Ok(id) = crate::image::resolve(store, &r) {
+                    referenced.insert(id);
+                }
+            }
+        }
+        let used: BTreeSet<&str> = inv.containers.iter().map(|c| c.image_id.as_str()).collect();
+        let mut last_used: BTreeMap<String, i64> = BTreeMap::new();
+        for c in &inv.containers {
+            let e = last_used.entry(c.image_id.clone()).or_insert(c.created_at);
+            *e = (*e).max(c.created_at);
+        }
+        let runs: Vec<(String, i64)> = db
+            .prepare("SELECT image_id, MAX(started_at) FROM runs GROUP BY image_id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, at) in runs {
+            let e = last_used.entry(id).or_insert(at);
+            *e = (*e).max(at);
+        }
+        // An image whose tag moved on is still a version of its repository.
+        let mut gen_repos: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for g in &all_gens {
+            gen_repos
+                .entry(g.image_id.as_str())
+                .or_default()
+                .insert(repo_of(&g.image_ref));
+            let e = last_used.entry(g.image_id.clone()).or_insert(g.created_at);
+            *e = (*e).max(g.created_at);
+        }
+        let governed: Option<BTreeSet<String>> =
+            project.map(|_| scope.refs.iter().map(|r| repo_of(r)).collect());
+        let facts: Vec<ImageFact> = inv
+            .images
+            .iter()
+            .map(|i| {
+                let mut repos: BTreeSet<String> = i.tags.iter().map(|t| repo_of(t)).collect();
+                if let Some(g) = gen_repos.get(i.id.as_str()) {
+                    repos.extend(g.iter().cloned());
+                }
+                ImageFact {
+                    id: i.id.clone(),
+                    repos: repos.into_iter().collect(),
+                    imported_at: i.created_at,
+                    last_used: last_used.get(&i.id).copied(),
+                    protected: used.contains(i.id.as_str())
+                        || referenced.contains(&i.id)
+                        || rollback_images.contains(&i.id),
+                }
+            })
+            .filter(|f| {
+                governed
+                    .as_ref()
+                    .is_none_or(|g| f.repos.iter().any(|r| g.contains(r)))
+            })
+            .collect();
+        for sel in images(ip, &facts, now) {
+            let tags = inv
+                .images
+                .iter()
+                .find(|i| i.id == sel.key)
+                .map(|i| i.tags.join(", "))
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "<none>".into());
+            out.items.push(Doomed {
+                kind: "image",
+                detail: format!("{} {tags}", crate::image::short(&sel.key)),
+                key: sel.key,
+                reason: sel.reason,
+            });
+        }
+    }
+
+    // Containers: `wharf run` containers under the root policy; under a project's, its
+    // generation records (the project's containers are its current generations: removing
+    // one would only make the next apply create it again).
+    if let Some(cp) = &policy.containers {
+        let finished: BTreeMap<String, Option<i64>> = db
+            .prepare("SELECT id, finished_at FROM containers")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let projects: BTreeMap<String, Option<String>> = db
+            .prepare("SELECT id, project FROM containers")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut facts: Vec<ContainerFact> = Vec::new();
+        if project.is_none() {
+            for c in &inv.containers {
+                if projects.get(&c.id).cloned().flatten().is_some() {
+                    continue;
+                }
+                facts.push(ContainerFact {
+                    id: c.id.clone(),
+                    declared: None,
+                    active: c.running,
+                    finished_at: finished.get(&c.id).copied().flatten(),
+                    created_at: c.created_at,
+                    protected: false,
+                });
+            }
+        }
+        let gen_facts: Vec<ContainerFact> = all_gens
+            .iter()
+            .filter(|g| project.is_none_or(|p| g.project == p))
+            .filter(|g| project.is_some() || !project_policies_has(store, &g.project))
+            .map(|g| ContainerFact {
+                id: format!("gen:{}", g.id),
+                declared: Some(format!("{}/{}", g.project, g.name)),
+                active: g.superseded_at.is_none(),
+                finished_at: g.superseded_at,
+                created_at: g.created_at,
+                protected: rollback_rows.contains(&g.id),
+            })
+            .collect();
+        facts.extend(gen_facts);
+        for sel in containers(cp, &facts, now) {
+            if let Some(gid) = sel.key.strip_prefix("gen:") {
+                let g = all_gens.iter().find(|g| g.id.to_string() == gid);
+                out.items.push(Doomed {
+                    kind: "generation",
+                    detail: g.map_or_else(String::new, |g| {
+                        format!(
+                            "{}/{} generation {} ({})",
+                            g.project, g.name, g.seq, g.image_ref
+                        )
+                    }),
+                    key: gid.to_string(),
+                    reason: sel.reason,
+                });
+            } else {
+                let name = inv
+                    .containers
+                    .iter()
+                    .find(|c| c.id == sel.key)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                out.items.push(Doomed {
+                    kind: "container",
+                    detail: format!("{} {name}", crate::image::short(&sel.key)),
+                    key: sel.key,
+                    reason: sel.reason,
+                });
+            }
+        }
+    }
+
+    // Journal: finished runs and finished applies.
+    if let Some(jp) = &policy.journal {
+        let runs: Vec<EntryFact> = db
+            .prepare(
+                "SELECT id, started_at FROM runs WHERE finished_at IS NOT NULL AND \
+                 (CASE WHEN ?1 IS NULL \
+                   THEN container_id NOT IN (SELECT container_id FROM generations) \
+                   ELSE container_id IN (SELECT container_id FROM generations WHERE project = ?1) END)",
+            )?
+            .query_map([project], |r| Ok(EntryFact { id: r.get(0)?, at: r.get(1)? }))?
+            .collect::<rusqlite::Result<_>>()?;
+        for sel in journal(jp, &runs, now) {
+            out.items.push(Doomed {
+                kind: "run",
+                detail: format!("run {}", sel.key),
+                key: sel.key.to_string(),
+                reason: sel.reason,
+            });
+        }
+        let applies: Vec<EntryFact> = db
+            .prepare(
+                "SELECT id, at FROM applies WHERE finished_at IS NOT NULL AND id IS NOT ?2 \
+                 AND (CASE WHEN ?1 IS NULL \
+                   THEN project NOT IN (SELECT project FROM project_policies) \
+                   ELSE project = ?1 END)",
+            )?
+            .query_map(params![project, scope.current_apply], |r| {
+                Ok(EntryFact {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for sel in journal(jp, &applies, now) {
+            out.items.push(Doomed {
+                kind: "apply",
+                detail: format!("apply {}", sel.key),
+                key: sel.key.to_string(),
+                reason: sel.reason,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn project_policies_has(store: &Store, project: &str) -> bool {
+    store
+        .db()
+        .prepare_cached("SELECT 1 FROM project_policies WHERE project = ?1")
+        .and_then(|mut s| s.exists([project]))
+        .unwrap_or(false)
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionReport {
+    pub removed: Vec<Doomed>,
+    /// Objects kept because their state changed since the plan, with the reason.
+    pub skipped: Vec<String>,
+    /// Bytes freed by image and container removals.
+    pub reclaimed: u64,
+}
+
+/// Removes what `plan` lists (containers and images through `prune::execute`, which checks
+/// each again), and journals every removal in `retention_log`.
+pub fn execute(store: &Store, plan: &RetentionPlan) -> Result<RetentionReport> {
+    let _guard = store.lock()?;
+    let inv = prune::inventory(store)?;
+    let keys = |kind: &str| -> Vec<&str> {
+        plan.items
+            .iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| d.key.as_str())
+            .collect()
+    };
+    let (cs, is) = (keys("container"), keys("image"));
+    let mut report = RetentionReport::default();
+    let pr = if cs.is_empty() && is.is_empty() {
+        prune::Report::default()
+    } else {
+        prune::execute(store, &inv.plan_of(&cs, &is, &[]))?
+    };
+    report.skipped = pr.skipped;
+    report.reclaimed = pr.reclaimed;
+    let deleted_images: BTreeSet<String> = pr
+        .images
+        .iter()
+        .filter_map(|r| match r {
+            crate::image::Removed::Deleted(id) => Some(id.clone()),
+            crate::image::Removed::Untagged(_) => None,
+        })
+        .collect();
+    let db = store.db();
+    for d in &plan.items {
+        let done = match d.kind {
+            "container" => pr.containers.iter().any(|c| c == &d.key),
+            "image" => deleted_images.contains(&d.key),
+            "generation" => db.execute("DELETE FROM generations WHERE id = ?1", [&d.key])? > 0,
+            "run" => db.execute("DELETE FROM runs WHERE id = ?1", [&d.key])? > 0,
+            "apply" => db.execute("DELETE FROM applies WHERE id = ?1", [&d.key])? > 0,
+            _ => false,
+        };
+        if done {
+            journal::record_retention(
+                store,
+                &journal::RetentionRecord {
+                    at: now_ns(),
+                    scope: plan.scope.clone(),
+                    kind: d.kind.to_string(),
+                    key: d.key.clone(),
+                    detail: d.detail.clone(),
+                    reason: d.reason.clone(),
+                },
+            )?;
+            report.removed.push(d.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// Every policy the store knows: the root config's, then each project's as last applied.
+pub fn all_policies(store: &Store) -> Result<Vec<(Retention, PolicyScope)>> {
+    let mut out = vec![(root_config(store.root())?, PolicyScope::default())];
+    for (project, policy, refs) in project_policies(store)? {
+        out.push((
+            policy,
+            PolicyScope {
+                project: Some(project),
+                refs,
+                current_apply: None,
+            },
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +889,117 @@ mod tests {
         assert!(containers(&ContainerRetention::default(), &c, 100 * D).is_empty());
         let j = vec![EntryFact { id: 1, at: 0 }];
         assert!(journal(&JournalRetention::default(), &j, 100 * D).is_empty());
+    }
+
+    #[test]
+    fn images_beyond_keep_dangling_fall_back_to_unused_for() {
+        // A dangling image has no repository to be ranked in: only unused_for takes it.
+        let facts = vec![
+            img("a1", &["app"], 1),
+            img("a2", &["app"], 2),
+            img("d-old", &[], 0),
+            img("d-new", &[], 9 * D),
+        ];
+        let p = ImageRetention {
+            keep: Some(1),
+            unused_for: dur("2d"),
+        };
+        let sel = images(&p, &facts, 10 * D);
+        assert_eq!(keys(&sel), vec!["a1", "d-old"]);
+        assert_eq!(sel[0].reason, "older than the newest 1 of app");
+        // keep alone never takes a dangling image.
+        let only_keep = ImageRetention {
+            keep: Some(1),
+            unused_for: None,
+        };
+        assert_eq!(keys(&images(&only_keep, &facts, 10 * D)), vec!["a1"]);
+    }
+
+    #[test]
+    fn a_protected_generation_counts_among_the_kept_but_is_never_selected() {
+        // The rollback target (g3) is the newest exited: it fills keep_exited = 1.
+        let mut target = ctr("g3", Some("p/web"), Some(3));
+        target.protected = true;
+        let mut current = ctr("g4", Some("p/web"), None);
+        current.active = true;
+        let facts = vec![
+            ctr("g1", Some("p/web"), Some(1)),
+            ctr("g2", Some("p/web"), Some(2)),
+            target,
+            current,
+        ];
+        let keep1 = ContainerRetention {
+            keep_exited: Some(1),
+            max_age: None,
+        };
+        let sel = containers(&keep1, &facts, 10);
+        assert_eq!(keys(&sel), vec!["g1", "g2"]);
+        assert_eq!(sel[0].reason, "older than the last 1 exited generations");
+        // keep_exited = 0: everything exited goes, except the protected one.
+        let keep0 = ContainerRetention {
+            keep_exited: Some(0),
+            max_age: None,
+        };
+        assert_eq!(keys(&containers(&keep0, &facts, 10)), vec!["g1", "g2"]);
+    }
+
+    #[test]
+    fn container_ages_count_from_the_end_of_the_last_run_or_creation() {
+        let mut never_ran = ctr("created", None, None);
+        never_ran.created_at = 5 * D;
+        let facts = vec![ctr("ran", None, Some(8 * D)), never_ran];
+        let p = ContainerRetention {
+            keep_exited: None,
+            max_age: dur("3d"),
+        };
+        assert_eq!(keys(&containers(&p, &facts, 10 * D)), vec!["created"]);
+    }
+
+    #[test]
+    fn journal_keeps_the_newest_by_time_then_id() {
+        let facts = vec![
+            EntryFact { id: 1, at: 5 },
+            EntryFact { id: 2, at: 5 },
+            EntryFact { id: 3, at: 1 },
+        ];
+        let p = JournalRetention {
+            max_age: None,
+            max_entries: Some(1),
+        };
+        let mut sel = keys(&journal(&p, &facts, 10));
+        sel.sort();
+        assert_eq!(sel, vec![1, 3]);
+    }
+
+    #[test]
+    fn repositories_of_references() {
+        assert_eq!(repo_of("app:1.0"), "app");
+        assert_eq!(repo_of("app"), "app");
+        assert_eq!(
+            repo_of("registry.local:5000/team/app:2"),
+            "registry.local:5000/team/app"
+        );
+    }
+
+    #[test]
+    fn root_config_is_optional_and_errors_carry_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(root_config(dir.path()).unwrap(), Retention::default());
+        std::fs::write(
+            dir.path().join(ROOT_CONFIG),
+            "[retention.logs]\nmax_size = \"1MiB\"\nmax_files = 3\n",
+        )
+        .unwrap();
+        let r = root_config(dir.path()).unwrap();
+        let logs = r.logs.unwrap();
+        assert_eq!(
+            (logs.max_size.map(|b| b.0), logs.max_files),
+            (Some(1 << 20), Some(3))
+        );
+        std::fs::write(dir.path().join(ROOT_CONFIG), "[retention]\nimages = 3\n").unwrap();
+        let e = root_config(dir.path()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("config.toml:2:"), "{msg}");
+        assert!(crate::error::find_user_error(&e).is_some());
     }
 }

@@ -29,6 +29,26 @@ pub enum Commands {
     Validate(FileArgs),
     /// Remove the containers (and with --volumes the volumes) a project owns
     Down(DownArgs),
+    /// Bring a declared container back to the image and spec of its previous good
+    /// generation (or --to GENERATION); the next apply converges to the manifest again
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The declared container (its name)
+    pub name: String,
+    /// The generation to bring back (`wharf history NAME` lists them)
+    #[arg(long, value_name = "GENERATION")]
+    pub to: Option<i64>,
+    /// Seconds to wait for the container to stop (SIGTERM) before killing it
+    #[arg(
+        short = 't',
+        long = "timeout",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -82,7 +102,36 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         Commands::Diff(a) => diff(ctx, a),
         Commands::Validate(a) => validate(ctx, a),
         Commands::Down(a) => down(ctx, a),
+        Commands::Rollback(a) => rollback(ctx, a),
     }
+}
+
+fn rollback(ctx: &Ctx, a: RollbackArgs) -> Result<i32> {
+    let store = ctx.store()?;
+    let r = execute::rollback(&store, &a.name, a.to, Duration::from_secs(a.timeout))?;
+    if ctx.json() {
+        print_json(&r)?;
+        return Ok(exit::OK);
+    }
+    let from = r.from.map_or_else(
+        || "a removed container".to_string(),
+        |f| format!("generation {f}"),
+    );
+    println!(
+        "{}: rolled back from {from} to generation {} ({} {}); now generation {}{}",
+        r.name,
+        r.to,
+        r.image_ref,
+        crate::image::short(&r.image_id),
+        r.seq,
+        if r.started { ", started" } else { "" }
+    );
+    eprintln!(
+        "note: the next `wharf apply` of project {} converges to the manifest again; \
+         revert the manifest (`git revert`) to keep this version",
+        r.project
+    );
+    Ok(exit::OK)
 }
 
 /// Loads a manifest, or prints every problem (to stderr, or as JSON) and returns `None`.
@@ -136,8 +185,16 @@ fn report(ctx: &Ctx, verb: &str, applied: &Applied) -> Result<i32> {
             "plan": applied.plan,
             "outcome": o,
             "apply_id": applied.journal_id,
+            "retention": applied.retention,
+            "retention_error": applied.retention_error,
         }))?;
     } else {
+        for d in &applied.retention.removed {
+            eprintln!("retention: removed {} {} ({})", d.kind, d.detail, d.reason);
+        }
+        if let Some(e) = &applied.retention_error {
+            eprintln!("warning: retention policies not applied: {}", e.trim());
+        }
         for r in o.results.iter().filter(|r| !r.ok) {
             eprintln!(
                 "error: {}: {}",

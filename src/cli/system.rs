@@ -14,12 +14,13 @@ use crate::disk::prune::{self, ImageScope, Plan, Scope, VolumeScope};
 use crate::error::{exit, user};
 use crate::image::{Removed, short};
 use crate::journal::{self, RunFilter};
+use crate::retention;
 use crate::store::now_ns;
 use crate::util::{ago, human_size, parse_time_arg, rfc3339};
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
-    /// Show the run journal (every run of every container), newest first
+    /// Show the journal: a declared container's generations and every run, newest first
     History(HistoryArgs),
     /// Disk usage and cleanup
     #[command(subcommand)]
@@ -62,6 +63,10 @@ pub struct SystemPruneArgs {
     /// Also remove anonymous volumes no container uses (named volumes: `volume prune -a`)
     #[arg(long)]
     pub volumes: bool,
+    /// Apply the retention policies now instead: each project's `[retention]` as last
+    /// applied, and <root>/config.toml's for everything else
+    #[arg(long, conflicts_with_all = ["all", "volumes", "filter"])]
+    pub policy: bool,
     #[command(flatten)]
     pub common: PruneArgs,
 }
@@ -80,8 +85,15 @@ pub struct HistoryArgs {
     #[arg(short = 'n', long = "last")]
     pub last: Option<usize>,
     /// Show apply records instead of runs
-    #[arg(long)]
+    #[arg(long, conflicts_with = "generations")]
     pub applies: bool,
+    /// Show only the generations of a declared container (image, manifest commit, when,
+    /// outcome); without it, `history NAME` lists them above the runs
+    #[arg(long, requires = "container")]
+    pub generations: bool,
+    /// Show what the retention policies removed (what, which policy, why), newest first
+    #[arg(long, conflicts_with_all = ["applies", "generations", "container"])]
+    pub retention: bool,
     /// Do not shorten ids and commands
     #[arg(long)]
     pub no_trunc: bool,
@@ -91,6 +103,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     match cmd {
         Commands::History(a) => history(ctx, a),
         Commands::System(SystemCmd::Df(a)) => system_df(ctx, &a),
+        Commands::System(SystemCmd::Prune(a)) if a.policy => prune_policy(ctx, a.common.force),
         Commands::System(SystemCmd::Prune(a)) => prune(
             ctx,
             &Scope {
@@ -243,6 +256,94 @@ pub(super) fn prune(ctx: &Ctx, scope: &Scope, a: &PruneArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// `system prune --policy`: evaluates every retention policy, lists what goes and why, asks
+/// like the other prune verbs, removes and journals.
+fn prune_policy(ctx: &Ctx, force: bool) -> Result<i32> {
+    let store = ctx.store()?;
+    let now = now_ns();
+    let mut plans = Vec::new();
+    for (policy, scope) in retention::all_policies(&store)? {
+        let p = retention::plan(&store, &policy, &scope, now)?;
+        if !p.is_empty() {
+            plans.push(p);
+        }
+    }
+    if plans.is_empty() {
+        if ctx.json() {
+            print_json(&Vec::<retention::RetentionReport>::new())?;
+        } else {
+            println!("Nothing to remove: every retention policy is met.");
+        }
+        return Ok(exit::OK);
+    }
+    if !force {
+        let mut text = String::from("WARNING! The retention policies will remove:\n");
+        for p in &plans {
+            let scope = if p.scope.is_empty() {
+                "config.toml".to_string()
+            } else {
+                format!("project {}", p.scope)
+            };
+            text += &format!("  {scope}:\n");
+            for d in &p.items {
+                text += &format!("    - {} {}  ({})\n", d.kind, d.detail, d.reason);
+            }
+        }
+        if !confirm(ctx, &text)? {
+            return Ok(exit::OK);
+        }
+    }
+    let mut reports = Vec::new();
+    for p in &plans {
+        reports.push(retention::execute(&store, p)?);
+    }
+    for s in reports.iter().flat_map(|r| &r.skipped) {
+        eprintln!("warning: kept {s}");
+    }
+    if ctx.json() {
+        print_json(&reports)?;
+        return Ok(exit::OK);
+    }
+    let mut n = 0;
+    for d in reports.iter().flat_map(|r| &r.removed) {
+        println!("removed {} {}  ({})", d.kind, d.detail, d.reason);
+        n += 1;
+    }
+    let reclaimed: u64 = reports.iter().map(|r| r.reclaimed).sum();
+    println!(
+        "{} removed. Total reclaimed space: {}",
+        plural(n, "object", "objects"),
+        human_size(reclaimed)
+    );
+    Ok(exit::OK)
+}
+
+/// Prints `text` (to stdout, or stderr under JSON) and asks `[y/N]` on a terminal; refuses
+/// without one. Returns whether to go on.
+fn confirm(ctx: &Ctx, text: &str) -> Result<bool> {
+    if ctx.json() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(user(
+            "refusing to prune without confirmation: standard input is not a terminal",
+        )
+        .hint("add -f (--force) to remove what is listed above without asking")
+        .into());
+    }
+    eprint!("Are you sure you want to continue? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        eprintln!("Nothing was removed.");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 fn with_percent(part: u64, whole: u64) -> String {
     let pct = if whole == 0 {
         0
@@ -376,6 +477,31 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
     let since = a.since.as_deref().map(parse_time_arg).transpose()?;
     let until = a.until.as_deref().map(parse_time_arg).transpose()?;
     let store = ctx.store()?;
+    if a.retention {
+        let mut records = journal::retention_log(&store, a.last)?;
+        records.retain(|r| since.is_none_or(|t| r.at >= t) && until.is_none_or(|t| r.at < t));
+        if ctx.json() {
+            return print_json(&records).map(|()| 0);
+        }
+        let rows = records
+            .iter()
+            .map(|r| {
+                vec![
+                    ago(r.at),
+                    if r.scope.is_empty() {
+                        "config.toml".to_string()
+                    } else {
+                        r.scope.clone()
+                    },
+                    r.kind.clone(),
+                    r.detail.clone(),
+                    r.reason.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["WHEN", "POLICY", "KIND", "WHAT", "WHY"], rows);
+        return Ok(0);
+    }
     if a.applies {
         let records = journal::applies(&store, a.container.as_deref(), since, a.last)?;
         if ctx.json() {
@@ -417,6 +543,32 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
             .collect();
         print_table(&["APPLY", "PROJECT", "WHEN", "COMMIT", "OUTCOME"], rows);
         return Ok(0);
+    }
+    if let Some(name) = &a.container {
+        let mut gens = journal::generations(&store, None, name)?;
+        if gens.is_empty()
+            && let Ok(rec) = crate::container::find(&store, name)
+        {
+            gens = journal::generations(&store, rec.project.as_deref(), &rec.name)?;
+        }
+        gens.retain(|g| {
+            since.is_none_or(|t| g.created_at >= t) && until.is_none_or(|t| g.created_at < t)
+        });
+        if let Some(n) = a.last {
+            gens.truncate(n);
+        }
+        if a.generations {
+            if ctx.json() {
+                return print_json(&gens).map(|()| 0);
+            }
+            print_generations(&gens, a.no_trunc);
+            return Ok(0);
+        }
+        if !gens.is_empty() && !ctx.json() {
+            println!("Generations:");
+            print_generations(&gens, a.no_trunc);
+            println!("\nRuns:");
+        }
     }
     let records = journal::runs(
         &store,
@@ -503,4 +655,72 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
         rows,
     );
     Ok(0)
+}
+
+/// The generations table of `history NAME`: the current one marked `*`.
+fn print_generations(gens: &[journal::Generation], no_trunc: bool) {
+    let current = gens
+        .iter()
+        .filter(|g| g.superseded_at.is_none())
+        .map(|g| g.id)
+        .max();
+    let rows = gens
+        .iter()
+        .map(|g| {
+            let commit = g.git_commit.as_deref().map_or_else(
+                || "-".to_string(),
+                |c| {
+                    let c = if no_trunc { c } else { short(c) };
+                    format!(
+                        "{c}{}",
+                        if g.git_dirty == Some(true) {
+                            "+dirty"
+                        } else {
+                            ""
+                        }
+                    )
+                },
+            );
+            let cause = match (g.cause.as_str(), g.rollback_of, g.apply_id) {
+                ("rollback", Some(to), _) => format!("rollback to {to}"),
+                (_, _, Some(a)) => format!("apply {a}"),
+                (c, _, _) => c.to_string(),
+            };
+            let mut outcome = g.outcome.clone();
+            if let Some(e) = g.error.as_deref().filter(|_| g.outcome == "failed") {
+                outcome = format!("failed: {e}");
+            }
+            vec![
+                format!("{}{}", g.seq, if Some(g.id) == current { " *" } else { "" }),
+                g.image_ref.clone(),
+                if no_trunc {
+                    g.image_id.clone()
+                } else {
+                    short(&g.image_id).to_string()
+                },
+                commit,
+                cause,
+                ago(g.created_at),
+                outcome,
+                if no_trunc {
+                    g.container_id.clone()
+                } else {
+                    short(&g.container_id).to_string()
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "GEN",
+            "IMAGE",
+            "IMAGE ID",
+            "COMMIT",
+            "CAUSE",
+            "CREATED",
+            "OUTCOME",
+            "CONTAINER",
+        ],
+        rows,
+    );
 }

@@ -6,7 +6,7 @@
 //! - an image: its layer dirs `layers/<diff-id>` and its config blob `blobs/sha256/<id>`;
 //! - a container: its write layer `containers/<id>/upper` (as docker's SIZE);
 //! - a volume: `volumes/<name>/_data`;
-//! - logs: `containers/<id>/log.json` and its rotation `log.json.1`;
+//! - logs: `containers/<id>/log.json` and its rotations `log.json.1`, `.2`, …;
 //! - the journal: `wharf.db` with its `-wal` and `-shm` files.
 //!
 //! docker's definitions: an image is active when any container, running or not, uses it;
@@ -186,9 +186,10 @@ pub fn usage(store: &Store, verbose: bool) -> Result<Usage> {
 
     let log_size = |id: &str| {
         let p = container::log_path(store, id);
-        let mut rot = p.clone().into_os_string();
-        rot.push(".1");
-        fsutil::disk_usage(&p) + fsutil::disk_usage(std::path::Path::new(&rot))
+        crate::runtime::logs::log_files(&p)
+            .iter()
+            .map(|f| fsutil::disk_usage(f))
+            .sum::<u64>()
     };
     let containers: Vec<ContainerUsage> = records
         .iter()

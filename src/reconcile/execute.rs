@@ -108,6 +108,10 @@ pub struct Applied {
     pub outcome: Outcome,
     /// The `applies` row.
     pub journal_id: i64,
+    /// What the retention policies removed after the converge.
+    pub retention: crate::retention::RetentionReport,
+    /// Why retention could not be evaluated, if it could not (the apply itself stands).
+    pub retention_error: Option<String>,
 }
 
 /// The desired state of a manifest, with source digests (cached by file identity).
@@ -171,18 +175,59 @@ pub fn apply(
     let _guard = store.lock()?;
     let p = plan(&d, &observe_for(store, &d)?);
     let progress = on_plan(&p);
-    let journal_id = begin_journal(store, m, &p)?;
+    let (journal_id, git) = begin_journal(store, m, &p)?;
     let opts = ApplyOptions {
         progress: progress.or_else(|| opts.progress.clone()),
         ..opts.clone()
     };
-    let outcome = execute(store, &p, &opts);
+    let ctx = GenerationContext {
+        apply_id: Some(journal_id),
+        git,
+    };
+    let outcome = execute_in(store, &p, &opts, Some(&ctx));
     finish_journal(store, journal_id, &outcome)?;
+    let (retention, retention_error) = match enforce_retention(store, m, &d, journal_id) {
+        Ok(r) => (r, None),
+        Err(e) => (Default::default(), Some(crate::error::render(&e))),
+    };
     Ok(Applied {
         plan: p,
         outcome,
         journal_id,
+        retention,
+        retention_error,
     })
+}
+
+/// After a converge, under the store lock: records the project's policy and references, and
+/// applies its `[retention]` (see `crate::retention`).
+fn enforce_retention(
+    store: &Store,
+    m: &Manifest,
+    d: &Desired,
+    apply_id: i64,
+) -> Result<crate::retention::RetentionReport> {
+    use crate::retention;
+    let mut refs: Vec<String> = d.images.iter().map(|i| i.tag.clone()).collect();
+    refs.extend(d.containers.iter().map(|c| c.spec.image.clone()));
+    refs.sort();
+    refs.dedup();
+    retention::record_project_policy(store, &m.project, &m.retention, &refs)?;
+    let r = &m.retention;
+    if r.images.is_none() && r.containers.is_none() && r.journal.is_none() {
+        // The no-op apply stays cheap: no inventory without a policy to evaluate.
+        return Ok(Default::default());
+    }
+    let scope = retention::PolicyScope {
+        project: Some(m.project.clone()),
+        refs,
+        current_apply: Some(apply_id),
+    };
+    let plan = retention::plan(store, &m.retention, &scope, crate::store::now_ns())?;
+    if plan.is_empty() {
+        return Ok(Default::default());
+    }
+    retention::execute(store, &plan)
 }
 
 /// Removes what the project owns: its containers, and with `volumes` its volumes (those no
@@ -201,8 +246,14 @@ pub fn down(
     };
     let p = plan(&empty, &observe(store)?);
     on_plan(&p);
-    let journal_id = begin_journal(store, m, &p)?;
+    let (journal_id, _) = begin_journal(store, m, &p)?;
     let mut outcome = execute(store, &p, opts);
+    // The project is gone: its manifest no longer protects images, and its generations fall
+    // under the root config's retention.
+    store.db().execute(
+        "DELETE FROM project_policies WHERE project = ?1",
+        [&m.project],
+    )?;
     if volumes {
         for (name, res) in remove_project_volumes(store, &m.project)? {
             outcome.results.push(ActionResult {
@@ -219,10 +270,13 @@ pub fn down(
         plan: p,
         outcome,
         journal_id,
+        retention: Default::default(),
+        retention_error: None,
     })
 }
 
-fn begin_journal(store: &Store, m: &Manifest, p: &Plan) -> Result<i64> {
+/// Opens the apply's journal row; returns its id and the manifests' git state.
+fn begin_journal(store: &Store, m: &Manifest, p: &Plan) -> Result<(i64, Option<(String, bool)>)> {
     // Absolute paths: the journal outlives the working directory it was run from.
     let abs: Vec<PathBuf> = m
         .files
@@ -240,12 +294,61 @@ fn begin_journal(store: &Store, m: &Manifest, p: &Plan) -> Result<i64> {
         })
         .collect::<Result<_>>()?;
     let git = git_state(&abs);
-    journal::begin_apply(
+    let id = journal::begin_apply(
         store,
         &m.project,
         &serde_json::to_value(&files)?,
         git.as_ref().map(|(c, d)| (c.as_str(), *d)),
         &serde_json::to_value(p)?,
+    )?;
+    Ok((id, git))
+}
+
+/// What ties the generations an apply makes to its journal row and manifest commit.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationContext {
+    pub apply_id: Option<i64>,
+    pub git: Option<(String, bool)>,
+}
+
+/// Journals a new generation of a declared container (the container row gives its image).
+fn record_generation(
+    store: &Store,
+    project: &str,
+    name: &str,
+    container_id: &str,
+    ctx: &GenerationContext,
+    rollback_of: Option<i64>,
+    start: bool,
+) -> Result<i64> {
+    let (image_id, image_ref, spec, spec_hash): (String, String, Option<String>, Option<String>) =
+        store.db().query_row(
+            "SELECT image_id, image_ref, spec, spec_hash FROM containers WHERE id = ?1",
+            [container_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+    journal::record_generation(
+        store,
+        &journal::NewGeneration {
+            project,
+            name,
+            container_id,
+            image_id: &image_id,
+            image_ref: &image_ref,
+            spec_json: spec.as_deref().unwrap_or("{}"),
+            spec_hash: spec_hash.as_deref().unwrap_or_default(),
+            apply_id: ctx.apply_id,
+            git: ctx.git.as_ref().map(|(c, d)| (c.as_str(), *d)),
+            cause: if rollback_of.is_some() {
+                "rollback"
+            } else {
+                "apply"
+            },
+            rollback_of,
+            // A container to start is "started" once its start succeeded (set below).
+            outcome: if start { "failed" } else { "created" },
+            error: start.then_some("not started yet"),
+        },
     )
 }
 
@@ -318,6 +421,17 @@ fn test_pause(done: usize) {
 
 /// Runs a plan. Never fails as a whole: each action's error is in the outcome.
 pub fn execute(store: &Store, p: &Plan, opts: &ApplyOptions) -> Outcome {
+    execute_in(store, p, opts, Some(&GenerationContext::default()))
+}
+
+/// [`execute`], journaling each container created or recreated as a generation tied to
+/// `gen` (the apply row and the manifest commit); `None` journals no generations.
+pub fn execute_in(
+    store: &Store,
+    p: &Plan,
+    opts: &ApplyOptions,
+    gen_ctx: Option<&GenerationContext>,
+) -> Outcome {
     let mut results: Vec<Option<ActionResult>> = vec![None; p.actions.len()];
     let label = |a: &Action| a.to_string().lines().next().unwrap_or_default().to_string();
     if let Some(pb) = &opts.progress {
@@ -386,6 +500,17 @@ pub fn execute(store: &Store, p: &Plan, opts: &ApplyOptions) -> Outcome {
             Action::Stop { id, .. } => ops::stop(store, id, opts.stop_timeout).map(|_| ()),
             Action::RemoveOrphan { id, .. } => remove(store, id, opts.stop_timeout),
         };
+        if let (Some(ctx), Some(id)) = (gen_ctx, &made_id) {
+            let (name, start) = match a {
+                Action::Create { name, start, .. } | Action::Recreate { name, start, .. } => {
+                    (name.as_str(), *start)
+                }
+                _ => ("", false),
+            };
+            if let Err(e) = record_generation(store, &p.project, name, id, ctx, None, start) {
+                tracing::warn!("cannot journal the generation of {name}: {e:#}");
+            }
+        }
         results[i] = Some(ActionResult {
             action: label(a),
             ok: res.is_ok(),
@@ -402,7 +527,16 @@ pub fn execute(store: &Store, p: &Plan, opts: &ApplyOptions) -> Outcome {
 
     // Starts run in parallel: each spawns a monitor and waits for the container's exec.
     let start_errors = start_all(store.root(), &starts, opts);
-    for ((i, _, _), err) in starts.iter().zip(start_errors) {
+    for ((i, _, id), err) in starts.iter().zip(start_errors) {
+        if gen_ctx.is_some() {
+            let (outcome, e) = match &err {
+                Some(e) => ("failed", Some(e.as_str())),
+                None => ("started", None),
+            };
+            if let Err(e) = journal::set_generation_outcome(store, id, outcome, e) {
+                tracing::warn!("cannot journal the outcome of {id}: {e:#}");
+            }
+        }
         if let (Some(r), Some(e)) = (results[*i].as_mut(), err) {
             r.ok = false;
             r.error = Some(e);
@@ -582,13 +716,27 @@ fn create(
     spec_hash: &str,
     start: bool,
 ) -> Result<String> {
+    create_from(store, project, name, spec, spec_hash, start, &spec.image)
+}
+
+/// [`create`] from a given image (a reference or `sha256:<id>`); the recorded reference
+/// stays the spec's.
+fn create_from(
+    store: &Store,
+    project: &str,
+    name: &str,
+    spec: &ContainerSpec,
+    spec_hash: &str,
+    start: bool,
+    image: &str,
+) -> Result<String> {
     let mut labels = spec.labels.clone();
     labels.insert(PROJECT_LABEL.into(), project.into());
     labels.insert(SERVICE_LABEL.into(), name.into());
     let spec_json = spec.canonical_json();
     let rec = ops::create_with(
         store,
-        &spec.image,
+        image,
         Some(name),
         &run_options(spec),
         &CreateMeta {
@@ -616,6 +764,12 @@ fn create(
             params![rec.id, serde_json::to_string(&cfg)?],
         )?;
     }
+    if image != spec.image {
+        store.db().execute(
+            "UPDATE containers SET image_ref = ?2 WHERE id = ?1",
+            params![rec.id, spec.image],
+        )?;
+    }
     if !start {
         // Nobody will start it: this apply is not the owner of a run to come (a created
         // container whose owner is gone is closed as a crashed run, `exited`).
@@ -632,4 +786,164 @@ fn remove(store: &Store, id: &str, timeout: Duration) -> Result<()> {
     ops::stop(store, id, timeout)?;
     ops::remove(store, id, true)?;
     Ok(())
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolledBack {
+    pub project: String,
+    pub name: String,
+    /// The generation that was current (None: the container was gone).
+    pub from: Option<i64>,
+    /// The generation brought back.
+    pub to: i64,
+    /// The new generation the rollback made.
+    pub seq: i64,
+    pub container_id: String,
+    pub image_id: String,
+    pub image_ref: String,
+    pub started: bool,
+}
+
+/// Brings a declared container back to an earlier generation: the newest good generation
+/// before the current one whose image or spec differs (or `to`). Recreates the container
+/// from that generation's image id (which need not be tagged any more) and stored spec,
+/// starts it if that generation was started, and journals a new generation (cause
+/// `rollback`). Needs no git and no manifest. A later `apply` converges to the manifest
+/// again: a rollback is an emergency brake; `git revert` + apply is the durable fix.
+pub fn rollback(
+    store: &Store,
+    name: &str,
+    to: Option<i64>,
+    stop_timeout: Duration,
+) -> Result<RolledBack> {
+    use crate::error::user;
+    let _guard = store.lock()?;
+    container::reconcile(store)?;
+    let current = match container::find(store, name) {
+        Ok(rec) => Some(rec),
+        Err(e) if crate::error::find_user_error(&e).is_some() => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(rec) = &current
+        && rec.project.is_none()
+    {
+        return Err(user(format!(
+            "{name} was made by `wharf run`, not by apply: it has no generations to roll back to"
+        ))
+        .hint(
+            "rollback works on containers a manifest declares; run the old image with `wharf run`",
+        )
+        .into());
+    }
+    let name = current.as_ref().map_or(name, |r| r.name.as_str());
+    let project = current.as_ref().and_then(|r| r.project.clone());
+    let gens = journal::generations(store, project.as_deref(), name)?;
+    let Some(newest) = gens.first() else {
+        return Err(user(format!("{name} has no generations to roll back to"))
+            .hint("`wharf history NAME` lists a declared container's generations; apply records one per create or recreate")
+            .into());
+    };
+    let project = newest.project.clone();
+    let gens: Vec<journal::Generation> =
+        gens.into_iter().filter(|g| g.project == project).collect();
+    let current_gen = current
+        .as_ref()
+        .and_then(|rec| gens.iter().find(|g| g.container_id == rec.id));
+    let from = current_gen.map(|g| g.seq);
+    let target = match to {
+        Some(seq) => {
+            let Some(g) = gens.iter().find(|g| g.seq == seq) else {
+                return Err(user(format!("{name} has no generation {seq}"))
+                    .hint(format!("`wharf history {name}` lists its generations"))
+                    .into());
+            };
+            if from == Some(seq) {
+                return Err(user(format!("{name} is already at generation {seq}"))
+                    .hint(format!("`wharf history {name}` lists its generations"))
+                    .into());
+            }
+            g
+        }
+        None => {
+            let found = journal::rollback_target(&gens, from);
+            let Some(g) = found else {
+                return Err(user(format!(
+                    "{name} has no previous good generation to roll back to"
+                ))
+                .hint(format!(
+                    "`wharf history {name}` lists its generations; give one with --to"
+                ))
+                .into());
+            };
+            g
+        }
+    };
+    // Check everything before touching the running container.
+    let spec = serde_json::to_string(&target.spec)
+        .ok()
+        .and_then(|s| ContainerSpec::from_stored_json(&s))
+        .ok_or_else(|| {
+            user(format!(
+                "generation {} of {name} has a spec this wharf cannot read",
+                target.seq
+            ))
+        })?;
+    let image_ref = format!("sha256:{}", target.image_id);
+    if image::resolve(store, &image_ref).is_err() {
+        return Err(user(format!(
+            "the image of generation {} of {name} ({}, {}) is no longer in the store",
+            target.seq,
+            target.image_ref,
+            crate::image::short(&target.image_id)
+        ))
+        .hint("import it again and apply, or roll back to another generation with --to")
+        .into());
+    }
+    if let Some(rec) = &current {
+        remove(store, &rec.id, stop_timeout)?;
+    }
+    let start = target.outcome == "started";
+    let id = create_from(
+        store,
+        &project,
+        name,
+        &spec,
+        &target.spec_hash,
+        start,
+        &image_ref,
+    )?;
+    let ctx = GenerationContext::default();
+    let seq = record_generation(store, &project, name, &id, &ctx, Some(target.seq), start)?;
+    if start {
+        let errs = start_all(
+            store.root(),
+            &[(0, name.to_string(), id.clone())],
+            &ApplyOptions::default(),
+        );
+        let err = errs.into_iter().next().flatten();
+        journal::set_generation_outcome(
+            store,
+            &id,
+            if err.is_some() { "failed" } else { "started" },
+            err.as_deref(),
+        )?;
+        if let Some(e) = err {
+            anyhow::bail!(
+                "{name} was recreated from generation {} but {e}",
+                target.seq
+            );
+        }
+    }
+    Ok(RolledBack {
+        project,
+        name: name.to_string(),
+        from,
+        to: target.seq,
+        seq,
+        container_id: id,
+        image_id: target.image_id.clone(),
+        image_ref: target.image_ref.clone(),
+        started: start,
+    })
 }

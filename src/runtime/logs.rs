@@ -1,8 +1,10 @@
 //! Container logs: docker's json-file format, one JSON object per line:
 //! `{"log":"text\n","stream":"stdout","time":"2026-01-01T00:00:00.000000000Z"}`.
 //!
-//! `containers/<id>/log.json` is capped at [`MAX_SIZE`]; past it, the file is rotated to
-//! `log.json.1` (one old file kept), so a container never holds more than twice the cap.
+//! `containers/<id>/log.json` is capped at a size ([`MAX_SIZE`] unless the container's
+//! `[retention.logs]` says otherwise, see [`LogPolicy`]); past it, the files are shifted
+//! (`log.json` → `log.json.1` → `log.json.2` …) and the oldest beyond `max_files` is dropped,
+//! so a container never holds more than `max_files` × `max_size`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -14,6 +16,26 @@ use crate::util::rfc3339;
 
 /// Bytes per log file before rotation.
 pub const MAX_SIZE: u64 = 10 << 20;
+
+/// Log files per container (the current one included) by default.
+pub const MAX_FILES: u32 = 2;
+
+/// A container's log rotation (`[retention.logs]`); unset fields take the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogPolicy {
+    pub max_size: Option<u64>,
+    pub max_files: Option<u32>,
+}
+
+impl LogPolicy {
+    /// (bytes per file, files), defaults filled in; at least 1 byte and 1 file.
+    pub fn resolved(self) -> (u64, u32) {
+        (
+            self.max_size.unwrap_or(MAX_SIZE).max(1),
+            self.max_files.unwrap_or(MAX_FILES).max(1),
+        )
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -43,6 +65,7 @@ pub struct LogWriter {
     file: File,
     size: u64,
     max: u64,
+    files: u32,
 }
 
 impl LogWriter {
@@ -51,6 +74,18 @@ impl LogWriter {
     }
 
     pub fn with_max(path: &Path, max: u64) -> io::Result<LogWriter> {
+        Self::with_policy(
+            path,
+            LogPolicy {
+                max_size: Some(max),
+                max_files: None,
+            },
+        )
+    }
+
+    /// Opens a container's log with its rotation policy.
+    pub fn with_policy(path: &Path, policy: LogPolicy) -> io::Result<LogWriter> {
+        let (max, files) = policy.resolved();
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
         Ok(LogWriter {
@@ -58,6 +93,7 @@ impl LogWriter {
             file,
             size,
             max,
+            files,
         })
     }
 
@@ -65,17 +101,24 @@ impl LogWriter {
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
         let time = rfc3339(crate::store::now_ns());
         let mut out = Vec::with_capacity(data.len() + 96);
+        let mut entry = Vec::with_capacity(256);
         for line in data.split_inclusive(|&b| b == b'\n') {
             let e = Entry {
                 log: String::from_utf8_lossy(line),
                 stream: stream.name().into(),
                 time: time.clone(),
             };
-            serde_json::to_writer(&mut out, &e).map_err(io::Error::other)?;
-            out.push(b'\n');
-        }
-        if self.size > 0 && self.size + out.len() as u64 > self.max {
-            self.rotate()?;
+            entry.clear();
+            serde_json::to_writer(&mut entry, &e).map_err(io::Error::other)?;
+            entry.push(b'\n');
+            // Rotate between entries, so a burst of output respects the cap too.
+            let pending = self.size + out.len() as u64;
+            if pending > 0 && pending + entry.len() as u64 > self.max {
+                self.file.write_all(&out)?;
+                out.clear();
+                self.rotate()?;
+            }
+            out.extend_from_slice(&entry);
         }
         self.file.write_all(&out)?;
         self.size += out.len() as u64;
@@ -83,6 +126,20 @@ impl LogWriter {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        // Shift log.json.(k) → log.json.(k+1), dropping what falls beyond `files`.
+        let keep = self.files - 1;
+        if keep == 0 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        let _ = fs::remove_file(rotated_n(&self.path, keep));
+        for k in (1..keep).rev() {
+            match fs::rename(rotated_n(&self.path, k), rotated_n(&self.path, k + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         fs::rename(&self.path, rotated(&self.path))?;
         self.file = OpenOptions::new()
             .create(true)
@@ -94,9 +151,34 @@ impl LogWriter {
 }
 
 fn rotated(path: &Path) -> PathBuf {
+    rotated_n(path, 1)
+}
+
+fn rotated_n(path: &Path, n: u32) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
-    p.push(".1");
+    p.push(format!(".{n}"));
     PathBuf::from(p)
+}
+
+/// A container's log files that exist: the rotated ones, oldest first, then the current.
+pub fn log_files(path: &Path) -> Vec<PathBuf> {
+    let mut v = rotated_files(path);
+    if path.exists() {
+        v.push(path.to_path_buf());
+    }
+    v
+}
+
+/// The rotated files that exist, oldest first (`log.json.N` … `log.json.1`).
+fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut n = 1;
+    while n <= 1000 && rotated_n(path, n).exists() {
+        out.push(rotated_n(path, n));
+        n += 1;
+    }
+    out.reverse();
+    out
 }
 
 /// How to print logs.
@@ -121,7 +203,9 @@ fn print_entry(line: &str, opts: ReadOptions, out: &mut impl Write, err: &mut im
 /// reached in the current file, for following.
 pub fn print(path: &Path, opts: ReadOptions) -> io::Result<u64> {
     let mut lines = Vec::new();
-    for p in [rotated(path), path.to_path_buf()] {
+    let mut files = rotated_files(path);
+    files.push(path.to_path_buf());
+    for p in files {
         match File::open(&p) {
             Ok(f) => {
                 for l in BufReader::new(f).lines() {
@@ -198,5 +282,62 @@ mod tests {
         }
         assert!(rotated(&p).exists());
         assert!(fs::metadata(&p).unwrap().len() <= 400);
+    }
+
+    #[test]
+    fn rotation_keeps_max_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.json");
+        let policy = LogPolicy {
+            max_size: Some(100),
+            max_files: Some(3),
+        };
+        let mut w = LogWriter::with_policy(&p, policy).unwrap();
+        for i in 0..20 {
+            w.write(Stream::Stdout, format!("line {i:02}\n").as_bytes())
+                .unwrap();
+        }
+        // Three files at most: log.json, .1, .2; each within the cap.
+        assert!(p.exists() && rotated_n(&p, 1).exists() && rotated_n(&p, 2).exists());
+        assert!(!rotated_n(&p, 3).exists());
+        for f in [p.clone(), rotated_n(&p, 1), rotated_n(&p, 2)] {
+            assert!(fs::metadata(&f).unwrap().len() <= 100);
+        }
+        // Oldest first across the files, the newest line last.
+        let all: Vec<String> = rotated_files(&p)
+            .into_iter()
+            .chain([p.clone()])
+            .flat_map(|f| {
+                fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let nums: Vec<u32> = all
+            .iter()
+            .map(|l| {
+                let i = l.find("line ").unwrap() + 5;
+                l[i..i + 2].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(nums.last(), Some(&19));
+        assert!(nums.windows(2).all(|w| w[0] + 1 == w[1]), "{nums:?}");
+        // One file: truncated in place.
+        let q = dir.path().join("one.json");
+        let mut w = LogWriter::with_policy(
+            &q,
+            LogPolicy {
+                max_size: Some(200),
+                max_files: Some(1),
+            },
+        )
+        .unwrap();
+        for _ in 0..10 {
+            w.write(Stream::Stdout, b"0123456789\n").unwrap();
+        }
+        assert!(!rotated_n(&q, 1).exists());
+        assert!(fs::metadata(&q).unwrap().len() <= 200);
     }
 }

@@ -208,7 +208,11 @@ fn run_inner(
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         Sink::Log(
-            LogWriter::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
+            LogWriter::with_policy(
+                &path,
+                crate::retention::log_policy(store, rec.project.as_deref()),
+            )
+            .with_context(|| format!("cannot open {}", path.display()))?,
         )
     } else {
         Sink::Fds

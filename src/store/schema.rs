@@ -124,4 +124,48 @@ pub const MIGRATIONS: &[&str] = &[
         digest      TEXT NOT NULL              -- sha256 hex of the bytes
     );
     "#,
+    // 4: generations (each create/recreate of a declared container by apply or rollback),
+    // tied to the apply and the manifest commit; each project's retention policy as last
+    // applied; and the retention log (every removal a retention policy made, with why).
+    r#"
+    CREATE TABLE generations (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        project      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        seq          INTEGER NOT NULL,         -- 1, 2, ... per (project, name)
+        container_id TEXT NOT NULL,
+        image_id     TEXT NOT NULL,
+        image_ref    TEXT NOT NULL,
+        spec         TEXT NOT NULL,            -- JSON: the effective ContainerSpec
+        spec_hash    TEXT NOT NULL,
+        apply_id     INTEGER,                  -- the applies row; NULL for a rollback
+        git_commit   TEXT,
+        git_dirty    INTEGER,
+        cause        TEXT NOT NULL,            -- apply | rollback
+        rollback_of  INTEGER,                  -- the seq a rollback brought back
+        created_at   INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,            -- created | started | failed
+        error        TEXT,
+        superseded_at INTEGER,
+        UNIQUE (project, name, seq)
+    );
+    CREATE INDEX generations_by_container ON generations(container_id);
+    -- the [retention] policy and the image references of each project's last apply:
+    -- `system prune --policy` and the log writer of a project's containers read them
+    CREATE TABLE project_policies (
+        project      TEXT PRIMARY KEY,
+        retention    TEXT NOT NULL,            -- JSON of the manifest's [retention]
+        refs         TEXT NOT NULL,            -- JSON: image references the manifest names
+        updated_at   INTEGER NOT NULL
+    );
+    CREATE TABLE retention_log (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           INTEGER NOT NULL,
+        scope        TEXT NOT NULL,            -- a project, or "" for the root config's policy
+        kind         TEXT NOT NULL,            -- image | container | generation | run | apply
+        key          TEXT NOT NULL,
+        detail       TEXT NOT NULL,            -- tags, name, ... (what it was)
+        reason       TEXT NOT NULL
+    );
+    "#,
 ];
