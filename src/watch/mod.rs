@@ -414,6 +414,51 @@ mod tests {
     }
 
     #[test]
+    fn a_held_back_store_check_is_asked_again_after_retry_in() {
+        struct Held {
+            set: WatchSet,
+            seen: Vec<Trigger>,
+            checks: u32,
+            tx: Sender<Msg>,
+        }
+        impl Converger for Held {
+            fn converge(&mut self, why: &Trigger) -> WatchSet {
+                self.seen.push(why.clone());
+                if self.seen.len() == 2 {
+                    let _ = self.tx.send(Msg::Stop);
+                }
+                self.set.clone()
+            }
+            fn store_changed(&mut self) -> bool {
+                self.checks += 1;
+                self.checks > 1 // the first check is held back (a backoff)
+            }
+            fn retry_in(&self) -> Option<Duration> {
+                (self.checks == 1).then_some(Duration::from_millis(10))
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        tx.send(paths(&["/root/wharf.db-wal"])).expect("send");
+        let mut h = Held {
+            set: script().set,
+            seen: Vec::new(),
+            checks: 0,
+            tx,
+        };
+        let n = run_loop(&rx, FAST, &mut h, &mut |_| {});
+        assert_eq!(n, 2);
+        assert_eq!(h.seen, vec![Trigger::Start, Trigger::Store]);
+        assert_eq!(h.checks, 2, "asked again without a new store event");
+    }
+
+    #[test]
+    fn a_child_signal_is_a_store_change() {
+        let mut s = script();
+        drive(&mut s, vec![Msg::Child], 2, FAST);
+        assert_eq!(s.seen, vec![Trigger::Start, Trigger::Store]);
+    }
+
+    #[test]
     fn resync_converges_when_nothing_happens() {
         let mut s = script();
         let timing = Timing {
