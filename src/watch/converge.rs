@@ -434,6 +434,10 @@ impl Converger for Projects<'_> {
         !self.store_dirty.is_empty()
     }
 
+    fn initial_set(&self) -> WatchSet {
+        self.watch_set()
+    }
+
     fn retry_in(&self) -> Option<Duration> {
         let now = Instant::now();
         self.projects

@@ -125,6 +125,12 @@ pub trait Converger {
     fn retry_in(&self) -> Option<Duration> {
         None
     }
+
+    /// What to watch before the first converge (the manifests given), so that a change made
+    /// while it runs is not missed.
+    fn initial_set(&self) -> WatchSet {
+        WatchSet::default()
+    }
 }
 
 /// What reaches the loop.
@@ -170,8 +176,12 @@ pub fn run_loop(
     conv: &mut dyn Converger,
     on_set: &mut dyn FnMut(&WatchSet),
 ) -> u64 {
+    let initial = conv.initial_set();
+    on_set(&initial);
     let mut set = conv.converge(&Trigger::Start);
-    on_set(&set);
+    if set != initial {
+        on_set(&set);
+    }
     let mut converges = 1u64;
     let mut last_converge = Instant::now();
     // A pending manifest change: the paths, when the first came, when the last came.
