@@ -6,7 +6,8 @@
 //! of a project tears nothing down); a replaced tarball is imported again and its container
 //! recreated; an invalid edit prints its positions and keeps the old container; SIGTERM stops
 //! the watch and the containers keep running; a second watch of a project is refused; a
-//! container killed by hand comes back through the store trigger, long before a resync.
+//! container killed by hand comes back through the store trigger, long before a resync; a
+//! crash-looping container is restarted with a growing backoff.
 
 mod common;
 
@@ -409,4 +410,34 @@ fn a_container_killed_by_hand_comes_back_without_a_resync() {
     w.await_log("container state: start web: converged", 1);
     assert_eq!(t.id("web"), id, "started again, not recreated");
     assert!(!w.out().contains("resync"), "{}", w.out());
+}
+
+#[test]
+fn a_crash_looping_container_is_restarted_with_a_growing_backoff() {
+    require_root!();
+    let t = T::new();
+    t.write(
+        "app.toml",
+        &format!(
+            "{}[containers.flap]\nimage = \"bb:1\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\n",
+            images()
+        ),
+    );
+    let mut w = t.watch(&["--resync", "1h", s(&t.dir)]);
+    // Each exit is a store change; the converges that follow are spaced 0, 0.5, 1, 2 s...
+    w.await_log("container state: start flap", 4);
+    let times: Vec<std::time::SystemTime> = w
+        .out()
+        .lines()
+        .filter(|l| l.contains("container state: start flap"))
+        .filter_map(|l| humantime::parse_rfc3339(l.split(' ').next()?).ok())
+        .collect();
+    assert!(times.len() >= 4, "{}", w.out());
+    let gap = |i: usize| times[i + 1].duration_since(times[i]).unwrap_or_default();
+    assert!(
+        gap(2) >= Duration::from_millis(900) && gap(2) > gap(0),
+        "no backoff between restarts: {:?}\n{}",
+        (gap(0), gap(1), gap(2)),
+        w.out()
+    );
 }
