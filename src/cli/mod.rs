@@ -3,7 +3,8 @@
 //!
 //! Each area has its own file with its own subcommand enum, flattened into [`Command`]:
 //! `image.rs` (import, images, tag, rmi, image ...), `container.rs` (run, logs, stop, ...),
-//! `system.rs` (history, system ...), `apply.rs` (apply, diff, validate, down).
+//! `system.rs` (history, system ...), `apply.rs` (apply, diff, validate, down), `watch.rs`
+//! (watch).
 
 mod apply;
 mod container;
@@ -12,6 +13,7 @@ pub mod output;
 mod ps;
 mod system;
 mod volume;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -65,6 +67,8 @@ pub enum Command {
     Volume(volume::Commands),
     #[command(flatten)]
     Apply(apply::Commands),
+    #[command(flatten)]
+    Watch(watch::Commands),
 }
 
 /// What every verb gets: the global options, and the store opened on first use.
@@ -99,6 +103,7 @@ pub fn main() -> i32 {
         Command::System(cmd) => system::run(&ctx, cmd),
         Command::Volume(cmd) => volume::run(&ctx, cmd),
         Command::Apply(cmd) => apply::run(&ctx, cmd),
+        Command::Watch(cmd) => watch::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

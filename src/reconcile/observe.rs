@@ -51,8 +51,9 @@ pub fn observe(store: &Store) -> Result<Observed> {
         .map(|rec| {
             let state = match rec.state.as_str() {
                 "running" if rec.live_pid().is_some() => ObservedState::Running,
-                // Between two runs of its restart policy: its monitor owns it (not dead).
-                "restarting" if rec.live_monitor().is_some() => ObservedState::Running,
+                // A live monitor owns the run (starting, or restarting per its policy): it,
+                // not apply, starts the container again.
+                s if s != "created" && rec.live_monitor().is_some() => ObservedState::Running,
                 "running" | "restarting" | "exited" => ObservedState::Exited,
                 "created" => ObservedState::Created,
                 _ => ObservedState::Dead,

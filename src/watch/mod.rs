@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use notify::{RecursiveMode, Watcher};
 
+pub mod converge;
+
 /// Why a converge runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
@@ -76,6 +78,21 @@ impl WatchSet {
         self.store_files.insert(file.to_path_buf());
     }
 
+    /// Adds everything `other` watches.
+    pub fn extend(&mut self, other: &WatchSet) {
+        for (dir, names) in &other.dirs {
+            let mine = self.dirs.entry(dir.clone()).or_default();
+            mine.any_toml |= names.any_toml;
+            mine.files.extend(names.files.iter().cloned());
+        }
+        self.store_files.extend(other.store_files.iter().cloned());
+    }
+
+    /// Whether a change to `path` is a manifest or source change for this set.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.classify(path) == Some(false)
+    }
+
     /// The directories to hand to inotify.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.keys().map(PathBuf::as_path)
@@ -102,6 +119,18 @@ pub trait Converger {
 
     /// The store changed: does that call for a converge (did a container of ours exit)?
     fn store_changed(&mut self) -> bool;
+
+    /// Asked after each converge and store check: ask [`Converger::store_changed`] again after
+    /// this long even if the store does not change (a store converge held back by a backoff).
+    fn retry_in(&self) -> Option<Duration> {
+        None
+    }
+
+    /// What to watch before the first converge (the manifests given), so that a change made
+    /// while it runs is not missed.
+    fn initial_set(&self) -> WatchSet {
+        WatchSet::default()
+    }
 }
 
 /// What reaches the loop.
@@ -113,6 +142,8 @@ pub enum Msg {
     Error(String),
     /// SIGTERM or SIGINT.
     Stop,
+    /// SIGCHLD: a child (a monitor this process started) ended; look at the store.
+    Child,
 }
 
 /// Timing of the loop.
@@ -145,24 +176,31 @@ pub fn run_loop(
     conv: &mut dyn Converger,
     on_set: &mut dyn FnMut(&WatchSet),
 ) -> u64 {
+    let initial = conv.initial_set();
+    on_set(&initial);
     let mut set = conv.converge(&Trigger::Start);
-    on_set(&set);
+    if set != initial {
+        on_set(&set);
+    }
     let mut converges = 1u64;
     let mut last_converge = Instant::now();
     // A pending manifest change: the paths, when the first came, when the last came.
     let mut pending: Option<(BTreeSet<PathBuf>, Instant, Instant)> = None;
     let mut store_pending = false;
+    let mut retry_at = conv.retry_in().map(|d| Instant::now() + d);
     loop {
         let now = Instant::now();
+        let resync_at = last_converge + timing.resync;
         let deadline = match &pending {
             Some((_, first, last)) => (*last + timing.debounce).min(*first + timing.max_delay),
             None if store_pending => now,
-            None => last_converge + timing.resync,
+            None => retry_at.map_or(resync_at, |r| r.min(resync_at)),
         };
         let msg = rx.recv_timeout(deadline.saturating_duration_since(now));
         match msg {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return converges,
             Ok(Msg::Error(e)) => tracing::warn!("watch: {e}"),
+            Ok(Msg::Child) => store_pending = true,
             Ok(Msg::Paths(paths)) => {
                 let now = Instant::now();
                 for p in paths {
@@ -181,9 +219,17 @@ pub fn run_loop(
                 let why = if let Some((paths, _, _)) = pending.take() {
                     store_pending = false;
                     Some(Trigger::Changed(paths.into_iter().collect()))
-                } else if store_pending {
+                } else if store_pending
+                    || retry_at.is_some_and(|r| r <= Instant::now() && r < resync_at)
+                {
                     store_pending = false;
-                    conv.store_changed().then_some(Trigger::Store)
+                    match conv.store_changed() {
+                        true => Some(Trigger::Store),
+                        false => {
+                            retry_at = conv.retry_in().map(|d| Instant::now() + d);
+                            continue;
+                        }
+                    }
                 } else {
                     Some(Trigger::Resync)
                 };
@@ -195,6 +241,7 @@ pub fn run_loop(
                     }
                     converges += 1;
                 }
+                retry_at = conv.retry_in().map(|d| Instant::now() + d);
                 last_converge = Instant::now();
             }
         }
@@ -231,16 +278,25 @@ pub fn watch(timing: Timing, conv: &mut dyn Converger) -> Result<u64> {
     Ok(run_loop(&rx, timing, conv, &mut on_set))
 }
 
-/// SIGTERM and SIGINT become [`Msg::Stop`].
+/// SIGTERM and SIGINT become [`Msg::Stop`]; SIGCHLD becomes [`Msg::Child`] (a monitor this
+/// process started died: if it was killed, nobody else writes to the store to say so).
 fn forward_signals(tx: Sender<Msg>) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .context("cannot install the SIGTERM/SIGINT handlers")?;
+    use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGCHLD])
+        .context("cannot install the SIGTERM/SIGINT/SIGCHLD handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
-                let _ = tx.send(Msg::Stop);
+            for sig in signals.forever() {
+                let msg = if sig == SIGCHLD {
+                    Msg::Child
+                } else {
+                    Msg::Stop
+                };
+                let stop = matches!(msg, Msg::Stop);
+                if tx.send(msg).is_err() || stop {
+                    return;
+                }
             }
         })
         .context("cannot start the signal thread")?;
@@ -365,6 +421,51 @@ mod tests {
             n, 1,
             "a store change that does not matter converges nothing"
         );
+    }
+
+    #[test]
+    fn a_held_back_store_check_is_asked_again_after_retry_in() {
+        struct Held {
+            set: WatchSet,
+            seen: Vec<Trigger>,
+            checks: u32,
+            tx: Sender<Msg>,
+        }
+        impl Converger for Held {
+            fn converge(&mut self, why: &Trigger) -> WatchSet {
+                self.seen.push(why.clone());
+                if self.seen.len() == 2 {
+                    let _ = self.tx.send(Msg::Stop);
+                }
+                self.set.clone()
+            }
+            fn store_changed(&mut self) -> bool {
+                self.checks += 1;
+                self.checks > 1 // the first check is held back (a backoff)
+            }
+            fn retry_in(&self) -> Option<Duration> {
+                (self.checks == 1).then_some(Duration::from_millis(10))
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        tx.send(paths(&["/root/wharf.db-wal"])).expect("send");
+        let mut h = Held {
+            set: script().set,
+            seen: Vec::new(),
+            checks: 0,
+            tx,
+        };
+        let n = run_loop(&rx, FAST, &mut h, &mut |_| {});
+        assert_eq!(n, 2);
+        assert_eq!(h.seen, vec![Trigger::Start, Trigger::Store]);
+        assert_eq!(h.checks, 2, "asked again without a new store event");
+    }
+
+    #[test]
+    fn a_child_signal_is_a_store_change() {
+        let mut s = script();
+        drive(&mut s, vec![Msg::Child], 2, FAST);
+        assert_eq!(s.seen, vec![Trigger::Start, Trigger::Store]);
     }
 
     #[test]

@@ -1,0 +1,579 @@
+//! The converge step of `wharf watch`: one [`Converger`] for several projects.
+//!
+//! Each watched PATH is one project, exactly as with `apply -f PATH` (a file, or a directory
+//! whose `*.toml` files merge into one project); one watch may hold several. A converge loads
+//! the project's manifest and applies it ([`execute::apply`]); only the projects a trigger
+//! concerns converge (a changed file converges the projects that watch it, a store change the
+//! projects whose containers it touched; start and resync converge all).
+//!
+//! Rules:
+//! - An invalid manifest prints its problems (`file:line:col`, caret snippets) and changes
+//!   nothing: the last good state keeps running.
+//! - A project whose manifests are all gone (the file deleted, or the directory's last
+//!   `*.toml` deleted) is an empty input, not a request to tear down: a warning says how to
+//!   remove it (`wharf down`). Deleting one file of a directory project is an edit: what it
+//!   declared is removed, as `apply` would.
+//! - A project is watched by one watch at a time: `<root>/watch/<project>.lock` (flock) holds
+//!   the watcher's pid; a second watch refuses to start, naming it.
+//! - A container of ours that is not running (exited, killed, removed) converges at once,
+//!   unless its monitor is alive (a restart policy carries it). A project whose store
+//!   converges follow each other within [`CRASH_WINDOW`] backs off (0.5 s doubling, capped at
+//!   the resync interval), so a crash-looping container does not spin the host.
+//! - Resync and store converges that find nothing to do are neither applied nor journaled.
+//!   Every other converge is an apply: journaled, with the trigger in the plan JSON.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{IsTerminal, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::params;
+
+use super::{Converger, Trigger, WatchSet};
+use crate::container::proc_start_time;
+use crate::error::user;
+use crate::manifest::{DesiredState, Manifest};
+use crate::reconcile::execute::{self, ApplyOptions};
+use crate::reconcile::{Action, Plan};
+use crate::store::Store;
+
+/// Store converges of one project closer together than this count as a crash loop.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// The first backoff of a crash loop; it doubles up to the resync interval.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How to converge.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// SIGTERM → SIGKILL grace for containers stopped or removed.
+    pub stop_timeout: Duration,
+    /// The resync interval (caps the crash-loop backoff).
+    pub resync: Duration,
+    /// Also log converges that found nothing to do.
+    pub verbose: bool,
+}
+
+/// An flock on `<root>/watch/<project>.lock`, holding the watcher's pid.
+#[derive(Debug)]
+pub struct ProjectLock {
+    pub project: String,
+    _file: Flock<File>,
+}
+
+/// Takes the watch lock of `project`, or says who holds it.
+pub fn lock_project(root: &Path, project: &str) -> Result<ProjectLock> {
+    lock_file(
+        root,
+        &format!("{project}.lock"),
+        &format!("project {project}"),
+        project,
+    )
+}
+
+/// Takes the watch lock of a manifest path (so that a second watch of a manifest that does
+/// not load yet is refused too), or says who holds it.
+fn lock_path(root: &Path, path: &Path) -> Result<ProjectLock> {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(path.as_os_str().as_encoded_bytes()));
+    let name = format!("path-{}.lock", &h[..16]);
+    lock_file(root, &name, &path.display().to_string(), "")
+}
+
+fn lock_file(root: &Path, name: &str, what: &str, project: &str) -> Result<ProjectLock> {
+    let dir = root.join("watch");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut f) => {
+            f.set_len(0)?;
+            f.rewind()?;
+            write!(f, "{}", std::process::id())?;
+            Ok(ProjectLock {
+                project: project.to_string(),
+                _file: f,
+            })
+        }
+        Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let holder = if pid.is_empty() {
+                "another process".to_string()
+            } else {
+                format!("pid {pid}")
+            };
+            Err(user(format!(
+                "{what} is already watched by {holder} (lock {})",
+                path.display()
+            ))
+            .hint(format!(
+                "one watch per project: stop that watch first (kill {pid}, or `systemctl stop` its unit)"
+            ))
+            .into())
+        }
+        Err((_, e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+        }
+    }
+}
+
+/// What the last valid load of a project said.
+#[derive(Debug)]
+struct Good {
+    project: String,
+    set: WatchSet,
+    /// Declared containers: name → wants running.
+    containers: BTreeMap<String, bool>,
+}
+
+#[derive(Debug)]
+struct Project {
+    /// The PATH as given (for messages and `wharf down -f`).
+    given: PathBuf,
+    /// Absolute.
+    path: PathBuf,
+    is_dir: bool,
+    /// The manifest files or directory, whatever loads.
+    base: WatchSet,
+    good: Option<Good>,
+    lock: Option<ProjectLock>,
+    _path_lock: ProjectLock,
+    /// The problems last printed: the same ones are not printed again at each resync.
+    last_errors: Option<String>,
+    /// Crash-loop backoff: store converges in a row, when the last was, when the next may be.
+    streak: u32,
+    last_store: Option<Instant>,
+    hold_until: Option<Instant>,
+}
+
+impl Project {
+    fn name(&self) -> String {
+        self.good
+            .as_ref()
+            .map_or_else(|| self.given.display().to_string(), |g| g.project.clone())
+    }
+}
+
+/// The [`Converger`] of `wharf watch`.
+pub struct Projects<'a> {
+    store: &'a Store,
+    root: PathBuf,
+    wal: PathBuf,
+    opts: Options,
+    projects: Vec<Project>,
+    /// Projects the last store check found out of step.
+    store_dirty: BTreeSet<usize>,
+}
+
+impl<'a> Projects<'a> {
+    /// Resolves the paths and takes the lock of every project whose manifest loads now (a
+    /// project watched elsewhere is refused here, before anything converges). A manifest that
+    /// does not load yet is watched all the same; its lock is taken once it loads.
+    pub fn new(store: &'a Store, paths: &[PathBuf], opts: Options) -> Result<Self> {
+        let root = std::fs::canonicalize(store.root())
+            .with_context(|| format!("cannot resolve {}", store.root().display()))?;
+        let mut projects = Vec::new();
+        let mut seen = BTreeSet::new();
+        for given in paths {
+            let path = std::fs::canonicalize(given).map_err(|e| {
+                user(format!("cannot watch {}: {e}", given.display()))
+                    .hint("give a manifest file or a directory of *.toml files")
+            })?;
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let is_dir = path.is_dir();
+            let path_lock = lock_path(&root, &path)?;
+            let mut base = WatchSet::default();
+            if is_dir {
+                base.add_manifest_dir(&path);
+            } else {
+                base.add_file(&path);
+            }
+            projects.push(Project {
+                given: given.clone(),
+                path,
+                is_dir,
+                base,
+                good: None,
+                lock: None,
+                _path_lock: path_lock,
+                last_errors: None,
+                streak: 0,
+                last_store: None,
+                hold_until: None,
+            });
+        }
+        let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for p in &mut projects {
+            if let Ok(m) = execute::load_manifest(Some(store), &p.path) {
+                if let Some(other) = names.insert(m.project.clone(), p.given.clone()) {
+                    return Err(user(format!(
+                        "{} and {} are both project {}",
+                        other.display(),
+                        p.given.display(),
+                        m.project
+                    ))
+                    .hint("watch each project once (files of one project go in one directory)")
+                    .into());
+                }
+                p.lock = Some(lock_project(&root, &m.project)?);
+            }
+        }
+        Ok(Projects {
+            store,
+            wal: root.join("wharf.db-wal"),
+            root,
+            opts,
+            projects,
+            store_dirty: BTreeSet::new(),
+        })
+    }
+
+    /// Everything to watch: each project's files and sources, and the store's WAL.
+    fn watch_set(&self) -> WatchSet {
+        let mut set = WatchSet::default();
+        for p in &self.projects {
+            set.extend(&p.base);
+            if let Some(g) = &p.good {
+                set.extend(&g.set);
+            }
+        }
+        set.add_store_file(&self.wal);
+        set
+    }
+
+    fn concerns(&self, i: usize, why: &Trigger) -> bool {
+        let p = &self.projects[i];
+        match why {
+            Trigger::Start | Trigger::Resync => true,
+            Trigger::Store => self.store_dirty.contains(&i),
+            Trigger::Changed(paths) => paths.iter().any(|path| {
+                p.base.matches(path) || p.good.as_ref().is_some_and(|g| g.set.matches(path))
+            }),
+        }
+    }
+
+    fn converge_one(&mut self, i: usize, why: &Trigger) {
+        let t0 = Instant::now();
+        let store = self.store;
+        let trigger = trigger_text(why);
+        let p = &mut self.projects[i];
+        let m = match execute::load_manifest(Some(store), &p.path) {
+            Ok(m) => m,
+            Err(errors) => {
+                let text = errors.render(std::io::stderr().is_terminal());
+                let again = p.last_errors.as_ref() == Some(&text);
+                p.last_errors = Some(text.clone());
+                if again && matches!(why, Trigger::Resync | Trigger::Store) && !self.opts.verbose {
+                    return;
+                }
+                let gone = if p.is_dir {
+                    !has_toml(&p.path)
+                } else {
+                    !p.path.exists()
+                };
+                if gone {
+                    log(
+                        &p.name(),
+                        &trigger,
+                        &format!(
+                            "no manifest left in {}: nothing is torn down, the last good state keeps running (remove it with `wharf down -f FILE`, or restore the manifest)",
+                            p.given.display()
+                        ),
+                        t0,
+                    );
+                } else {
+                    eprintln!("{text}");
+                    log(
+                        &p.name(),
+                        &trigger,
+                        &format!(
+                            "invalid manifest ({} problem{}): nothing changed, the last good state keeps running",
+                            errors.problems.len(),
+                            if errors.problems.len() == 1 { "" } else { "s" }
+                        ),
+                        t0,
+                    );
+                }
+                return;
+            }
+        };
+        // The lock follows the project name (`project =` may be edited).
+        if p.lock.as_ref().is_none_or(|l| l.project != m.project) {
+            match lock_project(&self.root, &m.project) {
+                Ok(l) => p.lock = Some(l),
+                Err(e) => {
+                    log(
+                        &m.project,
+                        &trigger,
+                        &format!(
+                            "not converged: {}",
+                            crate::error::render(&e).trim_start_matches("error: ")
+                        ),
+                        t0,
+                    );
+                    return;
+                }
+            }
+        }
+        p.good = Some(good_of(&m));
+        p.last_errors = None;
+        let quiet = matches!(why, Trigger::Resync | Trigger::Store);
+        if quiet {
+            match execute::plan_only(store, &m) {
+                Ok(plan) if plan.actions.is_empty() => {
+                    if self.opts.verbose {
+                        log(&m.project, &trigger, "no changes", t0);
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log(&m.project, &trigger, &failed_text(&e), t0);
+                    return;
+                }
+            }
+        }
+        let opts = ApplyOptions {
+            stop_timeout: self.opts.stop_timeout,
+            ..ApplyOptions::default()
+        };
+        match execute::apply(store, &m, &opts, |_| None) {
+            Ok(applied) => {
+                // The trigger goes into the journaled plan (an extra key readers ignore).
+                let _ = store.db().execute(
+                    "UPDATE applies SET plan = json_set(plan, '$.trigger', ?2) WHERE id = ?1",
+                    params![applied.journal_id, trigger],
+                );
+                let o = &applied.outcome;
+                let outcome = if o.converged() {
+                    "converged".to_string()
+                } else {
+                    format!("incomplete ({})", o.summary)
+                };
+                log(
+                    &m.project,
+                    &trigger,
+                    &format!(
+                        "{}: {outcome} (apply #{})",
+                        changes_text(&applied.plan),
+                        applied.journal_id
+                    ),
+                    t0,
+                );
+                for r in o.results.iter().filter(|r| !r.ok) {
+                    eprintln!(
+                        "  error: {}: {}",
+                        r.action.trim_start_matches(['+', '~', '-', '>', '.', ' ']),
+                        r.error.as_deref().unwrap_or("failed")
+                    );
+                }
+                for c in &o.conflicts {
+                    eprintln!("  error: {c}");
+                }
+            }
+            Err(e) => log(&m.project, &trigger, &failed_text(&e), t0),
+        }
+    }
+}
+
+impl Converger for Projects<'_> {
+    fn converge(&mut self, why: &Trigger) -> WatchSet {
+        let now = Instant::now();
+        for i in 0..self.projects.len() {
+            if !self.concerns(i, why) {
+                continue;
+            }
+            if *why == Trigger::Store {
+                let p = &mut self.projects[i];
+                let looping = p
+                    .last_store
+                    .is_some_and(|t| now.duration_since(t) < CRASH_WINDOW);
+                p.streak = if looping { p.streak + 1 } else { 0 };
+                p.last_store = Some(now);
+                p.hold_until = (p.streak > 0).then(|| {
+                    let d = FIRST_BACKOFF.saturating_mul(1 << (p.streak - 1).min(16));
+                    now + d.min(self.opts.resync)
+                });
+            }
+            self.converge_one(i, why);
+        }
+        self.store_dirty.clear();
+        reap_children();
+        self.watch_set()
+    }
+
+    fn store_changed(&mut self) -> bool {
+        reap_children();
+        self.store_dirty.clear();
+        let now = Instant::now();
+        for (i, p) in self.projects.iter().enumerate() {
+            let Some(g) = &p.good else { continue };
+            if p.hold_until.is_some_and(|h| h > now) {
+                continue;
+            }
+            match out_of_step(self.store, g) {
+                Ok(true) => {
+                    self.store_dirty.insert(i);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("watch: cannot read the store: {e:#}"),
+            }
+        }
+        !self.store_dirty.is_empty()
+    }
+
+    fn initial_set(&self) -> WatchSet {
+        self.watch_set()
+    }
+
+    fn retry_in(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.projects
+            .iter()
+            .filter_map(|p| p.hold_until)
+            .filter(|h| *h > now)
+            .map(|h| h - now)
+            .min()
+    }
+}
+
+/// Whether a project's declared containers differ from what runs: one that should run is not
+/// running (and no live monitor carries it), is gone, or one that should not run runs. One
+/// indexed query; a `/proc` read per live pid.
+fn out_of_step(store: &Store, g: &Good) -> Result<bool> {
+    let alive = |pid: Option<i32>, start: Option<i64>| match (pid, start) {
+        (Some(p), Some(s)) => proc_start_time(p) == Some(s as u64),
+        _ => false,
+    };
+    let mut rows: BTreeMap<String, bool> = BTreeMap::new();
+    let db = store.db();
+    let mut q = db.prepare_cached(
+        "SELECT name, state, pid, pid_start, monitor_pid, monitor_start FROM containers \
+         WHERE project = ?1",
+    )?;
+    let mut it = q.query([&g.project])?;
+    while let Some(r) = it.next()? {
+        let state: String = r.get(1)?;
+        let running = state == "running" && alive(r.get(2)?, r.get(3)?);
+        let carried = state != "created" && alive(r.get(4)?, r.get(5)?);
+        rows.insert(r.get(0)?, running || carried);
+    }
+    Ok(g.containers
+        .iter()
+        .any(|(name, want)| match rows.get(name) {
+            None => true,
+            Some(up) => up != want,
+        }))
+}
+
+fn good_of(m: &Manifest) -> Good {
+    let mut set = WatchSet::default();
+    for f in m.watched_paths() {
+        set.add_file(&f);
+    }
+    Good {
+        project: m.project.clone(),
+        set,
+        containers: m
+            .containers
+            .iter()
+            .map(|(n, c)| (n.clone(), c.state == DesiredState::Running))
+            .collect(),
+    }
+}
+
+fn has_toml(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "toml"))
+    })
+}
+
+/// Reaps the monitors this process started that have ended (they are its children until
+/// then). Runs on the loop's thread between converges, so it never takes the exit status of a
+/// child an apply is waiting for.
+fn reap_children() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    while let Ok(st) = waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if st == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn trigger_text(why: &Trigger) -> String {
+    match why {
+        Trigger::Start => "start".into(),
+        Trigger::Resync => "resync".into(),
+        Trigger::Store => "container state".into(),
+        Trigger::Changed(paths) => {
+            let names: Vec<String> = paths
+                .iter()
+                .map(|p| {
+                    p.file_name()
+                        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let more = names.len().saturating_sub(3);
+            let mut s = format!(
+                "changed {}",
+                names.into_iter().take(3).collect::<Vec<_>>().join(", ")
+            );
+            if more > 0 {
+                s.push_str(&format!(" (+{more})"));
+            }
+            s
+        }
+    }
+}
+
+/// "recreate web, start db" (or "no changes").
+fn changes_text(p: &Plan) -> String {
+    if p.actions.is_empty() {
+        return "no changes".into();
+    }
+    p.actions
+        .iter()
+        .map(|a| match a {
+            Action::CreateVolume { name, .. } => format!("volume {name}"),
+            Action::Import { tag, .. } => format!("import {tag}"),
+            Action::Tag { tag, .. } => format!("tag {tag}"),
+            Action::Create { name, .. } => format!("create {name}"),
+            Action::Recreate { name, .. } => format!("recreate {name}"),
+            Action::Start { name, .. } => format!("start {name}"),
+            Action::Stop { name, .. } => format!("stop {name}"),
+            Action::RemoveOrphan { name, .. } => format!("remove {name}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn failed_text(e: &anyhow::Error) -> String {
+    let text = crate::error::render(e);
+    format!(
+        "not converged, the last good state keeps running: {}",
+        text.trim_start_matches("error: ").replace('\n', " / ")
+    )
+}
+
+/// The one line each converge logs: time, project, trigger, what, duration.
+fn log(project: &str, trigger: &str, what: &str, t0: Instant) {
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    println!("{time} {project}: {trigger}: {what} [{ms:.0} ms]");
+    let _ = std::io::stdout().flush();
+}
