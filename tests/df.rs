@@ -4,60 +4,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{Env, busybox_tar, seed_tar};
-
-struct Cleanup<'a> {
-    env: &'a Env,
-    names: Vec<&'a str>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.run(&["rm", "-f", n]);
-        }
-    }
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).expect("valid JSON")
-}
-
-/// `du -s -B1 -c` of the paths: allocated bytes, each inode once.
-fn du(paths: &[PathBuf]) -> u64 {
-    if paths.is_empty() {
-        return 0;
-    }
-    let out = Command::new("du")
-        .args(["-s", "-B1", "-c"])
-        .args(paths)
-        .output()
-        .expect("run du");
-    assert!(out.status.success(), "du {paths:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("du total")
-}
-
-fn import(env: &Env, changes: &[&str], tar: &std::path::Path, reference: &str) -> String {
-    let mut args = vec!["import", "-q"];
-    for c in changes {
-        args.push("--change");
-        args.push(c);
-    }
-    let tar = tar.display().to_string();
-    args.push(&tar);
-    args.push(reference);
-    env.ok(&args)
-        .trim()
-        .trim_start_matches("sha256:")
-        .to_string()
-}
+use common::{Cleanup, Env, busybox_tar, du, import_with, json, seed_tar};
 
 fn layer_of(env: &Env, image: &str) -> String {
     json(&env.ok(&["image", "inspect", image]))[0]["RootFS"]["Layers"][0]
@@ -91,17 +39,14 @@ fn df_figures_equal_du_of_the_same_paths() {
     require_root!();
     let env = Env::new();
     let root = env.root.clone();
-    let bb = import(&env, &[], &busybox_tar(), "bb:1");
+    let bb = import_with(&env, &[], &busybox_tar(), "bb:1");
     // same layer, another image id: shares every byte of its layer with bb:1
-    let bb2 = import(&env, &["LABEL twin=1"], &busybox_tar(), "bb:2");
-    let seed = import(&env, &[], &seed_tar(), "seed:1");
+    let bb2 = import_with(&env, &["LABEL twin=1"], &busybox_tar(), "bb:2");
+    let seed = import_with(&env, &[], &seed_tar(), "seed:1");
     let bb_layer = layer_of(&env, "bb:1");
     let seed_layer = layer_of(&env, "seed:1");
     assert_ne!(bb_layer, seed_layer);
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["writer", "sleeper"],
-    };
+    let _c = Cleanup::new(&env, &["writer", "sleeper"]);
     env.ok(&[
         "run",
         "--name",

@@ -4,43 +4,10 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Env, busybox_tar};
-
-/// Removes the named containers (killing them) when dropped.
-struct Cleanup<'a> {
-    env: &'a Env,
-    names: Vec<&'static str>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.run(&["rm", "-f", n]);
-        }
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{Cleanup, Env, busybox_tar, code, text, wait_until};
 
 /// A private root with `bb:1` and a detached container `box` (hostname `boxhost`) running
 /// `sleep 300`; returns the container's full id.
@@ -78,10 +45,7 @@ fn pids_inside(env: &Env) -> Vec<String> {
 fn exec_joins_the_containers_namespaces_and_cgroup() {
     require_root!();
     let env = Env::new();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["box"],
-    };
+    let _c = Cleanup::new(&env, &["box"]);
     let id = setup(&env);
 
     assert_eq!(env.ok(&["exec", "box", "hostname"]), "boxhost\n");
@@ -134,10 +98,7 @@ fn exec_joins_the_containers_namespaces_and_cgroup() {
 fn exec_options_and_exit_codes() {
     require_root!();
     let env = Env::new();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["box", "stopped"],
-    };
+    let _c = Cleanup::new(&env, &["box", "stopped"]);
     setup(&env);
 
     let out = env.ok(&[
@@ -236,10 +197,7 @@ fn exec_options_and_exit_codes() {
 fn exec_tty_signals_detach_and_no_leftovers() {
     require_root!();
     let env = Env::new();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["box"],
-    };
+    let _c = Cleanup::new(&env, &["box"]);
     setup(&env);
     assert_eq!(pids_inside(&env), ["1 sleep 300"]);
 

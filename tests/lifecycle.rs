@@ -4,81 +4,15 @@
 mod common;
 
 use std::io::{BufRead, Read, Write};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-use common::{Env, busybox_tar};
-
-/// Removes the named containers (killing them) when dropped, so a failing test leaves no
-/// monitor or container process behind.
-struct Cleanup<'a> {
-    env: &'a Env,
-    names: Vec<&'static str>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.run(&["rm", "-f", n]);
-        }
-    }
-}
-
-fn setup() -> Env {
-    let env = Env::new();
-    env.import(&busybox_tar(), "bb:1");
-    env
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-/// Polls `f` until it returns Some, or panics after `secs` seconds.
-fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn inspect(env: &Env, name: &str) -> serde_json::Value {
-    let out = env.ok(&["inspect", name]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
-    v[0].clone()
-}
-
-/// The pid of a running container, once it runs.
-fn running_pid(env: &Env, name: &str) -> i64 {
-    wait_until(20, "the container to run", || {
-        let st = inspect(env, name)["State"].clone();
-        (st["Running"] == true)
-            .then(|| st["Pid"].as_i64())
-            .flatten()
-    })
-}
-
-fn history(env: &Env, name: &str) -> Vec<serde_json::Value> {
-    let out = env.ok(&["--format", "json", "history", name]);
-    serde_json::from_str(&out).expect("history prints JSON")
-}
+use common::{Cleanup, Env, code, history, inspect, running_pid, setup, text};
 
 #[test]
 fn start_reruns_on_the_kept_write_layer_and_returns_the_exit_code() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["keeper"],
-    };
+    let _c = Cleanup::new(&env, &["keeper"]);
     // First run writes a file and exits 3; a second run finds it, prints it and exits 7.
     let script = "if [ -f /mark ]; then cat /mark; exit 7; fi; echo written > /mark; exit 3";
     let out = env.run(&["run", "--name", "keeper", "bb:1", "sh", "-c", script]);
@@ -122,10 +56,7 @@ fn start_reruns_on_the_kept_write_layer_and_returns_the_exit_code() {
 fn start_ai_forwards_stdin_and_start_is_a_noop_on_a_running_container() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["reader", "sleeper"],
-    };
+    let _c = Cleanup::new(&env, &["reader", "sleeper"]);
     let id = env.ok(&[
         "create",
         "-i",
@@ -189,10 +120,7 @@ fn start_ai_forwards_stdin_and_start_is_a_noop_on_a_running_container() {
 fn start_a_on_a_detached_run_follows_it_to_its_exit_code() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["talker"],
-    };
+    let _c = Cleanup::new(&env, &["talker"]);
     let script =
         "echo before; while [ ! -f /go ]; do echo tick; sleep 0.05; done; echo after; exit 9";
     env.ok(&["run", "-d", "--name", "talker", "bb:1", "sh", "-c", script]);
@@ -234,10 +162,7 @@ fn start_a_on_a_detached_run_follows_it_to_its_exit_code() {
 fn restart_stops_and_starts_again_on_the_same_layer() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["svc"],
-    };
+    let _c = Cleanup::new(&env, &["svc"]);
     // Counts its runs in its write layer.
     let script = "echo x >> /runs; trap 'exit 0' TERM; while true; do sleep 0.1; done";
     env.ok(&["create", "--name", "svc", "bb:1", "sh", "-c", script]);
@@ -307,10 +232,7 @@ fn names(out: &str) -> Vec<String> {
 fn ps_lists_like_docker() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["up", "done", "fresh"],
-    };
+    let _c = Cleanup::new(&env, &["up", "done", "fresh"]);
     three(&env);
     running_pid(&env, "up");
 
@@ -424,10 +346,7 @@ fn ps_lists_like_docker() {
 fn inspect_shows_the_whole_record() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["rec"],
-    };
+    let _c = Cleanup::new(&env, &["rec"]);
     let bind = env.dir.path().join("conf");
     std::fs::create_dir_all(&bind).expect("mkdir conf");
     let bind_arg = format!("{}:/conf:ro", bind.display());

@@ -8,40 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Env, busybox_tar, seed_tar};
-
-struct Cleanup<'a> {
-    env: &'a Env,
-    names: Vec<&'a str>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.run(&["rm", "-f", n]);
-        }
-    }
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).expect("valid JSON")
-}
-
-fn import(env: &Env, changes: &[&str], tar: &Path, reference: &str) -> String {
-    let mut args = vec!["import", "-q"];
-    for c in changes {
-        args.push("--change");
-        args.push(c);
-    }
-    let tar = tar.display().to_string();
-    args.push(&tar);
-    args.push(reference);
-    let out = env.ok(&args);
-    out.trim()
-        .strip_prefix("sha256:")
-        .expect("an image id")
-        .to_string()
-}
+use common::{Cleanup, Env, busybox_tar, du, import_with, json, seed_tar};
 
 fn exists(env: &Env, what: &str, name: &str) -> bool {
     env.run(&[what, "inspect", name]).status.success()
@@ -80,22 +47,6 @@ fn dir_names(p: &Path) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// `du -s -B1 -c` of the paths: allocated bytes, each inode once.
-fn du(paths: &[std::path::PathBuf]) -> u64 {
-    let out = Command::new("du")
-        .args(["-s", "-B1", "-c"])
-        .args(paths)
-        .output()
-        .expect("run du");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("du total")
 }
 
 /// The store's files agree with its rows: one blob per image, one layer dir per recorded
@@ -138,10 +89,7 @@ fn without_a_terminal_it_refuses_and_force_skips_the_question() {
     require_root!();
     let env = Env::new();
     env.import(&busybox_tar(), "bb:1");
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["stopped"],
-    };
+    let _c = Cleanup::new(&env, &["stopped"]);
     env.ok(&["run", "--name", "stopped", "bb:1", "true"]);
     let id = json(&env.ok(&["inspect", "stopped"]))[0]["Id"]
         .as_str()
@@ -181,12 +129,9 @@ fn without_a_terminal_it_refuses_and_force_skips_the_question() {
 fn prune_never_removes_a_running_container_or_what_a_container_uses() {
     require_root!();
     let env = Env::new();
-    let bb_id = import(&env, &[], &busybox_tar(), "bb:1");
-    let other = import(&env, &["LABEL other=1"], &busybox_tar(), "other:1");
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["live", "dead", "user"],
-    };
+    let bb_id = import_with(&env, &[], &busybox_tar(), "bb:1");
+    let other = import_with(&env, &["LABEL other=1"], &busybox_tar(), "other:1");
+    let _c = Cleanup::new(&env, &["live", "dead", "user"]);
     env.ok(&[
         "run",
         "-d",
@@ -262,15 +207,12 @@ fn prune_never_removes_a_running_container_or_what_a_container_uses() {
 fn dangling_versus_all_and_the_layers_that_go() {
     require_root!();
     let env = Env::new();
-    let a = import(&env, &[], &busybox_tar(), "app:1");
-    let b = import(&env, &["CMD [\"/bin/true\"]"], &busybox_tar(), "app:1");
+    let a = import_with(&env, &[], &busybox_tar(), "app:1");
+    let b = import_with(&env, &["CMD [\"/bin/true\"]"], &busybox_tar(), "app:1");
     assert_ne!(a, b);
-    let s = import(&env, &[], &seed_tar(), "seed:1");
-    let u = import(&env, &["LABEL used=1"], &busybox_tar(), "used:1");
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["uc"],
-    };
+    let s = import_with(&env, &[], &seed_tar(), "seed:1");
+    let u = import_with(&env, &["LABEL used=1"], &busybox_tar(), "used:1");
+    let _c = Cleanup::new(&env, &["uc"]);
     env.ok(&["run", "--name", "uc", "used:1", "true"]);
     let layers_before = dir_names(&env.root.join("layers"));
     assert_eq!(layers_before.len(), 2);
@@ -313,12 +255,9 @@ fn filters_until_label_and_negation_work_on_every_type() {
     require_root!();
     let env = Env::new();
     env.import(&busybox_tar(), "bb:1");
-    let ci_img = import(&env, &["LABEL env=ci"], &busybox_tar(), "ci:1");
-    let keep_img = import(&env, &["LABEL keep=1"], &busybox_tar(), "keepimg:1");
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["keep", "ci"],
-    };
+    let ci_img = import_with(&env, &["LABEL env=ci"], &busybox_tar(), "ci:1");
+    let keep_img = import_with(&env, &["LABEL keep=1"], &busybox_tar(), "keepimg:1");
+    let _c = Cleanup::new(&env, &["keep", "ci"]);
     env.ok(&["run", "--name", "keep", "--label", "keep=1", "bb:1", "true"]);
     env.ok(&["run", "--name", "ci", "--label", "env=ci", "bb:1", "true"]);
     env.ok(&["volume", "create", "--label", "env=ci", "civol"]);
@@ -438,10 +377,7 @@ fn on_a_terminal_it_asks_and_only_yes_removes() {
     require_root!();
     let env = Env::new();
     env.import(&busybox_tar(), "bb:1");
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["s1"],
-    };
+    let _c = Cleanup::new(&env, &["s1"]);
     env.ok(&["run", "--name", "s1", "bb:1", "true"]);
     let Some(out) = on_a_terminal(&env, "container prune", "n\n") else {
         eprintln!("skipped: util-linux `script` is not installed");

@@ -5,63 +5,9 @@
 
 mod common;
 
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{Env, busybox_tar};
-
-/// Removes the named containers (killing them) when dropped, so a failing test leaves no
-/// monitor or container process behind.
-struct Cleanup<'a> {
-    env: &'a Env,
-    names: Vec<&'static str>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.run(&["rm", "-f", n]);
-        }
-    }
-}
-
-fn setup() -> Env {
-    let env = Env::new();
-    env.import(&busybox_tar(), "bb:1");
-    env
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-/// Polls `f` until it returns Some, or panics after `secs` seconds.
-fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn inspect(env: &Env, name: &str) -> serde_json::Value {
-    let out = env.ok(&["inspect", name]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
-    v[0].clone()
-}
-
-/// The runs of a container, newest first.
-fn history(env: &Env, name: &str) -> Vec<serde_json::Value> {
-    let out = env.ok(&["--format", "json", "history", name]);
-    serde_json::from_str(&out).expect("history prints JSON")
-}
+use common::{Cleanup, Env, busybox_tar, code, history, inspect, setup, text, wait_until};
 
 /// The pid of the detached monitor (`wharf __monitor <id>`) of container `id`, if alive.
 fn monitor_of(id: &str) -> Option<i32> {
@@ -93,10 +39,7 @@ fn await_settled(env: &Env, name: &str) -> serde_json::Value {
 fn on_failure_2_stops_after_exactly_two_restarts_and_start_resets_the_count() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["flaky"],
-    };
+    let _c = Cleanup::new(&env, &["flaky"]);
     env.ok(&[
         "run",
         "-d",
@@ -136,10 +79,7 @@ fn on_failure_2_stops_after_exactly_two_restarts_and_start_resets_the_count() {
 fn always_keeps_restarting_until_stop_and_then_stays_stopped() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["looper"],
-    };
+    let _c = Cleanup::new(&env, &["looper"]);
     // A success is restarted too under `always`.
     env.ok(&[
         "run",
@@ -174,10 +114,7 @@ fn always_keeps_restarting_until_stop_and_then_stays_stopped() {
 fn unless_stopped_respects_stop_during_a_backoff_wait_and_ps_shows_restarting() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["crashy"],
-    };
+    let _c = Cleanup::new(&env, &["crashy"]);
     env.ok(&[
         "run",
         "-d",
@@ -231,10 +168,7 @@ fn unless_stopped_respects_stop_during_a_backoff_wait_and_ps_shows_restarting() 
 fn rm_f_during_a_backoff_wait_removes_it_and_its_monitor() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["gone"],
-    };
+    let _c = Cleanup::new(&env, &["gone"]);
     env.ok(&[
         "run",
         "-d",
@@ -264,10 +198,7 @@ fn rm_f_during_a_backoff_wait_removes_it_and_its_monitor() {
 fn no_policy_and_a_success_under_on_failure_do_not_restart() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["once", "fine"],
-    };
+    let _c = Cleanup::new(&env, &["once", "fine"]);
     env.ok(&["run", "-d", "--name", "once", "bb:1", "sh", "-c", "exit 1"]);
     env.ok(&[
         "run",
@@ -295,10 +226,7 @@ fn no_policy_and_a_success_under_on_failure_do_not_restart() {
 fn a_foreground_run_restarts_too_and_returns_the_last_exit_code() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["fore"],
-    };
+    let _c = Cleanup::new(&env, &["fore"]);
     let out = env.run(&[
         "run",
         "--name",
@@ -348,10 +276,7 @@ fn rm_with_a_restart_policy_and_bad_flags_are_refused_without_leftovers() {
 fn a_monitor_killed_during_the_backoff_is_recovered_as_exited() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["orphan"],
-    };
+    let _c = Cleanup::new(&env, &["orphan"]);
     env.ok(&[
         "run",
         "-d",
@@ -394,10 +319,7 @@ fn a_monitor_killed_during_the_backoff_is_recovered_as_exited() {
 fn a_passing_health_check_shows_healthy_in_ps_and_inspect() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["fit"],
-    };
+    let _c = Cleanup::new(&env, &["fit"]);
     env.ok(&[
         "run",
         "-d",
@@ -439,10 +361,7 @@ fn a_passing_health_check_shows_healthy_in_ps_and_inspect() {
 fn a_failing_health_check_makes_it_unhealthy_and_on_failure_restarts_it() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["sick"],
-    };
+    let _c = Cleanup::new(&env, &["sick"]);
     env.ok(&[
         "run",
         "-d",
@@ -479,10 +398,7 @@ fn a_failing_health_check_makes_it_unhealthy_and_on_failure_restarts_it() {
 fn a_health_check_that_hangs_times_out() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["hung"],
-    };
+    let _c = Cleanup::new(&env, &["hung"]);
     env.ok(&[
         "run",
         "-d",
@@ -533,10 +449,7 @@ fn a_manifest_carries_the_restart_policy_and_the_health_check() {
          command = [\"sh\", \"-c\", \"exit 1\"]\n",
     )
     .expect("write manifest");
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["flop", "doc", "loop"],
-    };
+    let _c = Cleanup::new(&env, &["flop", "doc", "loop"]);
     let out = env.run(&["apply", "-q", "-f", manifest.to_str().expect("utf-8")]);
     assert!(out.status.success(), "apply: {}", text(&out.stderr));
     let v = await_settled(&env, "flop");
@@ -571,10 +484,7 @@ fn a_manifest_carries_the_restart_policy_and_the_health_check() {
 fn a_signal_to_a_foreground_run_ends_it_without_a_restart() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["front"],
-    };
+    let _c = Cleanup::new(&env, &["front"]);
     let mut child = env
         .wharf()
         .args([

@@ -6,57 +6,10 @@ mod common;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, busybox_tar};
-
-/// Removes the named containers (killing them) when dropped, so a failing test leaves no
-/// monitor or container process behind.
-struct Cleanup<'a> {
-    env: &'a Env,
-    names: Vec<String>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.run(&["rm", "-f", n]);
-        }
-    }
-}
-
-fn setup() -> Env {
-    let env = Env::new();
-    env.import(&busybox_tar(), "bb:1");
-    env
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-/// Polls `f` until it returns Some, or panics after `secs` seconds.
-fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn inspect(env: &Env, name: &str) -> serde_json::Value {
-    let out = env.ok(&["inspect", name]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
-    v[0].clone()
-}
+use common::{Cleanup, Env, busybox_tar, code, inspect, setup, text, wait_until};
 
 /// Starts `wharf run --name NAME bb:1 sleep 60` in the foreground, output discarded, and
 /// waits until the container runs. Returns wharf's process and the container's pid.
@@ -127,10 +80,7 @@ fn tree_hash(dir: &Path) -> String {
 fn container_sees_a_docker_like_world() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["look".into()],
-    };
+    let _c = Cleanup::new(&env, &["look"]);
     let script = r#"
         echo "hostname=$(hostname)"
         echo "pid=$$"
@@ -264,10 +214,7 @@ fn exit_codes_follow_docker() {
     );
 
     // Death by signal N is 128+N, for the foreground wharf and in the record.
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["sig".into()],
-    };
+    let _c = Cleanup::new(&env, &["sig"]);
     let (mut fg, _) = spawn_sleeper(&env, "sig");
     env.ok(&["kill", "-s", "KILL", "sig"]);
     let st = fg.wait().expect("wait wharf run");
@@ -279,10 +226,7 @@ fn exit_codes_follow_docker() {
 fn signals_to_a_foreground_run_reach_the_container() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["fwd".into()],
-    };
+    let _c = Cleanup::new(&env, &["fwd"]);
     let mut fg = env
         .wharf()
         .args([
@@ -314,10 +258,7 @@ fn signals_to_a_foreground_run_reach_the_container() {
 fn write_layer_is_kept_and_image_untouched() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["keep".into()],
-    };
+    let _c = Cleanup::new(&env, &["keep"]);
     let layers = env.root.join("layers");
     let before = tree_hash(&layers);
     env.ok(&[
@@ -451,10 +392,7 @@ fn pipes_keep_stdout_and_stderr_apart_and_stdin_is_forwarded() {
 fn detached_logs_kill_and_stop() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["web".into()],
-    };
+    let _c = Cleanup::new(&env, &["web"]);
     let id = env.ok(&[
         "run",
         "-d",
@@ -711,10 +649,7 @@ fn network_none_has_only_loopback_and_host_shares() {
 fn a_killed_wharf_leaves_nothing_and_is_reconciled() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["crash".into()],
-    };
+    let _c = Cleanup::new(&env, &["crash"]);
     let (mut fg, pid) = spawn_sleeper(&env, "crash");
     fg.kill().expect("SIGKILL wharf");
     let _ = fg.wait();
@@ -733,10 +668,7 @@ fn a_killed_wharf_leaves_nothing_and_is_reconciled() {
 fn cgroup_limits_and_oom_are_recorded() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["oom".into(), "lim".into()],
-    };
+    let _c = Cleanup::new(&env, &["oom", "lim"]);
     let out = env.ok(&[
         "run",
         "--name",
@@ -784,10 +716,7 @@ fn cgroup_limits_and_oom_are_recorded() {
 fn detached_tty_logs_follow_and_rm() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["ft".into(), "busy".into()],
-    };
+    let _c = Cleanup::new(&env, &["ft", "busy"]);
     env.ok(&[
         "run",
         "-d",

@@ -5,32 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{Env, busybox_tar};
-
-/// Removes the named containers (killing them) when dropped, so a failing test leaves no
-/// monitor or container process behind.
-struct Cleanup<'a> {
-    env: &'a Env,
-    names: Vec<&'a str>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.run(&["rm", "-f", n]);
-        }
-    }
-}
-
-fn setup() -> Env {
-    let env = Env::new();
-    env.import(&busybox_tar(), "bb:1");
-    env
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).expect("valid JSON")
-}
+use common::{Cleanup, Env, json, setup};
 
 fn names(env: &Env, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["volume", "ls", "-q"];
@@ -115,10 +90,7 @@ fn lifecycle_create_ls_filter_inspect_rm() {
 fn a_volume_in_use_is_refused_and_outlives_its_container() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["writer", "reader", "sleeper"],
-    };
+    let _c = Cleanup::new(&env, &["writer", "reader", "sleeper"]);
     env.ok(&[
         "run",
         "--name",
@@ -168,10 +140,7 @@ fn a_volume_in_use_is_refused_and_outlives_its_container() {
 fn rm_v_removes_anonymous_volumes_and_keeps_named_ones() {
     require_root!();
     let env = setup();
-    let _c = Cleanup {
-        env: &env,
-        names: vec!["c1", "c2"],
-    };
+    let _c = Cleanup::new(&env, &["c1", "c2"]);
     env.ok(&[
         "run",
         "--name",

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Skips the calling test (with a note on stderr) unless it runs as root.
 #[macro_export]
@@ -176,4 +177,122 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
         .filter(|p| Path::new(p).starts_with(dir))
         .map(str::to_string)
         .collect()
+}
+
+/// Removes the named containers (`wharf rm -f`, which kills them) when dropped, so a failing
+/// test leaves no monitor or container process behind. Bind it to a named variable
+/// (`let _c = Cleanup::new(..)`), not `_`, or it is dropped at once.
+pub struct Cleanup<'a> {
+    env: &'a Env,
+    names: Vec<String>,
+}
+
+impl<'a> Cleanup<'a> {
+    pub fn new(env: &'a Env, names: &[&str]) -> Cleanup<'a> {
+        Cleanup {
+            env,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.env.run(&["rm", "-f", n]);
+        }
+    }
+}
+
+/// A fresh private root with the busybox fixture imported as `bb:1`.
+pub fn setup() -> Env {
+    let env = Env::new();
+    env.import(&busybox_tar(), "bb:1");
+    env
+}
+
+/// Bytes as text, invalid UTF-8 replaced.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The exit code of a finished process, -1 when a signal ended it.
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Parses `s` as JSON, panicking when it is not.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).expect("valid JSON")
+}
+
+/// Polls `f` every 20 ms until it returns Some, or panics naming `what` after `secs` seconds.
+pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `wharf inspect NAME`: the container's record as JSON.
+pub fn inspect(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.ok(&["inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    v[0].clone()
+}
+
+/// The pid of a running container, once it runs (waits up to 20 s).
+pub fn running_pid(env: &Env, name: &str) -> i64 {
+    wait_until(20, "the container to run", || {
+        let st = inspect(env, name)["State"].clone();
+        (st["Running"] == true)
+            .then(|| st["Pid"].as_i64())
+            .flatten()
+    })
+}
+
+/// `du -s -B1 -c` of the paths: allocated bytes, each inode once (0 for no paths).
+pub fn du(paths: &[PathBuf]) -> u64 {
+    if paths.is_empty() {
+        return 0;
+    }
+    let out = Command::new("du")
+        .args(["-s", "-B1", "-c"])
+        .args(paths)
+        .output()
+        .expect("run du");
+    assert!(out.status.success(), "du {paths:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("du total")
+}
+
+/// `wharf import -q --change C.. TAR REFERENCE`; returns the image id without `sha256:`.
+pub fn import_with(env: &Env, changes: &[&str], tar: &Path, reference: &str) -> String {
+    let mut args = vec!["import", "-q"];
+    for c in changes {
+        args.push("--change");
+        args.push(c);
+    }
+    let tar = tar.display().to_string();
+    args.push(&tar);
+    args.push(reference);
+    let out = env.ok(&args);
+    out.trim()
+        .strip_prefix("sha256:")
+        .expect("an image id")
+        .to_string()
+}
+
+/// `wharf history NAME`: the runs of a container, newest first.
+pub fn history(env: &Env, name: &str) -> Vec<serde_json::Value> {
+    let out = env.ok(&["--format", "json", "history", name]);
+    serde_json::from_str(&out).expect("history prints JSON")
 }
