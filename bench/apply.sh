@@ -24,7 +24,7 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/lib.sh"
 B=${BENCH_DIR:-/tmp/wharf-bench}
 RUNS=${RUNS:-30}
 RUNS_SLOW=${RUNS_SLOW:-5}
@@ -35,36 +35,20 @@ want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export COMPOSE_PARALLEL_LIMIT=${COMPOSE_PARALLEL_LIMIT:-8}
 A=$B/apply
 RES=$B/results
-[ "$(id -u)" = 0 ] || { echo "bench/apply.sh: run as root" >&2; exit 1; }
+need_root
 mkdir -p "$A" "$RES"
 rm -f "$RES"/apply-*.json
-
-say() { printf '\n== %s\n' "$*" >&2; }
-NOTES=()
-note() { NOTES+=("$*"); echo "   note: $*" >&2; }
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
     want=(hyperfine jq busybox-static)
     [ -z "${SKIP_DOCKER:-}" ] && want+=(docker.io)
     [ -z "${SKIP_DOCKER:-}" ] && ! docker compose version >/dev/null 2>&1 && want+=(docker-compose)
-    missing=()
-    for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing ${missing[*]}"
-        made=""
-        [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made=1; }
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null 2>&1
-        apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends "${missing[@]}" >"$RES/apt.log" 2>&1 ||
-            note "apt-get install failed: $(grep '^E:' "$RES/apt.log" | head -1)"
-        [ -n "$made" ] && rm -f /usr/sbin/policy-rc.d
-    fi
+    install_missing "${want[@]}"
 fi
-command -v hyperfine >/dev/null && command -v jq >/dev/null || { echo "bench/apply.sh: needs hyperfine and jq" >&2; exit 1; }
+need_tools hyperfine jq
 
 say "build wharf (release) and the rootfs"
-(cd "$REPO" && cargo build --release -q) || exit 1
-WHARF=$REPO/target/release/wharf
+build_wharf
 "$REPO/scripts/make-rootfs.sh" "$B/fixtures" || exit 1
 cp -f "$B/fixtures/busybox-rootfs.tar" "$A/busybox.tar"
 WROOT=$A/wharf-root
@@ -185,4 +169,4 @@ for k in noop fresh; do
             'BEGIN { printf "%s: docker/wharf = %.1fx\n", k, d / w }'
     fi
 done
-for n in "${NOTES[@]}"; do echo "note: $n"; done
+print_notes

@@ -23,18 +23,15 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/lib.sh"
 B=${BENCH_DIR:-/tmp/wharf-bench}
 BIG_MB=${BIG_MB:-200}
 RUNS=${RUNS:-5}
 COMPRESS=${COMPRESS:-none}
 DOCKER=${DOCKER:-/usr/bin/docker}
 RES=$B/results
-NOTES=()
-note() { NOTES+=("$*"); printf '   note: %s\n' "$*" >&2; }
-say() { printf '\n== %s\n' "$*" >&2; }
 
-[ "$(id -u)" = 0 ] || { echo "import.sh: run as root (wharf keeps owners; tar -x and peers too)" >&2; exit 1; }
+need_root "wharf keeps owners; tar -x and peers too"
 mkdir -p "$B" "$RES"
 rm -f "$RES"/*.json "$RES"/*.log
 
@@ -66,27 +63,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ tools
-if [ -z "${SKIP_INSTALL:-}" ]; then
-  missing=()
-  for p in hyperfine jq busybox-static; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    say "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null
-    apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-fi
-command -v hyperfine >/dev/null || { echo "import.sh: hyperfine is required (apt-get install hyperfine)" >&2; exit 1; }
-command -v jq >/dev/null || { echo "import.sh: jq is required (apt-get install jq)" >&2; exit 1; }
+install_missing hyperfine jq busybox-static
+need_tools hyperfine jq
 
-if [ -z "${WHARF:-}" ]; then
-  say "cargo build --release"
-  (cd "$REPO" && cargo build --release -q)
-  WHARF=$REPO/target/release/wharf
-fi
-[ -x "$WHARF" ] || { echo "import.sh: no wharf binary at $WHARF" >&2; exit 1; }
+[ -n "${WHARF:-}" ] || say "cargo build --release"
+build_wharf
 
 # ------------------------------------------------------------------ the tarball (cached)
 BIG=$B/big.tar
@@ -227,6 +208,6 @@ WH_MED=$(med "wharf import")
     p=$(med "$peer")
     [ -n "$p" ] && awk -v w="$WH_MED" -v p="$p" -v n="$peer" 'BEGIN { printf "wharf import / %s = %.2fx (target < 1)\n", n, w / p }'
   done
-  for n in "${NOTES[@]}"; do echo "note: $n"; done
+  print_notes
 } | tee "$RES/table.md"
 echo "(hyperfine JSON: $RES/import.json)" >&2

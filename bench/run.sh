@@ -20,41 +20,25 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/lib.sh"
 B=${BENCH_DIR:-/tmp/wharf-bench}
 RUNS=${RUNS:-50}
 RUNS_SLOW=${RUNS_SLOW:-15}
 ROUNDS=${ROUNDS:-5}
 RES=$B/results
-[ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
+need_root
 mkdir -p "$B" "$RES"
 rm -f "$RES"/run-*.json "$RES"/run-*.log
-
-say() { printf '\n== %s\n' "$*" >&2; }
-NOTES=()
-note() { NOTES+=("$*"); echo "   note: $*" >&2; }
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
     want=(hyperfine jq busybox-static crun runc)
     [ -z "${SKIP_SLOW:-}" ] && want+=(podman docker.io)
-    missing=()
-    for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing ${missing[*]}"
-        made=""
-        [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made=1; }
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null 2>&1
-        apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends "${missing[@]}" >"$RES/apt.log" 2>&1 ||
-            note "apt-get install failed: $(grep '^E:' "$RES/apt.log" | head -1)"
-        [ -n "$made" ] && rm -f /usr/sbin/policy-rc.d
-    fi
+    install_missing "${want[@]}"
 fi
-command -v hyperfine >/dev/null && command -v jq >/dev/null || { echo "bench/run.sh: needs hyperfine and jq" >&2; exit 1; }
+need_tools hyperfine jq
 
 say "build wharf (release) and fixtures"
-(cd "$REPO" && cargo build --release -q) || exit 1
-WHARF=$REPO/target/release/wharf
+build_wharf
 "$REPO/scripts/make-rootfs.sh" "$B/fixtures" || exit 1
 BB_TAR=$B/fixtures/busybox-rootfs.tar
 WROOT=$B/wharf-root
@@ -196,5 +180,5 @@ WM=$(median wharf 2>/dev/null || echo 0)
         ratio=$(awk -v a="$med" -v w="$WM" 'BEGIN{ if (w > 0) printf "%.2f", a/w; else print "-" }')
         printf '| %-32s | %10.1f | %10.1f | %10.1f | %5s | %14s |\n' "$label" "$med" "$mn" "$mx" "$cnt" "$ratio"
     done
-    for n in "${NOTES[@]}"; do echo "note: $n"; done
+    print_notes
 } | tee "$RES/run-table.md"

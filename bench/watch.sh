@@ -19,17 +19,13 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/lib.sh"
 N=${N:-20}
 DEBOUNCE=${DEBOUNCE:-100ms}
 B=${BENCH_DIR:-/tmp/wharf-bench}/watch
-[ "$(id -u)" = 0 ] || { echo "bench/watch.sh: run as root" >&2; exit 1; }
-command -v jq >/dev/null || { echo "bench/watch.sh: needs jq (apt-get install jq)" >&2; exit 1; }
-
-if [ -z "${WHARF:-}" ]; then
-    (cd "$REPO" && cargo build --release -q)
-    WHARF=$REPO/target/release/wharf
-fi
+need_root
+need_tools jq
+build_wharf
 FIX=$(ls -d "$REPO"/target/tmp/fixtures 2>/dev/null || true)
 if [ ! -f "$FIX/busybox-rootfs.tar" ]; then
     FIX=$B/fixtures
