@@ -11,11 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{Env, SLEEPER, s, text};
 use sha2::{Digest, Sha256};
-
-/// A busybox command that exits at once on SIGTERM (a PID 1 without a handler ignores it).
-const SLEEPER: &str = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]"#;
 
 /// A test's state root and manifest dir; on drop, removes every container of the root (even
 /// when the test failed), then the root.
@@ -113,11 +110,7 @@ impl T {
 
 impl Drop for T {
     fn drop(&mut self) {
-        if self.env.root.join("wharf.db").exists() {
-            for c in self.containers() {
-                let _ = self.env.run(&["rm", "-f", &c.name]);
-            }
-        }
+        self.env.remove_all_containers();
     }
 }
 
@@ -129,14 +122,6 @@ struct Row {
     started_at: Option<i64>,
     project: Option<String>,
     pid: Option<i32>,
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {

@@ -9,9 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Env;
-
-const SLEEPER: &str = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]"#;
+use common::{Env, SLEEPER, versioned_busybox};
 
 struct T {
     env: Env,
@@ -25,20 +23,7 @@ impl T {
         let dir = env.dir.path().join("repo");
         fs::create_dir_all(&dir).expect("mkdir");
         for v in ["1.0", "1.1"] {
-            let tar = dir.join(format!("app-{v}.tar"));
-            fs::copy(common::busybox_tar(), &tar).expect("copy fixture");
-            let extra = env.dir.path().join(format!("extra-{v}"));
-            fs::create_dir_all(&extra).expect("mkdir");
-            fs::write(extra.join("VERSION"), format!("{v}\n")).expect("write");
-            let st = Command::new("tar")
-                .arg("-rf")
-                .arg(&tar)
-                .arg("-C")
-                .arg(&extra)
-                .arg("VERSION")
-                .status()
-                .expect("tar");
-            assert!(st.success(), "tar -r failed");
+            versioned_busybox(&env, &dir.join(format!("app-{v}.tar")), v);
         }
         T { env, dir }
     }

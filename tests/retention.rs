@@ -8,12 +8,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use common::Env;
-
-const SLEEPER: &str = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]"#;
+use common::{Env, SLEEPER, s, versioned_busybox};
 
 struct T {
     env: Env,
@@ -26,20 +23,7 @@ impl T {
         let dir = env.dir.path().join("m");
         fs::create_dir_all(&dir).expect("mkdir");
         for v in versions {
-            let tar = dir.join(format!("app-{v}.tar"));
-            fs::copy(common::busybox_tar(), &tar).expect("copy fixture");
-            let extra = env.dir.path().join(format!("extra-{v}"));
-            fs::create_dir_all(&extra).expect("mkdir");
-            fs::write(extra.join("VERSION"), format!("{v}\n")).expect("write");
-            let st = Command::new("tar")
-                .arg("-rf")
-                .arg(&tar)
-                .arg("-C")
-                .arg(&extra)
-                .arg("VERSION")
-                .status()
-                .expect("tar");
-            assert!(st.success());
+            versioned_busybox(&env, &dir.join(format!("app-{v}.tar")), &v.to_string());
         }
         T { env, dir }
     }
@@ -88,20 +72,12 @@ impl T {
 
 impl Drop for T {
     fn drop(&mut self) {
-        if self.env.root.join("wharf.db").exists() {
-            for n in self.strings("SELECT name FROM containers") {
-                let _ = self.env.run(&["rm", "-f", &n]);
-            }
-        }
+        self.env.remove_all_containers();
     }
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8")
 }
 
 #[test]

@@ -16,10 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Env;
-
-/// A busybox command that exits at once on SIGTERM (a PID 1 without a handler ignores it).
-const SLEEPER: &str = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]"#;
+use common::{Env, SLEEPER, s};
 
 /// (id, state, pid, image_id, started_at)
 type Row = (String, String, Option<i32>, String, Option<i64>);
@@ -104,16 +101,7 @@ impl T {
 
 impl Drop for T {
     fn drop(&mut self) {
-        if self.env.root.join("wharf.db").exists() {
-            let names: Vec<String> = self
-                .db()
-                .prepare("SELECT name FROM containers")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                .unwrap_or_default();
-            for n in names {
-                let _ = self.env.run(&["rm", "-f", &n]);
-            }
-        }
+        self.env.remove_all_containers();
     }
 }
 
@@ -213,10 +201,6 @@ fn images() -> String {
 
 fn service(name: &str, extra: &str) -> String {
     format!("[containers.{name}]\nimage = \"bb:1\"\ncommand = {SLEEPER}\n{extra}\n")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 #[test]

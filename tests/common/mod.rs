@@ -296,3 +296,50 @@ pub fn history(env: &Env, name: &str) -> Vec<serde_json::Value> {
     let out = env.ok(&["--format", "json", "history", name]);
     serde_json::from_str(&out).expect("history prints JSON")
 }
+
+/// A manifest `command` for busybox that exits at once on SIGTERM (a PID 1 without a handler
+/// ignores it), so removing the container is quick.
+pub const SLEEPER: &str = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]"#;
+
+/// A path as &str (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8")
+}
+
+/// Writes `tar`: the busybox fixture plus a file `/VERSION` holding `version`, so that each
+/// version is a different image. Scratch files go in the env's temp dir.
+pub fn versioned_busybox(env: &Env, tar: &Path, version: &str) {
+    fs::copy(busybox_tar(), tar).expect("copy fixture");
+    let extra = env.dir.path().join(format!("extra-{version}"));
+    fs::create_dir_all(&extra).expect("mkdir");
+    fs::write(extra.join("VERSION"), format!("{version}\n")).expect("write");
+    let st = Command::new("tar")
+        .arg("-rf")
+        .arg(tar)
+        .arg("-C")
+        .arg(&extra)
+        .arg("VERSION")
+        .status()
+        .expect("tar");
+    assert!(st.success(), "tar -r failed");
+}
+
+impl Env {
+    /// `wharf rm -f` of every container the root's database records (for Drop guards:
+    /// errors are ignored, and a root with no database yet has none).
+    pub fn remove_all_containers(&self) {
+        let db = self.root.join("wharf.db");
+        if !db.exists() {
+            return;
+        }
+        let names: Vec<String> = rusqlite::Connection::open(&db)
+            .and_then(|c| {
+                c.prepare("SELECT name FROM containers")
+                    .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            })
+            .unwrap_or_default();
+        for n in names {
+            let _ = self.run(&["rm", "-f", &n]);
+        }
+    }
+}
