@@ -137,6 +137,15 @@ fn image_section() -> String {
         .to_string()
 }
 
+/// A manifest: the image section, then one `service(name, extra)` for each pair.
+fn project(services: &[(&str, &str)]) -> String {
+    let mut m = image_section();
+    for (name, extra) in services {
+        m.push_str(&service(name, extra));
+    }
+    m
+}
+
 fn service(name: &str, extra: &str) -> String {
     format!("[containers.{name}]\nimage = \"bb:1\"\ncommand = {SLEEPER}\n{extra}\n")
 }
@@ -163,12 +172,10 @@ fn apply_converges_and_a_second_apply_is_a_noop() {
     let t = T::new();
     let m = t.write(
         "app.toml",
-        &format!(
-            "{}{}{}",
-            image_section(),
-            service("web", "limits = { memory = \"64MiB\" }"),
-            service("idle", "state = \"stopped\"")
-        ),
+        &project(&[
+            ("web", "limits = { memory = \"64MiB\" }"),
+            ("idle", "state = \"stopped\""),
+        ]),
     );
     let out = t.apply_ok(&m);
     assert!(out.contains("+ import bb:1"), "{out}");
@@ -251,23 +258,12 @@ fn editing_limits_recreates_with_the_new_limit_in_effect() {
 fn dropped_containers_are_removed_and_drift_is_healed() {
     require_root!();
     let t = T::new();
-    let m = t.write(
-        "drift.toml",
-        &format!(
-            "{}{}{}",
-            image_section(),
-            service("alpha", ""),
-            service("beta", "")
-        ),
-    );
+    let m = t.write("drift.toml", &project(&[("alpha", ""), ("beta", "")]));
     t.apply_ok(&m);
     let a = t.container("alpha");
 
     // b is dropped from the manifest: removed; a is left alone.
-    t.write(
-        "drift.toml",
-        &format!("{}{}", image_section(), service("alpha", "")),
-    );
+    t.write("drift.toml", &project(&[("alpha", "")]));
     let out = t.apply_ok(&m);
     assert!(out.contains("- remove beta"), "{out}");
     assert!(t.containers().iter().all(|c| c.name != "beta"));
@@ -362,15 +358,7 @@ impl Drop for KillOnDrop {
 fn after_a_killed_apply_the_next_one_converges() {
     require_root!();
     let t = T::new();
-    let m = t.write(
-        "killed.toml",
-        &format!(
-            "{}{}{}",
-            image_section(),
-            service("alpha", ""),
-            service("beta", "")
-        ),
-    );
+    let m = t.write("killed.toml", &project(&[("alpha", ""), ("beta", "")]));
     // Plan: import, create a, create b (starts come last). Pause after 2: a recorded, not
     // started; b not made.
     let err = t.dir.join("k.err");
@@ -430,22 +418,13 @@ fn run_containers_are_untouched_and_name_conflicts_are_reported() {
         "/bin/sleep",
         "1000",
     ]);
-    let theirs = t.write(
-        "theirs.toml",
-        &format!("{}{}", image_section(), service("db", "")),
-    );
+    let theirs = t.write("theirs.toml", &project(&[("db", "")]));
     t.apply_ok(&theirs);
     let before: Vec<Row> = t.containers();
 
     let m = t.write(
         "mine.toml",
-        &format!(
-            "{}{}{}{}",
-            image_section(),
-            service("web", ""),
-            service("db", ""),
-            service("app", "")
-        ),
+        &project(&[("web", ""), ("db", ""), ("app", "")]),
     );
     let out = t.apply(&m);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
@@ -473,15 +452,7 @@ fn run_containers_are_untouched_and_name_conflicts_are_reported() {
 fn two_applies_at_once_serialize_and_the_second_plans_again() {
     require_root!();
     let t = T::new();
-    let m = t.write(
-        "concurrent.toml",
-        &format!(
-            "{}{}{}",
-            image_section(),
-            service("alpha", ""),
-            service("beta", "")
-        ),
-    );
+    let m = t.write("concurrent.toml", &project(&[("alpha", ""), ("beta", "")]));
     let hold = t.dir.join("hold");
     fs::write(&hold, "").expect("hold file");
     let (err_a, err_b) = (t.dir.join("a.err"), t.dir.join("b.err"));
@@ -585,10 +556,7 @@ fn down_removes_only_what_the_project_owns() {
 fn diff_exit_codes_and_dry_run_touches_nothing() {
     require_root!();
     let t = T::new();
-    let m = t.write(
-        "dry.toml",
-        &format!("{}{}", image_section(), service("web", "")),
-    );
+    let m = t.write("dry.toml", &project(&[("web", "")]));
     let dry = t.run(&["apply", "--dry-run", "-f", s(&m)]);
     assert!(dry.status.success());
     assert!(text(&dry.stdout).contains("+ import bb:1"));
@@ -645,10 +613,7 @@ fn the_journal_records_the_git_commit_and_dirty_flag() {
         return;
     }
     let t = T::new();
-    let m = t.write(
-        "gitproj.toml",
-        &format!("{}{}", image_section(), service("web", "")),
-    );
+    let m = t.write("gitproj.toml", &project(&[("web", "")]));
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
             .arg("-C")
@@ -665,11 +630,7 @@ fn the_journal_records_the_git_commit_and_dirty_flag() {
     git(&["commit", "-qm", "first"]);
     let head = git(&["rev-parse", "HEAD"]);
     t.apply_ok(&m);
-    fs::write(
-        &m,
-        format!("{}{}", image_section(), service("web", "user = \"1\"")),
-    )
-    .expect("edit");
+    fs::write(&m, project(&[("web", "user = \"1\"")])).expect("edit");
     t.apply_ok(&m);
     let rows: Vec<(String, i64, String)> = {
         let db = t.db();
