@@ -560,15 +560,7 @@ fn detach(target: &Target, cg: &dyn ContainerCgroup, spec: &ExecSpec) -> Result<
         unsafe { libc::_exit(code) }
     }
     drop(w);
-    let mut msg = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match sys::read(r.as_raw_fd(), &mut buf) {
-            Ok(0) => break,
-            Ok(n) => msg.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(e).context("cannot read from the exec helper"),
-        }
-    }
+    let msg = sys::read_to_end(r.as_raw_fd()).context("cannot read from the exec helper")?;
     let text = String::from_utf8_lossy(&msg);
     if text == "ok" {
         return Ok(exit::OK);
