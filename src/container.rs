@@ -478,19 +478,7 @@ pub fn mark_exited(
     let now = now_ns();
     let tx = store.db().unchecked_transaction()?;
     if let Some(run_id) = run_id {
-        tx.prepare_cached(
-            "UPDATE runs SET finished_at = ?2, exit_code = ?3, signal = ?4, oom_killed = ?5, \
-             peak_memory = ?6, cpu_usec = ?7 WHERE id = ?1",
-        )?
-        .execute(params![
-            run_id,
-            now,
-            out.exit_code,
-            out.signal,
-            out.stats.oom_killed,
-            out.stats.peak_memory.map(|v| v as i64),
-            out.stats.cpu_usec.map(|v| v as i64)
-        ])?;
+        close_run(&tx, run_id, now, out)?;
     }
     if remove {
         tx.prepare_cached("DELETE FROM containers WHERE id = ?1")?
@@ -507,25 +495,31 @@ pub fn mark_exited(
     Ok(())
 }
 
+/// Closes a `runs` row with how the run ended (in the caller's transaction).
+fn close_run(tx: &rusqlite::Transaction, run_id: i64, now: i64, out: &Outcome) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE runs SET finished_at = ?2, exit_code = ?3, signal = ?4, oom_killed = ?5, \
+         peak_memory = ?6, cpu_usec = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        run_id,
+        now,
+        out.exit_code,
+        out.signal,
+        out.stats.oom_killed,
+        out.stats.peak_memory.map(|v| v as i64),
+        out.stats.cpu_usec.map(|v| v as i64)
+    ])?;
+    Ok(())
+}
+
 /// Records the end of a run the restart policy follows with another: the `runs` row is
 /// closed as by [`mark_exited`], the container is `restarting` (no pid; its monitor stays).
 pub fn mark_restarting(store: &Store, id: &str, run_id: Option<i64>, out: &Outcome) -> Result<()> {
     let now = now_ns();
     let tx = store.db().unchecked_transaction()?;
     if let Some(run_id) = run_id {
-        tx.prepare_cached(
-            "UPDATE runs SET finished_at = ?2, exit_code = ?3, signal = ?4, oom_killed = ?5, \
-             peak_memory = ?6, cpu_usec = ?7 WHERE id = ?1",
-        )?
-        .execute(params![
-            run_id,
-            now,
-            out.exit_code,
-            out.signal,
-            out.stats.oom_killed,
-            out.stats.peak_memory.map(|v| v as i64),
-            out.stats.cpu_usec.map(|v| v as i64)
-        ])?;
+        close_run(&tx, run_id, now, out)?;
     }
     tx.prepare_cached(
         "UPDATE containers SET state = 'restarting', pid = NULL, pid_start = NULL, \

@@ -396,16 +396,21 @@ pub fn generate(mut taken: impl FnMut(&str) -> bool) -> String {
         .unwrap_or(base)
 }
 
-/// Checks a user-given name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
-pub fn validate(name: &str) -> Result<(), crate::error::UserError> {
+/// docker's name rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, with at most `max` bytes (containers and
+/// volumes differ only in the length).
+pub fn docker_name_ok(name: &str, max: usize) -> bool {
     let b = name.as_bytes();
-    let ok = b.len() >= 2
-        && b.len() <= 128
+    b.len() >= 2
+        && b.len() <= max
         && b[0].is_ascii_alphanumeric()
         && b[1..]
             .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Checks a user-given name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn validate(name: &str) -> Result<(), crate::error::UserError> {
+    if docker_name_ok(name, 128) {
         Ok(())
     } else {
         Err(crate::error::user(format!("invalid container name {name:?}"))

@@ -53,14 +53,7 @@ impl VolumeInfo {
 
 /// docker's volume name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (and at most 255 bytes, a file name).
 pub fn validate_name(name: &str) -> Result<(), UserError> {
-    let b = name.as_bytes();
-    let ok = b.len() >= 2
-        && b.len() <= 255
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+    if crate::names::docker_name_ok(name, 255) {
         Ok(())
     } else {
         Err(user(format!("invalid volume name {name:?}")).hint(

@@ -41,14 +41,8 @@ pub struct RollbackArgs {
     /// The generation to bring back (`wharf history NAME` lists them)
     #[arg(long, value_name = "GENERATION")]
     pub to: Option<i64>,
-    /// Seconds to wait for the container to stop (SIGTERM) before killing it
-    #[arg(
-        short = 't',
-        long = "timeout",
-        default_value_t = 10,
-        value_name = "SECS"
-    )]
-    pub timeout: u64,
+    #[command(flatten)]
+    pub stop: StopArgs,
 }
 
 #[derive(Debug, Args)]
@@ -59,13 +53,9 @@ pub struct FileArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// `-t/--timeout`, shared by the commands that stop containers (apply, down, rollback, watch).
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
-    #[command(flatten)]
-    pub f: FileArgs,
-    /// Print the plan only: import nothing, start nothing, journal nothing
-    #[arg(long)]
-    pub dry_run: bool,
+pub struct StopArgs {
     /// Seconds to wait for a container to stop (SIGTERM) before killing it
     #[arg(
         short = 't',
@@ -74,6 +64,23 @@ pub struct ApplyArgs {
         value_name = "SECS"
     )]
     pub timeout: u64,
+}
+
+impl StopArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub f: FileArgs,
+    /// Print the plan only: import nothing, start nothing, journal nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub stop: StopArgs,
     /// Print no progress bar
     #[arg(short, long)]
     pub quiet: bool,
@@ -86,14 +93,8 @@ pub struct DownArgs {
     /// Also remove the project's volumes (those no remaining container mounts)
     #[arg(long)]
     pub volumes: bool,
-    /// Seconds to wait for a container to stop (SIGTERM) before killing it
-    #[arg(
-        short = 't',
-        long = "timeout",
-        default_value_t = 10,
-        value_name = "SECS"
-    )]
-    pub timeout: u64,
+    #[command(flatten)]
+    pub stop: StopArgs,
 }
 
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
@@ -108,7 +109,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
 
 fn rollback(ctx: &Ctx, a: RollbackArgs) -> Result<i32> {
     let store = ctx.store()?;
-    let r = execute::rollback(&store, &a.name, a.to, Duration::from_secs(a.timeout))?;
+    let r = execute::rollback(&store, &a.name, a.to, a.stop.timeout())?;
     if ctx.json() {
         print_json(&r)?;
         return Ok(exit::OK);
@@ -241,7 +242,7 @@ fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
             continue;
         }
         let opts = ApplyOptions {
-            stop_timeout: Duration::from_secs(a.timeout),
+            stop_timeout: a.stop.timeout(),
             ..ApplyOptions::default()
         };
         let applied = execute::apply(&store, &m, &opts, |p| {
@@ -326,7 +327,7 @@ fn down(ctx: &Ctx, a: DownArgs) -> Result<i32> {
             continue;
         };
         let opts = ApplyOptions {
-            stop_timeout: Duration::from_secs(a.timeout),
+            stop_timeout: a.stop.timeout(),
             ..ApplyOptions::default()
         };
         let applied = execute::down(&store, &m, a.volumes, &opts, |p| {

@@ -227,17 +227,7 @@ fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
     // One row per tag; an untagged image is one <none> row, as docker shows it.
     let mut rows = Vec::new();
     for i in &all {
-        let tags: Vec<(String, String)> = if i.tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
-        } else {
-            i.tags
-                .iter()
-                .map(|t| {
-                    let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
-                    (r.to_string(), tg.to_string())
-                })
-                .collect()
-        };
+        let tags = repo_tags(&i.tags);
         for (repo, tag) in tags {
             rows.push((repo, tag, i));
         }
@@ -285,4 +275,18 @@ fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// An image's tags as (repository, tag) rows; an untagged image is one `<none>` row, as docker
+/// shows it (`wharf images` and `wharf system df -v`).
+pub(super) fn repo_tags(tags: &[String]) -> Vec<(String, String)> {
+    if tags.is_empty() {
+        return vec![("<none>".into(), "<none>".into())];
+    }
+    tags.iter()
+        .map(|t| {
+            let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
+            (r.to_string(), tg.to_string())
+        })
+        .collect()
 }

@@ -199,24 +199,7 @@ pub(super) fn prune(ctx: &Ctx, scope: &Scope, a: &PruneArgs) -> Result<i32> {
     if !a.force {
         let text = describe(&plan, scope, prune::estimate(&store, &inv, &plan));
         // The listing goes where the user reads it: stdout, or stderr under --format json.
-        if ctx.json() {
-            eprint!("{text}");
-        } else {
-            print!("{text}");
-        }
-        if !std::io::stdin().is_terminal() {
-            return Err(user(
-                "refusing to prune without confirmation: standard input is not a terminal",
-            )
-            .hint("add -f (--force) to remove what is listed above without asking")
-            .into());
-        }
-        eprint!("Are you sure you want to continue? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            eprintln!("Nothing was removed.");
+        if !confirm(ctx, &text)? {
             return Ok(exit::OK);
         }
     }
@@ -381,17 +364,7 @@ fn system_df(ctx: &Ctx, a: &DfArgs) -> Result<i32> {
     println!("\nImages space usage:\n");
     let mut rows = Vec::new();
     for i in &u.images {
-        let tags: Vec<(String, String)> = if i.tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
-        } else {
-            i.tags
-                .iter()
-                .map(|t| {
-                    let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
-                    (r.to_string(), tg.to_string())
-                })
-                .collect()
-        };
+        let tags = super::image::repo_tags(&i.tags);
         for (repo, tag) in tags {
             rows.push(vec![
                 repo,

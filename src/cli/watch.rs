@@ -35,14 +35,8 @@ pub struct WatchArgs {
     /// gives one converge)
     #[arg(long, default_value = "100ms", value_parser = duration, value_name = "DURATION")]
     pub debounce: Duration,
-    /// Seconds to wait for a container to stop (SIGTERM) before killing it
-    #[arg(
-        short = 't',
-        long = "timeout",
-        default_value_t = 10,
-        value_name = "SECS"
-    )]
-    pub timeout: u64,
+    #[command(flatten)]
+    pub stop: super::apply::StopArgs,
     /// Also log the resyncs and store checks that found nothing to do
     #[arg(short, long)]
     pub verbose: bool,
@@ -74,7 +68,7 @@ fn run_watch(ctx: &Ctx, a: WatchArgs) -> Result<i32> {
         &store,
         &paths,
         Options {
-            stop_timeout: Duration::from_secs(a.timeout),
+            stop_timeout: a.stop.timeout(),
             resync: a.resync,
             verbose: a.verbose || ctx.debug,
         },

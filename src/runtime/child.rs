@@ -88,6 +88,53 @@ pub(super) fn finish(sync: &OwnedFd, f: impl FnOnce() -> Result<Never, ChildErro
 /// What a successful exec returns: nothing.
 pub(super) enum Never {}
 
+/// Reads the parent's go from the sync socket: "g", then the terminal size (rows, cols,
+/// xpixel, ypixel as u16) when there is one. Then checks that the parent is still there: it
+/// may have died before PDEATHSIG was armed, after sending the go (which stays buffered); its
+/// end of the socket is closed then. A death after this check is PDEATHSIG's. Runs in the
+/// forked child: no panics, only read(2) and poll(2). `gone` and `died` are the messages for a
+/// parent gone before the go and one dead after it.
+pub(super) fn await_go(
+    fd: RawFd,
+    gone: &str,
+    died: &str,
+) -> Result<Option<libc::winsize>, ChildError> {
+    let mut go = [0u8; 9];
+    let mut winsize = None;
+    match sys::read(fd, &mut go) {
+        Ok(1) => {}
+        Ok(9) => {
+            let u = |i: usize| u16::from_le_bytes([go[i], go[i + 1]]);
+            winsize = Some(libc::winsize {
+                ws_row: u(1),
+                ws_col: u(3),
+                ws_xpixel: u(5),
+                ws_ypixel: u(7),
+            });
+        }
+        _ => {
+            return Err(ChildError {
+                code: exit::RUNTIME,
+                msg: gone.into(),
+            });
+        }
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: pfd is one valid pollfd; timeout 0 does not block.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if n != 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
+        return Err(ChildError {
+            code: exit::RUNTIME,
+            msg: died.into(),
+        });
+    }
+    Ok(winsize)
+}
+
 fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     let fd = sync.as_raw_fd();
     // SAFETY: prctl and umask take plain integers.
@@ -110,42 +157,11 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         }
     }
     // Wait for the parent's go.
-    // "g", then the terminal size (rows, cols, xpixel, ypixel as u16) when there is one.
-    let mut go = [0u8; 9];
-    let mut winsize = None;
-    match sys::read(fd, &mut go) {
-        Ok(1) => {}
-        Ok(9) => {
-            let u = |i: usize| u16::from_le_bytes([go[i], go[i + 1]]);
-            winsize = Some(libc::winsize {
-                ws_row: u(1),
-                ws_col: u(3),
-                ws_xpixel: u(5),
-                ws_ypixel: u(7),
-            });
-        }
-        _ => {
-            return Err(ChildError {
-                code: exit::RUNTIME,
-                msg: "the parent went away before the container started".into(),
-            });
-        }
-    }
-    // The parent may have died before PDEATHSIG was armed, after sending the go (which stays
-    // buffered): its end of the socket is closed then. A death after this check is PDEATHSIG's.
-    let mut pfd = libc::pollfd {
+    let winsize = await_go(
         fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: pfd is one valid pollfd; timeout 0 does not block.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    if n != 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
-        return Err(ChildError {
-            code: exit::RUNTIME,
-            msg: "the parent died during setup".into(),
-        });
-    }
+        "the parent went away before the container started",
+        "the parent died during setup",
+    )?;
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| err("cannot set the hostname", e.into()))?;
     // Nothing we mount may propagate to the host.

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 
 use super::cgroup::{self, ContainerCgroup};
 use super::child::{self, ChildError, Never};
-use super::monitor::{FORWARDED, RawMode, signal_fd};
+use super::monitor::{FORWARDED, RawMode, read_signals, signal_fd};
 use super::{spec, sys};
 use crate::container;
 use crate::error::{exit, user};
@@ -342,40 +342,12 @@ fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, Chil
     let fd = sync.as_raw_fd();
     // SAFETY: prctl takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let mut go = [0u8; 9];
-    let mut winsize = None;
-    match sys::read(fd, &mut go) {
-        Ok(1) => {}
-        Ok(9) => {
-            let u = |i: usize| u16::from_le_bytes([go[i], go[i + 1]]);
-            winsize = Some(libc::winsize {
-                ws_row: u(1),
-                ws_col: u(3),
-                ws_xpixel: u(5),
-                ws_ypixel: u(7),
-            });
-        }
-        _ => {
-            return Err(ChildError {
-                code: exit::RUNTIME,
-                msg: "wharf went away before the process started".into(),
-            });
-        }
-    }
-    // The parent may have died before PDEATHSIG was armed (see child.rs).
-    let mut pfd = libc::pollfd {
+    // The parent may have died before PDEATHSIG was armed: await_go checks.
+    let winsize = child::await_go(
         fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: pfd is one valid pollfd; timeout 0 does not block.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    if n != 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
-        return Err(ChildError {
-            code: exit::RUNTIME,
-            msg: "wharf died during setup".into(),
-        });
-    }
+        "wharf went away before the process started",
+        "wharf died during setup",
+    )?;
     // After the cgroup (the parent moved us): the cgroup namespace's root is then ours.
     target
         .enter_rest()
@@ -485,22 +457,7 @@ fn relay(pid: i32, master: Option<OwnedFd>, sigfd: &OwnedFd, interactive: bool) 
             return Err(e).context("poll failed");
         }
         if pfds[0].revents & libc::POLLIN != 0 {
-            // SAFETY: signalfd_siginfo is plain data; read fills it.
-            let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            loop {
-                // SAFETY: si is a writable buffer of `size` bytes.
-                let r = unsafe {
-                    libc::read(
-                        sigfd.as_raw_fd(),
-                        (&mut si as *mut libc::signalfd_siginfo).cast(),
-                        size,
-                    )
-                };
-                if r != size as isize {
-                    break;
-                }
-                let sig = si.ssi_signo as libc::c_int;
+            for sig in read_signals(sigfd) {
                 if sig == libc::SIGCHLD {
                     let mut st = 0;
                     // SAFETY: waitpid on our own child with a valid status pointer.
@@ -603,15 +560,7 @@ fn detach(target: &Target, cg: &dyn ContainerCgroup, spec: &ExecSpec) -> Result<
         unsafe { libc::_exit(code) }
     }
     drop(w);
-    let mut msg = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match sys::read(r.as_raw_fd(), &mut buf) {
-            Ok(0) => break,
-            Ok(n) => msg.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(e).context("cannot read from the exec helper"),
-        }
-    }
+    let msg = sys::read_to_end(r.as_raw_fd()).context("cannot read from the exec helper")?;
     let text = String::from_utf8_lossy(&msg);
     if text == "ok" {
         return Ok(exit::OK);

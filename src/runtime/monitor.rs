@@ -321,8 +321,8 @@ fn wait_backoff(store: &Store, id: &str, sigfd: &OwnedFd, after: Duration) -> Re
     }
 }
 
-/// Reads every pending signal from the signalfd.
-fn read_signals(sigfd: &OwnedFd) -> Vec<libc::c_int> {
+/// Reads every pending signal from the signalfd (non-blocking).
+pub(super) fn read_signals(sigfd: &OwnedFd) -> Vec<libc::c_int> {
     let mut out = Vec::new();
     // SAFETY: signalfd_siginfo is plain data; read fills it.
     let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };

@@ -265,15 +265,7 @@ pub fn run_detached(root: &Path, id: &str) -> Result<()> {
         .spawn()
         .context("cannot start the container's monitor")?;
     drop(w);
-    let mut msg = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match sys::read(r.as_raw_fd(), &mut buf) {
-            Ok(0) => break,
-            Ok(n) => msg.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(e).context("cannot read from the monitor"),
-        }
-    }
+    let msg = sys::read_to_end(r.as_raw_fd()).context("cannot read from the monitor")?;
     drop(child); // the monitor outlives us; init adopts it
     let text = String::from_utf8_lossy(&msg);
     if text == "ok" {

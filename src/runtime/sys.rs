@@ -323,3 +323,15 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
 }
+
+/// Reads `fd` to end of file (a helper's report on its pipe). Allocates: not for a forked child.
+pub fn read_to_end(fd: RawFd) -> io::Result<Vec<u8>> {
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match read(fd, &mut buf)? {
+            0 => return Ok(msg),
+            n => msg.extend_from_slice(&buf[..n]),
+        }
+    }
+}
