@@ -517,3 +517,43 @@ fn a_signal_to_a_foreground_run_ends_it_without_a_restart() {
     assert_eq!(v["RestartCount"], 0);
     assert_eq!(history(&env, "front").len(), 1);
 }
+
+/// A container running as another user still dies with its monitor: a change of
+/// credentials clears the parent-death signal, which the child arms again.
+#[test]
+fn a_container_with_a_user_dies_with_its_monitor() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["nobody-box"]);
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nobody-box",
+        "-u",
+        "65534:65534",
+        "bb:1",
+        "sleep",
+        "1000",
+    ]);
+    let id = id.trim().to_string();
+    let pid = wait_until(10, "the container's init", || {
+        let v = inspect(&env, "nobody-box");
+        v["State"]["Pid"].as_i64().filter(|p| *p > 1)
+    });
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "not running as 65534: {status}"
+    );
+    let monitor = monitor_of(&id).expect("the detached monitor runs");
+    // SAFETY: kill with plain integers on the monitor found just above.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    wait_until(10, "the container's init to die with its monitor", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its reaper.
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+}

@@ -422,7 +422,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                 println!("{}", rec.id);
                 Ok(exit::OK)
             } else {
-                ops::run_foreground(&store, &rec.id).map_err(as_runtime)
+                ops::run_foreground(&store, &rec).map_err(as_runtime)
             }
         }
         Commands::Create(a) => {

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use super::observe::{observe, source_digest};
 use super::{Action, ContainerSpec, Desired, Plan, plan};
 use crate::container::{self, Network};
+use crate::error::user;
 use crate::image::{self, import};
 use crate::journal;
 use crate::manifest::{self, Manifest};
@@ -734,6 +735,11 @@ fn create_from(
     labels.insert(PROJECT_LABEL.into(), project.into());
     labels.insert(SERVICE_LABEL.into(), name.into());
     let spec_json = spec.canonical_json();
+    // The runtime's options have no entrypoint, and the image is named by id when apply
+    // resolved it: both are written after the insert. The spec hash goes in with them, in one
+    // statement, so an apply killed in between leaves a container without a hash, which the
+    // next apply recreates, never one whose hash claims a config it does not have.
+    let fixup = spec.entrypoint.is_some() || image != spec.image;
     let rec = ops::create_with(
         store,
         image,
@@ -742,32 +748,32 @@ fn create_from(
         &CreateMeta {
             labels,
             project: Some(project),
-            spec_hash: Some(spec_hash),
+            spec_hash: (!fixup).then_some(spec_hash),
             spec: Some(&spec_json),
         },
     )?;
-    // The runtime's options have no entrypoint: an entrypoint from the manifest replaces the
-    // image's (and, as with docker's --entrypoint, the image's Cmd).
-    if let Some(ep) = &spec.entrypoint {
+    if fixup {
         let mut cfg = rec.config.clone();
-        cfg.args = ep
-            .iter()
-            .chain(spec.command.iter().flatten())
-            .cloned()
-            .collect();
-        if cfg.args.is_empty() {
-            let _ = container::remove(store, &rec);
-            anyhow::bail!("the entrypoint is empty and no command is given");
+        // An entrypoint from the manifest replaces the image's (and, as with docker's
+        // --entrypoint, the image's Cmd).
+        if let Some(ep) = &spec.entrypoint {
+            cfg.args = ep
+                .iter()
+                .chain(spec.command.iter().flatten())
+                .cloned()
+                .collect();
+            if cfg.args.is_empty() {
+                let _ = container::remove(store, &rec);
+                return Err(user(format!(
+                    "container {name}: the entrypoint is empty and no command is given"
+                ))
+                .hint("give `entrypoint` a program, or add a `command`")
+                .into());
+            }
         }
         store.db().execute(
-            "UPDATE containers SET config = ?2 WHERE id = ?1",
-            params![rec.id, serde_json::to_string(&cfg)?],
-        )?;
-    }
-    if image != spec.image {
-        store.db().execute(
-            "UPDATE containers SET image_ref = ?2 WHERE id = ?1",
-            params![rec.id, spec.image],
+            "UPDATE containers SET config = ?2, image_ref = ?3, spec_hash = ?4 WHERE id = ?1",
+            params![rec.id, serde_json::to_string(&cfg)?, spec.image, spec_hash],
         )?;
     }
     if !start {
@@ -817,7 +823,6 @@ pub fn rollback(
     to: Option<i64>,
     stop_timeout: Duration,
 ) -> Result<RolledBack> {
-    use crate::error::user;
     let _guard = store.lock()?;
     container::reconcile(store)?;
     let current = match container::find(store, name) {

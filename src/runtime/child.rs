@@ -812,6 +812,10 @@ pub(super) fn set_privileges(caps: u64, privileged: bool, ids: &Ids) -> Result<(
     if unsafe { libc::setresuid(ids.uid, ids.uid, ids.uid) } < 0 {
         return Err(err("cannot set the uid", io::Error::last_os_error()));
     }
+    // A change of credentials clears the parent-death signal (prctl(2)): arm it again, so a
+    // container (or an exec'd process) with another user still dies with its monitor.
+    // SAFETY: prctl with plain integers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     if ids.uid == 0 {
         // Never more than we hold (root here may lack some, e.g. CAP_SYS_RESOURCE).
         let held = caps::read(None, caps::CapSet::Permitted).unwrap_or_default();

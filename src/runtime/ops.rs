@@ -113,9 +113,9 @@ fn me() -> Option<(i32, u64)> {
 }
 
 /// Runs a recorded container in the foreground; returns its exit code.
-pub fn run_foreground(store: &Store, id: &str) -> Result<i32> {
-    let stdin = container::find(store, id)?.config.interactive;
-    monitor::run(store, id, Attach::Foreground { stdin })
+pub fn run_foreground(store: &Store, rec: &Record) -> Result<i32> {
+    let stdin = rec.config.interactive;
+    monitor::run(store, &rec.id, Attach::Foreground { stdin })
 }
 
 /// What [`start`] did.

@@ -3,9 +3,9 @@
 //!
 //! docker's rules: `no` never restarts; `on-failure[:N]` restarts after a non-zero exit, at
 //! most N times; `always` and `unless-stopped` restart after any exit. A container stopped
-//! by the user (`wharf stop`, `wharf kill`, `rm -f`) is never restarted by its monitor. The
-//! two differ when wharf starts containers afresh (`watch`, `apply`): an `always` container
-//! stopped by hand is started again, an `unless-stopped` one is not.
+//! by the user (`wharf stop`, `wharf kill`, `rm -f`) is never restarted by its monitor.
+//! (`always` and `unless-stopped` differ in docker when the daemon starts again; wharf has no
+//! daemon, and `apply`/`watch` start every declared container they find stopped.)
 //!
 //! The delay doubles from 100 ms up to one minute, and falls back to 100 ms after a run that
 //! lasted at least 10 s (docker's numbers), so a crash loop costs little and a service that
@@ -81,16 +81,6 @@ pub fn decide(
         _ => backoff.initial,
     };
     Decision::Restart { after }
-}
-
-/// Whether wharf starting containers afresh (watch, apply at boot) starts this one, which is
-/// exited and was stopped by the user or not.
-pub fn start_on_boot(policy: RestartPolicy, stopped_by_user: bool) -> bool {
-    match policy {
-        RestartPolicy::Always => true,
-        RestartPolicy::UnlessStopped => !stopped_by_user,
-        RestartPolicy::No | RestartPolicy::OnFailure { .. } => false,
-    }
 }
 
 #[cfg(test)]
@@ -176,13 +166,5 @@ mod tests {
                 after: Duration::from_millis(100)
             }
         );
-    }
-
-    #[test]
-    fn boot_starts_always_and_unless_stopped_unless_stopped_by_hand() {
-        assert!(start_on_boot(RestartPolicy::Always, true));
-        assert!(start_on_boot(RestartPolicy::UnlessStopped, false));
-        assert!(!start_on_boot(RestartPolicy::UnlessStopped, true));
-        assert!(!start_on_boot(RestartPolicy::No, false));
     }
 }

@@ -216,8 +216,9 @@ pub fn run_loop(
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
+                // A store change pending alongside stays pending: the Changed converge covers
+                // only the projects of those paths, so the store check runs right after it.
                 let why = if let Some((paths, _, _)) = pending.take() {
-                    store_pending = false;
                     Some(Trigger::Changed(paths.into_iter().collect()))
                 } else if store_pending
                     || retry_at.is_some_and(|r| r <= Instant::now() && r < resync_at)
