@@ -280,10 +280,21 @@ pub fn record_project_policy(
 
 /// Every project's recorded policy and references.
 pub fn project_policies(store: &Store) -> Result<Vec<(String, Retention, Vec<String>)>> {
-    let mut stmt = store
-        .db()
-        .prepare("SELECT project, retention, refs FROM project_policies ORDER BY project")?;
-    let rows = stmt.query_map([], |r| {
+    policies_where(store, "", [])
+}
+
+/// The `project_policies` rows matching `filter` (an SQL `WHERE` clause, or empty), decoded.
+/// A row that does not decode is an error naming its project: read as "no policy", it would
+/// silently stop protecting the images that project's manifest references.
+fn policies_where<P: rusqlite::Params>(
+    store: &Store,
+    filter: &str,
+    params: P,
+) -> Result<Vec<(String, Retention, Vec<String>)>> {
+    let sql =
+        format!("SELECT project, retention, refs FROM project_policies {filter} ORDER BY project");
+    let mut stmt = store.db().prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -293,11 +304,17 @@ pub fn project_policies(store: &Store) -> Result<Vec<(String, Retention, Vec<Str
     let mut out = Vec::new();
     for row in rows {
         let (p, ret, refs) = row?;
-        out.push((
-            p,
-            serde_json::from_str(&ret).unwrap_or_default(),
-            serde_json::from_str(&refs).unwrap_or_default(),
-        ));
+        let decoded = serde_json::from_str(&ret)
+            .and_then(|ret| Ok((ret, serde_json::from_str(&refs)?)))
+            .map_err(|e| {
+                crate::error::user(format!(
+                    "the recorded retention policy of project {p} is corrupt: {e}"
+                ))
+                .hint(
+                    "apply the project's manifests again (`wharf apply -f ...`) to record it anew",
+                )
+            })?;
+        out.push((p, decoded.0, decoded.1));
     }
     Ok(out)
 }
@@ -314,8 +331,8 @@ pub fn log_policy(store: &Store, project: Option<&str>) -> LogPolicy {
     };
     let mut policy = LogPolicy::default();
     if let Some(p) = project
-        && let Ok(list) = project_policies(store)
-        && let Some((_, r, _)) = list.iter().find(|(name, _, _)| name == p)
+        && let Ok(list) = policies_where(store, "WHERE project = ?1", [p])
+        && let Some((_, r, _)) = list.first()
         && let Some(l) = from(r.logs.as_ref())
     {
         policy = l;
