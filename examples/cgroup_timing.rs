@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use wharf::runtime::cgroup::{self, Limits};
+use wharf::model::Limits;
+use wharf::runtime::cgroup;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -18,89 +18,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::user;
-use crate::runtime::cgroup::{self, Limits};
+use crate::model::{self, ContainerConfig, ContainerState};
 use crate::store::{Store, fsutil, now_ns};
-
-/// What the container's network namespace is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// A new network namespace with only `lo`, up.
-    #[default]
-    None,
-    /// The host's network namespace.
-    Host,
-}
-
-/// One `-v` mount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Volume {
-    /// `named` (under `<root>/volumes/<name>/_data`) or `bind` (a host path).
-    pub kind: VolumeKind,
-    /// The volume name, or the absolute host path.
-    pub source: String,
-    /// Absolute path inside the container.
-    pub destination: String,
-    pub read_only: bool,
-    /// An anonymous volume (`-v /path`): named by 64 random hex digits; `rm -v` removes it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub anonymous: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VolumeKind {
-    Named,
-    Bind,
-}
-
-/// The effective spec of a container: the image's defaults merged with the command line.
-/// Stored as JSON in `containers.config`; `start` runs a container again from it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerConfig {
-    /// argv of the container's init (entrypoint + cmd, resolved).
-    pub args: Vec<String>,
-    /// `K=V`, complete (PATH, HOSTNAME, TERM, container=wharf, image env, `-e`). HOME is
-    /// added at start from the container's /etc/passwd when absent.
-    pub env: Vec<String>,
-    /// Working directory inside the container ("/" when neither image nor `-w` give one).
-    pub working_dir: String,
-    /// `uid[:gid]` or `name[:group]`, resolved inside the container at start; None = root.
-    #[serde(default)]
-    pub user: Option<String>,
-    pub hostname: String,
-    #[serde(default)]
-    pub tty: bool,
-    #[serde(default)]
-    pub interactive: bool,
-    #[serde(default)]
-    pub network: Network,
-    #[serde(default)]
-    pub volumes: Vec<Volume>,
-    #[serde(default)]
-    pub read_only: bool,
-    #[serde(default)]
-    pub cap_add: Vec<String>,
-    #[serde(default)]
-    pub cap_drop: Vec<String>,
-    #[serde(default)]
-    pub privileged: bool,
-    #[serde(default)]
-    pub limits: Limits,
-    /// `--rm`: remove the container when its run ends.
-    #[serde(default)]
-    pub auto_remove: bool,
-    /// `--restart`: what the monitor does when the command exits (rows written before
-    /// restart policies existed load as "no").
-    #[serde(default)]
-    pub restart: crate::runtime::restart::RestartPolicy,
-    /// `--health-cmd` and friends, or the manifest's `health`: run by the monitor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<crate::runtime::health::HealthConfig>,
-}
 
 /// A row of `containers`.
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +33,7 @@ pub struct Record {
     pub image_ref: String,
     pub config: ContainerConfig,
     pub created_at: i64,
-    pub state: String,
+    pub state: ContainerState,
     pub pid: Option<i32>,
     pub pid_start: Option<u64>,
     pub monitor_pid: Option<i32>,
@@ -142,10 +64,23 @@ impl Record {
 
     /// The container's process, if it is running and its pid was not recycled.
     pub fn live_pid(&self) -> Option<i32> {
-        match (self.state.as_str(), self.pid, self.pid_start) {
-            ("running", Some(pid), Some(start)) if proc_start_time(pid) == Some(start) => Some(pid),
+        match (self.state, self.pid, self.pid_start) {
+            (ContainerState::Running | ContainerState::Paused, Some(pid), Some(start))
+                if proc_start_time(pid) == Some(start) =>
+            {
+                Some(pid)
+            }
             _ => None,
         }
+    }
+
+    /// Whether a run of the container goes on (see [`run_goes_on`]).
+    pub fn is_up(&self) -> bool {
+        run_goes_on(
+            self.state,
+            self.pid.zip(self.pid_start),
+            self.monitor_pid.zip(self.monitor_start),
+        )
     }
 
     /// The process owning the current run, if it is alive (pid and start time match).
@@ -160,7 +95,7 @@ impl Record {
 /// docker's STATUS text at time `now` (ns): "Up 3 minutes", "Up 2 hours (healthy)",
 /// "Exited (137) 2 hours ago", "Created", "Restarting (1) 5 seconds ago".
 pub fn status_text(
-    state: &str,
+    state: ContainerState,
     started_at: Option<i64>,
     finished_at: Option<i64>,
     exit_code: Option<i32>,
@@ -174,7 +109,7 @@ pub fn status_text(
     };
     let code = exit_code.unwrap_or(0);
     match state {
-        "running" => {
+        ContainerState::Running => {
             let up = format!("Up {}", since(started_at.unwrap_or(now)));
             match health {
                 Some("starting") => format!("{up} (health: starting)"),
@@ -182,18 +117,20 @@ pub fn status_text(
                 _ => up,
             }
         }
-        "paused" => format!("Up {} (Paused)", since(started_at.unwrap_or(now))),
-        "restarting" => format!(
+        ContainerState::Paused => format!("Up {} (Paused)", since(started_at.unwrap_or(now))),
+        ContainerState::Restarting => format!(
             "Restarting ({code}) {} ago",
             since(finished_at.unwrap_or(now))
         ),
-        "removing" => "Removal In Progress".into(),
-        "dead" => "Dead".into(),
-        "exited" => match finished_at {
-            Some(t) => format!("Exited ({code}) {} ago", since(t)),
-            None => "Created".into(),
+        ContainerState::Removing => "Removal In Progress".into(),
+        ContainerState::Dead => "Dead".into(),
+        ContainerState::Exited => match (finished_at, started_at) {
+            (Some(t), _) => format!("Exited ({code}) {} ago", since(t)),
+            // Its owner died during the run, at a time nobody recorded.
+            (None, Some(_)) => format!("Exited ({code})"),
+            (None, None) => "Created".into(),
         },
-        _ => "Created".into(),
+        ContainerState::Created => "Created".into(),
     }
 }
 
@@ -201,7 +138,7 @@ impl Record {
     /// docker's STATUS column at time `now` (ns since the epoch).
     pub fn status_text(&self, now: i64) -> String {
         status_text(
-            &self.state,
+            self.state,
             self.started_at,
             self.finished_at,
             self.exit_code,
@@ -245,6 +182,29 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, (String, String)
     ))
 }
 
+/// A row as readers see it: a run whose owner died, which crash recovery has not closed
+/// yet (only verbs that change state recover), reads as what recovery will make of it:
+/// exited with wharf's 125 (or, between two runs of a restart policy, the last run's code),
+/// its end time unknown. Nothing is written.
+fn observed(mut rec: Record) -> Record {
+    if rec.state.is_active() && !rec.is_up() {
+        if rec.state != ContainerState::Restarting || rec.exit_code.is_none() {
+            rec.exit_code = Some(crate::error::exit::RUNTIME);
+        }
+        if rec.state != ContainerState::Restarting {
+            rec.finished_at = None;
+        }
+        rec.state = ContainerState::Exited;
+        rec.pid = None;
+        rec.pid_start = None;
+    }
+    rec
+}
+
+fn finish_observed(row: (Record, (String, String))) -> Result<Record> {
+    finish_row(row).map(observed)
+}
+
 fn finish_row((mut rec, (cfg, labels)): (Record, (String, String))) -> Result<Record> {
     rec.config = serde_json::from_str(&cfg)
         .with_context(|| format!("the stored config of container {} is corrupt", rec.id))?;
@@ -261,7 +221,7 @@ pub fn list(store: &Store) -> Result<Vec<Record>> {
         .prepare_cached(&sql)?
         .query_map([], from_row)?
         .collect::<rusqlite::Result<_>>()?;
-    rows.into_iter().map(finish_row).collect()
+    rows.into_iter().map(finish_observed).collect()
 }
 
 /// A fresh `adjective_surname` no container of this store has.
@@ -290,9 +250,10 @@ pub struct NewContainer<'a> {
     pub image_id: &'a str,
     pub image_ref: &'a str,
     pub config: &'a ContainerConfig,
-    /// The process that will own its first run (pid, start time): recorded with the row, so
-    /// a crash before the run starts is found by [`reconcile`] too.
-    pub owner: Option<(i32, u64)>,
+    /// The process that will start its first run at once (`run`, apply): recorded with the
+    /// row, so a crash before the run starts is found by crash recovery too. None for a
+    /// container nobody starts yet (`create`, `state = "stopped"`).
+    pub owner: Option<Owner>,
     pub labels: &'a BTreeMap<String, String>,
     pub project: Option<&'a str>,
     pub spec_hash: Option<&'a str>,
@@ -307,7 +268,7 @@ pub fn insert(store: &Store, c: &NewContainer<'_>) -> Result<()> {
         .prepare_cached(
             "INSERT INTO containers (id, name, image_id, image_ref, config, created_at, state, \
              monitor_pid, monitor_start, labels, project, spec_hash, spec) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             c.id,
@@ -316,12 +277,13 @@ pub fn insert(store: &Store, c: &NewContainer<'_>) -> Result<()> {
             c.image_ref,
             config,
             now_ns(),
-            c.owner.map(|(p, _)| p),
-            c.owner.map(|(_, t)| t as i64),
+            c.owner.map(|o| o.pid),
+            c.owner.map(|o| o.start as i64),
             serde_json::to_string(c.labels)?,
             c.project,
             c.spec_hash,
             c.spec,
+            ContainerState::Created,
         ]);
     match res {
         Ok(_) => Ok(()),
@@ -347,7 +309,7 @@ pub fn find(store: &Store, input: &str) -> Result<Record> {
         .query_row([input], from_row)
         .optional()?
     {
-        return finish_row(row);
+        return finish_observed(row);
     }
     if !input.is_empty() && input.len() < 64 && input.bytes().all(|b| b.is_ascii_hexdigit()) {
         let sql = format!("SELECT {COLUMNS} FROM containers WHERE substr(id, 1, ?2) = ?1 LIMIT 2");
@@ -366,7 +328,7 @@ pub fn find(store: &Store, input: &str) -> Result<Record> {
             .into());
         }
         if let Some(row) = rows.into_iter().next() {
-            return finish_row(row);
+            return finish_observed(row);
         }
     }
     Err(user(format!("no such container: {input}"))
@@ -374,62 +336,104 @@ pub fn find(store: &Store, input: &str) -> Result<Record> {
         .into())
 }
 
-/// Every container whose state says a run is in progress.
-fn active(store: &Store) -> Result<Vec<Record>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM containers WHERE state = 'running' OR monitor_pid IS NOT NULL"
-    );
+/// Every container whose row says a run is in progress or claimed: the ones crash recovery
+/// looks at.
+pub fn active(store: &Store) -> Result<Vec<Record>> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM containers WHERE state = ?1 OR monitor_pid IS NOT NULL");
     let rows: Vec<_> = store
         .db()
         .prepare_cached(&sql)?
-        .query_map([], from_row)?
+        .query_map([ContainerState::Running], from_row)?
         .collect::<rusqlite::Result<_>>()?;
     rows.into_iter().map(finish_row).collect()
 }
 
-/// Claims a run of `id` for the calling process (the monitor): records it as the owner before
-/// the container process exists, so a crash at any later point is found by [`reconcile`].
-pub fn claim(store: &Store, id: &str) -> Result<()> {
-    let me = std::process::id() as i32;
-    let start = proc_start_time(me).map(|s| s as i64);
-    store
-        .db()
-        .prepare_cached(
-            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, stop_requested = 0 \
-             WHERE id = ?1",
-        )?
-        .execute(params![id, me, start])?;
-    Ok(())
+/// A process that owns a container's run: its pid and start time (clock ticks since boot),
+/// which together name one process for the whole uptime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: i32,
+    pub start: u64,
 }
 
-/// Forgets the owner recorded by [`insert`] on a container that is not running: `wharf
-/// create` made it and exits, so its death must not read as a crashed run.
-pub fn disown(store: &Store, id: &str) -> Result<()> {
-    store
-        .db()
-        .prepare_cached(
-            "UPDATE containers SET monitor_pid = NULL, monitor_start = NULL \
-             WHERE id = ?1 AND state != 'running'",
-        )?
-        .execute([id])?;
-    Ok(())
+impl Owner {
+    /// The calling process.
+    pub fn me() -> Option<Owner> {
+        let pid = std::process::id() as i32;
+        proc_start_time(pid).map(|start| Owner { pid, start })
+    }
+
+    /// The calling process's parent (the starter that spawned a detached monitor).
+    pub fn parent() -> Option<Owner> {
+        let pid = nix::unistd::getppid().as_raw();
+        proc_start_time(pid).map(|start| Owner { pid, start })
+    }
+
+    pub fn is_alive(self) -> bool {
+        proc_start_time(self.pid) == Some(self.start)
+    }
 }
 
-/// Claims a new run of a stopped container (`created` or `exited`) for the calling process,
-/// atomically: false when it runs, or another process is starting it. Run [`reconcile`]
-/// first, so an owner that died does not hold the claim.
-pub fn claim_start(store: &Store, id: &str) -> Result<bool> {
-    let me = std::process::id() as i32;
-    let start = proc_start_time(me).map(|s| s as i64);
+/// Claims a new run of a stopped container (`created` or `exited`) for `me`: a compare-and-
+/// swap in the store, so of two starters racing, in any processes, exactly one wins. The claim
+/// succeeds when the container has no owner, or `me` already owns it (it created the record
+/// to start it at once). It resets `stop_requested` and, as a start by hand does in docker,
+/// `restart_count`. Run crash recovery first, so an owner that died does not hold the claim.
+pub fn claim(store: &Store, id: &str, me: Owner) -> Result<bool> {
     let n = store
         .db()
         .prepare_cached(
             "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, stop_requested = 0, \
-             restart_count = 0 WHERE id = ?1 AND state IN ('created', 'exited') \
-             AND monitor_pid IS NULL",
+             restart_count = 0 WHERE id = ?1 AND state IN (?4, ?5) \
+             AND (monitor_pid IS NULL OR (monitor_pid = ?2 AND monitor_start = ?3))",
         )?
-        .execute(params![id, me, start])?;
+        .execute(params![
+            id,
+            me.pid,
+            me.start as i64,
+            ContainerState::Created,
+            ContainerState::Exited
+        ])?;
     Ok(n == 1)
+}
+
+/// Hands a claimed run from `from` (the starter) to `to` (the monitor it spawned): a compare-
+/// and-swap, false when `from` no longer owns it.
+pub fn hand_over(store: &Store, id: &str, from: Owner, to: Owner) -> Result<bool> {
+    let n = store
+        .db()
+        .prepare_cached(
+            "UPDATE containers SET monitor_pid = ?4, monitor_start = ?5 \
+             WHERE id = ?1 AND monitor_pid = ?2 AND monitor_start = ?3",
+        )?
+        .execute(params![
+            id,
+            from.pid,
+            from.start as i64,
+            to.pid,
+            to.start as i64
+        ])?;
+    Ok(n == 1)
+}
+
+/// Gives up `owner`'s claim of a container that is not running (a start that failed before
+/// its monitor took over, or a `create` that will not start it), so it reads as it was, not
+/// as a crashed run. A claim someone else holds is left alone.
+pub fn release(store: &Store, id: &str, owner: Owner) -> Result<()> {
+    store
+        .db()
+        .prepare_cached(
+            "UPDATE containers SET monitor_pid = NULL, monitor_start = NULL \
+             WHERE id = ?1 AND state != ?4 AND monitor_pid = ?2 AND monitor_start = ?3",
+        )?
+        .execute(params![
+            id,
+            owner.pid,
+            owner.start as i64,
+            ContainerState::Running
+        ])?;
+    Ok(())
 }
 
 /// Records that the container's init runs as `pid`, and opens its row in `runs` (`restart`:
@@ -439,13 +443,20 @@ pub fn mark_running(store: &Store, rec_id: &str, pid: i32, restart: bool) -> Res
     let now = now_ns();
     let tx = store.db().unchecked_transaction()?;
     tx.prepare_cached(
-        "UPDATE containers SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4, \
+        "UPDATE containers SET state = ?6, pid = ?2, pid_start = ?3, started_at = ?4, \
          finished_at = NULL, exit_code = NULL, oom_killed = 0, \
          restart_count = restart_count + ?5, \
          health = CASE WHEN json_extract(config, '$.healthcheck') IS NULL THEN NULL \
          ELSE 'starting' END WHERE id = ?1",
     )?
-    .execute(params![rec_id, pid, start, now, restart as i64])?;
+    .execute(params![
+        rec_id,
+        pid,
+        start,
+        now,
+        restart as i64,
+        ContainerState::Running
+    ])?;
     tx.prepare_cached(
         "INSERT INTO runs (container_id, container_name, image_id, image_ref, command, started_at, \
          restart) SELECT id, name, image_id, image_ref, json_extract(config, '$.args'), ?2, ?3 \
@@ -463,7 +474,7 @@ pub struct Outcome {
     /// The exit code as wharf reports it (128+N for signal N).
     pub exit_code: i32,
     pub signal: Option<i32>,
-    pub stats: cgroup::Stats,
+    pub stats: model::Stats,
 }
 
 /// Records the end of a run (container row and its `runs` row) in one transaction; with
@@ -485,11 +496,17 @@ pub fn mark_exited(
             .execute([id])?;
     } else {
         tx.prepare_cached(
-            "UPDATE containers SET state = 'exited', pid = NULL, pid_start = NULL, \
+            "UPDATE containers SET state = ?5, pid = NULL, pid_start = NULL, \
              monitor_pid = NULL, monitor_start = NULL, finished_at = ?2, exit_code = ?3, \
              oom_killed = ?4 WHERE id = ?1",
         )?
-        .execute(params![id, now, out.exit_code, out.stats.oom_killed])?;
+        .execute(params![
+            id,
+            now,
+            out.exit_code,
+            out.stats.oom_killed,
+            ContainerState::Exited
+        ])?;
     }
     tx.commit()?;
     Ok(())
@@ -522,10 +539,16 @@ pub fn mark_restarting(store: &Store, id: &str, run_id: Option<i64>, out: &Outco
         close_run(&tx, run_id, now, out)?;
     }
     tx.prepare_cached(
-        "UPDATE containers SET state = 'restarting', pid = NULL, pid_start = NULL, \
+        "UPDATE containers SET state = ?5, pid = NULL, pid_start = NULL, \
          finished_at = ?2, exit_code = ?3, oom_killed = ?4 WHERE id = ?1",
     )?
-    .execute(params![id, now, out.exit_code, out.stats.oom_killed])?;
+    .execute(params![
+        id,
+        now,
+        out.exit_code,
+        out.stats.oom_killed,
+        ContainerState::Restarting
+    ])?;
     tx.commit()?;
     Ok(())
 }
@@ -537,10 +560,9 @@ pub fn begin_restart(store: &Store, id: &str) -> Result<bool> {
     Ok(store
         .db()
         .prepare_cached(
-            "SELECT 1 FROM containers WHERE id = ?1 AND state = 'restarting' \
-             AND stop_requested = 0",
+            "SELECT 1 FROM containers WHERE id = ?1 AND state = ?2 AND stop_requested = 0",
         )?
-        .exists([id])?)
+        .exists(params![id, ContainerState::Restarting])?)
 }
 
 /// Whether the user asked the container to stop (`stop`, `kill`, `rm -f`) since its start.
@@ -572,9 +594,21 @@ pub fn set_health(store: &Store, id: &str, health: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether a run is in progress or between two runs of a restart policy.
-pub fn is_active_state(state: &str) -> bool {
-    matches!(state, "running" | "restarting")
+/// The liveness rule, the one place it is written: a run goes on while its init is alive
+/// (`running` with the recorded pid and start time), or while a live monitor carries it
+/// (between two runs of a restart policy; between a claimed start and the init's birth; in
+/// the instant between the init's exit and its monitor recording it). A `created` container
+/// whose creator is still alive does not count: `create` records its creator as owner only
+/// so that a crash before the first run is found. `apply`, `watch`, `stop`, prune and `ps`
+/// all ask this.
+pub fn run_goes_on(
+    state: ContainerState,
+    pid: Option<(i32, u64)>,
+    monitor: Option<(i32, u64)>,
+) -> bool {
+    let alive = |p: Option<(i32, u64)>| p.is_some_and(|(pid, t)| proc_start_time(pid) == Some(t));
+    (matches!(state, ContainerState::Running | ContainerState::Paused) && alive(pid))
+        || (state != ContainerState::Created && alive(monitor))
 }
 
 /// Deletes a container's row and directory. The caller made sure it is not running.
@@ -595,67 +629,6 @@ pub fn remove_files(store: &Store, id: &str) {
     {
         tracing::warn!("cannot remove {}: {e}", dir.display());
     }
-}
-
-/// Closes the runs whose owner (foreground wharf or monitor) died without recording the end:
-/// marks them exited, destroys their cgroup, and removes `--rm` containers.
-/// Cheap when nothing is stale: one indexed query.
-pub fn reconcile(store: &Store) -> Result<()> {
-    let mut cleaned = false;
-    for rec in active(store)? {
-        if rec.live_monitor().is_some() {
-            continue;
-        }
-        // A monitor that died leaves its container without a parent: PDEATHSIG killed it.
-        if let Some(pid) = rec.live_pid() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        tracing::info!("closing the run of {} whose monitor died", rec.short_id());
-        let stats = match cgroup::open(&rec.id) {
-            Some(cg) => {
-                let s = cg.stats();
-                let _ = cg.destroy();
-                s
-            }
-            None => cgroup::Stats::default(),
-        };
-        let run_id: Option<i64> = store
-            .db()
-            .prepare_cached(
-                "SELECT id FROM runs WHERE container_id = ?1 AND finished_at IS NULL \
-                 ORDER BY started_at DESC LIMIT 1",
-            )?
-            .query_row([&rec.id], |r| r.get(0))
-            .optional()?;
-        // Between two runs of a restart policy, the last run's exit code stands.
-        let exit_code = match (rec.state.as_str(), rec.exit_code) {
-            ("restarting", Some(c)) => c,
-            _ => crate::error::exit::RUNTIME,
-        };
-        let out = Outcome {
-            exit_code,
-            signal: None,
-            stats,
-        };
-        mark_exited(store, &rec.id, run_id, &out, rec.config.auto_remove)?;
-        if rec.config.auto_remove {
-            remove_files(store, &rec.id);
-            crate::volume::remove_anonymous(store, &rec.config.volumes);
-        }
-        cleaned = true;
-    }
-    if cleaned {
-        let keep: Vec<String> = store
-            .db()
-            .prepare_cached("SELECT id FROM containers WHERE state = 'running'")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        cgroup::remove_stale(&keep)?;
-    }
-    Ok(())
 }
 
 /// Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. A pid plus
@@ -686,20 +659,27 @@ mod tests {
         let s = 1_000_000_000i64;
         let now = 10_000 * s;
         assert_eq!(
-            status_text("created", None, None, None, None, now),
+            status_text(ContainerState::Created, None, None, None, None, now),
             "Created"
         );
         assert_eq!(
-            status_text("running", Some(now), None, None, None, now),
+            status_text(ContainerState::Running, Some(now), None, None, None, now),
             "Up Less than a second"
         );
         assert_eq!(
-            status_text("running", Some(now - 180 * s), None, None, None, now),
+            status_text(
+                ContainerState::Running,
+                Some(now - 180 * s),
+                None,
+                None,
+                None,
+                now
+            ),
             "Up 3 minutes"
         );
         assert_eq!(
             status_text(
-                "running",
+                ContainerState::Running,
                 Some(now - 90 * s),
                 None,
                 None,
@@ -710,7 +690,7 @@ mod tests {
         );
         assert_eq!(
             status_text(
-                "running",
+                ContainerState::Running,
                 Some(now - 5 * s),
                 None,
                 None,
@@ -720,12 +700,19 @@ mod tests {
             "Up 5 seconds (unhealthy)"
         );
         assert_eq!(
-            status_text("running", Some(now - s), None, None, Some("starting"), now),
+            status_text(
+                ContainerState::Running,
+                Some(now - s),
+                None,
+                None,
+                Some("starting"),
+                now
+            ),
             "Up 1 second (health: starting)"
         );
         assert_eq!(
             status_text(
-                "exited",
+                ContainerState::Exited,
                 Some(0),
                 Some(now - 7200 * s),
                 Some(137),
@@ -735,25 +722,49 @@ mod tests {
             "Exited (137) 2 hours ago"
         );
         assert_eq!(
-            status_text("exited", Some(0), Some(now), Some(0), None, now),
+            status_text(
+                ContainerState::Exited,
+                Some(0),
+                Some(now),
+                Some(0),
+                None,
+                now
+            ),
             "Exited (0) Less than a second ago"
         );
         // A run that never started (its owner died first) reads as docker's never-started.
         assert_eq!(
-            status_text("exited", None, None, Some(125), None, now),
+            status_text(ContainerState::Exited, None, None, Some(125), None, now),
             "Created"
         );
         assert_eq!(
-            status_text("restarting", Some(0), Some(now - 5 * s), Some(1), None, now),
+            status_text(
+                ContainerState::Restarting,
+                Some(0),
+                Some(now - 5 * s),
+                Some(1),
+                None,
+                now
+            ),
             "Restarting (1) 5 seconds ago"
         );
         assert_eq!(
-            status_text("paused", Some(now - 3600 * s), None, None, None, now),
+            status_text(
+                ContainerState::Paused,
+                Some(now - 3600 * s),
+                None,
+                None,
+                None,
+                now
+            ),
             "Up About an hour (Paused)"
         );
-        assert_eq!(status_text("dead", None, None, None, None, now), "Dead");
         assert_eq!(
-            status_text("removing", None, None, None, None, now),
+            status_text(ContainerState::Dead, None, None, None, None, now),
+            "Dead"
+        );
+        assert_eq!(
+            status_text(ContainerState::Removing, None, None, None, None, now),
             "Removal In Progress"
         );
     }

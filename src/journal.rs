@@ -6,6 +6,7 @@ use anyhow::Result;
 use rusqlite::{Row, params};
 use serde::Serialize;
 
+use crate::model::GenerationOutcome;
 use crate::store::Store;
 
 /// One run of a container, from start to exit.
@@ -186,8 +187,7 @@ pub struct Generation {
     /// For a rollback: the generation it brought back.
     pub rollback_of: Option<i64>,
     pub created_at: i64,
-    /// `created` (not started), `started`, or `failed`.
-    pub outcome: String,
+    pub outcome: GenerationOutcome,
     pub error: Option<String>,
     /// When a later generation replaced it (None: current, or the container is gone).
     pub superseded_at: Option<i64>,
@@ -196,7 +196,7 @@ pub struct Generation {
 impl Generation {
     /// A generation a rollback may return to: it was created or started without error.
     pub fn good(&self) -> bool {
-        self.outcome != "failed"
+        self.outcome != GenerationOutcome::Failed
     }
 }
 
@@ -214,7 +214,7 @@ pub struct NewGeneration<'a> {
     pub git: Option<(&'a str, bool)>,
     pub cause: &'a str,
     pub rollback_of: Option<i64>,
-    pub outcome: &'a str,
+    pub outcome: GenerationOutcome,
     pub error: Option<&'a str>,
 }
 
@@ -291,7 +291,7 @@ pub fn record_generation(store: &Store, g: &NewGeneration<'_>) -> Result<i64> {
 pub fn set_generation_outcome(
     store: &Store,
     container_id: &str,
-    outcome: &str,
+    outcome: GenerationOutcome,
     error: Option<&str>,
 ) -> Result<()> {
     store
@@ -344,7 +344,7 @@ pub struct RetentionRecord {
     /// The project whose policy removed it ("" for the root config's).
     pub scope: String,
     /// image | container | generation | run | apply
-    pub kind: String,
+    pub kind: crate::model::RetentionKind,
     pub key: String,
     pub detail: String,
     pub reason: String,
@@ -466,7 +466,7 @@ mod tests {
             cause: "apply".into(),
             rollback_of: None,
             created_at: seq,
-            outcome: outcome.into(),
+            outcome: outcome.parse().expect("an outcome"),
             error: None,
             superseded_at: None,
         }

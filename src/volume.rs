@@ -25,8 +25,8 @@ use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
-use crate::container::{Volume, VolumeKind};
 use crate::error::{UserError, user};
+use crate::model::{Volume, VolumeKind};
 use crate::store::{Store, fsutil, now_ns, random_hex};
 
 /// The label marking an anonymous volume (the one docker 23+ uses, so filters carry over).
@@ -305,7 +305,7 @@ pub fn remove_anonymous(store: &Store, volumes: &[Volume]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::ContainerConfig;
+    use crate::model::ContainerConfig;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

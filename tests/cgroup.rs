@@ -8,7 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use wharf::runtime::cgroup::{self, ContainerCgroup, Limits, Version};
+use wharf::model::Limits;
+use wharf::runtime::cgroup::{self, ContainerCgroup, Version};
 
 const MIB: u64 = 1024 * 1024;
 

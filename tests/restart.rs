@@ -304,7 +304,7 @@ fn a_monitor_killed_during_the_backoff_is_recovered_as_exited() {
     wait_until(10, "the monitor to die", || {
         monitor_of(&id).is_none().then_some(())
     });
-    // Any verb reconciles: the container is exited with its last run's code, not 125.
+    // Reads show what crash recovery will make of it: exited with its last run's code, not 125.
     let v = inspect(&env, "orphan");
     assert_eq!(v["State"]["Status"], "exited");
     assert_eq!(v["State"]["ExitCode"], 6);

@@ -133,8 +133,9 @@ fn wharf_killed_during_setup_leaves_nothing() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // Any wharf command reconciles (this one fails: no such container).
-    let _ = env.run(&["inspect", "nothing"]);
+    // A verb that changes state recovers first (this one fails: no such container); reads
+    // never do.
+    let _ = env.run(&["rm", "nothing"]);
     let db = rusqlite::Connection::open(env.root.join("wharf.db")).expect("open db");
     let left: i64 = db
         .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))

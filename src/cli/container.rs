@@ -9,13 +9,13 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::Ctx;
-use crate::container::{self, Network};
+use crate::container;
 use crate::error::{exit, user};
+use crate::lifecycle::{self, CreateMeta, StartMode, Started};
 use crate::manifest::{RestartPolicy, parse_restart};
-use crate::runtime::cgroup::Limits;
-use crate::runtime::health::HealthConfig;
+use crate::model::{HealthConfig, Limits, Network};
 use crate::runtime::spec::{RunOptions, parse_size};
-use crate::runtime::{exec, logs, ops};
+use crate::runtime::{exec, logs};
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
@@ -305,6 +305,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
     }
     Ok(RunOptions {
         command: a.command.clone(),
+        entrypoint: None,
         env: a.env.clone(),
         working_dir: a.workdir.clone(),
         user: a.user.clone(),
@@ -392,6 +393,22 @@ pub(crate) fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> 
     Ok(out)
 }
 
+/// Prints the outcome of a verb done to several containers at once (side by side): each name
+/// that succeeded, each error; the last error's code is returned.
+fn report_all(names: &[String], results: Vec<Result<container::Record>>) -> i32 {
+    let mut code = exit::OK;
+    for (n, r) in names.iter().zip(results) {
+        match r {
+            Ok(_) => println!("{n}"),
+            Err(e) => {
+                eprintln!("{}", crate::error::render(&e));
+                code = crate::error::exit_code(&e);
+            }
+        }
+    }
+    code
+}
+
 /// Runs `f` on each container argument; errors are printed, and the last one's code returned.
 fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut code = exit::OK;
@@ -411,29 +428,35 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             // Every failure of `run` before the command runs is wharf's: 125.
             let opts = options(a)?;
             let store = ctx.store().map_err(as_runtime)?;
-            let meta = ops::CreateMeta {
+            let meta = CreateMeta {
                 labels: parse_labels(&a.label)?,
+                start: true,
                 ..Default::default()
             };
-            let rec = ops::create_with(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
-            if detach {
-                drop(store);
-                ops::run_detached(&ctx.root, &rec.id)?;
-                println!("{}", rec.id);
-                Ok(exit::OK)
+            let rec = lifecycle::create(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
+            let mode = if detach {
+                StartMode::Detached
             } else {
-                ops::run_foreground(&store, &rec).map_err(as_runtime)
+                StartMode::Attached {
+                    stdin: rec.config.interactive,
+                }
+            };
+            match lifecycle::start_record(&store, &rec, mode).map_err(as_runtime)? {
+                Started::Exited(code) => Ok(code),
+                _ => {
+                    println!("{}", rec.id);
+                    Ok(exit::OK)
+                }
             }
         }
         Commands::Create(a) => {
             let opts = options(&a)?;
             let store = ctx.store().map_err(as_runtime)?;
-            let meta = ops::CreateMeta {
+            let meta = CreateMeta {
                 labels: parse_labels(&a.label)?,
                 ..Default::default()
             };
-            let rec = ops::create_with(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
-            container::disown(&store, &rec.id)?;
+            let rec = lifecycle::create(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
             println!("{}", rec.id);
             Ok(exit::OK)
         }
@@ -447,24 +470,24 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                             .into(),
                     );
                 }
-                return match ops::start(&store, &a.containers[0], Some(a.interactive))? {
-                    ops::Started::Exited(code) => Ok(code),
+                let mode = StartMode::Attached {
+                    stdin: a.interactive,
+                };
+                return match lifecycle::start(&store, &a.containers[0], mode)? {
+                    Started::Exited(code) => Ok(code),
                     _ => Ok(exit::OK),
                 };
             }
             each(&a.containers, |n| {
-                ops::start(&store, n, None)?;
+                lifecycle::start(&store, n, StartMode::Detached)?;
                 println!("{n}");
                 Ok(())
             })
         }
         Commands::Restart(a) => {
             let store = ctx.store()?;
-            each(&a.containers, |n| {
-                ops::restart(&store, n, Duration::from_secs(a.time))?;
-                println!("{n}");
-                Ok(())
-            })
+            let res = lifecycle::restart_all(&store, &a.containers, Duration::from_secs(a.time));
+            Ok(report_all(&a.containers, res))
         }
         Commands::Exec(a) => {
             let store = ctx.store().map_err(as_runtime)?;
@@ -477,13 +500,12 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                 working_dir: a.workdir,
                 user: a.user,
             };
-            exec::exec(&store, &a.container, &opts).map_err(as_runtime)
+            lifecycle::exec(&store, &a.container, &opts).map_err(as_runtime)
         }
         Commands::Ps(a) | Commands::Container(ContainerCommands::Ls(a)) => super::ps::run(ctx, a),
         Commands::Container(ContainerCommands::Prune(a)) => super::system::container_prune(ctx, &a),
         Commands::Logs(a) => {
             let store = ctx.store()?;
-            container::reconcile(&store)?;
             let rec = container::find(&store, &a.container)?;
             let path = container::log_path(&store, &rec.id);
             let opts = logs::ReadOptions {
@@ -494,7 +516,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             if a.follow {
                 loop {
                     let running = container::find(&store, &rec.id)
-                        .map(|r| container::is_active_state(&r.state) && r.live_monitor().is_some())
+                        .map(|r| r.state.is_active() && r.live_monitor().is_some())
                         .unwrap_or(false);
                     offset = logs::print_from(&path, offset, opts)?;
                     if !running {
@@ -509,34 +531,28 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Stop(a) => {
             let store = ctx.store()?;
-            each(&a.containers, |n| {
-                ops::stop(&store, n, Duration::from_secs(a.time))?;
-                println!("{n}");
-                Ok(())
-            })
+            let res = lifecycle::stop_all(&store, &a.containers, Duration::from_secs(a.time));
+            Ok(report_all(&a.containers, res))
         }
         Commands::Kill(a) => {
             let store = ctx.store()?;
-            let sig = ops::parse_signal(&a.signal)?;
+            let sig = lifecycle::parse_signal(&a.signal)?;
             each(&a.containers, |n| {
-                ops::kill(&store, n, sig)?;
+                lifecycle::kill(&store, n, sig)?;
                 println!("{n}");
                 Ok(())
             })
         }
         Commands::Rm(a) => {
             let store = ctx.store()?;
-            each(&a.containers, |n| {
-                ops::remove_with(&store, n, a.force, a.volumes)?;
-                println!("{n}");
-                Ok(())
-            })
+            let res = lifecycle::remove_all(&store, &a.containers, a.force, a.volumes);
+            Ok(report_all(&a.containers, res))
         }
         Commands::Inspect(a) => {
             let store = ctx.store()?;
             let mut out = Vec::new();
             let code = each(&a.containers, |n| {
-                out.push(ops::inspect(&store, n)?);
+                out.push(lifecycle::inspect(&store, n)?);
                 Ok(())
             })?;
             let text = serde_json::to_string_pretty(&out)?;
@@ -545,7 +561,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Monitor(a) => {
             let store = ctx.store()?;
-            crate::runtime::monitor::detached_main(&store, &a.id, a.ready_fd)
+            lifecycle::monitor::detached_main(&store, &a.id, a.ready_fd)
         }
     }
 }

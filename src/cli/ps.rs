@@ -14,6 +14,7 @@ use super::Ctx;
 use super::output::table;
 use crate::container::{self, Record};
 use crate::error::{UserError, exit, user};
+use crate::model::ContainerState;
 use crate::store::{Store, now_ns};
 use crate::util::{ago, rfc3339};
 
@@ -174,11 +175,12 @@ impl Filters {
     pub fn matches(&self, r: &Record) -> bool {
         let any =
             |v: &Vec<String>, f: &dyn Fn(&str) -> bool| v.is_empty() || v.iter().any(|s| f(s));
-        any(&self.status, &|s| s == r.state)
+        any(&self.status, &|s| s == r.state.as_str())
             && any(&self.name, &|n| name_matches(n, &r.name))
             && any(&self.id, &|p| r.id.starts_with(p))
             && (self.exited.is_empty()
-                || (r.state == "exited" && r.exit_code.is_some_and(|c| self.exited.contains(&c))))
+                || (r.state == ContainerState::Exited
+                    && r.exit_code.is_some_and(|c| self.exited.contains(&c))))
             && self.labels.iter().all(|(k, v, neg)| {
                 let hit = match (r.labels.get(k), v) {
                     (Some(have), Some(want)) => have == want,
@@ -198,8 +200,8 @@ impl Filters {
             })
             && any(&self.networks, &|n| {
                 n == match r.config.network {
-                    container::Network::None => "none",
-                    container::Network::Host => "host",
+                    crate::model::Network::None => "none",
+                    crate::model::Network::Host => "host",
                 }
             })
             && self.before.is_none_or(|t| r.created_at < t)
@@ -323,7 +325,7 @@ pub fn select(store: &Store, a: &PsArgs) -> Result<Vec<Record>> {
     let show_all = a.all || limit.is_some() || filters.implies_all();
     let mut out: Vec<Record> = all
         .into_iter()
-        .filter(|r| show_all || crate::container::is_active_state(&r.state))
+        .filter(|r| show_all || r.state.is_active())
         .filter(|r| filters.matches(r))
         .collect();
     if let Some(n) = limit {
@@ -339,7 +341,6 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
         true,
     );
-    container::reconcile(&store)?;
     let rows = select(&store, &a)?;
     let now = now_ns();
     if a.quiet {
@@ -362,11 +363,11 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                 command: command_column(&r.config.args, true),
                 created_at: rfc3339(r.created_at),
                 running_for: ago(r.created_at),
-                state: &r.state,
+                state: r.state.as_str(),
                 status: r.status_text(now),
-                exit_code: r
-                    .exit_code
-                    .filter(|_| matches!(r.state.as_str(), "exited" | "restarting")),
+                exit_code: r.exit_code.filter(|_| {
+                    matches!(r.state, ContainerState::Exited | ContainerState::Restarting)
+                }),
                 started_at: r.started_at.map(rfc3339),
                 finished_at: r.finished_at.map(rfc3339),
                 labels: &r.labels,
@@ -378,8 +379,8 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                     .map(|v| v.destination.as_str())
                     .collect(),
                 networks: match r.config.network {
-                    container::Network::None => "none",
-                    container::Network::Host => "host",
+                    crate::model::Network::None => "none",
+                    crate::model::Network::Host => "host",
                 },
                 restart_count: r.restart_count,
             })
@@ -495,7 +496,7 @@ mod tests {
             image_ref: "bb:1".into(),
             config: Default::default(),
             created_at: 0,
-            state: state.into(),
+            state: state.parse().expect("a state"),
             pid: None,
             pid_start: None,
             monitor_pid: None,

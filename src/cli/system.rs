@@ -466,7 +466,7 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
                     } else {
                         r.scope.clone()
                     },
-                    r.kind.clone(),
+                    r.kind.to_string(),
                     r.detail.clone(),
                     r.reason.clone(),
                 ]
@@ -659,8 +659,12 @@ fn print_generations(gens: &[journal::Generation], no_trunc: bool) {
                 (_, _, Some(a)) => format!("apply {a}"),
                 (c, _, _) => c.to_string(),
             };
-            let mut outcome = g.outcome.clone();
-            if let Some(e) = g.error.as_deref().filter(|_| g.outcome == "failed") {
+            let mut outcome = g.outcome.to_string();
+            if let Some(e) = g
+                .error
+                .as_deref()
+                .filter(|_| g.outcome == crate::model::GenerationOutcome::Failed)
+            {
                 outcome = format!("failed: {e}");
             }
             vec![

@@ -120,7 +120,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         VolumeCmd::Rm(a) => {
             let store = ctx.store()?;
-            crate::container::reconcile(&store)?;
+            crate::lifecycle::recover(&store)?;
             let mut code = exit::OK;
             for n in &a.volumes {
                 match volume::remove(&store, n, a.force) {

@@ -143,7 +143,6 @@ pub fn image_totals(
 
 /// Measures the store. `verbose` adds the Logs and Journal lines to the summary.
 pub fn usage(store: &Store, verbose: bool) -> Result<Usage> {
-    container::reconcile(store)?;
     let records = container::list(store)?;
     let images = image::list(store)?;
     let vols = volume::list(store)?;
@@ -199,16 +198,16 @@ pub fn usage(store: &Store, verbose: bool) -> Result<Usage> {
             image: r.image_ref.clone(),
             command: r.config.args.clone(),
             created: r.created_at,
-            state: r.state.clone(),
+            state: r.state.to_string(),
             status: r.status_text(crate::store::now_ns()),
-            running: r.state == "running" || r.live_monitor().is_some(),
+            running: r.is_up() || r.live_monitor().is_some(),
             size: fsutil::disk_usage(&store.container_dir(&r.id).join("upper")),
             log_size: log_size(&r.id),
             volumes: r
                 .config
                 .volumes
                 .iter()
-                .filter(|v| v.kind == container::VolumeKind::Named)
+                .filter(|v| v.kind == crate::model::VolumeKind::Named)
                 .count(),
         })
         .collect();

@@ -183,16 +183,16 @@ pub fn select(inv: &Inventory, scope: &Scope, filters: &Filters) -> Plan {
 
 /// Reads the store's containers, images and volumes (reconciling dead runs first).
 pub fn inventory(store: &Store) -> Result<Inventory> {
-    container::reconcile(store)?;
+    crate::lifecycle::recover(store)?;
     let containers = container::list(store)?
         .into_iter()
         .map(|r| ContainerObj {
-            running: r.state == "running" || r.live_monitor().is_some() || r.live_pid().is_some(),
+            running: r.is_up() || r.live_monitor().is_some(),
             volumes: r
                 .config
                 .volumes
                 .iter()
-                .filter(|v| v.kind == container::VolumeKind::Named)
+                .filter(|v| v.kind == crate::model::VolumeKind::Named)
                 .map(|v| v.source.clone())
                 .collect(),
             id: r.id,
@@ -282,7 +282,7 @@ pub fn execute(store: &Store, plan: &Plan) -> Result<Report> {
     let mut r = Report::default();
     for c in &plan.containers {
         let size = fsutil::disk_usage(&store.container_dir(&c.id));
-        match crate::runtime::ops::remove(store, &c.id, false) {
+        match crate::lifecycle::remove(store, &c.id, false, false) {
             Ok(_) => {
                 r.containers.push(c.id.clone());
                 r.reclaimed += size;

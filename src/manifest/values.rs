@@ -342,65 +342,14 @@ string_schema!(HumanDuration, "Duration", {
     "examples": ["90s", "5m", "7d"]
 });
 
-/// What the container's monitor does when the container's command exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum RestartPolicy {
-    /// Never restart.
-    #[default]
-    No,
-    /// Restart after a non-zero exit, at most `max` times when given.
-    OnFailure { max: Option<u32> },
-    /// Always restart, even after `wharf stop` once wharf starts again.
-    Always,
-    /// Always restart, unless stopped by the user.
-    UnlessStopped,
-}
+pub use crate::model::RestartPolicy;
 
+/// [`crate::model::parse_restart`], as a manifest value.
 pub fn parse_restart(input: &str) -> Result<RestartPolicy, ValueError> {
-    let err = || {
-        ValueError::new(
-            format!("invalid restart policy {input:?}"),
-            "write \"no\", \"on-failure\", \"on-failure:N\" (N = maximum restarts), \"always\" or \"unless-stopped\"",
-        )
-    };
-    match input {
-        "no" => Ok(RestartPolicy::No),
-        "always" => Ok(RestartPolicy::Always),
-        "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
-        "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
-        _ => match input.strip_prefix("on-failure:") {
-            Some(n) => n
-                .parse::<u32>()
-                .map(|n| RestartPolicy::OnFailure { max: Some(n) })
-                .map_err(|_| err()),
-            None => Err(err()),
-        },
-    }
-}
-
-impl fmt::Display for RestartPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RestartPolicy::No => f.write_str("no"),
-            RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
-            RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
-            RestartPolicy::Always => f.write_str("always"),
-            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
-        }
-    }
-}
-
-impl Serialize for RestartPolicy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for RestartPolicy {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_restart(&s).map_err(serde::de::Error::custom)
-    }
+    crate::model::parse_restart(input).map_err(|e| ValueError {
+        message: e.message,
+        hint: e.hint,
+    })
 }
 
 string_schema!(RestartPolicy, "RestartPolicy", {

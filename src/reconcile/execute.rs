@@ -13,24 +13,23 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
-use rusqlite::params;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::observe::{observe, source_digest};
 use super::{Action, ContainerSpec, Desired, Plan, plan};
-use crate::container::{self, Network};
+use crate::container;
 use crate::error::user;
 use crate::image::{self, import};
 use crate::journal;
+use crate::lifecycle::{self, CreateMeta};
 use crate::manifest::{self, Manifest};
+use crate::model::{GenerationOutcome, Network};
 use crate::reference::Reference;
-use crate::runtime::ops::{self, CreateMeta};
 use crate::runtime::spec::RunOptions;
 use crate::store::Store;
 
@@ -213,7 +212,7 @@ fn enforce_retention(
     refs.extend(d.containers.iter().map(|c| c.spec.image.clone()));
     refs.sort();
     refs.dedup();
-    retention::record_project_policy(store, &m.project, &m.retention, &refs)?;
+    crate::policy::record_project_policy(store, &m.project, &m.retention, &refs)?;
     let r = &m.retention;
     if r.images.is_none() && r.containers.is_none() && r.journal.is_none() {
         // The no-op apply stays cheap: no inventory without a policy to evaluate.
@@ -347,7 +346,11 @@ fn record_generation(
             },
             rollback_of,
             // A container to start is "started" once its start succeeded (set below).
-            outcome: if start { "failed" } else { "created" },
+            outcome: if start {
+                GenerationOutcome::Failed
+            } else {
+                GenerationOutcome::Created
+            },
             error: start.then_some("not started yet"),
         },
     )
@@ -442,8 +445,27 @@ pub fn execute_in(
     let mut broken_images: BTreeMap<String, String> = BTreeMap::new();
     let mut starts: Vec<(usize, String, String)> = Vec::new(); // (action, name, id)
     let mut done = 0;
+    let mut stopped_ahead = false;
     for (i, a) in p.actions.iter().enumerate() {
         test_pause(done);
+        if !stopped_ahead && stops(a, &broken_images).is_some() {
+            // The first action that stops a container: imports and tags are done, so stop
+            // every container this plan stops, removes or recreates now, side by side (one
+            // grace period for all); their own actions then find them stopped.
+            stopped_ahead = true;
+            let ids: Vec<String> = p.actions[i..]
+                .iter()
+                .filter_map(|a| stops(a, &broken_images))
+                .collect();
+            for (id, res) in ids
+                .iter()
+                .zip(lifecycle::stop_all(store, &ids, opts.stop_timeout))
+            {
+                if let Err(e) = res {
+                    tracing::warn!("cannot stop {id}: {e:#}");
+                }
+            }
+        }
         if let Some(pb) = &opts.progress {
             pb.set_message(label(a));
         }
@@ -498,7 +520,7 @@ pub fn execute_in(
                 starts.push((i, name.clone(), id.clone()));
                 Ok(())
             }
-            Action::Stop { id, .. } => ops::stop(store, id, opts.stop_timeout).map(|_| ()),
+            Action::Stop { id, .. } => lifecycle::stop(store, id, opts.stop_timeout).map(|_| ()),
             Action::RemoveOrphan { id, .. } => remove(store, id, opts.stop_timeout),
         };
         if let (Some(ctx), Some(id)) = (gen_ctx, &made_id) {
@@ -527,12 +549,12 @@ pub fn execute_in(
     test_pause(done);
 
     // Starts run in parallel: each spawns a monitor and waits for the container's exec.
-    let start_errors = start_all(store.root(), &starts, opts);
+    let start_errors = start_all(store, &starts, opts);
     for ((i, _, id), err) in starts.iter().zip(start_errors) {
         if gen_ctx.is_some() {
             let (outcome, e) = match &err {
-                Some(e) => ("failed", Some(e.as_str())),
-                None => ("started", None),
+                Some(e) => (GenerationOutcome::Failed, Some(e.as_str())),
+                None => (GenerationOutcome::Started, None),
             };
             if let Err(e) = journal::set_generation_outcome(store, id, outcome, e) {
                 tracing::warn!("cannot journal the outcome of {id}: {e:#}");
@@ -556,43 +578,37 @@ pub fn execute_in(
 }
 
 fn start_all(
-    root: &Path,
+    store: &Store,
     starts: &[(usize, String, String)],
     opts: &ApplyOptions,
 ) -> Vec<Option<String>> {
-    let errors: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; starts.len()]);
-    let next = Mutex::new(0usize);
-    let workers = opts.parallel_starts.clamp(1, starts.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let k = {
-                        let Ok(mut n) = next.lock() else { return };
-                        let k = *n;
-                        *n += 1;
-                        k
-                    };
-                    let Some((_, _, id)) = starts.get(k) else {
-                        return;
-                    };
-                    let res = ops::run_detached(root, id);
-                    if let Some(pb) = &opts.progress {
-                        pb.inc(1);
-                    }
-                    if let Err(e) = res
-                        && let Ok(mut errs) = errors.lock()
-                    {
-                        errs[k] = Some(format!(
-                            "cannot start: {}",
-                            crate::error::render(&e).trim_start_matches("error: ")
-                        ));
-                    }
-                }
-            });
+    let ids: Vec<String> = starts.iter().map(|(_, _, id)| id.clone()).collect();
+    let on_done = || {
+        if let Some(pb) = &opts.progress {
+            pb.inc(1);
         }
-    });
-    errors.into_inner().unwrap_or_default()
+    };
+    lifecycle::start_all(store, &ids, opts.parallel_starts, &on_done)
+        .into_iter()
+        .map(|r| {
+            r.err().map(|e| {
+                format!(
+                    "cannot start: {}",
+                    crate::error::render(&e).trim_start_matches("error: ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// The container an action stops first, if it stops one (a recreate whose image failed
+/// does not: it fails and leaves the container running).
+fn stops(a: &Action, broken: &BTreeMap<String, String>) -> Option<String> {
+    match a {
+        Action::Stop { id, .. } | Action::RemoveOrphan { id, .. } => Some(id.clone()),
+        Action::Recreate { id, spec, .. } if check_image(broken, spec).is_ok() => Some(id.clone()),
+        _ => None,
+    }
 }
 
 fn check_image(broken: &BTreeMap<String, String>, spec: &ContainerSpec) -> Result<()> {
@@ -677,6 +693,7 @@ fn import_source(
 pub fn run_options(spec: &ContainerSpec) -> RunOptions {
     RunOptions {
         command: spec.command.clone().unwrap_or_default(),
+        entrypoint: spec.entrypoint.clone(),
         env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         working_dir: spec.workdir.clone(),
         user: spec.user.clone(),
@@ -695,7 +712,7 @@ pub fn run_options(spec: &ContainerSpec) -> RunOptions {
         // rather than an apply that cannot create the container.
         healthcheck: spec.health.as_ref().and_then(|h| {
             let ms = Duration::from_millis;
-            crate::runtime::health::HealthConfig::new(
+            crate::model::HealthConfig::new(
                 &h.command,
                 Some(ms(h.interval_ms)),
                 Some(ms(h.timeout_ms)),
@@ -735,12 +752,7 @@ fn create_from(
     labels.insert(PROJECT_LABEL.into(), project.into());
     labels.insert(SERVICE_LABEL.into(), name.into());
     let spec_json = spec.canonical_json();
-    // The runtime's options have no entrypoint, and the image is named by id when apply
-    // resolved it: both are written after the insert. The spec hash goes in with them, in one
-    // statement, so an apply killed in between leaves a container without a hash, which the
-    // next apply recreates, never one whose hash claims a config it does not have.
-    let fixup = spec.entrypoint.is_some() || image != spec.image;
-    let rec = ops::create_with(
+    let rec = lifecycle::create(
         store,
         image,
         Some(name),
@@ -748,49 +760,19 @@ fn create_from(
         &CreateMeta {
             labels,
             project: Some(project),
-            spec_hash: (!fixup).then_some(spec_hash),
+            spec_hash: Some(spec_hash),
             spec: Some(&spec_json),
+            image_ref: Some(&spec.image),
+            start,
         },
     )?;
-    if fixup {
-        let mut cfg = rec.config.clone();
-        // An entrypoint from the manifest replaces the image's (and, as with docker's
-        // --entrypoint, the image's Cmd).
-        if let Some(ep) = &spec.entrypoint {
-            cfg.args = ep
-                .iter()
-                .chain(spec.command.iter().flatten())
-                .cloned()
-                .collect();
-            if cfg.args.is_empty() {
-                let _ = container::remove(store, &rec);
-                return Err(user(format!(
-                    "container {name}: the entrypoint is empty and no command is given"
-                ))
-                .hint("give `entrypoint` a program, or add a `command`")
-                .into());
-            }
-        }
-        store.db().execute(
-            "UPDATE containers SET config = ?2, image_ref = ?3, spec_hash = ?4 WHERE id = ?1",
-            params![rec.id, serde_json::to_string(&cfg)?, spec.image, spec_hash],
-        )?;
-    }
-    if !start {
-        // Nobody will start it: this apply is not the owner of a run to come (a created
-        // container whose owner is gone is closed as a crashed run, `exited`).
-        store.db().execute(
-            "UPDATE containers SET monitor_pid = NULL, monitor_start = NULL WHERE id = ?1",
-            [&rec.id],
-        )?;
-    }
     Ok(rec.id)
 }
 
 /// Stops (SIGTERM, then SIGKILL after `timeout`) and removes a container.
 fn remove(store: &Store, id: &str, timeout: Duration) -> Result<()> {
-    ops::stop(store, id, timeout)?;
-    ops::remove(store, id, true)?;
+    lifecycle::stop(store, id, timeout)?;
+    lifecycle::remove(store, id, true, false)?;
     Ok(())
 }
 
@@ -824,7 +806,7 @@ pub fn rollback(
     stop_timeout: Duration,
 ) -> Result<RolledBack> {
     let _guard = store.lock()?;
-    container::reconcile(store)?;
+    crate::lifecycle::recover(store)?;
     let current = match container::find(store, name) {
         Ok(rec) => Some(rec),
         Err(e) if crate::error::find_user_error(&e).is_some() => None,
@@ -908,7 +890,7 @@ pub fn rollback(
     if let Some(rec) = &current {
         remove(store, &rec.id, stop_timeout)?;
     }
-    let start = target.outcome == "started";
+    let start = target.outcome == GenerationOutcome::Started;
     let id = create_from(
         store,
         &project,
@@ -922,7 +904,7 @@ pub fn rollback(
     let seq = record_generation(store, &project, name, &id, &ctx, Some(target.seq), start)?;
     if start {
         let errs = start_all(
-            store.root(),
+            store,
             &[(0, name.to_string(), id.clone())],
             &ApplyOptions::default(),
         );
@@ -930,7 +912,11 @@ pub fn rollback(
         journal::set_generation_outcome(
             store,
             &id,
-            if err.is_some() { "failed" } else { "started" },
+            if err.is_some() {
+                GenerationOutcome::Failed
+            } else {
+                GenerationOutcome::Started
+            },
             err.as_deref(),
         )?;
         if let Some(e) = err {

@@ -17,12 +17,12 @@ use sha2::{Digest, Sha256};
 use super::{ContainerSpec, Observed, ObservedContainer, ObservedState, ObservedVolume};
 use crate::container;
 use crate::error::user;
+use crate::model::ContainerState;
 use crate::store::{Store, now_ns};
 
 /// Reads the store. Closes runs whose monitor died first ([`container::reconcile`]), so a
 /// container killed by hand is seen as exited.
 pub fn observe(store: &Store) -> Result<Observed> {
-    container::reconcile(store)?;
     let db = store.db();
     let tags = db
         .prepare_cached("SELECT repo, tag, image_id FROM tags")?
@@ -49,14 +49,16 @@ pub fn observe(store: &Store) -> Result<Observed> {
     let containers = container::list(store)?
         .into_iter()
         .map(|rec| {
-            let state = match rec.state.as_str() {
-                "running" if rec.live_pid().is_some() => ObservedState::Running,
-                // A live monitor owns the run (starting, or restarting per its policy): it,
-                // not apply, starts the container again.
-                s if s != "created" && rec.live_monitor().is_some() => ObservedState::Running,
-                "running" | "restarting" | "exited" => ObservedState::Exited,
-                "created" => ObservedState::Created,
-                _ => ObservedState::Dead,
+            // A live monitor carries a run (starting, or restarting per its policy): it,
+            // not apply, starts the container again.
+            let state = if rec.is_up() {
+                ObservedState::Running
+            } else {
+                match rec.state {
+                    ContainerState::Created => ObservedState::Created,
+                    ContainerState::Removing | ContainerState::Dead => ObservedState::Dead,
+                    _ => ObservedState::Exited,
+                }
             };
             ObservedContainer {
                 spec: rec

@@ -10,8 +10,8 @@ use crate::manifest::{
     ContainerSection, HealthCheck, Network, RestartPolicy, VolumeSource, format_size,
     normalize_capability,
 };
+use crate::model::Limits;
 use crate::reference::Reference;
-use crate::runtime::cgroup::Limits;
 
 /// Resource limits as numbers (bytes, fractions of CPUs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -24,11 +24,11 @@ use anyhow::{Context, Result};
 
 use super::cgroup::{self, ContainerCgroup};
 use super::child::{self, ChildError, Never};
-use super::monitor::{FORWARDED, RawMode, read_signals, signal_fd};
+use super::tty::{FORWARDED, RawMode, read_signals, signal_fd};
 use super::{spec, sys};
-use crate::container;
+use crate::container::{self, Record};
 use crate::error::{exit, user};
-use crate::store::Store;
+use crate::model::ContainerState;
 
 /// What `wharf exec` asks for.
 #[derive(Debug, Clone, Default)]
@@ -168,9 +168,7 @@ fn setns(fd: RawFd, flags: libc::c_int) -> std::io::Result<()> {
 
 /// Runs `opts.command` in the running container `input`; returns the command's exit code
 /// (0 at once with `-d`). 126/127: not executable / not found; 125: wharf's failure.
-pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
-    container::reconcile(store)?;
-    let rec = container::find(store, input)?;
+pub fn exec(rec: &Record, opts: &ExecOptions) -> Result<i32> {
     let not_running = || -> anyhow::Error {
         user(format!("container {} is not running", rec.name))
             .hint(format!("start it first: `wharf start {}`", rec.name))
@@ -180,7 +178,7 @@ pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
     let (Some(pid), Some(start)) = (rec.pid, rec.pid_start) else {
         return Err(not_running());
     };
-    if rec.state != "running" {
+    if rec.state != ContainerState::Running {
         return Err(not_running());
     }
     let Some(target) = Target::open(pid, start)? else {

@@ -15,114 +15,12 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{exit, user};
+use crate::model::HealthConfig;
 
 /// How many probe results inspect keeps (docker's number).
 pub const KEEP_LOG: usize = 5;
 /// How much of a probe's output is kept (docker's number).
 pub const MAX_OUTPUT: usize = 4096;
-
-/// A container's health check, in docker's `Config.Healthcheck` shape (durations in ns).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct HealthConfig {
-    /// `["CMD-SHELL", "cmd"]` (run with `sh -c`) or `["CMD", argv...]`.
-    pub test: Vec<String>,
-    pub interval: u64,
-    pub timeout: u64,
-    pub retries: u32,
-    pub start_period: u64,
-}
-
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_RETRIES: u32 = 3;
-
-fn bad(msg: String, hint: &str) -> anyhow::Error {
-    user(msg).hint(hint).code(exit::RUNTIME).into()
-}
-
-impl HealthConfig {
-    /// From the parts the CLI or a manifest give; `test` is docker's form: a first element
-    /// `CMD` or `CMD-SHELL`, or else one string (a shell command) or an argv.
-    pub fn new(
-        test: &[String],
-        interval: Option<Duration>,
-        timeout: Option<Duration>,
-        retries: Option<u32>,
-        start_period: Option<Duration>,
-    ) -> Result<HealthConfig> {
-        let test: Vec<String> = match test.first().map(String::as_str) {
-            None => {
-                return Err(bad(
-                    "the health check command is empty".into(),
-                    "give a command, e.g. --health-cmd 'wget -q -O- http://localhost/'",
-                ));
-            }
-            Some("CMD") | Some("CMD-SHELL") => test.to_vec(),
-            Some(_) if test.len() == 1 => vec!["CMD-SHELL".into(), test[0].clone()],
-            Some(_) => std::iter::once("CMD".to_string())
-                .chain(test.iter().cloned())
-                .collect(),
-        };
-        if test.len() < 2
-            || test[1..].iter().all(|a| a.trim().is_empty())
-            || test[1..].iter().any(|a| a.contains('\0'))
-        {
-            return Err(bad(
-                format!("invalid health check command {test:?}"),
-                "give a command after CMD or CMD-SHELL, without NUL bytes",
-            ));
-        }
-        // As docker: 0 means the default; anything else is at least 1ms.
-        let positive = |d: Option<Duration>, flag: &str, default: Duration| match d {
-            None => Ok(default),
-            Some(d) if d.is_zero() => Ok(default),
-            Some(d) if d >= Duration::from_millis(1) => Ok(d),
-            Some(_) => Err(bad(
-                format!("--health-{flag} must be at least 1ms"),
-                "give a duration such as 500ms, 30s or 1m (0 means the default, 30s)",
-            )),
-        };
-        let interval = positive(interval, "interval", DEFAULT_INTERVAL)?;
-        let timeout = positive(timeout, "timeout", DEFAULT_TIMEOUT)?;
-        let retries = match retries {
-            None => DEFAULT_RETRIES,
-            Some(0) => {
-                return Err(bad(
-                    "--health-retries must be at least 1".into(),
-                    "give the number of consecutive failures that make it unhealthy",
-                ));
-            }
-            Some(n) => n,
-        };
-        Ok(HealthConfig {
-            test,
-            interval: interval.as_nanos() as u64,
-            timeout: timeout.as_nanos() as u64,
-            retries,
-            start_period: start_period.unwrap_or_default().as_nanos() as u64,
-        })
-    }
-
-    /// The argv run inside the container.
-    pub fn argv(&self) -> Vec<String> {
-        match self.test.first().map(String::as_str) {
-            Some("CMD-SHELL") => vec!["/bin/sh".into(), "-c".into(), self.test[1..].join(" ")],
-            _ => self.test.get(1..).unwrap_or_default().to_vec(),
-        }
-    }
-
-    pub fn interval(&self) -> Duration {
-        Duration::from_nanos(self.interval)
-    }
-    pub fn timeout(&self) -> Duration {
-        Duration::from_nanos(self.timeout)
-    }
-    pub fn start_period(&self) -> Duration {
-        Duration::from_nanos(self.start_period)
-    }
-}
 
 /// One probe's result (docker's `Health.Log` entry; times in ns since the epoch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,36 +138,6 @@ mod tests {
             exit_code: code,
             output: String::new(),
         }
-    }
-
-    #[test]
-    fn test_forms_follow_docker() {
-        let one = cfg(3, Duration::ZERO);
-        assert_eq!(one.test, ["CMD-SHELL", "true"]);
-        assert_eq!(one.argv(), ["/bin/sh", "-c", "true"]);
-        let argv =
-            HealthConfig::new(&["ls".into(), "/".into()], None, None, None, None).expect("valid");
-        assert_eq!(argv.test, ["CMD", "ls", "/"]);
-        assert_eq!(argv.argv(), ["ls", "/"]);
-        assert_eq!(argv.interval(), DEFAULT_INTERVAL);
-        assert_eq!(argv.retries, DEFAULT_RETRIES);
-        assert!(HealthConfig::new(&[], None, None, None, None).is_err());
-        assert!(HealthConfig::new(&["CMD".into()], None, None, None, None).is_err());
-        assert!(HealthConfig::new(&[" ".into()], None, None, None, None).is_err());
-        assert!(HealthConfig::new(&["x".into()], None, None, Some(0), None).is_err());
-        assert!(
-            HealthConfig::new(
-                &["x".into()],
-                Some(Duration::from_micros(5)),
-                None,
-                None,
-                None
-            )
-            .is_err()
-        );
-        let zero = HealthConfig::new(&["x".into()], Some(Duration::ZERO), None, None, None)
-            .expect("0 is the default");
-        assert_eq!(zero.interval(), DEFAULT_INTERVAL);
     }
 
     #[test]

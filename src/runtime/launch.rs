@@ -18,9 +18,10 @@ use anyhow::{Context, Result};
 use super::cgroup::{self, ContainerCgroup};
 use super::child::{self, ChildSpec};
 use super::{spec, sys};
-use crate::container::{Network, Record, VolumeKind};
+use crate::container::Record;
 use crate::error::{exit, user};
 use crate::image;
+use crate::model::{Network, VolumeKind};
 use crate::store::Store;
 
 /// A container whose command is running.
@@ -84,7 +85,7 @@ pub fn launch(
         }
         (u, w)
     };
-    let merged = super::ops::run_dir(store);
+    let merged = store.run_dir();
     if !merged.is_dir() {
         fs::create_dir_all(&merged)
             .with_context(|| format!("cannot create {}", merged.display()))?;

@@ -12,30 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{LogPolicy, MAX_SIZE};
 use crate::util::rfc3339;
-
-/// Bytes per log file before rotation.
-pub const MAX_SIZE: u64 = 10 << 20;
-
-/// Log files per container (the current one included) by default.
-pub const MAX_FILES: u32 = 2;
-
-/// A container's log rotation (`[retention.logs]`); unset fields take the defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogPolicy {
-    pub max_size: Option<u64>,
-    pub max_files: Option<u32>,
-}
-
-impl LogPolicy {
-    /// (bytes per file, files), defaults filled in; at least 1 byte and 1 file.
-    pub fn resolved(self) -> (u64, u32) {
-        (
-            self.max_size.unwrap_or(MAX_SIZE).max(1),
-            self.max_files.unwrap_or(MAX_FILES).max(1),
-        )
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {

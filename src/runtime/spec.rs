@@ -4,10 +4,9 @@
 
 use anyhow::Result;
 
-use crate::container::{ContainerConfig, Network, Volume, VolumeKind};
 use crate::error::{exit, user};
 use crate::image::config::RunConfig;
-use crate::runtime::cgroup::Limits;
+use crate::model::{ContainerConfig, Limits, Network, Volume, VolumeKind};
 
 /// docker's default PATH.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -34,6 +33,9 @@ pub const DEFAULT_CAPS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub command: Vec<String>,
+    /// `--entrypoint` / a manifest's `entrypoint`: replaces the image's Entrypoint, and (as
+    /// docker does) its Cmd too, so the argv is this followed by `command`.
+    pub entrypoint: Option<Vec<String>>,
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
@@ -49,23 +51,38 @@ pub struct RunOptions {
     pub limits: Limits,
     pub auto_remove: bool,
     /// What the monitor does when the command exits.
-    pub restart: crate::runtime::restart::RestartPolicy,
+    pub restart: crate::model::RestartPolicy,
     /// A health check the monitor runs.
-    pub healthcheck: Option<crate::runtime::health::HealthConfig>,
+    pub healthcheck: Option<crate::model::HealthConfig>,
 }
 
 fn runtime_error(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
 
-/// Builds the effective config of a new container with id `id`.
-pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<ContainerConfig> {
-    let mut args: Vec<String> = image.entrypoint.clone().unwrap_or_default();
+/// The container's argv by docker's rules, the one place they are written: the entrypoint
+/// (given, else the image's) followed by the command (given, else the image's Cmd; a given
+/// entrypoint drops the image's Cmd).
+pub fn resolve_args(image: &RunConfig, opts: &RunOptions) -> Vec<String> {
+    let (entrypoint, image_cmd) = match &opts.entrypoint {
+        Some(ep) => (ep.clone(), None),
+        None => (
+            image.entrypoint.clone().unwrap_or_default(),
+            image.cmd.as_ref(),
+        ),
+    };
+    let mut args = entrypoint;
     if opts.command.is_empty() {
-        args.extend(image.cmd.clone().unwrap_or_default());
+        args.extend(image_cmd.cloned().unwrap_or_default());
     } else {
         args.extend(opts.command.iter().cloned());
     }
+    args
+}
+
+/// Builds the effective config of a new container with id `id`.
+pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<ContainerConfig> {
+    let args = resolve_args(image, opts);
     if args.is_empty() {
         return Err(runtime_error(
             "no command specified: the image has no Cmd or Entrypoint and none was given".into(),

@@ -153,6 +153,18 @@ impl Store {
         self.root.join("containers")
     }
 
+    /// The run dir: `<root>/run/`, the overlay mount point of every container of this root.
+    /// Each container mounts its overlay (and, for `--rm`, the tmpfs of its write layer) there
+    /// inside its own private mount namespace, then pivots into it, so the host never sees a
+    /// mount there and containers never see each other's. It holds no state and nothing is
+    /// created in it per container (no dir churn on the hot path). Living in the state root,
+    /// it never collides between roots (tests run many at once) and leaves nothing in /run.
+    /// wharf never removes it: a container between its overlay mount and pivot_root would
+    /// lose its mount.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
     }

@@ -33,7 +33,7 @@ use nix::fcntl::{Flock, FlockArg};
 use rusqlite::params;
 
 use super::{Converger, Trigger, WatchSet};
-use crate::container::proc_start_time;
+use crate::container::run_goes_on;
 use crate::error::user;
 use crate::manifest::{DesiredState, Manifest};
 use crate::reconcile::execute::{self, ApplyOptions};
@@ -453,10 +453,6 @@ impl Converger for Projects<'_> {
 /// running (and no live monitor carries it), is gone, or one that should not run runs. One
 /// indexed query; a `/proc` read per live pid.
 fn out_of_step(store: &Store, g: &Good) -> Result<bool> {
-    let alive = |pid: Option<i32>, start: Option<i64>| match (pid, start) {
-        (Some(p), Some(s)) => proc_start_time(p) == Some(s as u64),
-        _ => false,
-    };
     let mut rows: BTreeMap<String, bool> = BTreeMap::new();
     let db = store.db();
     let mut q = db.prepare_cached(
@@ -465,10 +461,13 @@ fn out_of_step(store: &Store, g: &Good) -> Result<bool> {
     )?;
     let mut it = q.query([&g.project])?;
     while let Some(r) = it.next()? {
-        let state: String = r.get(1)?;
-        let running = state == "running" && alive(r.get(2)?, r.get(3)?);
-        let carried = state != "created" && alive(r.get(4)?, r.get(5)?);
-        rows.insert(r.get(0)?, running || carried);
+        let owner = |p: Option<i32>, t: Option<i64>| p.zip(t.map(|t| t as u64));
+        let up = run_goes_on(
+            r.get(1)?,
+            owner(r.get(2)?, r.get(3)?),
+            owner(r.get(4)?, r.get(5)?),
+        );
+        rows.insert(r.get(0)?, up);
     }
     Ok(g.containers
         .iter()

@@ -38,9 +38,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::error::user;
+use crate::model::{Limits, Stats};
 
 mod bpf;
 mod v1;
@@ -54,32 +54,6 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// docker's smallest `-m`.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
-
-/// Resource limits of a container. `None` leaves the host default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Bytes of memory (`-m`).
-    pub memory: Option<u64>,
-    /// Bytes of memory plus swap (`--memory-swap`); -1 is unlimited swap.
-    pub memory_swap: Option<i64>,
-    /// CPUs as a fraction (`--cpus 0.5`): quota/period with a 100 ms period.
-    pub cpus: Option<f64>,
-    /// Relative CPU weight (`--cpu-shares`, docker's 2..262144, default 1024).
-    pub cpu_shares: Option<u64>,
-    /// Maximum number of processes (`--pids-limit`).
-    pub pids: Option<i64>,
-    /// CPUs the container may run on (`--cpuset-cpus 0-1`).
-    pub cpuset_cpus: Option<String>,
-}
-
-/// Usage read from a cgroup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    pub peak_memory: Option<u64>,
-    pub cpu_usec: Option<u64>,
-    /// The OOM killer killed a process in this cgroup.
-    pub oom_killed: bool,
-}
 
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

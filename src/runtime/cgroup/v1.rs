@@ -11,11 +11,11 @@ use std::io::Write;
 use anyhow::{Context, Result};
 
 use super::{
-    ContainerCgroup, Entry, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir,
-    open_fd, read_key, read_procs, read_trimmed, read_u64, remove_dir_retry, write_file,
-    write_limit,
+    ContainerCgroup, Entry, MemSwap, PARENT, Plan, check_cpuset_subset, kill_pids, mkdir, open_fd,
+    read_key, read_procs, read_trimmed, read_u64, remove_dir_retry, write_file, write_limit,
 };
 use crate::error::user;
+use crate::model::Stats;
 
 /// The v1 controllers a container joins. Joining all of these (not only the limited ones)
 /// makes `/proc/<pid>/cgroup` show the container's own cgroup for each, as docker does, and

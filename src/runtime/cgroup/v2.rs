@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::{
-    ContainerCgroup, Entry, MemSwap, PARENT, Plan, Stats, check_cpuset_subset, kill_pids, mkdir,
-    open_fd, read_key, read_procs, read_trimmed, read_u64, remove_dir_retry, write_file,
-    write_limit,
+    ContainerCgroup, Entry, MemSwap, PARENT, Plan, check_cpuset_subset, kill_pids, mkdir, open_fd,
+    read_key, read_procs, read_trimmed, read_u64, remove_dir_retry, write_file, write_limit,
 };
 use crate::error::user;
+use crate::model::Stats;
 
 /// The controllers a container's cgroup gets, when the host has them.
 const CONTROLLERS: [&str; 4] = ["cpuset", "cpu", "memory", "pids"];

@@ -17,13 +17,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::health::{self, HealthConfig, HealthState, Probe};
-use super::launch::{self, Launched};
-use super::logs::{LogWriter, Stream};
-use super::restart::{self, Backoff, Decision, Ended};
-use super::sys;
-use crate::container::{self, Outcome};
+use serde::{Deserialize, Serialize};
+
+use crate::container::{self, Outcome, Owner};
 use crate::error::{exit, user};
+use crate::model::HealthConfig;
+use crate::runtime::health::{self, HealthState, Probe};
+use crate::runtime::launch::{self, Launched};
+use crate::runtime::logs::{LogWriter, Stream};
+use crate::runtime::restart::{self, Backoff, Decision, Ended};
+use crate::runtime::sys;
+use crate::runtime::tty::{RawMode, read_signals, signal_fd};
 use crate::store::{Store, now_ns};
 
 /// How the monitor is attached to the caller.
@@ -31,68 +35,56 @@ pub enum Attach {
     /// `wharf run` or `wharf start -a` in the foreground: the container uses our terminal
     /// or stdio; our stdin is forwarded with `stdin` (`-i`).
     Foreground { stdin: bool },
-    /// A detached monitor: output goes to the log; `ready` hears `ok` or the start error.
+    /// A detached monitor: output goes to the log; `ready` hears a [`Ready`] message.
     Detached { ready: OwnedFd },
 }
 
-pub(super) const FORWARDED: [libc::c_int; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
+/// What a detached monitor tells the `wharf` that spawned it, once, over the ready pipe
+/// (JSON): the container's command runs, or why it could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ready", rename_all = "snake_case")]
+pub enum Ready {
+    Started,
+    Failed {
+        code: i32,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
+}
 
-/// Blocks the signals the monitor handles and returns a signalfd for them. The child
-/// unblocks them before exec.
-pub(super) fn signal_fd() -> Result<OwnedFd> {
-    // SAFETY: a sigset_t is plain data, initialised by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: set is a valid sigset_t; the signals are valid numbers.
-    let fd = unsafe {
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGCHLD, libc::SIGWINCH]) {
-            libc::sigaddset(&mut set, *s);
+impl Ready {
+    fn send(&self, fd: &OwnedFd) {
+        if let Ok(bytes) = serde_json::to_vec(self) {
+            let _ = sys::write_all(fd.as_raw_fd(), &bytes);
         }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot create a signalfd");
     }
-    // SAFETY: a new descriptor owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
 
-/// The host terminal in raw mode; restored on drop (error paths and panics included).
-pub(super) struct RawMode {
-    fd: RawFd,
-    saved: libc::termios,
-}
-
-impl RawMode {
-    pub(super) fn enter(fd: RawFd) -> Option<RawMode> {
-        // SAFETY: termios is plain data, filled by tcgetattr.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: t is a valid termios; fd is ours to query.
-        if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
-            return None;
-        }
-        let saved = t;
-        // SAFETY: as above.
-        unsafe {
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(fd, libc::TCSANOW, &t);
-        }
-        Some(RawMode { fd, saved })
+    /// Decodes what the monitor wrote before closing the pipe (nothing: it died first).
+    pub fn decode(bytes: &[u8]) -> Ready {
+        serde_json::from_slice(bytes).unwrap_or_else(|_| Ready::Failed {
+            code: exit::RUNTIME,
+            message: "the container's monitor exited before the container started".into(),
+            hint: Some("run it in the foreground (without -d) to see why".into()),
+        })
     }
-}
 
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        // SAFETY: restores the attributes read from the same descriptor.
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+    /// The start's result, as `run -d` and `start` report it.
+    pub fn into_result(self) -> Result<()> {
+        match self {
+            Ready::Started => Ok(()),
+            Ready::Failed {
+                code,
+                message,
+                hint,
+            } => {
+                let mut e = user(message).code(code);
+                if let Some(h) = hint {
+                    e = e.hint(h);
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -128,12 +120,16 @@ impl Sink {
 
 /// Runs the container `id` (recorded, not running) to its end. Returns the exit code as `run`
 /// reports it.
-pub fn run(store: &Store, id: &str, attach: Attach) -> Result<i32> {
+///
+/// `from` is the process that claimed the run ([`container::claim`]): this one (a foreground
+/// run), or the `wharf` that spawned this detached monitor; the monitor takes the claim over
+/// from it by compare-and-swap, and refuses to run a container someone else owns.
+pub fn run(store: &Store, id: &str, from: Owner, attach: Attach) -> Result<i32> {
     let (mut ready, stdin) = match attach {
         Attach::Detached { ready } => (Some(ready), false),
         Attach::Foreground { stdin } => (None, stdin),
     };
-    let res = run_inner(store, id, &mut ready, stdin);
+    let res = run_inner(store, id, from, &mut ready, stdin);
     if let (Err(e), Some(ready)) = (&res, &ready) {
         // Not started yet: tell `run -d` why.
         let code = crate::error::exit_code(e);
@@ -142,11 +138,16 @@ pub fn run(store: &Store, id: &str, attach: Attach) -> Result<i32> {
         } else {
             code
         };
-        let (m, h) = match crate::error::find_user_error(e) {
-            Some(u) => (u.message.clone(), u.hint.clone().unwrap_or_default()),
-            None => (format!("{e:#}"), String::new()),
+        let (message, hint) = match crate::error::find_user_error(e) {
+            Some(u) => (u.message.clone(), u.hint.clone()),
+            None => (format!("{e:#}"), None),
         };
-        let _ = sys::write_all(ready.as_raw_fd(), format!("E{code}\n{m}\n{h}").as_bytes());
+        Ready::Failed {
+            code,
+            message,
+            hint,
+        }
+        .send(ready);
     }
     res
 }
@@ -184,20 +185,19 @@ struct Shared<'a> {
 fn run_inner(
     store: &Store,
     id: &str,
+    from: Owner,
     ready: &mut Option<OwnedFd>,
     attach_stdin: bool,
 ) -> Result<i32> {
-    let rec = container::find(store, id)?;
-    // Refuse a second owner; the one that created the record (this foreground `run`, or the
-    // `run -d` that spawned us) hands over.
-    let me = std::process::id() as i32;
-    if container::is_active_state(&rec.state) && rec.live_monitor().is_some_and(|m| m != me) {
-        return Err(user(format!("container {} is already running", rec.name))
-            .hint("`wharf stop` it first")
+    let me = Owner::me().context("cannot read this process's start time from /proc")?;
+    if !container::hand_over(store, id, from, me)? {
+        let name = container::find(store, id).map_or_else(|_| id.to_string(), |r| r.name);
+        return Err(user(format!("container {name} is owned by another wharf"))
+            .hint("it is running or being started: `wharf ps -a` shows it")
             .code(exit::RUNTIME)
             .into());
     }
-    container::claim(store, &rec.id)?;
+    let rec = container::find(store, id)?;
     let sigfd = signal_fd()?;
     let cfg = rec.config.clone();
     let detached = ready.is_some();
@@ -210,7 +210,7 @@ fn run_inner(
         Sink::Log(
             LogWriter::with_policy(
                 &path,
-                crate::retention::log_policy(store, rec.project.as_deref()),
+                crate::policy::log_policy(store, rec.project.as_deref()),
             )
             .with_context(|| format!("cannot open {}", path.display()))?,
         )
@@ -225,14 +225,7 @@ fn run_inner(
         detached,
         attach_stdin,
     };
-    let finish = |run_id: Option<i64>, out: &Outcome| -> Result<()> {
-        container::mark_exited(store, &rec.id, run_id, out, cfg.auto_remove)?;
-        if cfg.auto_remove {
-            container::remove_files(store, &rec.id);
-            crate::volume::remove_anonymous(store, &cfg.volumes);
-        }
-        Ok(())
-    };
+    let finish = |run_id: Option<i64>, out: &Outcome| super::finish_run(store, &rec, run_id, out);
 
     let mut restarts: u32 = 0;
     let mut last_delay = None;
@@ -321,29 +314,6 @@ fn wait_backoff(store: &Store, id: &str, sigfd: &OwnedFd, after: Duration) -> Re
     }
 }
 
-/// Reads every pending signal from the signalfd (non-blocking).
-pub(super) fn read_signals(sigfd: &OwnedFd) -> Vec<libc::c_int> {
-    let mut out = Vec::new();
-    // SAFETY: signalfd_siginfo is plain data; read fills it.
-    let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::signalfd_siginfo>();
-    loop {
-        // SAFETY: si is a writable buffer of `size` bytes.
-        let r = unsafe {
-            libc::read(
-                sigfd.as_raw_fd(),
-                (&mut si as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        };
-        if r != size as isize {
-            break;
-        }
-        out.push(si.ssi_signo as libc::c_int);
-    }
-    out
-}
-
 /// One run: launch, relay, health checks, reap, stats.
 fn run_once(
     sh: &Shared<'_>,
@@ -390,7 +360,7 @@ fn run_once(
     let run_id = container::mark_running(store, &rec.id, pid, is_restart).ok();
     let started = Instant::now();
     if let Some(ready) = ready.take() {
-        let _ = sys::write_all(ready.as_raw_fd(), b"ok");
+        Ready::Started.send(&ready);
     }
     let mut health = cfg.healthcheck.as_ref().map(|h| Checker::new(h, started));
     if let Some(c) = &health {
@@ -779,5 +749,6 @@ pub fn detached_main(store: &Store, id: &str, ready_fd: RawFd) -> Result<i32> {
         OwnedFd::from_raw_fd(ready_fd)
     };
     let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
-    run(store, id, Attach::Detached { ready })
+    let from = Owner::parent().context("the wharf that started this monitor is gone")?;
+    run(store, id, from, Attach::Detached { ready })
 }

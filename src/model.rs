@@ -1,0 +1,487 @@
+//! The model: plain serde types every layer shares, and the enums the store keeps as text.
+//!
+//! This module sits at the bottom of the crate: it depends on `error` only, so the store,
+//! the runtime, the lifecycle layer, the planner and the CLI can all use these types without
+//! reaching up. What a container *is* (its [`ContainerConfig`], [`Limits`], [`Volume`]s,
+//! [`RestartPolicy`], [`HealthConfig`], [`LogPolicy`]) lives here; what is done with it lives
+//! above (`runtime` runs it, `lifecycle` owns its runs, `container` stores it).
+//!
+//! States and outcomes are enums ([`ContainerState`], [`GenerationOutcome`],
+//! [`RetentionKind`]), written to and read from SQLite as their docker-style lowercase names
+//! by the one [`text_enum!`] implementation of `ToSql`/`FromSql`.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Result;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{UserError, exit, user};
+
+/// An enum stored as text: its names, `as_str`, `FromStr`, `Display`, serde as the string,
+/// and rusqlite's `ToSql`/`FromSql` (an unknown name in a row is a corrupt-store error, never
+/// a silent default).
+macro_rules! text_enum {
+    ($(#[$m:meta])* pub enum $ty:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $ty { $($(#[$vm])* $v,)+ }
+
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$v,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$v => $s,)+ }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = UserError;
+            fn from_str(s: &str) -> std::result::Result<Self, UserError> {
+                match s {
+                    $($s => Ok($ty::$v),)+
+                    _ => Err(user(format!(concat!("unknown ", stringify!($ty), " {:?}"), s))
+                        .hint(concat!("one of: ", $($s, " ",)+))),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $ty {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                let s = v.as_str()?;
+                s.parse().map_err(|e: UserError| FromSqlError::Other(Box::new(e)))
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// A container's state, as docker names it. `created` (recorded, never run, or made by
+    /// `create`) → `running` (pid set) → `exited`; with a restart policy `running` →
+    /// `restarting` (the monitor waits its backoff; no pid) → `running`; `paused` while its
+    /// cgroup is frozen. `removing` and `dead` are docker's and read back if stored.
+    pub enum ContainerState {
+        Created = "created",
+        Running = "running",
+        Paused = "paused",
+        Restarting = "restarting",
+        Removing = "removing",
+        Exited = "exited",
+        Dead = "dead",
+    }
+}
+
+impl ContainerState {
+    /// A run is in progress, or between two runs of a restart policy: the states in which
+    /// the container has an owner that [`crate::lifecycle`] must stop before removing it.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        )
+    }
+
+    /// A new run may be claimed from this state (`start`).
+    pub fn is_startable(self) -> bool {
+        matches!(self, ContainerState::Created | ContainerState::Exited)
+    }
+}
+
+text_enum! {
+    /// What became of a generation (one create or recreate of a declared container).
+    pub enum GenerationOutcome {
+        /// Made with `state = "stopped"`: not to be started.
+        Created = "created",
+        /// Made and started.
+        Started = "started",
+        /// Its create or start failed (the reason is in the `error` column); also the
+        /// provisional outcome between a create and the start that follows it.
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    /// What a retention policy removed (`retention_log.kind`).
+    pub enum RetentionKind {
+        Image = "image",
+        Container = "container",
+        Generation = "generation",
+        Run = "run",
+        Apply = "apply",
+    }
+}
+
+/// What the container's network namespace is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A new network namespace with only `lo`, up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// One `-v` mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// `named` (under `<root>/volumes/<name>/_data`) or `bind` (a host path).
+    pub kind: VolumeKind,
+    /// The volume name, or the absolute host path.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub read_only: bool,
+    /// An anonymous volume (`-v /path`): named by 64 random hex digits; `rm -v` removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    Named,
+    Bind,
+}
+
+/// The effective spec of a container: the image's defaults merged with the command line.
+/// Stored as JSON in `containers.config`; `start` runs a container again from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// argv of the container's init (entrypoint + cmd, resolved).
+    pub args: Vec<String>,
+    /// `K=V`, complete (PATH, HOSTNAME, TERM, container=wharf, image env, `-e`). HOME is
+    /// added at start from the container's /etc/passwd when absent.
+    pub env: Vec<String>,
+    /// Working directory inside the container ("/" when neither image nor `-w` give one).
+    pub working_dir: String,
+    /// `uid[:gid]` or `name[:group]`, resolved inside the container at start; None = root.
+    #[serde(default)]
+    pub user: Option<String>,
+    pub hostname: String,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub limits: Limits,
+    /// `--rm`: remove the container when its run ends.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// `--restart`: what the monitor does when the command exits (rows written before
+    /// restart policies existed load as "no").
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// `--health-cmd` and friends, or the manifest's `health`: run by the monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// Resource limits of a container. `None` leaves the host default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of memory (`-m`).
+    pub memory: Option<u64>,
+    /// Bytes of memory plus swap (`--memory-swap`); -1 is unlimited swap.
+    pub memory_swap: Option<i64>,
+    /// CPUs as a fraction (`--cpus 0.5`): quota/period with a 100 ms period.
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (`--cpu-shares`, docker's 2..262144, default 1024).
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes (`--pids-limit`).
+    pub pids: Option<i64>,
+    /// CPUs the container may run on (`--cpuset-cpus 0-1`).
+    pub cpuset_cpus: Option<String>,
+}
+
+/// Usage read from a cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub peak_memory: Option<u64>,
+    pub cpu_usec: Option<u64>,
+    /// The OOM killer killed a process in this cgroup.
+    pub oom_killed: bool,
+}
+
+/// What the container's monitor does when the container's command exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RestartPolicy {
+    /// Never restart.
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `max` times when given.
+    OnFailure { max: Option<u32> },
+    /// Always restart, even after `wharf stop` once wharf starts again.
+    Always,
+    /// Always restart, unless stopped by the user.
+    UnlessStopped,
+}
+
+/// Parses docker's `--restart` forms; the error says what to write instead.
+pub fn parse_restart(input: &str) -> Result<RestartPolicy, UserError> {
+    let err = || {
+        UserError::new(format!("invalid restart policy {input:?}")).hint(
+            "write \"no\", \"on-failure\", \"on-failure:N\" (N = maximum restarts), \"always\" or \"unless-stopped\"",
+        )
+    };
+    match input {
+        "no" => Ok(RestartPolicy::No),
+        "always" => Ok(RestartPolicy::Always),
+        "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+        "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
+        _ => match input.strip_prefix("on-failure:") {
+            Some(n) => n
+                .parse::<u32>()
+                .map(|n| RestartPolicy::OnFailure { max: Some(n) })
+                .map_err(|_| err()),
+            None => Err(err()),
+        },
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+        }
+    }
+}
+
+impl Serialize for RestartPolicy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_restart(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A container's health check, in docker's `Config.Healthcheck` shape (durations in ns).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthConfig {
+    /// `["CMD-SHELL", "cmd"]` (run with `sh -c`) or `["CMD", argv...]`.
+    pub test: Vec<String>,
+    pub interval: u64,
+    pub timeout: u64,
+    pub retries: u32,
+    pub start_period: u64,
+}
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RETRIES: u32 = 3;
+
+fn bad_health(msg: String, hint: &str) -> anyhow::Error {
+    user(msg).hint(hint).code(exit::RUNTIME).into()
+}
+
+impl HealthConfig {
+    /// From the parts the CLI or a manifest give; `test` is docker's form: a first element
+    /// `CMD` or `CMD-SHELL`, or else one string (a shell command) or an argv.
+    pub fn new(
+        test: &[String],
+        interval: Option<Duration>,
+        timeout: Option<Duration>,
+        retries: Option<u32>,
+        start_period: Option<Duration>,
+    ) -> Result<HealthConfig> {
+        let test: Vec<String> = match test.first().map(String::as_str) {
+            None => {
+                return Err(bad_health(
+                    "the health check command is empty".into(),
+                    "give a command, e.g. --health-cmd 'wget -q -O- http://localhost/'",
+                ));
+            }
+            Some("CMD") | Some("CMD-SHELL") => test.to_vec(),
+            Some(_) if test.len() == 1 => vec!["CMD-SHELL".into(), test[0].clone()],
+            Some(_) => std::iter::once("CMD".to_string())
+                .chain(test.iter().cloned())
+                .collect(),
+        };
+        if test.len() < 2
+            || test[1..].iter().all(|a| a.trim().is_empty())
+            || test[1..].iter().any(|a| a.contains('\0'))
+        {
+            return Err(bad_health(
+                format!("invalid health check command {test:?}"),
+                "give a command after CMD or CMD-SHELL, without NUL bytes",
+            ));
+        }
+        // As docker: 0 means the default; anything else is at least 1ms.
+        let positive = |d: Option<Duration>, flag: &str, default: Duration| match d {
+            None => Ok(default),
+            Some(d) if d.is_zero() => Ok(default),
+            Some(d) if d >= Duration::from_millis(1) => Ok(d),
+            Some(_) => Err(bad_health(
+                format!("--health-{flag} must be at least 1ms"),
+                "give a duration such as 500ms, 30s or 1m (0 means the default, 30s)",
+            )),
+        };
+        let interval = positive(interval, "interval", DEFAULT_INTERVAL)?;
+        let timeout = positive(timeout, "timeout", DEFAULT_TIMEOUT)?;
+        let retries = match retries {
+            None => DEFAULT_RETRIES,
+            Some(0) => {
+                return Err(bad_health(
+                    "--health-retries must be at least 1".into(),
+                    "give the number of consecutive failures that make it unhealthy",
+                ));
+            }
+            Some(n) => n,
+        };
+        Ok(HealthConfig {
+            test,
+            interval: interval.as_nanos() as u64,
+            timeout: timeout.as_nanos() as u64,
+            retries,
+            start_period: start_period.unwrap_or_default().as_nanos() as u64,
+        })
+    }
+
+    /// The argv run inside the container.
+    pub fn argv(&self) -> Vec<String> {
+        match self.test.first().map(String::as_str) {
+            Some("CMD-SHELL") => vec!["/bin/sh".into(), "-c".into(), self.test[1..].join(" ")],
+            _ => self.test.get(1..).unwrap_or_default().to_vec(),
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.timeout)
+    }
+    pub fn start_period(&self) -> Duration {
+        Duration::from_nanos(self.start_period)
+    }
+}
+
+/// Bytes per log file before rotation.
+pub const MAX_SIZE: u64 = 10 << 20;
+
+/// Log files per container (the current one included) by default.
+pub const MAX_FILES: u32 = 2;
+
+/// A container's log rotation (`[retention.logs]`); unset fields take the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogPolicy {
+    pub max_size: Option<u64>,
+    pub max_files: Option<u32>,
+}
+
+impl LogPolicy {
+    /// (bytes per file, files), defaults filled in; at least 1 byte and 1 file.
+    pub fn resolved(self) -> (u64, u32) {
+        (
+            self.max_size.unwrap_or(MAX_SIZE).max(1),
+            self.max_files.unwrap_or(MAX_FILES).max(1),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_forms_follow_docker() {
+        let one =
+            HealthConfig::new(&["true".to_string()], None, None, Some(3), None).expect("valid");
+        assert_eq!(one.test, ["CMD-SHELL", "true"]);
+        assert_eq!(one.argv(), ["/bin/sh", "-c", "true"]);
+        let argv =
+            HealthConfig::new(&["ls".into(), "/".into()], None, None, None, None).expect("valid");
+        assert_eq!(argv.test, ["CMD", "ls", "/"]);
+        assert_eq!(argv.argv(), ["ls", "/"]);
+        assert_eq!(argv.interval(), DEFAULT_INTERVAL);
+        assert_eq!(argv.retries, DEFAULT_RETRIES);
+        assert!(HealthConfig::new(&[], None, None, None, None).is_err());
+        assert!(HealthConfig::new(&["CMD".into()], None, None, None, None).is_err());
+        assert!(HealthConfig::new(&[" ".into()], None, None, None, None).is_err());
+        assert!(HealthConfig::new(&["x".into()], None, None, Some(0), None).is_err());
+        assert!(
+            HealthConfig::new(
+                &["x".into()],
+                Some(Duration::from_micros(5)),
+                None,
+                None,
+                None
+            )
+            .is_err()
+        );
+        let zero = HealthConfig::new(&["x".into()], Some(Duration::ZERO), None, None, None)
+            .expect("0 is the default");
+        assert_eq!(zero.interval(), DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in ContainerState::ALL {
+            assert_eq!(s.as_str().parse::<ContainerState>().ok(), Some(*s));
+        }
+        assert!("runing".parse::<ContainerState>().is_err());
+        assert!(ContainerState::Restarting.is_active());
+        assert!(!ContainerState::Exited.is_active());
+        assert!(ContainerState::Created.is_startable());
+    }
+
+    #[test]
+    fn an_unknown_state_in_a_row_is_an_error_not_a_default() {
+        let db = rusqlite::Connection::open_in_memory().expect("db");
+        let ok: ContainerState = db
+            .query_row("SELECT ?1", [ContainerState::Exited], |r| r.get(0))
+            .expect("read back");
+        assert_eq!(ok, ContainerState::Exited);
+        let bad: rusqlite::Result<ContainerState> =
+            db.query_row("SELECT 'zombie'", [], |r| r.get(0));
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Policy storage: where the retention and log policies live and how they are read. The root
+//! `config.toml` (the policy for `wharf run` containers, every image and the journal outside
+//! projects), each project's `[retention]` as last applied (`project_policies`), and a
+//! container's log rotation derived from them. The retention engine (`retention`) evaluates
+//! these policies; the monitor reads a container's log policy from here, without reaching up
+//! into the engine.
+
+use std::path::Path;
+
+use anyhow::Result;
+use rusqlite::params;
+
+use crate::error::user;
+use crate::manifest::types::{LogRetention, Retention};
+use crate::model::LogPolicy;
+use crate::store::{Store, now_ns};
+
+/// The file under the state root that holds the defaults for `wharf run` containers (and for
+/// `system prune --policy` outside any project): a `[retention]` table shaped like a
+/// manifest's.
+pub const ROOT_CONFIG: &str = "config.toml";
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RootConfig {
+    #[serde(default)]
+    retention: Retention,
+}
+
+/// Reads `<root>/config.toml`'s `[retention]` (empty policies when the file is absent). A
+/// bad file is a user error naming the file, line and column.
+pub fn root_config(root: &Path) -> Result<Retention> {
+    let path = root.join(ROOT_CONFIG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Retention::default()),
+        Err(e) => {
+            return Err(user(format!("cannot read {}: {e}", path.display())).into());
+        }
+    };
+    match toml::from_str::<RootConfig>(&text) {
+        Ok(c) => Ok(c.retention),
+        Err(e) => {
+            let at = e.span().map_or_else(String::new, |sp| {
+                let line = text[..sp.start].matches('\n').count() + 1;
+                let col = sp.start - text[..sp.start].rfind('\n').map_or(0, |n| n + 1) + 1;
+                format!(":{line}:{col}")
+            });
+            Err(user(format!(
+                "{}{at}: {}",
+                path.display(),
+                e.message()
+            ))
+            .hint("the file holds one [retention] table shaped like a manifest's, e.g. [retention.images] keep = 3")
+            .into())
+        }
+    }
+}
+
+/// Records a project's policy and the image references its manifest names (apply calls this
+/// on every converge; `system prune --policy` and the log writer read it).
+pub fn record_project_policy(
+    store: &Store,
+    project: &str,
+    policy: &Retention,
+    refs: &[String],
+) -> Result<()> {
+    let (policy, refs) = (serde_json::to_string(policy)?, serde_json::to_string(refs)?);
+    // Unchanged (the common case): no write.
+    let same = store
+        .db()
+        .prepare_cached(
+            "SELECT 1 FROM project_policies WHERE project = ?1 AND retention = ?2 AND refs = ?3",
+        )?
+        .exists(params![project, policy, refs])?;
+    if same {
+        return Ok(());
+    }
+    store
+        .db()
+        .prepare_cached(
+            "INSERT OR REPLACE INTO project_policies (project, retention, refs, updated_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![project, policy, refs, now_ns()])?;
+    Ok(())
+}
+
+/// Every project's recorded policy and references.
+pub fn project_policies(store: &Store) -> Result<Vec<(String, Retention, Vec<String>)>> {
+    policies_where(store, "", [])
+}
+
+/// The `project_policies` rows matching `filter` (an SQL `WHERE` clause, or empty), decoded.
+/// A row that does not decode is an error naming its project: read as "no policy", it would
+/// silently stop protecting the images that project's manifest references.
+fn policies_where<P: rusqlite::Params>(
+    store: &Store,
+    filter: &str,
+    params: P,
+) -> Result<Vec<(String, Retention, Vec<String>)>> {
+    let sql =
+        format!("SELECT project, retention, refs FROM project_policies {filter} ORDER BY project");
+    let mut stmt = store.db().prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (p, ret, refs) = row?;
+        let decoded = serde_json::from_str(&ret)
+            .and_then(|ret| Ok((ret, serde_json::from_str(&refs)?)))
+            .map_err(|e| {
+                crate::error::user(format!(
+                    "the recorded retention policy of project {p} is corrupt: {e}"
+                ))
+                .hint(
+                    "apply the project's manifests again (`wharf apply -f ...`) to record it anew",
+                )
+            })?;
+        out.push((p, decoded.0, decoded.1));
+    }
+    Ok(out)
+}
+
+/// The log policy of a container: its project's `[retention.logs]` as last applied, else the
+/// root config's, else [`crate::model::MAX_SIZE`] and 2 files. Never fails: a bad root config
+/// falls back to the defaults (with a warning), so a container still starts.
+pub fn log_policy(store: &Store, project: Option<&str>) -> LogPolicy {
+    let from = |l: Option<&LogRetention>| {
+        l.map(|l| LogPolicy {
+            max_size: l.max_size.map(|b| b.0),
+            max_files: l.max_files,
+        })
+    };
+    let mut policy = LogPolicy::default();
+    if let Some(p) = project
+        && let Ok(list) = policies_where(store, "WHERE project = ?1", [p])
+        && let Some((_, r, _)) = list.first()
+        && let Some(l) = from(r.logs.as_ref())
+    {
+        policy = l;
+    }
+    match root_config(store.root()) {
+        Ok(r) => {
+            if let Some(d) = from(r.logs.as_ref()) {
+                policy.max_size = policy.max_size.or(d.max_size);
+                policy.max_files = policy.max_files.or(d.max_files);
+            }
+        }
+        Err(e) => tracing::warn!("{e:#}; using the default log rotation"),
+    }
+    policy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_config_is_optional_and_errors_carry_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(root_config(dir.path()).unwrap(), Retention::default());
+        std::fs::write(
+            dir.path().join(ROOT_CONFIG),
+            "[retention.logs]\nmax_size = \"1MiB\"\nmax_files = 3\n",
+        )
+        .unwrap();
+        let r = root_config(dir.path()).unwrap();
+        let logs = r.logs.unwrap();
+        assert_eq!(
+            (logs.max_size.map(|b| b.0), logs.max_files),
+            (Some(1 << 20), Some(3))
+        );
+        std::fs::write(dir.path().join(ROOT_CONFIG), "[retention]\nimages = 3\n").unwrap();
+        let e = root_config(dir.path()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("config.toml:2:"), "{msg}");
+        assert!(crate::error::find_user_error(&e).is_some());
+    }
+}
