@@ -223,3 +223,62 @@ fn a_manifest_entrypoint_without_a_command_runs_on_an_image_without_cmd() {
     let out = env.run(&["down", "-t", "5", "-f", path]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn apply_asks_git_before_it_takes_the_store_lock() {
+    require_root!();
+    let env = setup();
+    let dir = env.dir.path().join("repo");
+    fs::create_dir_all(dir.join(".git")).expect("a .git dir");
+    let manifest = dir.join("slowgit.toml");
+    fs::write(&manifest, "[volumes.vol]\n").expect("write manifest");
+    // A `git` that blocks until released: the apply sits in it.
+    let bin = env.dir.path().join("bin");
+    fs::create_dir_all(&bin).expect("mkdir bin");
+    let release = env.dir.path().join("release");
+    let started = env.dir.path().join("git-started");
+    let git = bin.join("git");
+    fs::write(
+        &git,
+        format!(
+            "#!/bin/sh\ntouch {}\nwhile [ ! -e {} ]; do sleep 0.05; done\nexit 1\n",
+            started.display(),
+            release.display()
+        ),
+    )
+    .expect("write fake git");
+    fs::set_permissions(&git, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let slow = env
+        .wharf()
+        .args(["apply", "-q", "-f", manifest.to_str().expect("utf-8")])
+        .env("PATH", format!("{}:{path}", bin.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn apply");
+    common::wait_until(30, "the apply to ask git", || started.exists().then_some(()));
+    // While it waits for git, a verb that needs the store lock goes through.
+    let mut other = env
+        .wharf()
+        .args(["image", "prune", "-f"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn prune");
+    let finished = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut done = false;
+    while std::time::Instant::now() < finished {
+        if other.try_wait().expect("try_wait").is_some() {
+            done = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fs::write(&release, "").expect("release git");
+    let out = slow.wait_with_output().expect("wait apply");
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(done, "image prune waited for the lock of an apply that was running git");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

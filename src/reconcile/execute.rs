@@ -172,10 +172,15 @@ pub fn apply(
     on_plan: impl FnOnce(&Plan) -> Option<ProgressBar>,
 ) -> Result<Applied> {
     let d = desired(store, m)?;
+    // Hashing the manifests and asking git take their time: done before the lock, so a
+    // concurrent apply or a monitor waits for none of it.
+    let inputs = JournalInputs::of(m)?;
     let _guard = store.lock()?;
+    crate::lifecycle::recover(store)?;
     let p = plan(&d, &observe_for(store, &d)?);
     let progress = on_plan(&p);
-    let (journal_id, git) = begin_journal(store, m, &p)?;
+    let journal_id = begin_journal(store, m, &inputs, &p)?;
+    let git = inputs.git;
     let opts = ApplyOptions {
         progress: progress.or_else(|| opts.progress.clone()),
         ..opts.clone()
@@ -239,14 +244,16 @@ pub fn down(
     opts: &ApplyOptions,
     on_plan: impl FnOnce(&Plan),
 ) -> Result<Applied> {
+    let inputs = JournalInputs::of(m)?;
     let _guard = store.lock()?;
+    crate::lifecycle::recover(store)?;
     let empty = Desired {
         project: m.project.clone(),
         ..Desired::default()
     };
     let p = plan(&empty, &observe(store)?);
     on_plan(&p);
-    let (journal_id, _) = begin_journal(store, m, &p)?;
+    let journal_id = begin_journal(store, m, &inputs, &p)?;
     let mut outcome = execute(store, &p, opts);
     // The project is gone: its manifest no longer protects images, and its generations fall
     // under the root config's retention.
@@ -276,32 +283,48 @@ pub fn down(
 }
 
 /// Opens the apply's journal row; returns its id and the manifests' git state.
-fn begin_journal(store: &Store, m: &Manifest, p: &Plan) -> Result<(i64, Option<(String, bool)>)> {
-    // Absolute paths: the journal outlives the working directory it was run from.
-    let abs: Vec<PathBuf> = m
-        .files
-        .iter()
-        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
-        .collect();
-    let files: Vec<JournalFile> = abs
-        .iter()
-        .map(|f| {
-            let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            Ok(JournalFile {
-                path: f.clone(),
-                sha256: hex::encode(Sha256::digest(&bytes)),
+/// What an apply journals of its manifests: each file with its sha256, and the git commit
+/// (+ dirty) they are at. Read before the store lock is taken.
+struct JournalInputs {
+    files: Vec<JournalFile>,
+    git: Option<(String, bool)>,
+}
+
+impl JournalInputs {
+    fn of(m: &Manifest) -> Result<JournalInputs> {
+        // Absolute paths: the journal outlives the working directory it was run from.
+        let abs: Vec<PathBuf> = m
+            .files
+            .iter()
+            .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
+            .collect();
+        let files = abs
+            .iter()
+            .map(|f| {
+                let bytes =
+                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+                Ok(JournalFile {
+                    path: f.clone(),
+                    sha256: hex::encode(Sha256::digest(&bytes)),
+                })
             })
+            .collect::<Result<_>>()?;
+        Ok(JournalInputs {
+            files,
+            git: git_state(&abs),
         })
-        .collect::<Result<_>>()?;
-    let git = git_state(&abs);
-    let id = journal::begin_apply(
+    }
+}
+
+/// Opens the apply's journal row with its plan.
+fn begin_journal(store: &Store, m: &Manifest, inputs: &JournalInputs, p: &Plan) -> Result<i64> {
+    journal::begin_apply(
         store,
         &m.project,
-        &serde_json::to_value(&files)?,
-        git.as_ref().map(|(c, d)| (c.as_str(), *d)),
+        &serde_json::to_value(&inputs.files)?,
+        inputs.git.as_ref().map(|(c, d)| (c.as_str(), *d)),
         &serde_json::to_value(p)?,
-    )?;
-    Ok((id, git))
+    )
 }
 
 /// What ties the generations an apply makes to its journal row and manifest commit.
