@@ -49,7 +49,7 @@ for r in $(seq 1 "$ROUNDS"); do
     say "round $r: apply $N containers, then down -t $GRACE"
     W apply -q -f "$D/deaf.toml" >/dev/null || exit 1
     t0=$(date +%s%N)
-    W down -q -t "$GRACE" -f "$D/deaf.toml" >/dev/null || exit 1
+    W down -t "$GRACE" -f "$D/deaf.toml" >/dev/null || exit 1
     t1=$(date +%s%N)
     echo "down $N (-t $GRACE): $(ms "$t0" "$t1") ms"
 

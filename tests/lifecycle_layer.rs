@@ -257,7 +257,9 @@ fn apply_asks_git_before_it_takes_the_store_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn apply");
-    common::wait_until(30, "the apply to ask git", || started.exists().then_some(()));
+    common::wait_until(30, "the apply to ask git", || {
+        started.exists().then_some(())
+    });
     // While it waits for git, a verb that needs the store lock goes through.
     let mut other = env
         .wharf()
@@ -279,6 +281,55 @@ fn apply_asks_git_before_it_takes_the_store_lock() {
     let out = slow.wait_with_output().expect("wait apply");
     let _ = other.kill();
     let _ = other.wait();
-    assert!(done, "image prune waited for the lock of an apply that was running git");
+    assert!(
+        done,
+        "image prune waited for the lock of an apply that was running git"
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn one_projects_stops_do_not_block_another_projects_apply() {
+    require_root!();
+    let env = setup();
+    let dir = env.dir.path().join("m");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let slow = dir.join("slowstop.toml");
+    fs::write(
+        &slow,
+        "[containers.deaf]\nimage = \"bb:1\"\n\
+         command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.1; done\"]\n",
+    )
+    .expect("write manifest");
+    let quick = dir.join("quick.toml");
+    fs::write(
+        &quick,
+        format!("[containers.other]\nimage = \"bb:1\"\ncommand = {SLEEPER}\n"),
+    )
+    .expect("write manifest");
+    let (slow_s, quick_s) = (
+        slow.to_str().expect("utf-8"),
+        quick.to_str().expect("utf-8"),
+    );
+    env.ok(&["apply", "-q", "-f", slow_s]);
+    running_pid(&env, "deaf");
+    // deaf ignores SIGTERM: its down waits out the whole 30 s grace period.
+    let mut down = env
+        .wharf()
+        .args(["down", "-t", "30", "-f", slow_s])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn down");
+    let out = env.run(&["apply", "-q", "-f", quick_s]);
+    let still_stopping = down.try_wait().expect("try_wait").is_none();
+    let _ = down.kill();
+    let down_out = down.wait_with_output().expect("wait down");
+    eprintln!("down: {}", text(&down_out.stderr));
+    let _ = env.run(&["rm", "-f", "deaf", "other"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        still_stopping,
+        "the other project's apply finished only after this down had waited out its grace period"
+    );
 }

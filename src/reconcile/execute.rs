@@ -175,7 +175,11 @@ pub fn apply(
     // Hashing the manifests and asking git take their time: done before the lock, so a
     // concurrent apply or a monitor waits for none of it.
     let inputs = JournalInputs::of(m)?;
-    let _guard = store.lock()?;
+    // Applies of one project serialize on its lock (a second plans against the first's
+    // result); the store lock is held only while planning and changing the image store
+    // (volumes, imports, tags), so the containers' stops and starts block no other project.
+    let _project = store.named_lock(&format!("apply-{}", m.project))?;
+    let guard = std::cell::RefCell::new(Some(store.lock()?));
     crate::lifecycle::recover(store)?;
     let p = plan(&d, &observe_for(store, &d)?);
     let progress = on_plan(&p);
@@ -189,8 +193,14 @@ pub fn apply(
         apply_id: Some(journal_id),
         git,
     };
-    let outcome = execute_in(store, &p, &opts, Some(&ctx));
+    let outcome = execute_steps(store, &p, &opts, Some(&ctx), &mut || {
+        guard.borrow_mut().take();
+    });
     finish_journal(store, journal_id, &outcome)?;
+    let _guard = match guard.into_inner() {
+        Some(g) => g,
+        None => store.lock()?,
+    };
     let (retention, retention_error) = match enforce_retention(store, m, &d, journal_id) {
         Ok(r) => (r, None),
         Err(e) => (Default::default(), Some(crate::error::render(&e))),
@@ -245,7 +255,8 @@ pub fn down(
     on_plan: impl FnOnce(&Plan),
 ) -> Result<Applied> {
     let inputs = JournalInputs::of(m)?;
-    let _guard = store.lock()?;
+    let _project = store.named_lock(&format!("apply-{}", m.project))?;
+    let guard = store.lock()?;
     crate::lifecycle::recover(store)?;
     let empty = Desired {
         project: m.project.clone(),
@@ -254,6 +265,8 @@ pub fn down(
     let p = plan(&empty, &observe(store)?);
     on_plan(&p);
     let journal_id = begin_journal(store, m, &inputs, &p)?;
+    // The stops and removes need only the project's lock.
+    drop(guard);
     let mut outcome = execute(store, &p, opts);
     // The project is gone: its manifest no longer protects images, and its generations fall
     // under the root config's retention.
@@ -459,6 +472,18 @@ pub fn execute_in(
     opts: &ApplyOptions,
     gen_ctx: Option<&GenerationContext>,
 ) -> Outcome {
+    execute_steps(store, p, opts, gen_ctx, &mut || {})
+}
+
+/// [`execute_in`]; `image_store_done` is called once, before the first container action:
+/// the volumes, imports and tags are done, and the caller may release the store lock.
+fn execute_steps(
+    store: &Store,
+    p: &Plan,
+    opts: &ApplyOptions,
+    gen_ctx: Option<&GenerationContext>,
+    image_store_done: &mut dyn FnMut(),
+) -> Outcome {
     let mut results: Vec<Option<ActionResult>> = vec![None; p.actions.len()];
     let label = |a: &Action| a.to_string().lines().next().unwrap_or_default().to_string();
     if let Some(pb) = &opts.progress {
@@ -469,8 +494,18 @@ pub fn execute_in(
     let mut starts: Vec<(usize, String, String)> = Vec::new(); // (action, name, id)
     let mut done = 0;
     let mut stopped_ahead = false;
+    let mut released = false;
     for (i, a) in p.actions.iter().enumerate() {
         test_pause(done);
+        if !released
+            && !matches!(
+                a,
+                Action::CreateVolume { .. } | Action::Import { .. } | Action::Tag { .. }
+            )
+        {
+            released = true;
+            image_store_done();
+        }
         if !stopped_ahead && stops(a, &broken_images).is_some() {
             // The first action that stops a container: imports and tags are done, so stop
             // every container this plan stops, removes or recreates now, side by side (one

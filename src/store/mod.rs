@@ -211,6 +211,40 @@ impl Store {
         Ok(LockGuard { store: self })
     }
 
+    /// An flock on `<root>/locks/<name>.lock`, held until the returned value is dropped; waits
+    /// (logging that it does) while another process holds it. It serializes work on one
+    /// thing, such as the applies of one project, without the store lock: an apply holds
+    /// its project's lock throughout, and the store lock only while it plans and changes the
+    /// image store, so stopping one project's containers never blocks another's apply.
+    pub fn named_lock(&self, name: &str) -> Result<Flock<File>> {
+        let dir = self.root.join("locks");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(l),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                tracing::info!("waiting for another wharf process to release the lock {name}");
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .with_context(|| format!("cannot lock {}", path.display()))
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+
     /// Takes the lock only if nobody holds it. `None` when another process does.
     fn try_lock(&self) -> Result<Option<LockGuard<'_>>> {
         if self.lock_depth.get() > 0 {
