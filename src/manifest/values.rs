@@ -16,8 +16,10 @@
 //! | `m`, `mb`, `mib` | 1024² |
 //! | `g`, `gb`, `gib` | 1024³ |
 //! | `t`, `tb`, `tib` | 1024⁴ |
+//! | `p`, `pb`, `pib` | 1024⁵ |
 //!
-//! So `"64m"`, `"64MB"` and `"64MiB"` are all 67108864 bytes. A fraction is rounded down to a
+//! This is the grammar of docker's `--memory` (and of wharf's `-m`): one parser,
+//! [`crate::util::parse_size`], reads sizes everywhere. So `"64m"`, `"64MB"` and `"64MiB"` are all 67108864 bytes. A fraction is rounded down to a
 //! whole byte (`"1.5k"` = 1536).
 //!
 //! # Durations
@@ -54,66 +56,13 @@ impl fmt::Display for ValueError {
 }
 
 const KIB: u64 = 1024;
-const SIZE_UNITS: &[(&str, u64)] = &[
-    ("", 1),
-    ("b", 1),
-    ("k", KIB),
-    ("kb", KIB),
-    ("kib", KIB),
-    ("m", KIB * KIB),
-    ("mb", KIB * KIB),
-    ("mib", KIB * KIB),
-    ("g", KIB * KIB * KIB),
-    ("gb", KIB * KIB * KIB),
-    ("gib", KIB * KIB * KIB),
-    ("t", KIB * KIB * KIB * KIB),
-    ("tb", KIB * KIB * KIB * KIB),
-    ("tib", KIB * KIB * KIB * KIB),
-];
 
-const SIZE_HINT: &str = "write a number with a binary unit, e.g. \"512k\", \"64MiB\", \"1G\" (k/m/g/t, with or without \"b\"/\"ib\"; all are powers of 1024)";
+use crate::util::SIZE_HINT;
 
-/// Parses a size string (see the module docs) into bytes.
+/// Parses a size string (see the module docs) into bytes: [`crate::util::parse_size`], the one
+/// size grammar of wharf, with its error as a [`ValueError`].
 pub fn parse_size(input: &str) -> Result<u64, ValueError> {
-    let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let unit_lc = unit.to_ascii_lowercase();
-    let Some(&(_, factor)) = SIZE_UNITS.iter().find(|(u, _)| *u == unit_lc) else {
-        return Err(ValueError::new(
-            format!("invalid size {input:?}: unknown unit {unit:?}"),
-            SIZE_HINT,
-        ));
-    };
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
-    };
-    if int.is_empty() || frac.contains('.') || (num.contains('.') && frac.is_empty()) {
-        return Err(ValueError::new(
-            format!("invalid size {input:?}: expected a number before the unit"),
-            SIZE_HINT,
-        ));
-    }
-    let too_big = || {
-        ValueError::new(
-            format!("invalid size {input:?}: too large"),
-            "sizes are limited to 2^64 bytes",
-        )
-    };
-    let int: u64 = int.parse().map_err(|_| too_big())?;
-    let mut bytes = int.checked_mul(factor).ok_or_else(too_big)?;
-    if !frac.is_empty() {
-        // fraction * factor, rounded down, computed exactly on the digits we keep.
-        let digits = &frac[..frac.len().min(12)];
-        let f: u128 = digits.parse().unwrap_or(0);
-        let scale = 10u128.pow(digits.len() as u32);
-        let extra = (f * factor as u128 / scale) as u64;
-        bytes = bytes.checked_add(extra).ok_or_else(too_big)?;
-    }
-    Ok(bytes)
+    crate::util::parse_size(input).map_err(|e| ValueError::new(e.message(input), e.hint))
 }
 
 /// Renders bytes with the largest binary unit that divides them exactly: `64MiB`, `1536B`.
@@ -249,10 +198,10 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 string_schema!(ByteSize, "ByteSize", {
-    "description": "A size in bytes: an integer, or a string with a binary unit (k, m, g, t; \"kb\"/\"kib\" etc. mean the same; all are powers of 1024), e.g. \"512k\", \"64MiB\", \"1G\".",
+    "description": "A size in bytes: an integer, or a string with a binary unit (k, m, g, t, p; \"kb\"/\"kib\" etc. mean the same; all are powers of 1024), e.g. \"512k\", \"64MiB\", \"1G\".",
     "type": ["string", "integer"],
     "minimum": 0,
-    "pattern": "^[0-9]+(\\.[0-9]+)?([kKmMgGtT]([iI]?[bB])?|[bB])?$",
+    "pattern": "^[0-9]+(\\.[0-9]+)?([kKmMgGtTpP]([iI]?[bB])?|[bB])?$",
     "examples": ["256MiB", "1G", "64m", "512k"]
 });
 
