@@ -51,16 +51,10 @@ impl VolumeInfo {
     }
 }
 
-/// docker's volume name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (and at most 255 bytes, a file name).
+/// docker's volume name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (and at most 255 bytes, a file
+/// name); [`crate::names::check`] is the one rule.
 pub fn validate_name(name: &str) -> Result<(), UserError> {
-    if crate::names::docker_name_ok(name, 255) {
-        Ok(())
-    } else {
-        Err(user(format!("invalid volume name {name:?}")).hint(
-            "a volume name is 2 to 255 characters: a letter or digit, then letters, digits, \
-             '_', '.' or '-'",
-        ))
-    }
+    crate::names::check(crate::names::NameKind::Volume, name).map_err(Into::into)
 }
 
 /// A fresh anonymous volume name: 64 random hex digits, as docker names them.

@@ -92,13 +92,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ValueError> {
 
 /// Checks a container or volume name the way docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn check_name(input: &str) -> Result<(), ValueError> {
-    let b = input.as_bytes();
-    let ok = b.len() >= 2
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+    if crate::names::docker_name_ok(input, usize::MAX) {
         Ok(())
     } else {
         Err(ValueError::new(
@@ -106,6 +100,12 @@ pub fn check_name(input: &str) -> Result<(), ValueError> {
             "names are 2 or more characters: a letter or digit, then letters, digits, '_', '.' or '-'",
         ))
     }
+}
+
+/// Checks a container or volume name by [`crate::names::check`], the rule `run --name` and
+/// `volume create` apply, so `validate` passes exactly what create accepts.
+pub fn check_object_name(kind: crate::names::NameKind, input: &str) -> Result<(), ValueError> {
+    crate::names::check(kind, input).map_err(|e| ValueError::new(e.message, e.hint))
 }
 
 /// Checks a cpuset list such as `0-3,6`.
@@ -423,6 +423,12 @@ pub fn parse_volume(input: &str) -> Result<VolumeSpec, ValueError> {
             ValueError::new(
                 format!("invalid volume {input:?}: {src:?} is neither a volume name nor a path"),
                 "a relative bind mount starts with \"./\"; a volume name is letters, digits, '_', '.' and '-'",
+            )
+        })?;
+        check_object_name(crate::names::NameKind::Volume, src).map_err(|e| {
+            ValueError::new(
+                format!("invalid volume {input:?}: {}", e.message),
+                e.hint.unwrap_or_default(),
             )
         })?;
         VolumeSource::Named(src.to_string())
