@@ -509,20 +509,13 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                 tail: a.tail,
                 timestamps: a.timestamps,
             };
-            let mut offset = logs::print(&path, opts)?;
+            let offset = logs::print(&path, opts)?;
             if a.follow {
-                loop {
-                    let running = container::find(&store, &rec.id)
+                logs::follow(&path, offset, opts, Duration::from_millis(100), || {
+                    container::find(&store, &rec.id)
                         .map(|r| container::is_active_state(&r.state) && r.live_monitor().is_some())
-                        .unwrap_or(false);
-                    offset = logs::print_from(&path, offset, opts)?;
-                    if !running {
-                        // One last read: the monitor wrote the tail before recording the exit.
-                        logs::print_from(&path, offset, opts)?;
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                        .unwrap_or(false)
+                })?;
             }
             Ok(exit::OK)
         }
