@@ -156,7 +156,7 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     let unit_lc = unit.to_ascii_lowercase();
     let factor = match unit_lc.as_bytes() {
         [] | [b'b'] => 1,
-        [p, rest @ ..] if matches!(rest, [] | [b'b'] | [b'i', b'b']) => match p {
+        [p] | [p, b'b'] | [p, b'i', b'b'] => match p {
             b'k' => KIB,
             b'm' => KIB.pow(2),
             b'g' => KIB.pow(3),

@@ -483,7 +483,7 @@ mod tests {
         assert_eq!(log_files(&p).len(), 2);
         drop(w);
         LogWriter::with_policy(&p, policy(1)).unwrap();
-        assert_eq!(log_files(&p), [p.clone()]);
+        assert_eq!(log_files(&p), std::slice::from_ref(&p));
     }
 
     fn lines_of(out: &[u8]) -> Vec<String> {
