@@ -33,6 +33,8 @@ use std::time::Duration;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::util::SIZE_HINT;
+
 /// A problem with one value: what is wrong, and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueError {
@@ -56,8 +58,6 @@ impl fmt::Display for ValueError {
 }
 
 const KIB: u64 = 1024;
-
-use crate::util::SIZE_HINT;
 
 /// Parses a size string (see the module docs) into bytes: [`crate::util::parse_size`], the one
 /// size grammar of wharf, with its error as a [`ValueError`].
