@@ -408,14 +408,74 @@ pub fn docker_name_ok(name: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-/// Checks a user-given name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
-pub fn validate(name: &str) -> Result<(), crate::error::UserError> {
-    if docker_name_ok(name, 128) {
-        Ok(())
-    } else {
-        Err(crate::error::user(format!("invalid container name {name:?}"))
-            .hint("a name is 2 to 128 characters: a letter or digit, then letters, digits, '_', '.' or '-'"))
+/// What a name names: the rule is docker's for both, the length differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// At most 128 bytes (docker's limit).
+    Container,
+    /// At most 255 bytes: a volume's name is a directory name.
+    Volume,
+}
+
+impl NameKind {
+    pub const fn max_len(self) -> usize {
+        match self {
+            NameKind::Container => 128,
+            NameKind::Volume => 255,
+        }
     }
+
+    fn what(self) -> &'static str {
+        match self {
+            NameKind::Container => "container name",
+            NameKind::Volume => "volume name",
+        }
+    }
+}
+
+/// Why a name is refused: the message and what to write instead. Callers add the place
+/// (`file:line:col` in a manifest) or turn it into a [`crate::error::UserError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameError {
+    pub message: String,
+    pub hint: String,
+}
+
+/// The one name rule of containers and volumes, wherever the name comes from (`--name`,
+/// `volume create`, `-v NAME:/path`, a manifest).
+pub fn check(kind: NameKind, name: &str) -> Result<(), NameError> {
+    if docker_name_ok(name, kind.max_len()) {
+        return Ok(());
+    }
+    let what = kind.what();
+    let max = kind.max_len();
+    let message = if name.len() > max && docker_name_ok(name, usize::MAX) {
+        format!(
+            "invalid {what} {:?}...: {} characters, at most {max} are allowed",
+            &name[..24],
+            name.len()
+        )
+    } else {
+        format!("invalid {what} {name:?}")
+    };
+    Err(NameError {
+        message,
+        hint: format!(
+            "a {what} is 2 to {max} characters: a letter or digit, then letters, digits, '_', '.' or '-'"
+        ),
+    })
+}
+
+impl From<NameError> for crate::error::UserError {
+    fn from(e: NameError) -> Self {
+        crate::error::user(e.message).hint(e.hint)
+    }
+}
+
+/// Checks a user-given container name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, at most
+/// 128 characters.
+pub fn validate(name: &str) -> Result<(), crate::error::UserError> {
+    check(NameKind::Container, name).map_err(Into::into)
 }
 
 #[cfg(test)]
@@ -459,5 +519,15 @@ mod tests {
         for bad in ["", "a", "-web", "_x", "has space", "a/b", "é1"] {
             assert!(validate(bad).is_err(), "{bad}");
         }
+        let long = "a".repeat(128);
+        validate(&long).unwrap();
+        let e = check(NameKind::Container, &format!("{long}b")).unwrap_err();
+        assert!(
+            e.message.contains("129 characters, at most 128"),
+            "{}",
+            e.message
+        );
+        check(NameKind::Volume, &format!("{long}b")).unwrap();
+        assert!(check(NameKind::Volume, &"v".repeat(256)).is_err());
     }
 }

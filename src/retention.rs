@@ -461,13 +461,15 @@ pub fn plan(
         }
     }
 
-    // Journal: finished runs and finished applies.
+    // Journal: finished runs and finished applies. The root config's covers what no recorded
+    // project policy does, so the runs and applies of a downed project too.
     if let Some(jp) = &policy.journal {
         let runs: Vec<EntryFact> = db
             .prepare(
                 "SELECT id, started_at FROM runs WHERE finished_at IS NOT NULL AND \
                  (CASE WHEN ?1 IS NULL \
-                   THEN container_id NOT IN (SELECT container_id FROM generations) \
+                   THEN container_id NOT IN (SELECT container_id FROM generations WHERE \
+                     project IN (SELECT project FROM project_policies)) \
                    ELSE container_id IN (SELECT container_id FROM generations WHERE project = ?1) END)",
             )?
             .query_map([project], |r| Ok(EntryFact { id: r.get(0)?, at: r.get(1)? }))?

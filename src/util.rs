@@ -1,4 +1,5 @@
-//! Formatting helpers shared by the CLI renderers: sizes and times as docker prints them.
+//! Helpers at the bottom of the module graph: sizes and times as docker prints them, and the
+//! one size parser every input goes through (flags, manifests, `config.toml`).
 
 use std::time::Duration;
 
@@ -111,6 +112,139 @@ pub fn parse_time_arg(s: &str) -> Result<i64, crate::error::UserError> {
     }
     Err(crate::error::user(format!("{s:?} is not a time"))
         .hint("give a duration back from now (90s, 24h, 7d), an RFC 3339 time, or Unix seconds"))
+}
+
+/// Why a size did not parse: what is wrong, and what to write instead. Callers put the
+/// place (a flag, `file:line:col`) around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeError {
+    /// What is wrong with it: `unknown unit "Q"`, `too large`.
+    pub reason: String,
+    pub hint: &'static str,
+}
+
+impl SizeError {
+    /// `invalid size "12Q": unknown unit "Q"`.
+    pub fn message(&self, input: &str) -> String {
+        format!("invalid size {input:?}: {}", self.reason)
+    }
+}
+
+/// What every size error suggests.
+pub const SIZE_HINT: &str = "write a number with a binary unit, e.g. \"512k\", \"64MiB\", \"1G\" (b, k, m, g, t, p, with or without \"b\"/\"ib\"; all are powers of 1024)";
+
+/// Parses a size into bytes: the one grammar of `-m`, `--memory-swap`, manifest sizes,
+/// `config.toml` and log policies.
+///
+/// `NUMBER [UNIT]`, no space in between, case-insensitive. NUMBER is decimal digits with an
+/// optional fraction (`1.5`), rounded down to a whole byte. UNIT is `b`, or one of `k m g t p`
+/// optionally followed by `b` or `ib`; every unit is binary, as docker's `RAMInBytes`
+/// (go-units) reads `--memory`: `64m` = `64MB` = `64MiB` = 67108864. Unlike go-units, a space
+/// before the unit and exponents (`1e3`) are refused, so a manifest's JSON Schema pattern
+/// can say exactly what is accepted.
+pub fn parse_size(input: &str) -> Result<u64, SizeError> {
+    const KIB: u64 = 1024;
+    let err = |reason: String| SizeError {
+        reason,
+        hint: SIZE_HINT,
+    };
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let unit_lc = unit.to_ascii_lowercase();
+    let factor = match unit_lc.as_bytes() {
+        [] | [b'b'] => 1,
+        [p] | [p, b'b'] | [p, b'i', b'b'] => match p {
+            b'k' => KIB,
+            b'm' => KIB.pow(2),
+            b'g' => KIB.pow(3),
+            b't' => KIB.pow(4),
+            b'p' => KIB.pow(5),
+            _ => return Err(err(format!("unknown unit {unit:?}"))),
+        },
+        _ => return Err(err(format!("unknown unit {unit:?}"))),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() || frac.contains('.') || (num.contains('.') && frac.is_empty()) {
+        return Err(err("expected a number before the unit".into()));
+    }
+    let too_big = || SizeError {
+        reason: "too large".into(),
+        hint: "sizes are limited to 2^64 bytes",
+    };
+    let int: u64 = int.parse().map_err(|_| too_big())?;
+    let mut bytes = int.checked_mul(factor).ok_or_else(too_big)?;
+    if !frac.is_empty() {
+        // fraction * factor, rounded down, computed exactly on the digits we keep.
+        let digits = &frac[..frac.len().min(12)];
+        let f: u128 = digits.parse().unwrap_or(0);
+        let scale = 10u128.pow(digits.len() as u32);
+        let extra = u64::try_from(f * u128::from(factor) / scale).map_err(|_| too_big())?;
+        bytes = bytes.checked_add(extra).ok_or_else(too_big)?;
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn docker_and_manifest_forms_are_one_grammar() {
+        for (s, n) in [
+            ("0", 0),
+            ("100", 100),
+            ("100b", 100),
+            ("100B", 100),
+            ("512k", 512 << 10),
+            ("512K", 512 << 10),
+            ("512kb", 512 << 10),
+            ("512KiB", 512 << 10),
+            ("64m", 64 << 20),
+            ("64M", 64 << 20),
+            ("64mb", 64 << 20),
+            ("64MB", 64 << 20),
+            ("64MiB", 64 << 20),
+            ("64mib", 64 << 20),
+            ("1g", 1 << 30),
+            ("1G", 1 << 30),
+            ("1GiB", 1 << 30),
+            ("2t", 2 << 40),
+            ("1p", 1 << 50),
+            ("1.5k", 1536),
+            ("0.5g", 512 << 20),
+            (" 64m ", 64 << 20),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+        for s in [
+            "",
+            "x",
+            "k",
+            "b",
+            "12Q",
+            "1.2.3m",
+            "-1",
+            "1 G",
+            "1.m",
+            ".5m",
+            "64ib",
+            "64i",
+            "64mbb",
+            "64mi",
+            "1e3",
+            "1kk",
+            "99999999999999999999",
+            "16385p",
+            "0x10",
+        ] {
+            let e = parse_size(s).expect_err(s);
+            let m = e.message(s);
+            assert!(m.starts_with(&format!("invalid size {s:?}: ")), "{m}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@
 //! their row *and* directory work inside one `BEGIN IMMEDIATE` SQLite transaction, which
 //! serializes writers: either the removal committed first (and [`ensure`] then makes a fresh,
 //! empty volume of that name), or the container's row was there when the removal checked its
-//! users (and the removal is refused). A removal moves the directory into `tmp/` before it
-//! commits, so a crash leaves debris the store's recovery deletes, never half a volume.
+//! users (and the removal is refused). A removal marks the directory, commits, then moves it
+//! into `tmp/` and deletes it: killed before the commit, the volume is whole; after it, the
+//! marked directory is cleared by the next creation of that name or the next removal's sweep
+//! (see [`remove`]). No data is lost, and no removed volume's data comes back.
 //! [`ensure`] costs one write transaction that changes nothing when the volume exists (no WAL
 //! frame is written) and one `mkdir`: no store lock on the run path.
 
@@ -51,16 +53,10 @@ impl VolumeInfo {
     }
 }
 
-/// docker's volume name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (and at most 255 bytes, a file name).
+/// docker's volume name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (and at most 255 bytes, a file
+/// name); [`crate::names::check`] is the one rule.
 pub fn validate_name(name: &str) -> Result<(), UserError> {
-    if crate::names::docker_name_ok(name, 255) {
-        Ok(())
-    } else {
-        Err(user(format!("invalid volume name {name:?}")).hint(
-            "a volume name is 2 to 255 characters: a letter or digit, then letters, digits, \
-             '_', '.' or '-'",
-        ))
-    }
+    crate::names::check(crate::names::NameKind::Volume, name).map_err(Into::into)
 }
 
 /// A fresh anonymous volume name: 64 random hex digits, as docker names them.
@@ -99,12 +95,14 @@ pub fn ensure(store: &Store, name: &str, anonymous: bool) -> Result<PathBuf> {
     } else {
         "{}".to_string()
     };
+    let grave = take_removed(&tx, store, name)?;
     tx.prepare_cached(
         "INSERT OR IGNORE INTO volumes (name, created_at, labels) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![name, now_ns(), labels])?;
     let data = make_dir(store, name)?;
     tx.commit()?;
+    bury(grave);
     Ok(data)
 }
 
@@ -136,6 +134,7 @@ pub fn create(
         tx.commit()?;
         return Ok(existing);
     }
+    let grave = take_removed(&tx, store, &name)?;
     tx.prepare_cached(
         "INSERT INTO volumes (name, created_at, labels, project) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -148,6 +147,7 @@ pub fn create(
     make_dir(store, &name)?;
     let info = get_in(&tx, store, &name)?.context("the new volume row vanished")?;
     tx.commit()?;
+    bury(grave);
     Ok(info)
 }
 
@@ -234,13 +234,64 @@ fn users_in(conn: &rusqlite::Connection) -> Result<HashMap<String, Vec<User>>> {
     Ok(out)
 }
 
+/// The file in `volumes/<name>/` (beside `_data`, unseen by containers) that says a removal
+/// of that volume has begun. With the row gone, the directory is what is left of a removed
+/// volume; with the row still there, the removal did not commit and the volume is whole.
+const REMOVED_MARK: &str = "removed";
+
+/// Debug builds only: `WHARF_TEST_VOLUME_RM_PAUSE=marked|committed` stops `volume rm` at that
+/// point (after writing the mark / after committing the row's deletion) until it is killed,
+/// so a test can kill it there.
+fn test_pause(point: &str) {
+    if cfg!(debug_assertions)
+        && std::env::var("WHARF_TEST_VOLUME_RM_PAUSE").is_ok_and(|v| v == point)
+    {
+        eprintln!("volume rm: paused {point} (WHARF_TEST_VOLUME_RM_PAUSE)");
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// Inside the caller's write transaction: if `name` has no row and its directory carries the
+/// removal mark (a removal committed, then cut short), moves the directory into `tmp/` and
+/// returns where, for the caller to delete after its commit (recovery deletes it otherwise).
+fn take_removed(tx: &Transaction<'_>, store: &Store, name: &str) -> Result<Option<PathBuf>> {
+    let dir = store.volumes_dir().join(name);
+    if !dir.join(REMOVED_MARK).exists() || get_in(tx, store, name)?.is_some() {
+        return Ok(None);
+    }
+    let grave = store.tmp_dir().join(format!("volume-rm-{}", random_hex(8)));
+    match fs::rename(&dir, &grave) {
+        Ok(()) => Ok(Some(grave)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot move {} aside", dir.display())),
+    }
+}
+
+/// Deletes what [`take_removed`] moved aside; a failure only leaves debris for recovery.
+fn bury(grave: Option<PathBuf>) {
+    if let Some(g) = grave
+        && let Err(e) = fsutil::remove_tree(&g)
+    {
+        tracing::warn!("cannot remove {}: {e}", g.display());
+    }
+}
+
 /// Removes a volume: its row, then its directory. Refused while any container (running or
 /// not) mounts it, naming the containers; `-f` does not override that (as in docker), it only
 /// makes a missing volume no error. Returns whether a volume was removed.
+///
+/// Crash-safe in this order: mark the directory ([`REMOVED_MARK`]), commit the row's
+/// deletion, then move the directory into `tmp/` and delete it. Killed before the commit, the
+/// volume is whole (row and data; the mark means nothing while the row exists). Killed after
+/// it, the marked directory is what [`take_removed`] clears: the next creation of that name,
+/// or the next `volume rm`'s sweep.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<bool> {
-    // The store lock keeps a concurrent `Store::open` from taking the moved-aside directory
-    // for crash debris before this transaction commits.
+    // The store lock serializes removals (and their sweep) and keeps recovery from running
+    // while one is under way.
     let _guard = store.lock()?;
+    sweep_removed(store);
     let tx = immediate(store)?;
     if get_in(&tx, store, name)?.is_none() {
         return if force { Ok(false) } else { Err(no_such(name)) };
@@ -258,30 +309,49 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<bool> {
         )
         .into());
     }
+    let dir = store.volumes_dir().join(name);
+    match fs::write(dir.join(REMOVED_MARK), b"") {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {} // no directory: only the row
+        Err(e) => return Err(e).with_context(|| format!("cannot mark {}", dir.display())),
+    }
+    test_pause("marked");
     tx.prepare_cached("DELETE FROM volumes WHERE name = ?1")?
         .execute([name])?;
-    // Out of the way before the commit: a crash from here on leaves debris in tmp/, which the
-    // store's recovery removes; the name is free for a fresh volume as soon as we commit.
-    let dir = store.volumes_dir().join(name);
-    let grave = store.tmp_dir().join(format!("volume-rm-{}", random_hex(8)));
-    let moved = match fs::rename(&dir, &grave) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot move {} aside", dir.display()));
-        }
-    };
-    if let Err(e) = tx.commit() {
-        if moved {
-            let _ = fs::rename(&grave, &dir);
-        }
-        return Err(e.into());
-    }
-    if moved {
-        fsutil::remove_tree(&grave)
-            .with_context(|| format!("cannot remove {}", grave.display()))?;
+    tx.commit()?;
+    test_pause("committed");
+    // The name is free now: a concurrent `ensure` may already have taken the marked directory
+    // aside and made a fresh one, so the move happens in a write transaction of its own.
+    let tx = immediate(store)?;
+    let grave = take_removed(&tx, store, name)?;
+    tx.commit()?;
+    if let Some(g) = grave {
+        fsutil::remove_tree(&g).with_context(|| format!("cannot remove {}", g.display()))?;
     }
     Ok(true)
+}
+
+/// Clears the directories of removals cut short after their commit (see [`remove`]). Called
+/// under the store lock; failures are logged, the next sweep tries again.
+fn sweep_removed(store: &Store) {
+    let Ok(entries) = fs::read_dir(store.volumes_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.path().join(REMOVED_MARK).exists() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let taken = immediate(store).and_then(|tx| {
+            let g = take_removed(&tx, store, &name)?;
+            tx.commit()?;
+            Ok(g)
+        });
+        match taken {
+            Ok(g) => bury(g),
+            Err(e) => tracing::warn!("cannot clear the removed volume {name}: {e:#}"),
+        }
+    }
 }
 
 /// `rm -v`: removes the anonymous volumes among `volumes` (a removed container's mounts).

@@ -456,6 +456,39 @@ fn images_table_quiet_and_json() {
     // Filter by repository.
     let f = env.ok(&["images", "other/name"]);
     assert_eq!(f.lines().count(), 2, "{f}");
+    // --filter: the one grammar of ps, volume ls and the prune verbs.
+    let f = env.ok(&["images", "--filter", "reference=other/name"]);
+    assert_eq!(f.lines().count(), 2, "{f}");
+    let f = env.ok(&[
+        "images",
+        "-f",
+        "reference=other/name:v2",
+        "-f",
+        "reference=nope",
+    ]);
+    assert_eq!(f.lines().count(), 2, "{f}");
+    assert_eq!(
+        env.ok(&["images", "-q", "-f", "dangling=true"]).trim(),
+        &untagged[7..19]
+    );
+    let tagged = env.ok(&["images", "-q", "-f", "DANGLING = false"]);
+    assert_eq!(tagged.trim(), &id[7..19]);
+    assert!(
+        env.ok(&["images", "-q", "-f", "until=1970-01-02T00:00:00Z"])
+            .trim()
+            .is_empty()
+    );
+    let err = env.fails(&["images", "-f", "label=x"]);
+    assert!(
+        err.contains("invalid filter \"label=x\": unknown key \"label\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("dangling, reference, until"),
+        "the hint lists the keys: {err}"
+    );
+    let err = env.fails(&["images", "-f", "dangling!=true"]);
+    assert!(err.contains("dangling does not take !="), "{err}");
 }
 
 #[test]

@@ -201,7 +201,7 @@ fn every_problem_is_reported_at_once_with_its_position() {
         ("invalid size \"12Q\"", "bad.toml:14:10"),
         ("invalid cpuset \"3-1\"", "bad.toml:16:10"),
         ("invalid duration \"7 parsecs\"", "bad.toml:20:12"),
-        ("invalid name \"-x\"", "bad.toml:22:13"),
+        ("invalid container name \"-x\"", "bad.toml:22:13"),
         ("invalid reference format \"Bad:Ref\"", "bad.toml:23:9"),
         ("missing.tar does not exist", "bad.toml:26:10"),
         ("volume `data` is not declared", "bad.toml:7:12"),
@@ -362,6 +362,49 @@ fn a_200_container_project_loads_and_plans_quickly() {
     eprintln!("load + desired + plan of 200 containers: {took:?}");
     // Generous for debug builds on a shared machine; release is far below 50 ms.
     assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+}
+
+/// The manifest checks names with the rule create applies (names.rs): a 129-character
+/// container name or a 256-character volume name fails `validate`, at its position, instead
+/// of passing it and failing at create.
+#[test]
+fn names_past_the_length_limits_are_refused_where_they_are() {
+    let c = "c".repeat(129);
+    let v = "v".repeat(256);
+    let ok_c = "k".repeat(128);
+    let m = format!(
+        "[containers.{c}]\nimage = \"app:1\"\nvolumes = [\"{v}:/data\"]\n\n\
+         [containers.{ok_c}]\nimage = \"app:1\"\n\n[volumes.{v}]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.toml");
+    std::fs::write(&path, m).unwrap();
+    let e = manifest::load(&path, &|_| true).unwrap_err();
+    let text = e.render(false);
+    let positions: Vec<String> = e
+        .problems
+        .iter()
+        .map(|p| e.position(p).unwrap_or_default())
+        .collect();
+    for (msg, pos) in [
+        (
+            "invalid container name \"cccccccccccccccccccccccc\"...: 129 characters, at most 128",
+            "long.toml:1:13",
+        ),
+        (
+            "invalid volume name \"vvvvvvvvvvvvvvvvvvvvvvvv\"...: 256 characters, at most 255",
+            "long.toml:8:10",
+        ),
+        ("invalid volume \"", "long.toml:3:12"),
+    ] {
+        assert!(text.contains(msg), "missing {msg:?} in:\n{text}");
+        assert!(
+            positions.iter().any(|p| p.ends_with(pos)),
+            "no problem at {pos}: {positions:?}\n{text}"
+        );
+    }
+    assert_eq!(e.len(), 3, "the 128-character name passes: {text}");
+    assert!(text.contains("2 to 128 characters"), "{text}");
 }
 
 #[test]

@@ -430,6 +430,109 @@ fn a_health_check_that_hangs_times_out() {
     );
 }
 
+/// Sets the store's schema version while alive (a newer wharf's store: every wharf command,
+/// a probe's `wharf exec` too, refuses it with 125), and puts it back when dropped.
+struct NewerStore {
+    db: std::path::PathBuf,
+    was: u32,
+}
+
+impl NewerStore {
+    fn new(env: &Env) -> NewerStore {
+        let db = env.root.join("wharf.db");
+        let c = rusqlite::Connection::open(&db).expect("open db");
+        let was: u32 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version");
+        c.pragma_update(None, "user_version", was + 100)
+            .expect("bump");
+        NewerStore { db, was }
+    }
+}
+
+impl Drop for NewerStore {
+    fn drop(&mut self) {
+        if let Ok(c) = rusqlite::Connection::open(&self.db) {
+            let _ = c.pragma_update(None, "user_version", self.was);
+        }
+    }
+}
+
+fn health_json(env: &Env, id: &str) -> serde_json::Value {
+    let p = env.root.join("containers").join(id).join("health.json");
+    std::fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_probe_wharf_cannot_run_is_not_counted_but_the_checks_own_125_is() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["calm", "own"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "calm",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "100ms",
+        "--health-retries",
+        "1",
+        "bb:1",
+        "sleep",
+        "600",
+    ]);
+    let id = inspect(&env, "calm")["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_until(30, "calm to be healthy", || {
+        (health_json(&env, &id)["status"] == "healthy").then_some(())
+    });
+    {
+        let _newer = NewerStore::new(&env);
+        // Probes now fail in wharf itself (exit 125): logged, and the container stays healthy.
+        let h = wait_until(30, "probes that could not run", || {
+            let h = health_json(&env, &id);
+            let log = h["log"].as_array()?;
+            (log.len() >= 3 && log.iter().rev().take(3).all(|p| p["exit_code"] == 125)).then_some(h)
+        });
+        assert_eq!(h["status"], "healthy", "{h:#}");
+        assert_eq!(h["failing_streak"], 0, "{h:#}");
+        let last = &h["log"][h["log"].as_array().unwrap().len() - 1];
+        let out = last["output"].as_str().unwrap_or_default();
+        assert!(out.contains("newer than this wharf knows"), "{out}");
+        assert!(monitor_of(&id).is_some(), "the container was not killed");
+    }
+    let v = inspect(&env, "calm");
+    assert_eq!(v["State"]["Status"], "running");
+    assert_eq!(v["State"]["Health"]["Status"], "healthy");
+
+    // A check that exits 125 itself is a failure like any other.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "own",
+        "--health-cmd",
+        "exit 125",
+        "--health-interval",
+        "100ms",
+        "--health-retries",
+        "1",
+        "bb:1",
+        "sleep",
+        "600",
+    ]);
+    let v = await_settled(&env, "own");
+    assert_eq!(v["State"]["Health"]["Status"], "unhealthy");
+    assert_eq!(v["State"]["ExitCode"], 137);
+}
+
 #[test]
 fn a_manifest_carries_the_restart_policy_and_the_health_check() {
     require_root!();

@@ -211,6 +211,45 @@ fn retention_keeps_exactly_what_the_policies_say() {
 }
 
 #[test]
+fn runs_of_a_downed_project_fall_under_the_root_journal_policy() {
+    require_root!();
+    let t = T::new(&[1, 2]);
+    let m = t.manifest(1);
+    t.env.ok(&["apply", "-q", "-t", "5", "-f", s(&m)]);
+    t.manifest(2);
+    t.env.ok(&["apply", "-q", "-t", "5", "-f", s(&m)]);
+    t.env.ok(&["down", "-t", "5", "-f", s(&m)]);
+    let finished = "SELECT count(*) FROM runs WHERE finished_at IS NOT NULL";
+    assert_eq!(
+        t.ints(finished),
+        vec![2],
+        "a run per generation, both ended"
+    );
+    assert_eq!(
+        t.ints("SELECT count(*) FROM project_policies"),
+        vec![0],
+        "down forgot the project's policy"
+    );
+    fs::write(
+        t.env.root.join("config.toml"),
+        "[retention.journal]\nmax_entries = 1\n",
+    )
+    .expect("config");
+    let out = t.env.ok(&["system", "prune", "--policy", "-f"]);
+    assert!(
+        out.contains("objects removed") || out.contains("object removed"),
+        "{out}"
+    );
+    assert_eq!(
+        t.ints(finished),
+        vec![1],
+        "the root policy keeps the newest 1"
+    );
+    let log = t.strings("SELECT kind FROM retention_log");
+    assert!(log.contains("run"), "{log:?}");
+}
+
+#[test]
 fn a_bad_root_config_is_refused_with_its_position() {
     require_root!();
     let env = Env::new();

@@ -79,7 +79,7 @@ fn two_hundred_runs_leave_nothing_behind() {
         "{:?}",
         env.tree("containers")
     );
-    // The run dir of this state root (see runtime::ops::run_dir) holds nothing.
+    // The run dir of this state root (see Store::run_dir) holds nothing.
     let entries: Vec<_> = fs::read_dir(env.root.join("run"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

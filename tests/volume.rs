@@ -206,3 +206,83 @@ fn rm_v_removes_anonymous_volumes_and_keeps_named_ones() {
     ]);
     assert_eq!(names(&env, &[]), before);
 }
+
+/// Kills its child when dropped (a test that fails mid-way leaves no paused wharf behind).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `volume rm NAME` stopped at `point` (a debug-build hook) and kills it there.
+fn rm_killed_at(env: &Env, name: &str, point: &str) {
+    let err = env.dir.path().join(format!("rm-{name}.err"));
+    let child = env
+        .wharf()
+        .args(["volume", "rm", name])
+        .env("WHARF_TEST_VOLUME_RM_PAUSE", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn volume rm");
+    let _kill = KillOnDrop(child);
+    common::wait_until(30, "volume rm to pause", || {
+        fs::read_to_string(&err)
+            .is_ok_and(|s| s.contains(&format!("paused {point}")))
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_volume_rm_killed_midway_loses_no_data() {
+    require_root!();
+    let env = Env::new();
+    let data = |v: &str| env.root.join("volumes").join(v).join("_data");
+    for v in ["kept", "gone", "other"] {
+        env.ok(&["volume", "create", v]);
+        fs::write(data(v).join("file"), v).expect("write into the volume");
+    }
+    // Killed before its commit: the volume is whole, row and data, through the recovery
+    // the next command runs (the kill left the store lock's mark).
+    rm_killed_at(&env, "kept", "marked");
+    assert!(names(&env, &[]).contains(&"kept".to_string()));
+    assert_eq!(
+        fs::read_to_string(data("kept").join("file")).unwrap(),
+        "kept"
+    );
+    env.ok(&["volume", "inspect", "kept"]);
+    assert_eq!(
+        fs::read_to_string(data("kept").join("file")).unwrap(),
+        "kept"
+    );
+
+    // Killed after it: removed, and its data does not come back under its name.
+    rm_killed_at(&env, "gone", "committed");
+    assert!(!names(&env, &[]).contains(&"gone".to_string()));
+    env.ok(&["volume", "create", "gone"]);
+    assert!(data("gone").is_dir());
+    assert_eq!(
+        fs::read_dir(data("gone")).unwrap().count(),
+        0,
+        "a fresh volume"
+    );
+
+    // What a removal cut short after its commit left, the next removal clears.
+    rm_killed_at(&env, "other", "committed");
+    assert!(env.root.join("volumes/other").exists());
+    env.ok(&["volume", "rm", "kept"]);
+    assert!(!env.root.join("volumes/other").exists());
+    assert!(!env.root.join("volumes/kept").exists());
+    let mut left = names(&env, &[]);
+    left.sort();
+    assert_eq!(left, ["gone"]);
+    let debris: Vec<_> = fs::read_dir(env.root.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(debris.is_empty(), "{debris:?}");
+}

@@ -12,9 +12,9 @@ use super::Ctx;
 use crate::container;
 use crate::error::{exit, user};
 use crate::lifecycle::{self, CreateMeta, StartMode, Started};
-use crate::manifest::{RestartPolicy, parse_restart};
+use crate::manifest::{RestartPolicy, parse_restart, parse_swap};
 use crate::model::{HealthConfig, Limits, Network};
-use crate::runtime::spec::{RunOptions, parse_size};
+use crate::runtime::spec::RunOptions;
 use crate::runtime::{exec, logs};
 
 #[derive(Debug, Subcommand)]
@@ -276,10 +276,23 @@ fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
 }
 
 fn options(a: &CreateArgs) -> Result<RunOptions> {
+    let memory = a
+        .memory
+        .as_deref()
+        .map(|s| size_flag("--memory", s))
+        .transpose()?;
     let memory_swap = match a.memory_swap.as_deref() {
         None => None,
-        Some("-1") => Some(-1),
-        Some(s) => Some(parse_size(s)? as i64),
+        Some(s) => Some(
+            parse_swap(s)
+                .map_err(|e| {
+                    runtime_usage(
+                        format!("invalid --memory-swap: {}", e.message),
+                        e.hint.as_deref().unwrap_or(crate::util::SIZE_HINT),
+                    )
+                })?
+                .as_i64(),
+        ),
     };
     if let Some(c) = a.cpus
         && !(c.is_finite() && c > 0.0)
@@ -322,7 +335,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
         cap_drop: a.cap_drop.clone(),
         privileged: a.privileged,
         limits: Limits {
-            memory: a.memory.as_deref().map(parse_size).transpose()?,
+            memory,
             memory_swap,
             cpus: a.cpus,
             cpu_shares: a.cpu_shares,
@@ -333,6 +346,12 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
         restart,
         healthcheck: healthcheck(a)?,
     })
+}
+
+/// A size flag (`-m 64m`, `--memory 1GiB`) through the one size parser, naming the flag.
+fn size_flag(flag: &str, s: &str) -> Result<u64> {
+    crate::util::parse_size(s)
+        .map_err(|e| runtime_usage(format!("invalid {flag}: {}", e.message(s)), e.hint))
 }
 
 /// `--health-*`: a check only with `--health-cmd`; the other flags without it are a mistake.
@@ -512,20 +531,13 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                 tail: a.tail,
                 timestamps: a.timestamps,
             };
-            let mut offset = logs::print(&path, opts)?;
+            let offset = logs::print(&path, opts)?;
             if a.follow {
-                loop {
-                    let running = container::find(&store, &rec.id)
+                logs::follow(&path, offset, opts, Duration::from_millis(100), || {
+                    container::find(&store, &rec.id)
                         .map(|r| r.state.is_active() && r.live_monitor().is_some())
-                        .unwrap_or(false);
-                    offset = logs::print_from(&path, offset, opts)?;
-                    if !running {
-                        // One last read: the monitor wrote the tail before recording the exit.
-                        logs::print_from(&path, offset, opts)?;
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                        .unwrap_or(false)
+                })?;
             }
             Ok(exit::OK)
         }
@@ -576,5 +588,49 @@ fn as_runtime(e: anyhow::Error) -> anyhow::Error {
             anyhow::Error::new(u)
         }
         None => anyhow::Error::new(user(format!("{e:#}")).code(exit::RUNTIME)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Create {
+        #[command(flatten)]
+        a: CreateArgs,
+    }
+
+    fn opts(args: &[&str]) -> Result<RunOptions> {
+        let c = Create::try_parse_from(["create"].iter().chain(args).chain(&["img"]))?;
+        options(&c.a)
+    }
+
+    #[test]
+    fn size_flags_take_the_manifest_forms_and_name_the_flag() {
+        let o = opts(&["-m", "64MiB", "--memory-swap", "1GiB"]).unwrap();
+        assert_eq!(o.limits.memory, Some(64 << 20));
+        assert_eq!(o.limits.memory_swap, Some(1 << 30));
+        let o = opts(&["--memory", "512m", "--memory-swap", "unlimited"]).unwrap();
+        assert_eq!(o.limits.memory, Some(512 << 20));
+        assert_eq!(o.limits.memory_swap, Some(-1));
+        assert_eq!(
+            opts(&["--memory-swap", "-1"]).unwrap().limits.memory_swap,
+            Some(-1)
+        );
+        let e = opts(&["-m", "64Q"]).unwrap_err();
+        let u = crate::error::find_user_error(&e).unwrap();
+        assert!(
+            u.message.contains("--memory") && u.message.contains("\"64Q\""),
+            "{}",
+            u.message
+        );
+        assert!(u.hint.as_deref().unwrap().contains("64MiB"));
+        assert_eq!(u.code, exit::RUNTIME);
+        let e = opts(&["--memory-swap", "lots"]).unwrap_err();
+        let u = crate::error::find_user_error(&e).unwrap();
+        assert!(u.message.contains("--memory-swap"), "{}", u.message);
+        assert!(u.hint.as_deref().unwrap().contains("unlimited"));
     }
 }

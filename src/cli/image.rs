@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Ctx;
 use super::output::{print_json, print_table};
+use crate::disk::filter::{self, Key};
 use crate::image::{self, Removed, import::ImportOptions, short};
 use crate::reference::Reference;
 use crate::util::{ago, human_size, rfc3339};
@@ -80,6 +81,9 @@ pub struct ImagesArgs {
     /// Do not shorten ids
     #[arg(long)]
     pub no_trunc: bool,
+    /// Filter: dangling=true|false, reference=REPO[:TAG], until=TIME (repeatable)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -194,23 +198,28 @@ fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
 }
 
 fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
+    let f = filter::parse(
+        &a.filter,
+        &[Key::Dangling, Key::Reference, Key::Until],
+        crate::store::now_ns(),
+    )?;
     let store = ctx.store()?;
     let mut all = image::list(&store)?;
-    if let Some(filter) = &a.repository {
-        let (repo, tag) = match filter.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r, Some(t)),
-            _ => (filter.as_str(), None),
-        };
-        all.retain(|i| {
-            i.tags.iter().any(|t| {
-                let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
-                r == repo && tag.is_none_or(|x| x == tg)
-            })
-        });
-        for i in &mut all {
-            i.tags.retain(|t| t.starts_with(&format!("{repo}:")));
+    let refs: Vec<&str> = a.repository.iter().map(String::as_str).collect();
+    for r in [refs, f.references.iter().map(String::as_str).collect()] {
+        if !r.is_empty() {
+            all.retain(|i| r.iter().any(|r| reference_matches(r, &i.tags)));
+            for i in &mut all {
+                i.tags.retain(|t| {
+                    r.iter()
+                        .any(|r| reference_matches(r, std::slice::from_ref(t)))
+                });
+            }
         }
     }
+    all.retain(|i| {
+        f.dangling.is_none_or(|d| d == i.tags.is_empty()) && f.until.is_none_or(|t| i.created < t)
+    });
     let id_of = |id: &str| {
         if a.no_trunc {
             format!("sha256:{id}")
@@ -279,6 +288,19 @@ fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<i32> {
 
 /// An image's tags as (repository, tag) rows; an untagged image is one `<none>` row, as docker
 /// shows it (`wharf images` and `wharf system df -v`).
+/// `repo` or `repo:tag` (the `images` argument, `--filter reference=`): whether one of `tags`
+/// is in that repository (with that tag).
+fn reference_matches(filter: &str, tags: &[String]) -> bool {
+    let (repo, tag) = match filter.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, Some(t)),
+        _ => (filter, None),
+    };
+    tags.iter().any(|t| {
+        let (r, tg) = t.rsplit_once(':').unwrap_or((t, ""));
+        r == repo && tag.is_none_or(|x| x == tg)
+    })
+}
+
 pub(super) fn repo_tags(tags: &[String]) -> Vec<(String, String)> {
     if tags.is_empty() {
         return vec![("<none>".into(), "<none>".into())];

@@ -108,8 +108,15 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
+            let code = error::exit_code(&err);
+            // A health probe's `wharf exec`: mark the failure as wharf's own, not the check's.
+            if code == error::exit::RUNTIME
+                && let Ok(token) = std::env::var(crate::runtime::health::PROBE_TOKEN_ENV)
+            {
+                eprintln!("{token}");
+            }
             eprintln!("{}", error::render(&err));
-            error::exit_code(&err)
+            code
         }
     }
 }

@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::Ctx;
 use super::output::table;
 use crate::container::{self, Record};
-use crate::error::{UserError, exit, user};
+use crate::disk::filter::{self, LabelFilter, name_matches};
+use crate::error::{UserError, exit};
 use crate::model::ContainerState;
 use crate::store::{Store, now_ns};
 use crate::util::{ago, rfc3339};
@@ -60,8 +61,8 @@ pub struct Filters {
     name: Vec<String>,
     id: Vec<String>,
     exited: Vec<i32>,
-    /// (key, value, negated): `label=k`, `label=k=v`, `label!=k=v`.
-    labels: Vec<(String, Option<String>, bool)>,
+    /// `label=k`, `label=k=v`, `label!=k=v`: each must hold.
+    labels: Vec<LabelFilter>,
     /// Each ancestor: the reference as given, and the image id it resolves to.
     ancestors: Vec<(String, Option<String>)>,
     health: Vec<String>,
@@ -73,57 +74,41 @@ pub struct Filters {
     since: Option<i64>,
 }
 
-fn bad_filter(msg: String) -> UserError {
-    user(msg).hint(
-        "use --filter status=running|exited|created|..., name=NAME, label=KEY[=VALUE], \
-         ancestor=IMAGE, id=ID, exited=CODE, health=STATE, volume=NAME|PATH, network=none|host, \
-         before=CONTAINER or since=CONTAINER",
-    )
-}
+/// The keys `ps --filter` takes (docker's, but `is-task`, `publish`, `expose`).
+const KEYS: &[&str] = &[
+    "status", "name", "id", "exited", "label", "ancestor", "health", "volume", "network", "before",
+    "since",
+];
+
+const HINT: &str = "use --filter status=running|exited|created|..., name=NAME, label=KEY[=VALUE], \
+     label!=KEY[=VALUE], ancestor=IMAGE, id=ID, exited=CODE, health=STATE, volume=NAME|PATH, \
+     network=none|host, before=CONTAINER or since=CONTAINER";
 
 impl Filters {
-    /// Parses `KEY=VALUE` filters; `store` resolves `ancestor=` references.
+    /// Parses `KEY=VALUE` filters (by [`filter::split`], the one `--filter` grammar); `store`
+    /// resolves `ancestor=` references.
     pub fn parse(args: &[String], store: Option<&Store>) -> Result<Filters, UserError> {
         let mut f = Filters::default();
-        for a in args {
-            let (key, value, neg) = match a.split_once("!=") {
-                Some((k, v)) if !k.contains('=') => (k, v, true),
-                _ => match a.split_once('=') {
-                    Some((k, v)) => (k, v, false),
-                    None => return Err(bad_filter(format!("invalid filter {a:?}: no '='"))),
-                },
-            };
-            let key = key.trim().to_ascii_lowercase();
-            if neg && key != "label" {
-                return Err(bad_filter(format!(
-                    "invalid filter {a:?}: only label takes !="
-                )));
-            }
-            match key.as_str() {
+        for a in filter::split(args, KEYS, &["label"], HINT)? {
+            let value = a.value;
+            match a.key.as_str() {
                 "status" => {
                     if !STATES.contains(&value) {
-                        return Err(user(format!("invalid filter {a:?}: unknown status"))
-                            .hint(format!("a status is one of {}", STATES.join(", "))));
+                        return Err(a.error(
+                            "unknown status",
+                            format!("a status is one of {}", STATES.join(", ")),
+                        ));
                     }
                     f.status.push(value.to_string());
                 }
                 "name" => f.name.push(value.to_string()),
                 "id" => f.id.push(value.to_ascii_lowercase()),
-                "exited" => f.exited.push(value.parse().map_err(|_| {
-                    bad_filter(format!(
-                        "invalid filter {a:?}: the exit code is not a number"
-                    ))
-                })?),
-                "label" => {
-                    let (k, v) = match value.split_once('=') {
-                        Some((k, v)) => (k, Some(v.to_string())),
-                        None => (value, None),
-                    };
-                    if k.is_empty() {
-                        return Err(bad_filter(format!("invalid filter {a:?}: empty label key")));
-                    }
-                    f.labels.push((k.to_string(), v, neg));
-                }
+                "exited" => f.exited.push(
+                    value
+                        .parse()
+                        .map_err(|_| a.error("the exit code is not a number", HINT))?,
+                ),
+                "label" => f.labels.push(a.label(HINT)?),
                 "ancestor" => {
                     let id = store.and_then(|s| crate::image::resolve(s, value).ok());
                     f.ancestors.push((value.to_string(), id));
@@ -131,33 +116,32 @@ impl Filters {
                 "health" => {
                     const HEALTH: &[&str] = &["starting", "healthy", "unhealthy", "none"];
                     if !HEALTH.contains(&value) {
-                        return Err(user(format!("invalid filter {a:?}: unknown health"))
-                            .hint(format!("a health is one of {}", HEALTH.join(", "))));
+                        return Err(a.error(
+                            "unknown health",
+                            format!("a health is one of {}", HEALTH.join(", ")),
+                        ));
                     }
                     f.health.push(value.to_string());
                 }
                 "volume" => f.volumes.push(value.to_string()),
                 "network" => f.networks.push(value.to_string()),
-                "before" | "since" => {
+                _ => {
                     let created = store
-                        .ok_or_else(|| bad_filter(format!("invalid filter {a:?}: no store")))
+                        .ok_or_else(|| a.error("no store", HINT))
                         .and_then(|s| {
                             container::find(s, value).map_err(|_| {
-                                user(format!("invalid filter {a:?}: no such container: {value}"))
-                                    .hint("give a container's name or id")
+                                a.error(
+                                    format_args!("no such container: {value}"),
+                                    "give a container's name or id",
+                                )
                             })
                         })?
                         .created_at;
-                    if key == "before" {
+                    if a.key == "before" {
                         f.before = Some(f.before.map_or(created, |b| b.min(created)));
                     } else {
                         f.since = Some(f.since.map_or(created, |b| b.max(created)));
                     }
-                }
-                _ => {
-                    return Err(bad_filter(format!(
-                        "invalid filter {a:?}: unknown key {key}"
-                    )));
                 }
             }
         }
@@ -181,14 +165,7 @@ impl Filters {
             && (self.exited.is_empty()
                 || (r.state == ContainerState::Exited
                     && r.exit_code.is_some_and(|c| self.exited.contains(&c))))
-            && self.labels.iter().all(|(k, v, neg)| {
-                let hit = match (r.labels.get(k), v) {
-                    (Some(have), Some(want)) => have == want,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
-                hit != *neg
-            })
+            && self.labels.iter().all(|l| l.matches(&r.labels))
             && any(&self.health, &|h| {
                 r.health.as_deref().unwrap_or("none") == h
             })
@@ -213,25 +190,6 @@ impl Filters {
                         || r.image_id.starts_with(given.trim_start_matches("sha256:"))
                             && given.trim_start_matches("sha256:").len() >= 12
                 }))
-    }
-}
-
-/// docker matches `name=` as a regular expression against the name; wharf takes the common
-/// subset: a substring, `^` anchoring the start, `$` the end.
-fn name_matches(pattern: &str, name: &str) -> bool {
-    let (start, p) = match pattern.strip_prefix('^') {
-        Some(p) => (true, p.strip_prefix('/').unwrap_or(p)),
-        None => (false, pattern),
-    };
-    let (end, p) = match p.strip_suffix('$') {
-        Some(p) => (true, p),
-        None => (false, p),
-    };
-    match (start, end) {
-        (true, true) => name == p,
-        (true, false) => name.starts_with(p),
-        (false, true) => name.ends_with(p),
-        (false, false) => name.contains(p),
     }
 }
 
@@ -559,7 +517,8 @@ mod tests {
         assert!(e.message.contains("unknown status"), "{}", e.message);
         assert!(e.hint.unwrap().contains("exited"));
         let e = Filters::parse(&s(&["color=red"]), None).unwrap_err();
-        assert!(e.message.contains("unknown key color"));
+        assert!(e.message.contains("unknown key \"color\""), "{}", e.message);
+        assert!(e.hint.unwrap().contains("ancestor=IMAGE"));
         assert!(Filters::parse(&s(&["name"]), None).is_err());
         assert!(Filters::parse(&s(&["name!=x"]), None).is_err());
         assert!(Filters::parse(&s(&["exited=x"]), None).is_err());

@@ -1,30 +1,138 @@
-//! `--filter KEY=VALUE` as docker's prune and ls verbs take it: `until=`, `label=`,
-//! `label!=`, `name=`, `dangling=`. Several filters combine with AND.
+//! `--filter KEY=VALUE` as docker's verbs take it: the one grammar of every `--filter`
+//! ([`split`]: `key=value`, `key!=value` for keys that can be negated, the key trimmed and
+//! case-insensitive, the value trimmed, as docker's `filters.ParseFlag`), the one error form
+//! (`invalid filter "ARG": WHY` + the accepted keys), and the values several verbs share
+//! (`label`, `name`). [`parse`] is the prune / `volume ls` / `images` set (`until=`, `label=`,
+//! `label!=`, `name=`, `dangling=`, `reference=`; several filters combine with AND); `ps`
+//! reads its own keys from [`split`] (`cli/ps.rs`).
 
 use std::collections::BTreeMap;
 
 use crate::error::{UserError, user};
 
-/// A filter key a verb accepts.
+/// One `--filter` argument, split: the key (lowercase, without the `!`), the value, and
+/// whether it was `key!=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arg<'a> {
+    /// The argument as given, for messages.
+    pub text: &'a str,
+    pub key: String,
+    pub value: &'a str,
+    pub negate: bool,
+}
+
+impl Arg<'_> {
+    /// `invalid filter "ARG": WHY`, with `hint`.
+    pub fn error(&self, why: impl std::fmt::Display, hint: impl Into<String>) -> UserError {
+        user(format!("invalid filter {:?}: {why}", self.text)).hint(hint)
+    }
+
+    /// `label=k`, `label=k=v` (and their negation): a [`LabelFilter`].
+    pub fn label(&self, hint: &str) -> Result<LabelFilter, UserError> {
+        let (k, v) = match self.value.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (self.value, None),
+        };
+        if k.is_empty() {
+            return Err(self.error("the label key is empty", hint));
+        }
+        Ok(LabelFilter {
+            key: k.to_string(),
+            value: v,
+            negate: self.negate,
+        })
+    }
+}
+
+/// The accepted keys as a hint lists them: `until, label, label!`.
+pub fn key_list(keys: &[&str], negatable: &[&str]) -> String {
+    keys.iter()
+        .flat_map(|k| {
+            let neg = negatable.contains(k).then(|| format!("{k}!"));
+            std::iter::once(k.to_string()).chain(neg)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Splits `--filter` arguments by the one grammar: a key outside `keys`, `!=` on a key not
+/// in `negatable`, or no `=` is refused naming the argument, with `hint`.
+pub fn split<'a>(
+    args: &'a [String],
+    keys: &[&str],
+    negatable: &[&str],
+    hint: &str,
+) -> Result<Vec<Arg<'a>>, UserError> {
+    args.iter()
+        .map(|text| {
+            let bad = |why: String| user(format!("invalid filter {text:?}: {why}")).hint(hint);
+            let Some((key, value)) = text.split_once('=') else {
+                return Err(bad("expected KEY=VALUE".into()));
+            };
+            let (key, negate) = match key.strip_suffix('!') {
+                Some(k) => (k, true),
+                None => (key, false),
+            };
+            let key = key.trim().to_ascii_lowercase();
+            if !keys.contains(&key.as_str()) {
+                return Err(bad(format!("unknown key {key:?}")));
+            }
+            if negate && !negatable.contains(&key.as_str()) {
+                return Err(bad(format!("{key} does not take !=")));
+            }
+            Ok(Arg {
+                text,
+                key,
+                value: value.trim(),
+                negate,
+            })
+        })
+        .collect()
+}
+
+/// docker matches `name=` as a regular expression against the name; wharf takes the common
+/// subset: a substring, `^` anchoring the start (a leading `/` after it is docker's old name
+/// prefix), `$` the end.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    let (start, p) = match pattern.strip_prefix('^') {
+        Some(p) => (true, p.strip_prefix('/').unwrap_or(p)),
+        None => (false, pattern),
+    };
+    let (end, p) = match p.strip_suffix('$') {
+        Some(p) => (true, p),
+        None => (false, p),
+    };
+    match (start, end) {
+        (true, true) => name == p,
+        (true, false) => name.starts_with(p),
+        (false, true) => name.ends_with(p),
+        (false, false) => name.contains(p),
+    }
+}
+
+/// A filter key of the prune, `volume ls` and `images` verbs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
     /// `until=24h` / `until=2026-11-28T10:00:00Z`: created before that time.
     Until,
     /// `label=k`, `label=k=v`, `label!=k`, `label!=k=v`.
     Label,
-    /// `name=part`: the name contains `part`.
+    /// `name=part`: the name contains `part` (`^`, `$` anchor it).
     Name,
     /// `dangling=true|false`.
     Dangling,
+    /// `reference=repo[:tag]`: an image with a tag in that repository (and that tag).
+    Reference,
 }
 
 impl Key {
-    fn names(self) -> &'static [&'static str] {
+    fn name(self) -> &'static str {
         match self {
-            Key::Until => &["until"],
-            Key::Label => &["label", "label!"],
-            Key::Name => &["name"],
-            Key::Dangling => &["dangling"],
+            Key::Until => "until",
+            Key::Label => "label",
+            Key::Name => "name",
+            Key::Dangling => "dangling",
+            Key::Reference => "reference",
         }
     }
 }
@@ -62,6 +170,8 @@ pub struct Filters {
     /// Any of these substrings of the name (docker ORs repeated `name=`).
     pub names: Vec<String>,
     pub dangling: Option<bool>,
+    /// Any of these `repo[:tag]` (docker ORs repeated `reference=`).
+    pub references: Vec<String>,
 }
 
 impl Filters {
@@ -73,16 +183,8 @@ impl Filters {
 
     /// Whether `name` passes the `name=` filters.
     pub fn name_matches(&self, name: &str) -> bool {
-        self.names.is_empty() || self.names.iter().any(|n| name.contains(n.as_str()))
+        self.names.is_empty() || self.names.iter().any(|n| name_matches(n, name))
     }
-}
-
-fn accepted_list(accepted: &[Key]) -> String {
-    accepted
-        .iter()
-        .flat_map(|k| k.names().iter().copied())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A time from a filter: a duration back from `now` (`90s`, `24h`, `7d`), an RFC 3339 time,
@@ -98,58 +200,47 @@ pub fn parse_time(value: &str, now: i64) -> Option<i64> {
 /// Parses `--filter` arguments; a key outside `accepted` is refused naming it and the accepted
 /// keys. `now` anchors durations.
 pub fn parse(args: &[String], accepted: &[Key], now: i64) -> Result<Filters, UserError> {
+    let keys: Vec<&str> = accepted.iter().map(|k| k.name()).collect();
+    let negatable: &[&str] = if accepted.contains(&Key::Label) {
+        &["label"]
+    } else {
+        &[]
+    };
+    let hint = format!(
+        "write --filter KEY=VALUE with KEY one of: {} (e.g. --filter until=24h, \
+         --filter label=env=prod, --filter label!=keep)",
+        key_list(&keys, negatable)
+    );
     let mut f = Filters::default();
-    let keys = accepted_list(accepted);
-    for arg in args {
-        let bad = |why: String| {
-            user(format!("invalid filter {arg:?}: {why}")).hint(format!(
-                "write --filter KEY=VALUE with KEY one of: {keys} (e.g. --filter until=24h, \
-                 --filter label=env=prod, --filter label!=keep)"
-            ))
-        };
-        let Some((key, value)) = arg.split_once('=') else {
-            return Err(bad("expected KEY=VALUE".into()));
-        };
-        let key = key.trim().to_ascii_lowercase();
-        let Some(kind) = accepted
-            .iter()
-            .copied()
-            .find(|k| k.names().contains(&key.as_str()))
-        else {
-            return Err(bad(format!("unknown key {key:?}")));
-        };
-        match kind {
-            Key::Until => {
+    for a in split(args, &keys, negatable, &hint)? {
+        match a.key.as_str() {
+            "until" => {
                 if f.until.is_some() {
-                    return Err(bad("more than one until filter".into()));
+                    return Err(a.error("more than one until filter", hint));
                 }
-                f.until = Some(parse_time(value, now).ok_or_else(|| {
-                    bad(format!(
-                        "{value:?} is not a time: give a duration back from now (24h, 7d), \
-                         an RFC 3339 time or Unix seconds"
-                    ))
+                f.until = Some(parse_time(a.value, now).ok_or_else(|| {
+                    a.error(
+                        format_args!(
+                            "{:?} is not a time: give a duration back from now (24h, 7d), \
+                             an RFC 3339 time or Unix seconds",
+                            a.value
+                        ),
+                        hint.clone(),
+                    )
                 })?);
             }
-            Key::Label => {
-                let (k, v) = match value.split_once('=') {
-                    Some((k, v)) => (k, Some(v.to_string())),
-                    None => (value, None),
-                };
-                if k.is_empty() {
-                    return Err(bad("the label key is empty".into()));
-                }
-                f.labels.push(LabelFilter {
-                    key: k.to_string(),
-                    value: v,
-                    negate: key == "label!",
-                });
-            }
-            Key::Name => f.names.push(value.to_string()),
-            Key::Dangling => {
-                f.dangling = Some(match value.to_ascii_lowercase().as_str() {
+            "label" => f.labels.push(a.label(&hint)?),
+            "name" => f.names.push(a.value.to_string()),
+            "reference" => f.references.push(a.value.to_string()),
+            _ => {
+                f.dangling = Some(match a.value.to_ascii_lowercase().as_str() {
                     "true" | "1" => true,
                     "false" | "0" => false,
-                    _ => return Err(bad(format!("{value:?} is not true or false"))),
+                    _ => {
+                        return Err(
+                            a.error(format_args!("{:?} is not true or false", a.value), hint)
+                        );
+                    }
                 });
             }
         }
@@ -227,7 +318,49 @@ mod tests {
         let f = parse(&a, &[Key::Name, Key::Dangling, Key::Label], NOW).unwrap();
         assert!(f.name_matches("web") && !f.name_matches("db"));
         assert_eq!(f.dangling, Some(true));
+        let a: Vec<String> = vec!["name=^we".into(), "name=b$".into()];
+        let f = parse(&a, &[Key::Name], NOW).unwrap();
+        assert!(f.name_matches("web") && f.name_matches("db") && !f.name_matches("awe"));
         let a: Vec<String> = vec!["dangling=maybe".into()];
         assert!(parse(&a, &[Key::Dangling], NOW).is_err());
+    }
+}
+
+#[cfg(test)]
+mod grammar_tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_grammar_for_every_verb() {
+        let a = s(&[" Label != k=v ", "NAME=web", "until= 1h "]);
+        let got = split(&a, &["label", "name", "until"], &["label"], "h").unwrap();
+        assert_eq!(
+            (got[0].key.as_str(), got[0].value, got[0].negate),
+            ("label", "k=v", true)
+        );
+        assert_eq!((got[1].key.as_str(), got[1].value), ("name", "web"));
+        assert_eq!(got[2].value, "1h");
+        let l = got[0].label("h").unwrap();
+        assert_eq!(
+            (l.key.as_str(), l.value.as_deref(), l.negate),
+            ("k", Some("v"), true)
+        );
+        for (arg, why) in [
+            ("name", "expected KEY=VALUE"),
+            ("name!=x", "name does not take !="),
+            ("colour=red", "unknown key \"colour\""),
+        ] {
+            let e = split(&s(&[arg]), &["label", "name"], &["label"], "the hint").unwrap_err();
+            assert_eq!(e.message, format!("invalid filter {arg:?}: {why}"));
+            assert_eq!(e.hint.as_deref(), Some("the hint"));
+        }
+        assert_eq!(
+            key_list(&["until", "label"], &["label"]),
+            "until, label, label!"
+        );
     }
 }

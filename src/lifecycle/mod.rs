@@ -278,20 +278,18 @@ fn is_detached_monitor(pid: i32) -> bool {
 /// run's exit code.
 fn follow_log(store: &Store, rec: &Record) -> Result<i32> {
     let path = container::log_path(store, &rec.id);
-    let opts = logs::ReadOptions::default();
-    let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
-    loop {
-        let running = container::find(store, &rec.id)
-            .map(|r| r.state.is_active() && r.live_monitor().is_some())
-            .unwrap_or(false);
-        offset = logs::print_from(&path, offset, opts)?;
-        if !running {
-            // The monitor wrote the tail before recording the exit.
-            logs::print_from(&path, offset, opts)?;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+    logs::follow(
+        &path,
+        offset,
+        logs::ReadOptions::default(),
+        Duration::from_millis(50),
+        || {
+            container::find(store, &rec.id)
+                .map(|r| r.state.is_active() && r.live_monitor().is_some())
+                .unwrap_or(false)
+        },
+    )?;
     let code: Option<i32> = store
         .db()
         .prepare_cached(

@@ -575,6 +575,8 @@ struct Running {
     start_ns: i64,
     deadline: Instant,
     timed_out: bool,
+    /// Printed by `wharf exec` before an error of its own (`health::PROBE_TOKEN_ENV`).
+    token: String,
 }
 
 /// The health checks of one run.
@@ -651,6 +653,21 @@ impl Checker {
                         String::from_utf8_lossy(&data).into_owned(),
                     )
                 };
+                if !p.timed_out
+                    && let Some(output) = health::probe_could_not_run(code, &output, &p.token)
+                {
+                    // wharf could not run the probe (exit 125): not the container's failure.
+                    tracing::warn!("the health check of {id} could not run: {}", output.trim());
+                    self.state.record_not_run(Probe {
+                        start: p.start_ns,
+                        end: now_ns(),
+                        exit_code: code,
+                        output,
+                    });
+                    self.save(store, id);
+                    self.next = now + self.cfg.interval();
+                    return false;
+                }
                 let probe = Probe {
                     start: p.start_ns,
                     end: now_ns(),
@@ -697,8 +714,10 @@ impl Checker {
         }
         // SAFETY: a new descriptor owned by nothing else.
         let output = unsafe { File::from_raw_fd(fd) };
+        let token = crate::store::random_hex(16);
         let mut cmd = std::process::Command::new("/proc/self/exe");
-        cmd.arg("--root")
+        cmd.env(health::PROBE_TOKEN_ENV, &token)
+            .arg("--root")
             .arg(store.root())
             .arg("exec")
             .arg(id)
@@ -726,6 +745,7 @@ impl Checker {
             start_ns: now_ns(),
             deadline: Instant::now() + self.cfg.timeout(),
             timed_out: false,
+            token,
         })
     }
 

@@ -15,9 +15,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::diag::Problem;
 use super::values::{
-    self, ValueError, check_cpuset, check_name, normalize_capability, parse_duration,
-    parse_restart, parse_size, parse_swap, parse_volume,
+    self, ValueError, check_cpuset, check_name, check_object_name, normalize_capability,
+    parse_duration, parse_restart, parse_size, parse_swap, parse_volume,
 };
+use crate::names::NameKind;
 use crate::reference::Reference;
 
 /// What the checker needs to know about the file it checks.
@@ -317,7 +318,7 @@ fn short_label(def: &str) -> &'static str {
         "RestartPolicy" => "not a restart policy",
         "VolumeSpec" => "not a valid volume",
         "ImageRef" | "ImageTag" => "not a valid image reference",
-        "Name" => "not a valid name",
+        "Name" | "ContainerName" | "VolumeName" => "not a valid name",
         "RelativeFile" => "file not found",
         "Capability" => "unknown capability",
         "CpuSet" => "not a valid cpuset",
@@ -426,6 +427,8 @@ fn semantic(ctx: &Ctx<'_>, def: &str, v: &DeValue<'_>) -> Result<(), ValueError>
         "Duration" => parse_duration(s).map(|_| ()),
         "RestartPolicy" => parse_restart(s).map(|_| ()),
         "Name" => check_name(s),
+        "ContainerName" => check_object_name(NameKind::Container, s),
+        "VolumeName" => check_object_name(NameKind::Volume, s),
         "CpuSet" => check_cpuset(s),
         "Capability" => normalize_capability(s).map(|_| ()),
         "AbsolutePath" => {

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::types::{ManifestFile, name_schema};
+use super::types::{ManifestFile, name_schema, object_name_schema};
+use crate::names::NameKind;
 
 /// The schema as a JSON value.
 pub fn schema() -> &'static Value {
@@ -29,6 +30,11 @@ fn generate() -> Value {
     strip_null(&mut v);
     if let Some(defs) = v.get_mut("definitions").and_then(Value::as_object_mut) {
         defs.insert("Name".into(), name_schema());
+        defs.insert(
+            "ContainerName".into(),
+            object_name_schema(NameKind::Container),
+        );
+        defs.insert("VolumeName".into(), object_name_schema(NameKind::Volume));
     }
     if let Some(obj) = v.as_object_mut() {
         obj.insert(

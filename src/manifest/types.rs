@@ -31,12 +31,12 @@ pub struct ManifestFile {
 
     /// Containers that should exist, by container name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/Name" }))]
+    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/ContainerName" }))]
     pub containers: BTreeMap<String, ContainerSection>,
 
     /// Named volumes, by volume name. A container mounts one with "NAME:/path".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/Name" }))]
+    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/VolumeName" }))]
     pub volumes: BTreeMap<String, VolumeSection>,
 
     /// What to keep and what to prune after each converge.
@@ -273,11 +273,26 @@ pub struct LogRetention {
     pub max_files: Option<u32>,
 }
 
-/// The Name definition used for `propertyNames` of containers, volumes and images.
+/// The Name definition used for `propertyNames` of images (and the project's pattern).
 pub(crate) fn name_schema() -> serde_json::Value {
     serde_json::json!({
         "description": "A name: a letter or digit, then at least one letter, digit, '_', '.' or '-'.",
         "type": "string",
         "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+    })
+}
+
+/// A container's or a volume's name: [`name_schema`] with the length limit of
+/// [`crate::names::check`].
+pub(crate) fn object_name_schema(kind: crate::names::NameKind) -> serde_json::Value {
+    let what = match kind {
+        crate::names::NameKind::Container => "A container name",
+        crate::names::NameKind::Volume => "A volume name",
+    };
+    serde_json::json!({
+        "description": format!("{what}: a letter or digit, then at least one letter, digit, '_', '.' or '-'; at most {} characters.", kind.max_len()),
+        "type": "string",
+        "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_.-]+$",
+        "maxLength": kind.max_len()
     })
 }

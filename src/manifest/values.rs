@@ -16,8 +16,10 @@
 //! | `m`, `mb`, `mib` | 1024² |
 //! | `g`, `gb`, `gib` | 1024³ |
 //! | `t`, `tb`, `tib` | 1024⁴ |
+//! | `p`, `pb`, `pib` | 1024⁵ |
 //!
-//! So `"64m"`, `"64MB"` and `"64MiB"` are all 67108864 bytes. A fraction is rounded down to a
+//! This is the grammar of docker's `--memory` (and of wharf's `-m`): one parser,
+//! [`crate::util::parse_size`], reads sizes everywhere. So `"64m"`, `"64MB"` and `"64MiB"` are all 67108864 bytes. A fraction is rounded down to a
 //! whole byte (`"1.5k"` = 1536).
 //!
 //! # Durations
@@ -30,6 +32,8 @@ use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::util::SIZE_HINT;
 
 /// A problem with one value: what is wrong, and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,66 +58,11 @@ impl fmt::Display for ValueError {
 }
 
 const KIB: u64 = 1024;
-const SIZE_UNITS: &[(&str, u64)] = &[
-    ("", 1),
-    ("b", 1),
-    ("k", KIB),
-    ("kb", KIB),
-    ("kib", KIB),
-    ("m", KIB * KIB),
-    ("mb", KIB * KIB),
-    ("mib", KIB * KIB),
-    ("g", KIB * KIB * KIB),
-    ("gb", KIB * KIB * KIB),
-    ("gib", KIB * KIB * KIB),
-    ("t", KIB * KIB * KIB * KIB),
-    ("tb", KIB * KIB * KIB * KIB),
-    ("tib", KIB * KIB * KIB * KIB),
-];
 
-const SIZE_HINT: &str = "write a number with a binary unit, e.g. \"512k\", \"64MiB\", \"1G\" (k/m/g/t, with or without \"b\"/\"ib\"; all are powers of 1024)";
-
-/// Parses a size string (see the module docs) into bytes.
+/// Parses a size string (see the module docs) into bytes: [`crate::util::parse_size`], the one
+/// size grammar of wharf, with its error as a [`ValueError`].
 pub fn parse_size(input: &str) -> Result<u64, ValueError> {
-    let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let unit_lc = unit.to_ascii_lowercase();
-    let Some(&(_, factor)) = SIZE_UNITS.iter().find(|(u, _)| *u == unit_lc) else {
-        return Err(ValueError::new(
-            format!("invalid size {input:?}: unknown unit {unit:?}"),
-            SIZE_HINT,
-        ));
-    };
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
-    };
-    if int.is_empty() || frac.contains('.') || (num.contains('.') && frac.is_empty()) {
-        return Err(ValueError::new(
-            format!("invalid size {input:?}: expected a number before the unit"),
-            SIZE_HINT,
-        ));
-    }
-    let too_big = || {
-        ValueError::new(
-            format!("invalid size {input:?}: too large"),
-            "sizes are limited to 2^64 bytes",
-        )
-    };
-    let int: u64 = int.parse().map_err(|_| too_big())?;
-    let mut bytes = int.checked_mul(factor).ok_or_else(too_big)?;
-    if !frac.is_empty() {
-        // fraction * factor, rounded down, computed exactly on the digits we keep.
-        let digits = &frac[..frac.len().min(12)];
-        let f: u128 = digits.parse().unwrap_or(0);
-        let scale = 10u128.pow(digits.len() as u32);
-        let extra = (f * factor as u128 / scale) as u64;
-        bytes = bytes.checked_add(extra).ok_or_else(too_big)?;
-    }
-    Ok(bytes)
+    crate::util::parse_size(input).map_err(|e| ValueError::new(e.message(input), e.hint))
 }
 
 /// Renders bytes with the largest binary unit that divides them exactly: `64MiB`, `1536B`.
@@ -143,13 +92,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ValueError> {
 
 /// Checks a container or volume name the way docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn check_name(input: &str) -> Result<(), ValueError> {
-    let b = input.as_bytes();
-    let ok = b.len() >= 2
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+    if crate::names::docker_name_ok(input, usize::MAX) {
         Ok(())
     } else {
         Err(ValueError::new(
@@ -157,6 +100,12 @@ pub fn check_name(input: &str) -> Result<(), ValueError> {
             "names are 2 or more characters: a letter or digit, then letters, digits, '_', '.' or '-'",
         ))
     }
+}
+
+/// Checks a container or volume name by [`crate::names::check`], the rule `run --name` and
+/// `volume create` apply, so `validate` passes exactly what create accepts.
+pub fn check_object_name(kind: crate::names::NameKind, input: &str) -> Result<(), ValueError> {
+    crate::names::check(kind, input).map_err(|e| ValueError::new(e.message, e.hint))
 }
 
 /// Checks a cpuset list such as `0-3,6`.
@@ -249,10 +198,10 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 string_schema!(ByteSize, "ByteSize", {
-    "description": "A size in bytes: an integer, or a string with a binary unit (k, m, g, t; \"kb\"/\"kib\" etc. mean the same; all are powers of 1024), e.g. \"512k\", \"64MiB\", \"1G\".",
+    "description": "A size in bytes: an integer, or a string with a binary unit (k, m, g, t, p; \"kb\"/\"kib\" etc. mean the same; all are powers of 1024), e.g. \"512k\", \"64MiB\", \"1G\".",
     "type": ["string", "integer"],
     "minimum": 0,
-    "pattern": "^[0-9]+(\\.[0-9]+)?([kKmMgGtT]([iI]?[bB])?|[bB])?$",
+    "pattern": "^[0-9]+(\\.[0-9]+)?([kKmMgGtTpP]([iI]?[bB])?|[bB])?$",
     "examples": ["256MiB", "1G", "64m", "512k"]
 });
 
@@ -423,6 +372,12 @@ pub fn parse_volume(input: &str) -> Result<VolumeSpec, ValueError> {
             ValueError::new(
                 format!("invalid volume {input:?}: {src:?} is neither a volume name nor a path"),
                 "a relative bind mount starts with \"./\"; a volume name is letters, digits, '_', '.' and '-'",
+            )
+        })?;
+        check_object_name(crate::names::NameKind::Volume, src).map_err(|e| {
+            ValueError::new(
+                format!("invalid volume {input:?}: {}", e.message),
+                e.hint.unwrap_or_default(),
             )
         })?;
         VolumeSource::Named(src.to_string())

@@ -20,8 +20,9 @@ use crate::error::user;
 use crate::model::ContainerState;
 use crate::store::{Store, now_ns};
 
-/// Reads the store. Closes runs whose monitor died first ([`container::reconcile`]), so a
-/// container killed by hand is seen as exited.
+/// Reads the store, writing nothing: a run whose monitor died reads as exited through the
+/// record's read view (the liveness rule), so a container killed by hand is seen as exited
+/// by `diff` and `--dry-run` too; `apply` recovers such runs before it observes.
 pub fn observe(store: &Store) -> Result<Observed> {
     let db = store.db();
     let tags = db

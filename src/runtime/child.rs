@@ -16,7 +16,7 @@ use crate::error::exit;
 
 /// Everything the child needs, prepared by the parent before clone.
 pub struct ChildSpec {
-    /// The overlay mount point (the state root's run dir, see `ops::run_dir`).
+    /// The overlay mount point (the state root's run dir, see `Store::run_dir`).
     pub merged: PathBuf,
     /// overlay's lowerdir (layer dirs, top first, `:`-separated).
     pub lower: String,

@@ -8,6 +8,12 @@
 //! streak, except while the container is still `starting` within its start period; `retries`
 //! consecutive failures make it unhealthy. Unlike docker, the monitor then kills the container,
 //! and the restart policy decides what follows (a failure, as for a non-zero exit).
+//!
+//! A probe whose `wharf exec` fails itself (exit 125 with wharf's error, e.g. a store newer
+//! than the binary after an upgrade) says nothing about the container: it is kept in the log
+//! and not counted. The monitor tells such a failure from a check that exits 125 by a random
+//! token it hands `wharf exec` in [`PROBE_TOKEN_ENV`], which wharf prints before its own
+//! error (the container's processes never see wharf's environment).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,12 +21,34 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::error::exit;
 use crate::model::HealthConfig;
 
 /// How many probe results inspect keeps (docker's number).
 pub const KEEP_LOG: usize = 5;
 /// How much of a probe's output is kept (docker's number).
 pub const MAX_OUTPUT: usize = 4096;
+
+/// The environment variable that carries a probe's token to its `wharf exec`.
+pub const PROBE_TOKEN_ENV: &str = "WHARF_PROBE_TOKEN";
+
+/// Whether a probe's result is wharf's own failure to run it (exit 125 and the token line
+/// wharf prints before its error): then its output, without the token line.
+pub fn probe_could_not_run(exit_code: i32, output: &str, token: &str) -> Option<String> {
+    if exit_code != exit::RUNTIME || token.is_empty() {
+        return None;
+    }
+    let mut found = false;
+    let rest: Vec<&str> = output
+        .split_inclusive('\n')
+        .filter(|l| {
+            let mark = l.trim_end() == token;
+            found |= mark;
+            !mark
+        })
+        .collect();
+    found.then(|| rest.concat())
+}
 
 /// One probe's result (docker's `Health.Log` entry; times in ns since the epoch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +104,15 @@ impl HealthState {
             return true;
         }
         false
+    }
+
+    /// Keeps a probe that could not run (see [`probe_could_not_run`]) in the log, without
+    /// counting it: the status and the failing streak stay as they are.
+    pub fn record_not_run(&mut self, probe: Probe) {
+        self.log.push_back(probe);
+        while self.log.len() > KEEP_LOG {
+            self.log.pop_front();
+        }
     }
 
     /// docker's `State.Health` JSON.
@@ -138,6 +175,34 @@ mod tests {
             exit_code: code,
             output: String::new(),
         }
+    }
+
+    #[test]
+    fn wharf_failing_to_run_a_probe_is_not_the_containers_failure() {
+        let tok = "5f3c0a";
+        let out = format!("{tok}\nerror: the state database has schema version 99\n");
+        assert_eq!(
+            probe_could_not_run(125, &out, tok).as_deref(),
+            Some("error: the state database has schema version 99\n")
+        );
+        // The check's own 125, or another code, or no token: the check's result.
+        assert_eq!(probe_could_not_run(125, "error: mine\n", tok), None);
+        assert_eq!(probe_could_not_run(1, &out, tok), None);
+        assert_eq!(probe_could_not_run(125, &format!("x{tok}\n"), tok), None);
+        assert_eq!(probe_could_not_run(125, &out, ""), None);
+        // Kept in the log, not counted: a healthy container stays healthy.
+        let c = cfg(1, Duration::ZERO);
+        let mut h = HealthState::default();
+        h.record(&c, probe(0), Duration::from_secs(1));
+        for _ in 0..3 {
+            h.record_not_run(probe(125));
+        }
+        assert_eq!((h.status.as_str(), h.failing_streak), ("healthy", 0));
+        assert_eq!(h.log.len(), 4);
+        assert!(
+            h.record(&c, probe(125), Duration::from_secs(1)),
+            "the check's 125 counts"
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! `containers/<id>/log.json` is capped at a size ([`MAX_SIZE`] unless the container's
 //! `[retention.logs]` says otherwise, see [`LogPolicy`]); past it, the files are shifted
 //! (`log.json` → `log.json.1` → `log.json.2` …) and the oldest beyond `max_files` is dropped,
-//! so a container never holds more than `max_files` × `max_size`.
+//! so a container never holds more than `max_files` × `max_size`; opening the log with a
+//! smaller `max_files` than before removes the rotated files beyond it. [`Follower`] is the
+//! one reader of a growing log (`logs -f`, `start -a` of a detached run), across rotations.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -64,6 +66,8 @@ impl LogWriter {
     /// Opens a container's log with its rotation policy.
     pub fn with_policy(path: &Path, policy: LogPolicy) -> io::Result<LogWriter> {
         let (max, files) = policy.resolved();
+        // A policy that keeps fewer files than the last one: the rotated files beyond it go.
+        remove_beyond(path, files)?;
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
         Ok(LogWriter {
@@ -126,6 +130,19 @@ impl LogWriter {
         self.size = 0;
         Ok(())
     }
+}
+
+/// Removes `log.json.N` for every N ≥ `files` (the current file counts as one of `files`).
+fn remove_beyond(path: &Path, files: u32) -> io::Result<()> {
+    let mut n = files.max(1);
+    while n <= 1000 {
+        match fs::remove_file(rotated_n(path, n)) {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn rotated(path: &Path) -> PathBuf {
@@ -205,37 +222,138 @@ pub fn print(path: &Path, opts: ReadOptions) -> io::Result<u64> {
     Ok(fs::metadata(path).map(|m| m.len()).unwrap_or(0))
 }
 
-/// Prints what was appended since `offset`; returns the new offset. A rotation (the file
-/// got shorter) restarts at 0.
-pub fn print_from(path: &Path, offset: u64, opts: ReadOptions) -> io::Result<u64> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(offset),
-        Err(e) => return Err(e),
-    };
-    let len = f.metadata()?.len();
-    let start = if len < offset { 0 } else { offset };
-    if len == start {
-        return Ok(start);
+/// Reads a log as it grows, across rotations: it keeps the file it reads open, so when the
+/// writer renames it to `log.json.1` the follower first reads what was added to it, then
+/// goes on from the start of the new `log.json`. A file truncated in place (`max_files = 1`)
+/// is read again from its start.
+pub struct Follower {
+    path: PathBuf,
+    opts: ReadOptions,
+    /// The file being read, and its inode; None until it exists.
+    file: Option<(BufReader<File>, u64)>,
+    /// Bytes of complete lines read from `file`.
+    pos: u64,
+}
+
+impl Follower {
+    /// Follows `path` from `offset` (what [`print`] returned: the lines before it are
+    /// printed).
+    pub fn new(path: &Path, offset: u64, opts: ReadOptions) -> Follower {
+        Follower {
+            path: path.to_path_buf(),
+            opts,
+            file: None,
+            pos: offset,
+        }
     }
-    f.seek(SeekFrom::Start(start))?;
-    let mut reader = BufReader::new(f);
-    let mut pos = start;
+
+    /// Prints every complete line added since the last poll; a partial last line waits for
+    /// its end.
+    pub fn poll(&mut self, out: &mut impl Write, err: &mut impl Write) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            if self.file.is_none() {
+                match File::open(&self.path) {
+                    Ok(f) => {
+                        let ino = f.metadata()?.ino();
+                        self.file = Some((BufReader::new(f), ino));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            // Which file the path names now, before reading: if the writer has rotated ours
+            // away, it has written to it for the last time, and the read below takes the rest.
+            let now = match fs::metadata(&self.path) {
+                Ok(m) => Some(m.ino()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            self.drain(out, err)?;
+            match &self.file {
+                Some((_, ino)) if now.is_some_and(|n| n != *ino) => {
+                    self.file = None;
+                    self.pos = 0;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Seeks the open file to `pos`, or to 0 if it is shorter (truncated in place).
+    fn seek_to_pos(&mut self) -> io::Result<()> {
+        if let Some((r, _)) = &mut self.file {
+            let len = r.get_ref().metadata()?.len();
+            if len < self.pos {
+                self.pos = 0;
+            }
+            r.seek(SeekFrom::Start(self.pos))?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, out: &mut impl Write, err: &mut impl Write) -> io::Result<()> {
+        self.seek_to_pos()?;
+        let Some((reader, _)) = &mut self.file else {
+            return Ok(());
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line)?;
+            if n == 0 || !line.ends_with('\n') {
+                break; // a partial line is printed once complete
+            }
+            self.pos += n as u64;
+            print_entry(line.trim_end(), self.opts, out, err);
+        }
+        let _ = out.flush();
+        let _ = err.flush();
+        Ok(())
+    }
+}
+
+/// `logs -f` and `start -a` of a detached container: prints what `path` gets from `offset`
+/// on, every `interval`, until `running()` says the run is over; then reads once more (the
+/// monitor writes the tail before it records the exit) and returns.
+pub fn follow(
+    path: &Path,
+    offset: u64,
+    opts: ReadOptions,
+    interval: std::time::Duration,
+    running: impl FnMut() -> bool,
+) -> io::Result<()> {
     let stdout = io::stdout();
     let stderr = io::stderr();
-    let (mut out, mut err) = (stdout.lock(), stderr.lock());
-    let mut line = String::new();
+    follow_into(
+        path,
+        offset,
+        opts,
+        interval,
+        running,
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+    )
+}
+
+fn follow_into(
+    path: &Path,
+    offset: u64,
+    opts: ReadOptions,
+    interval: std::time::Duration,
+    mut running: impl FnMut() -> bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<()> {
+    let mut f = Follower::new(path, offset, opts);
     loop {
-        line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 || !line.ends_with('\n') {
-            break; // a partial line is printed once complete
+        let still = running();
+        f.poll(out, err)?;
+        if !still {
+            return f.poll(out, err);
         }
-        pos += n as u64;
-        print_entry(line.trim_end(), opts, &mut out, &mut err);
+        std::thread::sleep(interval);
     }
-    let _ = out.flush();
-    Ok(pos)
 }
 
 #[cfg(test)]
@@ -317,5 +435,114 @@ mod tests {
         }
         assert!(!rotated_n(&q, 1).exists());
         assert!(fs::metadata(&q).unwrap().len() <= 200);
+    }
+
+    #[test]
+    fn shrinking_max_files_removes_the_extra_rotated_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.json");
+        let policy = |files| LogPolicy {
+            max_size: Some(100),
+            max_files: Some(files),
+        };
+        let mut w = LogWriter::with_policy(&p, policy(5)).unwrap();
+        for i in 0..20 {
+            w.write(Stream::Stdout, format!("line {i:02}\n").as_bytes())
+                .unwrap();
+        }
+        drop(w);
+        assert_eq!(log_files(&p).len(), 5);
+        let mut w = LogWriter::with_policy(&p, policy(2)).unwrap();
+        assert_eq!(log_files(&p), [rotated_n(&p, 1), p.clone()]);
+        for i in 20..30 {
+            w.write(Stream::Stdout, format!("line {i:02}\n").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(log_files(&p).len(), 2);
+        drop(w);
+        LogWriter::with_policy(&p, policy(1)).unwrap();
+        assert_eq!(log_files(&p), std::slice::from_ref(&p));
+    }
+
+    fn lines_of(out: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_follower_reads_every_line_once_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.json");
+        let mut w = LogWriter::with_policy(
+            &p,
+            LogPolicy {
+                max_size: Some(400),
+                max_files: Some(3),
+            },
+        )
+        .unwrap();
+        w.write(Stream::Stdout, b"before\n").unwrap();
+        let offset = fs::metadata(&p).unwrap().len();
+        let mut f = Follower::new(&p, offset, ReadOptions::default());
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut want = Vec::new();
+        for i in 0..60 {
+            let line = format!("line {i:02}");
+            let stream = if i % 7 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            w.write(stream, format!("{line}\n").as_bytes()).unwrap();
+            if stream == Stream::Stdout {
+                want.push(line);
+            }
+            // A poll every third line: the writer rotates (about five entries a file) in
+            // between, after writing lines the follower has not read yet.
+            if i % 3 == 2 {
+                f.poll(&mut out, &mut err).unwrap();
+            }
+        }
+        w.write(Stream::Stdout, b"partial").unwrap();
+        f.poll(&mut out, &mut err).unwrap();
+        assert!(rotated_n(&p, 2).exists(), "the writer rotated");
+        want.push("partial".into());
+        assert_eq!(lines_of(&out), want);
+        assert_eq!(lines_of(&err).len(), 9, "{:?}", lines_of(&err));
+        // Nothing new: nothing printed twice.
+        f.poll(&mut out, &mut err).unwrap();
+        assert_eq!(lines_of(&out).len(), want.len());
+    }
+
+    #[test]
+    fn follow_ends_with_the_run_and_prints_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.json");
+        let mut w = LogWriter::with_policy(&p, LogPolicy::default()).unwrap();
+        let mut calls = 0;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        follow_into(
+            &p,
+            0,
+            ReadOptions::default(),
+            std::time::Duration::from_millis(1),
+            || {
+                calls += 1;
+                w.write(Stream::Stdout, format!("run {calls}\n").as_bytes())
+                    .unwrap();
+                if calls < 4 {
+                    return true;
+                }
+                // The run ends: the monitor writes its tail, then records the exit.
+                w.write(Stream::Stdout, b"tail\n").unwrap();
+                false
+            },
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
+        assert_eq!(lines_of(&out), ["run 1", "run 2", "run 3", "run 4", "tail"]);
     }
 }

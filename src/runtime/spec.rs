@@ -258,32 +258,6 @@ pub fn capability_mask(cfg: &ContainerConfig) -> Result<u64> {
     Ok(mask)
 }
 
-/// `64m`, `1g`, `512k`, `1048576` (bytes; suffixes b k m g, any case, binary multiples).
-pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t
-        .strip_suffix('b')
-        .filter(|r| !r.is_empty() && r.ends_with(['k', 'm', 'g']))
-        .unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('b') => (&t[..t.len() - 1], 1),
-        _ => (t, 1),
-    };
-    num.parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .map(|n| (n * mult as f64) as u64)
-        .ok_or_else(|| {
-            runtime_error(
-                format!("invalid size {s:?}"),
-                "write a number with an optional unit: 64m, 1g, 512k",
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,11 +303,6 @@ mod tests {
 
     #[test]
     fn sizes_volumes_and_caps_parse() {
-        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("100").unwrap(), 100);
-        assert_eq!(parse_size("2mb").unwrap(), 2 << 20);
-        assert!(parse_size("x").is_err());
         let v = parse_volume("/a:/b:ro").unwrap();
         assert!(v.read_only && v.kind == VolumeKind::Bind);
         assert_eq!(parse_volume("data:/d").unwrap().kind, VolumeKind::Named);
