@@ -425,3 +425,50 @@ fn a_crash_looping_container_is_restarted_with_a_growing_backoff() {
         w.out()
     );
 }
+
+#[test]
+fn one_projects_long_stop_does_not_hold_back_another_projects_change() {
+    require_root!();
+    let t = T::new();
+    let header = |p: &str| images().replace("project = \"proj\"", &format!("project = \"{p}\""));
+    let deaf = |v: &str| {
+        format!(
+            "[containers.deaf]\nimage = \"bb:1\"\n\
+             command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.1; done # {v}\"]\n"
+        )
+    };
+    let a = t.write("a.toml", &(header("slowproj") + &deaf("v1")));
+    let quick = |names: &[&str]| {
+        let mut m = header("quickproj");
+        for n in names {
+            m += &format!("[containers.{n}]\nimage = \"bb:1\"\ncommand = {SLEEPER}\n\n");
+        }
+        m
+    };
+    let b = t.write("b.toml", &quick(&["q1"]));
+    let mut w = t.watch(&[s(&a), s(&b)]);
+    w.await_log("converged", 2);
+    wait_until("deaf and q1 to run", &w, || t.running("deaf") && t.running("q1"));
+    let old = t.id("deaf");
+    // deaf ignores SIGTERM: recreating it waits out the whole grace period (5 s).
+    t.write("a.toml", &(header("slowproj") + &deaf("v2")));
+    wait_until("the recreate to ask deaf to stop", &w, || {
+        t.db()
+            .query_row(
+                "SELECT stop_requested FROM containers WHERE id = ?1",
+                [&old],
+                |r| r.get::<_, i64>(0),
+            )
+            .is_ok_and(|v| v == 1)
+    });
+    t.write("b.toml", &quick(&["q1", "q2"]));
+    wait_until("q2 to run", &w, || t.running("q2"));
+    assert!(
+        t.container("deaf").is_some_and(|c| c.0 == old),
+        "quickproj converged only after slowproj's stop was over:\n{}",
+        w.out()
+    );
+    wait_until("deaf to be recreated", &w, || {
+        t.container("deaf").is_some_and(|c| c.0 != old) && t.running("deaf")
+    });
+}

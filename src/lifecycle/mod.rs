@@ -258,6 +258,27 @@ pub fn start_all(
         .collect()
 }
 
+/// The detached monitors this process spawned and has not reaped.
+static MONITORS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Reaps the detached monitors this process spawned that have ended; returns how many. Only
+/// those: a `waitpid(-1)` would take the exit status of a child another thread waits for
+/// (`git` under an apply in `wharf watch`'s converge threads).
+pub fn reap_monitors() -> usize {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Ok(mut pids) = MONITORS.lock() else {
+        return 0;
+    };
+    let before = pids.len();
+    pids.retain(|&pid| {
+        !matches!(
+            waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_)
+        )
+    });
+    before - pids.len()
+}
+
 fn already_running(rec: &Record) -> anyhow::Error {
     user(format!("container {} is already running", rec.name))
         .hint(format!(
@@ -336,8 +357,13 @@ fn spawn_monitor(root: &Path, id: &str) -> Result<()> {
         .spawn()
         .context("cannot start the container's monitor")?;
     drop(w);
+    // The monitor outlives us (init adopts it); while we live, it is our child, reaped by
+    // [`reap_monitors`] (a long-lived `wharf watch`).
+    if let Ok(mut m) = MONITORS.lock() {
+        m.push(child.id() as i32);
+    }
+    drop(child);
     let msg = sys::read_to_end(r.as_raw_fd()).context("cannot read from the monitor")?;
-    drop(child); // the monitor outlives us; init adopts it
     monitor::Ready::decode(&msg).into_result()
 }
 

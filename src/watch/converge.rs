@@ -26,13 +26,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use rusqlite::params;
 
-use super::{Converger, Trigger, WatchSet};
+use super::{Converger, Msg, Trigger, WatchSet};
 use crate::container::run_goes_on;
 use crate::error::user;
 use crate::manifest::{DesiredState, Manifest};
@@ -138,30 +141,56 @@ struct Good {
 
 #[derive(Debug)]
 struct Project {
-    /// The PATH as given (for messages and `wharf down -f`).
-    given: PathBuf,
-    /// Absolute.
-    path: PathBuf,
-    is_dir: bool,
     /// The manifest files or directory, whatever loads.
     base: WatchSet,
-    good: Option<Good>,
-    lock: Option<ProjectLock>,
+    /// What its worker's last valid load said (the worker writes it, the loop reads it).
+    good: Arc<Mutex<Option<Good>>>,
+    /// Its worker, once started; its state until then.
+    worker: Option<Worker>,
+    idle: Option<ProjectWork>,
     _path_lock: ProjectLock,
-    /// The problems last printed: the same ones are not printed again at each resync.
-    last_errors: Option<String>,
     /// Crash-loop backoff: store converges in a row, when the last was, when the next may be.
     streak: u32,
     last_store: Option<Instant>,
     hold_until: Option<Instant>,
 }
 
-impl Project {
+/// The thread that converges one project, so that one project's converge (a long stop of
+/// its containers) never holds back another's. Triggers queue up in its channel and are
+/// coalesced: a burst gives one converge.
+#[derive(Debug)]
+struct Worker {
+    tx: Sender<Trigger>,
+    handle: JoinHandle<()>,
+}
+
+/// What one project's converges need and keep, owned by its worker.
+#[derive(Debug)]
+struct ProjectWork {
+    /// The PATH as given (for messages and `wharf down -f`).
+    given: PathBuf,
+    /// Absolute.
+    path: PathBuf,
+    is_dir: bool,
+    lock: Option<ProjectLock>,
+    /// The problems last printed: the same ones are not printed again at each resync.
+    last_errors: Option<String>,
+    good: Arc<Mutex<Option<Good>>>,
+}
+
+impl ProjectWork {
     fn name(&self) -> String {
         self.good
-            .as_ref()
-            .map_or_else(|| self.given.display().to_string(), |g| g.project.clone())
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|g| g.project.clone()))
+            .unwrap_or_else(|| self.given.display().to_string())
     }
+}
+
+/// Reads the shared last good load of a project (a poisoned lock reads as none).
+fn good_read<T>(good: &Mutex<Option<Good>>, f: impl FnOnce(&Good) -> T) -> Option<T> {
+    good.lock().ok().and_then(|g| g.as_ref().map(f))
 }
 
 /// The [`Converger`] of `wharf watch`.
@@ -173,6 +202,8 @@ pub struct Projects<'a> {
     projects: Vec<Project>,
     /// Projects the last store check found out of step.
     store_dirty: BTreeSet<usize>,
+    /// The loop's channel: a worker says there when it has converged.
+    loop_tx: Option<Sender<Msg>>,
 }
 
 impl<'a> Projects<'a> {
@@ -200,34 +231,39 @@ impl<'a> Projects<'a> {
             } else {
                 base.add_file(&path);
             }
+            let good = Arc::new(Mutex::new(None));
             projects.push(Project {
-                given: given.clone(),
-                path,
-                is_dir,
                 base,
-                good: None,
-                lock: None,
+                good: good.clone(),
+                worker: None,
+                idle: Some(ProjectWork {
+                    given: given.clone(),
+                    path,
+                    is_dir,
+                    lock: None,
+                    last_errors: None,
+                    good,
+                }),
                 _path_lock: path_lock,
-                last_errors: None,
                 streak: 0,
                 last_store: None,
                 hold_until: None,
             });
         }
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for p in &mut projects {
-            if let Ok(m) = execute::load_manifest(Some(store), &p.path) {
-                if let Some(other) = names.insert(m.project.clone(), p.given.clone()) {
+        for w in projects.iter_mut().filter_map(|p| p.idle.as_mut()) {
+            if let Ok(m) = execute::load_manifest(Some(store), &w.path) {
+                if let Some(other) = names.insert(m.project.clone(), w.given.clone()) {
                     return Err(user(format!(
                         "{} and {} are both project {}",
                         other.display(),
-                        p.given.display(),
+                        w.given.display(),
                         m.project
                     ))
                     .hint("watch each project once (files of one project go in one directory)")
                     .into());
                 }
-                p.lock = Some(lock_project(&root, &m.project)?);
+                w.lock = Some(lock_project(&root, &m.project)?);
             }
         }
         Ok(Projects {
@@ -237,6 +273,7 @@ impl<'a> Projects<'a> {
             opts,
             projects,
             store_dirty: BTreeSet::new(),
+            loop_tx: None,
         })
     }
 
@@ -245,9 +282,7 @@ impl<'a> Projects<'a> {
         let mut set = WatchSet::default();
         for p in &self.projects {
             set.extend(&p.base);
-            if let Some(g) = &p.good {
-                set.extend(&g.set);
-            }
+            good_read(&p.good, |g| set.extend(&g.set));
         }
         set.add_store_file(&self.wal);
         set
@@ -259,23 +294,99 @@ impl<'a> Projects<'a> {
             Trigger::Start | Trigger::Resync => true,
             Trigger::Store => self.store_dirty.contains(&i),
             Trigger::Changed(paths) => paths.iter().any(|path| {
-                p.base.matches(path) || p.good.as_ref().is_some_and(|g| g.set.matches(path))
+                p.base.matches(path) || good_read(&p.good, |g| g.set.matches(path)) == Some(true)
             }),
         }
     }
 
-    fn converge_one(&mut self, i: usize, why: &Trigger) {
-        let t0 = Instant::now();
-        let store = self.store;
-        let trigger = trigger_text(why);
+    /// Sends `why` to project `i`'s worker, starting it first if need be.
+    fn dispatch(&mut self, i: usize, why: &Trigger) {
         let p = &mut self.projects[i];
+        if p.worker.is_none()
+            && let Some(work) = p.idle.take()
+        {
+            let (tx, rx) = mpsc::channel::<Trigger>();
+            let (root, opts, loop_tx) =
+                (self.root.clone(), self.opts.clone(), self.loop_tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("converge".into())
+                .spawn(move || work_loop(work, &root, &opts, &rx, loop_tx.as_ref()));
+            match spawned {
+                Ok(handle) => p.worker = Some(Worker { tx, handle }),
+                Err(e) => tracing::warn!("watch: cannot start a converge thread: {e}"),
+            }
+        }
+        if let Some(w) = &p.worker {
+            let _ = w.tx.send(why.clone());
+        }
+    }
+}
+
+/// A project's worker: converges it for each trigger (a burst queued meanwhile gives one
+/// converge: every changed path, or the strongest trigger), with its own store connection,
+/// and tells the loop after each converge. Ends when its channel closes.
+fn work_loop(
+    mut work: ProjectWork,
+    root: &Path,
+    opts: &Options,
+    rx: &Receiver<Trigger>,
+    loop_tx: Option<&Sender<Msg>>,
+) {
+    let store = match Store::open(root) {
+        Ok(s) => s,
+        Err(e) => {
+            log(&work.name(), "start", &failed_text(&e), Instant::now());
+            return;
+        }
+    };
+    while let Ok(first) = rx.recv() {
+        let why = rx.try_iter().fold(first, coalesce);
+        converge_project(&store, root, opts, &mut work, &why);
+        if let Some(tx) = loop_tx {
+            let _ = tx.send(Msg::Converged);
+        }
+    }
+}
+
+/// One trigger for two queued ones: the changed paths of both, else the one that converges
+/// more (start, then a change, then a resync, then a store change).
+fn coalesce(a: Trigger, b: Trigger) -> Trigger {
+    let rank = |t: &Trigger| match t {
+        Trigger::Start => 3,
+        Trigger::Changed(_) => 2,
+        Trigger::Resync => 1,
+        Trigger::Store => 0,
+    };
+    match (a, b) {
+        (Trigger::Changed(mut x), Trigger::Changed(y)) => {
+            x.extend(y);
+            x.sort();
+            x.dedup();
+            Trigger::Changed(x)
+        }
+        (a, b) if rank(&b) > rank(&a) => b,
+        (a, _) => a,
+    }
+}
+
+/// Loads a project's manifest and applies it (see the module docs for the rules).
+fn converge_project(
+    store: &Store,
+    root: &Path,
+    opts: &Options,
+    p: &mut ProjectWork,
+    why: &Trigger,
+) {
+    {
+        let t0 = Instant::now();
+        let trigger = trigger_text(why);
         let m = match execute::load_manifest(Some(store), &p.path) {
             Ok(m) => m,
             Err(errors) => {
                 let text = errors.render(std::io::stderr().is_terminal());
                 let again = p.last_errors.as_ref() == Some(&text);
                 p.last_errors = Some(text.clone());
-                if again && matches!(why, Trigger::Resync | Trigger::Store) && !self.opts.verbose {
+                if again && matches!(why, Trigger::Resync | Trigger::Store) && !opts.verbose {
                     return;
                 }
                 let gone = if p.is_dir {
@@ -311,7 +422,7 @@ impl<'a> Projects<'a> {
         };
         // The lock follows the project name (`project =` may be edited).
         if p.lock.as_ref().is_none_or(|l| l.project != m.project) {
-            match lock_project(&self.root, &m.project) {
+            match lock_project(root, &m.project) {
                 Ok(l) => p.lock = Some(l),
                 Err(e) => {
                     log(
@@ -327,13 +438,15 @@ impl<'a> Projects<'a> {
                 }
             }
         }
-        p.good = Some(good_of(&m));
+        if let Ok(mut g) = p.good.lock() {
+            *g = Some(good_of(&m));
+        }
         p.last_errors = None;
         let quiet = matches!(why, Trigger::Resync | Trigger::Store);
         if quiet {
             match execute::plan_only(store, &m) {
                 Ok(plan) if plan.actions.is_empty() => {
-                    if self.opts.verbose {
+                    if opts.verbose {
                         log(&m.project, &trigger, "no changes", t0);
                     }
                     return;
@@ -346,7 +459,7 @@ impl<'a> Projects<'a> {
             }
         }
         let opts = ApplyOptions {
-            stop_timeout: self.opts.stop_timeout,
+            stop_timeout: opts.stop_timeout,
             ..ApplyOptions::default()
         };
         match execute::apply(store, &m, &opts, |_| None) {
@@ -407,23 +520,43 @@ impl Converger for Projects<'_> {
                     now + d.min(self.opts.resync)
                 });
             }
-            self.converge_one(i, why);
+            self.dispatch(i, why);
         }
         self.store_dirty.clear();
-        reap_children();
+        crate::lifecycle::reap_monitors();
         self.watch_set()
     }
 
+    fn attach(&mut self, tx: Sender<Msg>) {
+        self.loop_tx = Some(tx);
+    }
+
+    fn finish(&mut self) {
+        // Closing each worker's channel ends it after the converge it is in, if any: a
+        // stop never cuts an apply short.
+        let workers: Vec<Worker> = self
+            .projects
+            .iter_mut()
+            .filter_map(|p| p.worker.take())
+            .collect();
+        for w in workers {
+            drop(w.tx);
+            let _ = w.handle.join();
+        }
+    }
+
     fn store_changed(&mut self) -> bool {
-        reap_children();
+        crate::lifecycle::reap_monitors();
         self.store_dirty.clear();
         let now = Instant::now();
         for (i, p) in self.projects.iter().enumerate() {
-            let Some(g) = &p.good else { continue };
             if p.hold_until.is_some_and(|h| h > now) {
                 continue;
             }
-            match out_of_step(self.store, g) {
+            let Some(res) = good_read(&p.good, |g| out_of_step(self.store, g)) else {
+                continue;
+            };
+            match res {
                 Ok(true) => {
                     self.store_dirty.insert(i);
                 }
@@ -498,18 +631,6 @@ fn has_toml(dir: &Path) -> bool {
         rd.filter_map(|e| e.ok())
             .any(|e| e.path().extension().is_some_and(|x| x == "toml"))
     })
-}
-
-/// Reaps the monitors this process started that have ended (they are its children until
-/// then). Runs on the loop's thread between converges, so it never takes the exit status of a
-/// child an apply is waiting for.
-fn reap_children() {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    while let Ok(st) = waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-        if st == WaitStatus::StillAlive {
-            break;
-        }
-    }
 }
 
 fn trigger_text(why: &Trigger) -> String {

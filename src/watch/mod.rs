@@ -127,10 +127,17 @@ pub trait Converger {
     }
 
     /// What to watch before the first converge (the manifests given), so that a change made
-    /// while it runs is not missed.
+    /// while it runs is not missed; asked again after each [`Msg::Converged`].
     fn initial_set(&self) -> WatchSet {
         WatchSet::default()
     }
+
+    /// The loop's channel, for a converger that converges in the background: it sends
+    /// [`Msg::Converged`] when a converge is done (its watch set may have changed).
+    fn attach(&mut self, _tx: Sender<Msg>) {}
+
+    /// The loop is stopping: let converges under way finish.
+    fn finish(&mut self) {}
 }
 
 /// What reaches the loop.
@@ -144,6 +151,8 @@ pub enum Msg {
     Stop,
     /// SIGCHLD: a child (a monitor this process started) ended; look at the store.
     Child,
+    /// A background converge is done: what to watch may have changed.
+    Converged,
 }
 
 /// Timing of the loop.
@@ -198,7 +207,17 @@ pub fn run_loop(
         };
         let msg = rx.recv_timeout(deadline.saturating_duration_since(now));
         match msg {
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return converges,
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                conv.finish();
+                return converges;
+            }
+            Ok(Msg::Converged) => {
+                let next = conv.initial_set();
+                if next != set {
+                    set = next;
+                    on_set(&set);
+                }
+            }
             Ok(Msg::Error(e)) => tracing::warn!("watch: {e}"),
             Ok(Msg::Child) => store_pending = true,
             Ok(Msg::Paths(paths)) => {
@@ -262,6 +281,7 @@ pub fn watch(timing: Timing, conv: &mut dyn Converger) -> Result<u64> {
         let _ = fs_tx.send(msg);
     })
     .context("cannot start watching files (inotify)")?;
+    conv.attach(tx.clone());
     forward_signals(tx)?;
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     let mut on_set = |set: &WatchSet| {
