@@ -448,7 +448,9 @@ fn one_projects_long_stop_does_not_hold_back_another_projects_change() {
     let b = t.write("b.toml", &quick(&["q1"]));
     let mut w = t.watch(&[s(&a), s(&b)]);
     w.await_log("converged", 2);
-    wait_until("deaf and q1 to run", &w, || t.running("deaf") && t.running("q1"));
+    wait_until("deaf and q1 to run", &w, || {
+        t.running("deaf") && t.running("q1")
+    });
     let old = t.id("deaf");
     // deaf ignores SIGTERM: recreating it waits out the whole grace period (5 s).
     t.write("a.toml", &(header("slowproj") + &deaf("v2")));

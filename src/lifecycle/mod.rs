@@ -39,7 +39,7 @@ use rusqlite::OptionalExtension;
 use crate::container::{self, NewContainer, Owner, Record};
 use crate::error::{exit, user};
 use crate::image;
-use crate::model::ContainerState;
+use crate::model::{ContainerState, VolumeKind};
 use crate::runtime::logs;
 use crate::runtime::spec::{self, RunOptions};
 use crate::runtime::sys;
@@ -114,6 +114,47 @@ pub fn create(
     )
     .map_err(as_runtime)?;
     container::find(store, &id)
+}
+
+/// Resolves what the runtime needs to launch `rec` from the store: its image's layer
+/// directories, its volumes' data directories (a named volume is created on first use), and
+/// its directories. A bind mount's source must exist.
+pub fn prepare<'a>(store: &Store, rec: &'a Record) -> Result<crate::runtime::launch::Prepared<'a>> {
+    let runtime_err = |msg: String, hint: &str| -> anyhow::Error {
+        user(msg).hint(hint).code(exit::RUNTIME).into()
+    };
+    let layers = image::layer_dirs(store, &rec.image_id)?;
+    if layers.is_empty() {
+        return Err(runtime_err(
+            format!("the image {} has no layers", image::short(&rec.image_id)),
+            "re-import the image",
+        ));
+    }
+    let mut volumes = Vec::with_capacity(rec.config.volumes.len());
+    for v in &rec.config.volumes {
+        let src = match v.kind {
+            VolumeKind::Named => crate::volume::ensure(store, &v.source, v.anonymous)?,
+            VolumeKind::Bind => {
+                let p = std::path::PathBuf::from(&v.source);
+                if !p.exists() {
+                    return Err(runtime_err(
+                        format!("the bind mount source {} does not exist", v.source),
+                        "create it first, or use a named volume (-v NAME:/path)",
+                    ));
+                }
+                p
+            }
+        };
+        volumes.push((src, v.destination.clone(), v.read_only));
+    }
+    Ok(crate::runtime::launch::Prepared {
+        id: &rec.id,
+        config: &rec.config,
+        layers,
+        volumes,
+        container_dir: store.container_dir(&rec.id),
+        run_dir: store.run_dir(),
+    })
 }
 
 /// What [`start`] did.

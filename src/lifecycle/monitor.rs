@@ -350,7 +350,8 @@ fn run_once(
     } else {
         None
     };
-    let launched = launch::launch(store, rec, stdio, winsize);
+    let launched =
+        super::prepare(store, rec).and_then(|prep| launch::launch(&prep, stdio, winsize));
     drop(child_ends);
     let Launched {
         pid,

@@ -18,11 +18,8 @@ use anyhow::{Context, Result};
 use super::cgroup::{self, ContainerCgroup};
 use super::child::{self, ChildSpec};
 use super::{spec, sys};
-use crate::container::Record;
 use crate::error::{exit, user};
-use crate::image;
-use crate::model::{Network, VolumeKind};
-use crate::store::Store;
+use crate::model::{ContainerConfig, Network};
 
 /// A container whose command is running.
 pub struct Launched {
@@ -60,17 +57,32 @@ fn etc_files(hostname: &str, network: Network) -> [(Vec<u8>, &'static str); 3] {
     ]
 }
 
-/// Starts the container `rec`. `stdio` are the descriptors for its 0, 1, 2 without a tty.
+/// What a container's launch needs from the store, resolved by the lifecycle layer
+/// (`lifecycle::prepare`): the runtime reads no table.
+pub struct Prepared<'a> {
+    pub id: &'a str,
+    pub config: &'a ContainerConfig,
+    /// The image's layer directories, top first.
+    pub layers: Vec<PathBuf>,
+    /// (host source, destination in the container, read-only), named volumes resolved to
+    /// their data directories.
+    pub volumes: Vec<(PathBuf, String, bool)>,
+    /// `<root>/containers/<id>/`: the kept write layer's home.
+    pub container_dir: PathBuf,
+    /// The overlay mount point (`Store::run_dir`).
+    pub run_dir: PathBuf,
+}
+
+/// Starts the prepared container. `stdio` are the descriptors for its 0, 1, 2 without a tty.
 /// The caller has blocked the signals it handles (the child unblocks them before exec).
 /// `winsize` is the terminal size the container's pty starts with (`-t` in the foreground).
 pub fn launch(
-    store: &Store,
-    rec: &Record,
+    prep: &Prepared<'_>,
     stdio: [RawFd; 3],
     winsize: Option<libc::winsize>,
 ) -> Result<Launched> {
-    let cfg = &rec.config;
-    let cdir = store.container_dir(&rec.id);
+    let cfg = prep.config;
+    let cdir = &prep.container_dir;
     // A `--rm` container's write layer is thrown away at exit: it lives on a tmpfs mounted in
     // the container's own mount namespace (its pages are charged to the container's memory
     // cgroup), so a run creates and deletes nothing on the host's disk. Otherwise the write
@@ -85,16 +97,16 @@ pub fn launch(
         }
         (u, w)
     };
-    let merged = store.run_dir();
+    let merged = prep.run_dir.clone();
     if !merged.is_dir() {
         fs::create_dir_all(&merged)
             .with_context(|| format!("cannot create {}", merged.display()))?;
     }
 
-    let layers = image::layer_dirs(store, &rec.image_id)?;
+    let layers = &prep.layers;
     if layers.is_empty() {
         return Err(runtime_err(
-            format!("the image {} has no layers", image::short(&rec.image_id)),
+            "the image has no layers".into(),
             "re-import the image",
         ));
     }
@@ -117,24 +129,7 @@ pub fn launch(
             );
         }
     }
-
-    let mut volumes = Vec::with_capacity(cfg.volumes.len());
-    for v in &cfg.volumes {
-        let src = match v.kind {
-            VolumeKind::Named => crate::volume::ensure(store, &v.source, v.anonymous)?,
-            VolumeKind::Bind => {
-                let p = PathBuf::from(&v.source);
-                if !p.exists() {
-                    return Err(runtime_err(
-                        format!("the bind mount source {} does not exist", v.source),
-                        "create it first, or use a named volume (-v NAME:/path)",
-                    ));
-                }
-                p
-            }
-        };
-        volumes.push((src, v.destination.clone(), v.read_only));
-    }
+    let volumes = prep.volumes.clone();
 
     let args = cfg
         .args
@@ -168,7 +163,7 @@ pub fn launch(
 
     // The cgroup first, with its limits, so that the child is born in it or joins it
     // itself (see `cgroup::Entry`): no migration by the parent, no RCU grace period.
-    let cg = match cgroup::create(&rec.id, &cfg.limits) {
+    let cg = match cgroup::create(prep.id, &cfg.limits) {
         Ok(cg) => cg,
         Err(e) => {
             // Limits the user gave are named in `e` when they are the cause.

@@ -262,6 +262,37 @@ pub fn capability_mask(cfg: &ContainerConfig) -> Result<u64> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn entrypoint_and_cmd_follow_dockers_rules() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let image = RunConfig {
+            entrypoint: Some(v(&["/entry"])),
+            cmd: Some(v(&["default"])),
+            ..RunConfig::default()
+        };
+        let opts = |command: &[&str], entrypoint: Option<&[&str]>| RunOptions {
+            command: v(command),
+            entrypoint: entrypoint.map(v),
+            ..RunOptions::default()
+        };
+        assert_eq!(
+            resolve_args(&image, &opts(&[], None)),
+            ["/entry", "default"]
+        );
+        assert_eq!(resolve_args(&image, &opts(&["x"], None)), ["/entry", "x"]);
+        // A given entrypoint drops the image's Cmd, as docker's --entrypoint does.
+        assert_eq!(resolve_args(&image, &opts(&[], Some(&["/sh"]))), ["/sh"]);
+        assert_eq!(
+            resolve_args(&image, &opts(&["-c", "x"], Some(&["/sh"]))),
+            ["/sh", "-c", "x"]
+        );
+        // An empty entrypoint clears the image's: the command alone runs.
+        assert_eq!(resolve_args(&image, &opts(&["ls"], Some(&[]))), ["ls"]);
+        let bare = RunConfig::default();
+        assert!(resolve_args(&bare, &opts(&[], None)).is_empty());
+        assert!(build(&"a".repeat(64), &bare, &opts(&[], None)).is_err());
+    }
+
     fn rc(cmd: Option<&[&str]>, ep: Option<&[&str]>) -> RunConfig {
         RunConfig {
             cmd: cmd.map(|c| c.iter().map(|s| s.to_string()).collect()),

@@ -697,3 +697,22 @@ fn log(project: &str, trigger: &str, what: &str, t0: Instant) {
     println!("{time} {project}: {trigger}: {what} [{ms:.0} ms]");
     let _ = std::io::stdout().flush();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_triggers_coalesce_into_the_one_that_converges_most() {
+        let p = |s: &str| PathBuf::from(s);
+        let changed = |v: &[&str]| Trigger::Changed(v.iter().map(|s| p(s)).collect());
+        assert_eq!(
+            coalesce(changed(&["b", "a"]), changed(&["a", "c"])),
+            changed(&["a", "b", "c"])
+        );
+        assert_eq!(coalesce(Trigger::Store, Trigger::Resync), Trigger::Resync);
+        assert_eq!(coalesce(Trigger::Resync, changed(&["a"])), changed(&["a"]));
+        assert_eq!(coalesce(changed(&["a"]), Trigger::Store), changed(&["a"]));
+        assert_eq!(coalesce(Trigger::Start, changed(&["a"])), Trigger::Start);
+    }
+}
