@@ -3,14 +3,15 @@
 //!
 //! This code runs in a forked copy of a single-threaded wharf. It never panics and never
 //! returns: every failure becomes a [`ChildError`] sent to the parent over the sync socket
-//! (`E` + exit code + message), then `_exit`. Success is the socket closing on exec
-//! (it is close-on-exec), which the parent reads as EOF.
+//! ([`FromChild::Failed`]: exit code + message), then `_exit`. Success is the socket closing
+//! on exec (it is close-on-exec), which the parent reads as EOF (see [`channel`]).
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
+use super::channel::{self, FromChild};
 use super::sys;
 use crate::error::exit;
 
@@ -72,11 +73,11 @@ pub(super) fn finish(sync: &OwnedFd, f: impl FnOnce() -> Result<Never, ChildErro
     let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(never)) => match never {},
         Ok(Err(e)) => {
-            let mut msg = Vec::with_capacity(e.msg.len() + 5);
-            msg.push(b'E');
-            msg.extend_from_slice(&e.code.to_le_bytes());
-            msg.extend_from_slice(e.msg.as_bytes());
-            let _ = sys::write_all(sync.as_raw_fd(), &msg);
+            let failed = FromChild::Failed {
+                code: e.code,
+                message: e.msg,
+            };
+            let _ = channel::send_to_parent(sync.as_raw_fd(), &failed, None);
             e.code
         }
         Err(_) => exit::RUNTIME,
@@ -88,37 +89,26 @@ pub(super) fn finish(sync: &OwnedFd, f: impl FnOnce() -> Result<Never, ChildErro
 /// What a successful exec returns: nothing.
 pub(super) enum Never {}
 
-/// Reads the parent's go from the sync socket: "g", then the terminal size (rows, cols,
-/// xpixel, ypixel as u16) when there is one. Then checks that the parent is still there: it
-/// may have died before PDEATHSIG was armed, after sending the go (which stays buffered); its
-/// end of the socket is closed then. A death after this check is PDEATHSIG's. Runs in the
-/// forked child: no panics, only read(2) and poll(2). `gone` and `died` are the messages for a
-/// parent gone before the go and one dead after it.
+/// Reads the parent's go ([`ToChild::Go`], with the terminal size when there is one) from
+/// the sync socket. Then checks that the parent is still there: it may have died before
+/// PDEATHSIG was armed, after sending the go (which stays buffered); its end of the socket
+/// is closed then. A death after this check is PDEATHSIG's. Runs in the forked child: no
+/// panics, only read(2) and poll(2). `gone` and `died` are the messages for a parent gone
+/// before the go and one dead after it.
 pub(super) fn await_go(
     fd: RawFd,
     gone: &str,
     died: &str,
 ) -> Result<Option<libc::winsize>, ChildError> {
-    let mut go = [0u8; 9];
-    let mut winsize = None;
-    match sys::read(fd, &mut go) {
-        Ok(1) => {}
-        Ok(9) => {
-            let u = |i: usize| u16::from_le_bytes([go[i], go[i + 1]]);
-            winsize = Some(libc::winsize {
-                ws_row: u(1),
-                ws_col: u(3),
-                ws_xpixel: u(5),
-                ws_ypixel: u(7),
-            });
-        }
+    let winsize = match channel::recv_in_child(fd) {
+        Ok(Some(go)) => go.winsize(),
         _ => {
             return Err(ChildError {
                 code: exit::RUNTIME,
                 msg: gone.into(),
             });
         }
-    }
+    };
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLRDHUP,
@@ -392,7 +382,7 @@ pub(super) fn open_pty(
         libc::O_RDWR | libc::O_NOCTTY,
     )
     .map_err(|e| err("cannot open the pty", e))?;
-    sys::send_fd(sync, b"T", master.as_raw_fd())
+    channel::send_to_parent(sync, &FromChild::Pty, Some(master.as_raw_fd()))
         .map_err(|e| err("cannot send the pty to wharf", e))?;
     Ok(slave)
 }

@@ -23,6 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use anyhow::{Context, Result};
 
 use super::cgroup::{self, ContainerCgroup};
+use super::channel::{self, Exec, ToChild, exec_hint};
 use super::child::{self, ChildError, Never};
 use super::tty::{FORWARDED, RawMode, read_signals, signal_fd};
 use super::{spec, sys};
@@ -290,47 +291,22 @@ fn launch(
         kill_child();
         return Err(e.context("cannot move the process into the container's cgroup"));
     }
-    let mut go = vec![b'g'];
-    if let Some(ws) = winsize {
-        for v in [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel] {
-            go.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    if let Err(e) = sys::write_all(parent_sock.as_raw_fd(), &go) {
+    if let Err(e) = channel::send_to_child(parent_sock.as_raw_fd(), &ToChild::go(winsize)) {
         kill_child();
         return Err(anyhow::Error::new(e).context("cannot release the process"));
     }
-    let mut master = None;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, fd) = match sys::recv_msg(parent_sock.as_raw_fd(), &mut buf) {
-            Ok(r) => r,
-            Err(e) => {
-                kill_child();
-                return Err(anyhow::Error::new(e).context("sync with the process"));
-            }
-        };
-        match buf.get(..n) {
-            Some([]) | None => break, // EOF: exec succeeded
-            Some([b'T']) => master = fd,
-            Some([b'E', rest @ ..]) if rest.len() >= 4 => {
-                let code = i32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-                let msg = String::from_utf8_lossy(&rest[4..]).into_owned();
-                // SAFETY: waitpid on our own child.
-                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-                let hint = match code {
-                    exit::NOT_FOUND => "check the command's path and the container's PATH",
-                    exit::NOT_EXECUTABLE => "check that the command is an executable file",
-                    _ => "run with --debug for details",
-                };
-                return Err(user(msg).hint(hint).code(code).into());
-            }
-            Some(_) => {
-                kill_child();
-                anyhow::bail!("unexpected message from the process");
-            }
+    let master = match channel::await_exec(parent_sock.as_raw_fd()) {
+        Ok(Exec::Ran { master }) => master,
+        Ok(Exec::Failed { code, message }) => {
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            return Err(user(message).hint(exec_hint(code)).code(code).into());
         }
-    }
+        Err(e) => {
+            kill_child();
+            return Err(anyhow::Error::new(e).context("sync with the process"));
+        }
+    };
     Ok((pid, master))
 }
 

@@ -2,11 +2,10 @@
 //! child into its namespaces, put it in its cgroup, release it, and learn whether its exec
 //! succeeded.
 //!
-//! Sync protocol over a SOCK_SEQPACKET pair (close-on-exec on both ends):
-//! parent → child: "g" (sent after the cgroup holds the child), followed with `-t` in the
-//! foreground by the terminal size (4 × u16 LE: rows, cols, xpixel, ypixel).
-//! child → parent: `T` + SCM_RIGHTS pty master (with `-t`), then either `E` + i32 exit code
-//! + message (setup or exec failed) or EOF (exec succeeded: the socket closed on exec).
+//! Sync protocol: the typed messages of [`super::channel`] over a SOCK_SEQPACKET pair
+//! (close-on-exec on both ends): `ToChild::Go` after the cgroup holds the child; back,
+//! `FromChild::Pty` with the pty master (with `-t`), then `FromChild::Failed` or EOF (exec
+//! succeeded: the socket closed on exec).
 
 use std::ffi::CString;
 use std::fs;
@@ -16,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::cgroup::{self, ContainerCgroup};
+use super::channel::{self, Exec, ToChild, exec_hint};
 use super::child::{self, ChildSpec};
 use super::{spec, sys};
 use crate::error::{exit, user};
@@ -275,53 +275,28 @@ pub fn launch(
         e
     };
 
-    let mut go = vec![b'g'];
-    if let Some(ws) = winsize {
-        for v in [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel] {
-            go.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    if let Err(e) = sys::write_all(parent_sock.as_raw_fd(), &go) {
+    if let Err(e) = channel::send_to_child(parent_sock.as_raw_fd(), &ToChild::go(winsize)) {
         return Err(fail(
             anyhow::Error::new(e).context("cannot release the container"),
         ));
     }
-    let mut master = None;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, fd) = match sys::recv_msg(parent_sock.as_raw_fd(), &mut buf) {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(fail(
-                    anyhow::Error::new(e).context("sync with the container"),
-                ));
+    let master = match channel::await_exec(parent_sock.as_raw_fd()) {
+        // EOF: exec succeeded (or the child died: the monitor sees).
+        Ok(Exec::Ran { master }) => master,
+        Ok(Exec::Failed { code, message }) => {
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            if let Some(cg) = &cg {
+                let _ = cg.destroy();
             }
-        };
-        match buf.get(..n) {
-            Some([]) | None => break, // EOF: exec succeeded (or the child died: the monitor sees)
-            Some([b'T']) => master = fd,
-            Some([b'E', rest @ ..]) if rest.len() >= 4 => {
-                let code = i32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-                let msg = String::from_utf8_lossy(&rest[4..]).into_owned();
-                // SAFETY: waitpid on our own child.
-                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-                if let Some(cg) = &cg {
-                    let _ = cg.destroy();
-                }
-                let hint = match code {
-                    exit::NOT_FOUND => "check the command's path and the image's PATH",
-                    exit::NOT_EXECUTABLE => "check that the command is an executable file",
-                    _ => "run with --debug for details",
-                };
-                return Err(user(msg).hint(hint).code(code).into());
-            }
-            Some(_) => {
-                return Err(fail(anyhow::anyhow!(
-                    "unexpected message from the container"
-                )));
-            }
+            return Err(user(message).hint(exec_hint(code)).code(code).into());
         }
-    }
+        Err(e) => {
+            return Err(fail(
+                anyhow::Error::new(e).context("sync with the container"),
+            ));
+        }
+    };
     Ok(Launched {
         pid,
         master,

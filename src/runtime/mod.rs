@@ -11,6 +11,7 @@
 //! - [`logs`]: the json-file log; [`sys`]: raw syscall wrappers.
 
 pub mod cgroup;
+pub mod channel;
 pub mod child;
 pub mod exec;
 pub mod health;
