@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 use super::channel::{self, FromChild};
+use super::rootfs;
 use super::sys;
 use crate::error::exit;
 
@@ -154,185 +155,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     )?;
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| err("cannot set the hostname", e.into()))?;
-    // Nothing we mount may propagate to the host.
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )
-    .map_err(|e| err("cannot make / private", e))?;
-    let target = if spec.tmp_layer {
-        sys::mount(
-            Some("tmpfs"),
-            &spec.merged,
-            Some("tmpfs"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some("mode=755"),
-        )
-        .map_err(|e| err("cannot mount the write layer's tmpfs", e))?;
-        for d in [&spec.upper, &spec.work, Path::new("root")] {
-            std::fs::create_dir(spec.merged.join(d))
-                .map_err(|e| err("cannot create the write layer", e))?;
-        }
-        spec.merged.join("root")
-    } else {
-        spec.merged.clone()
-    };
-    let (upper, work) = if spec.tmp_layer {
-        (spec.merged.join(&spec.upper), spec.merged.join(&spec.work))
-    } else {
-        (spec.upper.clone(), spec.work.clone())
-    };
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        spec.lower,
-        upper.display(),
-        work.display()
-    );
-    // No device node of the image or made in the container is usable (there is no devices
-    // cgroup to stop CAP_MKNOD): the rootfs, /dev and volumes are nodev, and /dev's nodes are
-    // bind mounts of the host's.
-    let nodev = if spec.privileged { 0 } else { libc::MS_NODEV };
-    sys::mount(
-        Some("overlay"),
-        &target,
-        Some("overlay"),
-        nodev,
-        Some(&data),
-    )
-    .map_err(|e| err("cannot mount the overlay root filesystem", e))?;
-    let root = open_dir(&target).map_err(|e| err("cannot open the root filesystem", e))?;
-    let rfd = root.as_raw_fd();
-
-    let nosuid_noexec_nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
-    let t = mkdirs(rfd, "/proc").map_err(|e| err("cannot create /proc", e))?;
-    sys::mount(
-        Some("proc"),
-        &fdpath(&t),
-        Some("proc"),
-        nosuid_noexec_nodev,
-        None,
-    )
-    .map_err(|e| err("cannot mount /proc", e))?;
-    let t = mkdirs(rfd, "/sys").map_err(|e| err("cannot create /sys", e))?;
-    sys::mount(
-        Some("sysfs"),
-        &fdpath(&t),
-        Some("sysfs"),
-        nosuid_noexec_nodev | libc::MS_RDONLY,
-        None,
-    )
-    .map_err(|e| err("cannot mount /sys", e))?;
-    let t = mkdirs(rfd, "/dev").map_err(|e| err("cannot create /dev", e))?;
-    sys::mount(
-        Some("tmpfs"),
-        &fdpath(&t),
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME | nodev,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(|e| err("cannot mount /dev", e))?;
-    let dev = open_in(rfd, "/dev", libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| err("cannot open /dev", e))?;
-    make_dev(dev.as_raw_fd()).map_err(|e| err("cannot populate /dev", e))?;
-    let t = open_in(rfd, "/dev/pts", libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| err("cannot open /dev/pts", e))?;
-    sys::mount(
-        Some("devpts"),
-        &fdpath(&t),
-        Some("devpts"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )
-    .map_err(|e| err("cannot mount /dev/pts", e))?;
-    let t = open_in(rfd, "/dev/shm", libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| err("cannot open /dev/shm", e))?;
-    sys::mount(
-        Some("shm"),
-        &fdpath(&t),
-        Some("tmpfs"),
-        nosuid_noexec_nodev,
-        Some("mode=1777,size=65536k"),
-    )
-    .map_err(|e| err("cannot mount /dev/shm", e))?;
-    let t = open_in(rfd, "/dev/mqueue", libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| err("cannot open /dev/mqueue", e))?;
-    sys::mount(
-        Some("mqueue"),
-        &fdpath(&t),
-        Some("mqueue"),
-        nosuid_noexec_nodev,
-        None,
-    )
-    .map_err(|e| err("cannot mount /dev/mqueue", e))?;
-
-    // /etc files: written to the /dev tmpfs, bind-mounted, unlinked (the mounts keep them).
-    for (content, dest) in &spec.etc_files {
-        let src = tmp_file(dev.as_raw_fd(), content)
-            .map_err(|e| err(format!("cannot write {dest}"), e))?;
-        let t = mkfile(rfd, dest).map_err(|e| err(format!("cannot create {dest}"), e))?;
-        let r = bind(&fdpath(&src), &fdpath(&t), false);
-        tmp_file_done(dev.as_raw_fd());
-        r.map_err(|e| err(format!("cannot mount {dest}"), e))?;
-    }
-    if let Ok(etc) = open_in(rfd, "/etc", libc::O_PATH | libc::O_DIRECTORY) {
-        let _ = symlinkat("/proc/mounts", etc.as_raw_fd(), "mtab");
-    }
-    // Markers.
-    let _ = mkfile(rfd, "/.dockerenv");
-    let _ = mkfile(rfd, "/run/.containerenv");
-
-    for (src, dest, ro) in &spec.volumes {
-        let t = if src.is_dir() {
-            mkdirs(rfd, dest)
-        } else {
-            mkfile(rfd, dest)
-        }
-        .map_err(|e| err(format!("cannot create the volume mount point {dest}"), e))?;
-        bind(src, &fdpath(&t), false)
-            .map_err(|e| err(format!("cannot mount the volume at {dest}"), e))?;
-        if *ro || nodev != 0 {
-            // `t` still names the directory under the new mount: reopen to reach its top.
-            let top = open_in(rfd, dest, libc::O_PATH)
-                .map_err(|e| err(format!("cannot open the volume at {dest}"), e))?;
-            sys::mount(
-                None,
-                &fdpath(&top),
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | nodev | if *ro { libc::MS_RDONLY } else { 0 },
-                None,
-            )
-            .map_err(|e| err(format!("cannot set the flags of the volume at {dest}"), e))?;
-        }
-    }
-
-    // The terminal, allocated inside so that ttyname() works: master goes to the parent.
-    let slave = if spec.tty {
-        let slave = open_pty(rfd, fd, winsize.as_ref())?;
-        let console =
-            mkfile(rfd, "/dev/console").map_err(|e| err("cannot create /dev/console", e))?;
-        bind(&fdpath(&slave), &fdpath(&console), false)
-            .map_err(|e| err("cannot mount /dev/console", e))?;
-        Some(slave)
-    } else {
-        None
-    };
-
-    pivot(&root).map_err(|e| err("cannot change the root", e))?;
-    drop(root);
-    mask_paths();
-    if spec.read_only {
-        sys::mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-            None,
-        )
-        .map_err(|e| err("cannot make the root filesystem read-only", e))?;
-    }
+    let slave = rootfs::build(spec, &mut rootfs::HostOps::default(), fd, winsize.as_ref())?;
     if spec.new_net {
         sys::loopback_up().map_err(|e| err("cannot bring up the loopback interface", e))?;
     }
@@ -432,11 +255,11 @@ pub(super) fn exec_clean(args: &[CString], env: &[String]) -> Result<Never, Chil
     exec(args, env)
 }
 
-fn fdpath(fd: &OwnedFd) -> PathBuf {
+pub(super) fn fdpath(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-fn open_dir(p: &Path) -> io::Result<OwnedFd> {
+pub(super) fn open_dir(p: &Path) -> io::Result<OwnedFd> {
     let c = sys::cstr(p)?;
     // SAFETY: c is NUL-terminated.
     let fd = unsafe {
@@ -452,14 +275,14 @@ fn open_dir(p: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
-fn open_in(root: RawFd, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+pub(super) fn open_in(root: RawFd, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     sys::open_in_root(root, Path::new(path), flags)
 }
 
 /// Creates the directory `path` and its parents inside `root`, resolving every component
 /// inside the root (a dangling symlink's target is created inside the root too); returns an
 /// O_PATH descriptor of it.
-fn mkdirs(root: RawFd, path: &str) -> io::Result<OwnedFd> {
+pub(super) fn mkdirs(root: RawFd, path: &str) -> io::Result<OwnedFd> {
     mkdirs_at(root, Path::new(path), 0)
 }
 
@@ -500,7 +323,7 @@ fn mkdirs_at(root: RawFd, path: &Path, depth: u32) -> io::Result<OwnedFd> {
 
 /// Creates an empty file at `path` inside `root` if nothing is there (and its parents);
 /// returns an O_PATH descriptor of what is there.
-fn mkfile(root: RawFd, path: &str) -> io::Result<OwnedFd> {
+pub(super) fn mkfile(root: RawFd, path: &str) -> io::Result<OwnedFd> {
     match open_in(root, path, libc::O_PATH) {
         Ok(fd) => return Ok(fd),
         Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
@@ -530,7 +353,7 @@ fn mkfile(root: RawFd, path: &str) -> io::Result<OwnedFd> {
 }
 
 /// A file `.wharf-etc` holding `content` in directory `dir`; an O_PATH descriptor.
-fn tmp_file(dir: RawFd, content: &[u8]) -> io::Result<OwnedFd> {
+pub(super) fn tmp_file(dir: RawFd, content: &[u8]) -> io::Result<OwnedFd> {
     let name = c".wharf-etc";
     // SAFETY: dir is a directory descriptor, name NUL-terminated.
     let fd = unsafe {
@@ -559,12 +382,12 @@ fn tmp_file(dir: RawFd, content: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Removes what [`tmp_file`] made once it is mounted.
-fn tmp_file_done(dir: RawFd) {
+pub(super) fn tmp_file_done(dir: RawFd) {
     // SAFETY: unlinkat with a NUL-terminated name in a directory we own.
     unsafe { libc::unlinkat(dir, c".wharf-etc".as_ptr(), 0) };
 }
 
-fn symlinkat(target: &str, dir: RawFd, name: &str) -> io::Result<()> {
+pub(super) fn symlinkat(target: &str, dir: RawFd, name: &str) -> io::Result<()> {
     let t = sys::cstr(target)?;
     let n = sys::cstr(name)?;
     // SAFETY: both strings are NUL-terminated; dir is a directory descriptor.
@@ -574,7 +397,7 @@ fn symlinkat(target: &str, dir: RawFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-fn bind(src: &Path, target: &Path, ro: bool) -> io::Result<()> {
+pub(super) fn bind(src: &Path, target: &Path, ro: bool) -> io::Result<()> {
     let s = src.to_str().ok_or(io::ErrorKind::InvalidInput)?;
     sys::mount(Some(s), target, None, libc::MS_BIND | libc::MS_REC, None)?;
     if ro {
@@ -590,7 +413,7 @@ fn bind(src: &Path, target: &Path, ro: bool) -> io::Result<()> {
 }
 
 /// Device nodes (bind mounts of the host's) and links of a docker /dev.
-fn make_dev(dev: RawFd) -> io::Result<()> {
+pub(super) fn make_dev(dev: RawFd) -> io::Result<()> {
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let n = sys::cstr(name)?;
         // SAFETY: dev is a directory descriptor, n NUL-terminated.
@@ -639,7 +462,7 @@ fn make_dev(dev: RawFd) -> io::Result<()> {
 
 /// pivot_root into `root` and detach the old root; MS_MOVE + chroot where the current root
 /// cannot be pivoted (a ramfs/initramfs root).
-fn pivot(root: &OwnedFd) -> io::Result<()> {
+pub(super) fn pivot(root: &OwnedFd) -> io::Result<()> {
     nix::unistd::fchdir(root).map_err(io::Error::from)?;
     let dot = c".";
     match sys::pivot_root(dot, dot) {
@@ -656,7 +479,7 @@ fn pivot(root: &OwnedFd) -> io::Result<()> {
 }
 
 /// docker's masked paths (hidden) and read-only paths. Missing ones are skipped.
-fn mask_paths() {
+pub(super) fn mask_paths() {
     const MASKED: &[&str] = &[
         "/proc/asound",
         "/proc/acpi",

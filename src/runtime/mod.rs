@@ -18,6 +18,7 @@ pub mod health;
 pub mod launch;
 pub mod logs;
 pub mod restart;
+pub mod rootfs;
 pub mod spec;
 pub mod sys;
 pub mod tty;
