@@ -69,7 +69,7 @@ pub fn launch(
     winsize: Option<libc::winsize>,
 ) -> Result<Launched> {
     let cfg = &rec.config;
-    let cdir = store.container_dir(&rec.id);
+    let cdir = store.make_container_dir(&rec.id)?;
     // A `--rm` container's write layer is thrown away at exit: it lives on a tmpfs mounted in
     // the container's own mount namespace (its pages are charged to the container's memory
     // cgroup), so a run creates and deletes nothing on the host's disk. Otherwise the write
@@ -84,11 +84,7 @@ pub fn launch(
         }
         (u, w)
     };
-    let merged = super::ops::run_dir(store);
-    if !merged.is_dir() {
-        fs::create_dir_all(&merged)
-            .with_context(|| format!("cannot create {}", merged.display()))?;
-    }
+    let merged = store.make_run_dir()?;
 
     let layers = image::layer_dirs(store, &rec.image_id)?;
     if layers.is_empty() {

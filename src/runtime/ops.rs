@@ -30,6 +30,7 @@ use crate::util::rfc3339;
 /// root, it never collides between roots (tests run many at once) and leaves nothing in /run.
 /// wharf never removes it: a container between its overlay mount and pivot_root would lose
 /// its mount.
+/// Created 0700 by `Store::make_run_dir`.
 pub fn run_dir(store: &Store) -> PathBuf {
     store.root().join("run")
 }

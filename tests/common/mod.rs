@@ -66,7 +66,8 @@ impl Env {
             .prefix("wharf-test-")
             .tempdir()
             .expect("create temp dir");
-        // The state root must be traversable by a container's non-root user.
+        // Open, so that the tests acting as `nobody` (tests/private_state.rs) reach the state
+        // root and meet its own modes. A container's non-root user needs no access to it.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).ok();
         let root = dir.path().join("root");
         Env { dir, root }
