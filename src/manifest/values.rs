@@ -53,6 +53,15 @@ impl fmt::Display for ValueError {
     }
 }
 
+/// The limit of one string value (a command argument, an env entry, a label): it must be
+/// shorter than 128 KiB, Linux's `MAX_ARG_STRLEN` (an argument or env entry of that size or
+/// more fails `execve` with E2BIG).
+pub const MAX_VALUE_BYTES: usize = 128 * 1024;
+
+/// The limit of a container's command (entrypoint + arguments) and environment together:
+/// 2 MiB, the kernel's `ARG_MAX` under the default 8 MiB stack limit (a quarter of it).
+pub const MAX_EXEC_BYTES: usize = 2 << 20;
+
 const KIB: u64 = 1024;
 const SIZE_UNITS: &[(&str, u64)] = &[
     ("", 1),

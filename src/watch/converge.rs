@@ -54,6 +54,14 @@ pub struct Options {
     pub resync: Duration,
     /// Also log converges that found nothing to do.
     pub verbose: bool,
+    /// `--insecure-manifests`: skip the owner and mode checks of `manifest::trust`.
+    pub insecure_manifests: bool,
+}
+
+fn load_options(opts: &Options) -> crate::manifest::LoadOptions {
+    crate::manifest::LoadOptions {
+        insecure: opts.insecure_manifests,
+    }
 }
 
 /// An flock on `<root>/watch/<project>.lock`, holding the watcher's pid.
@@ -216,7 +224,7 @@ impl<'a> Projects<'a> {
         }
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
         for p in &mut projects {
-            if let Ok(m) = execute::load_manifest(Some(store), &p.path) {
+            if let Ok(m) = execute::load_manifest_with(Some(store), &p.path, load_options(&opts)) {
                 if let Some(other) = names.insert(m.project.clone(), p.given.clone()) {
                     return Err(user(format!(
                         "{} and {} are both project {}",
@@ -269,7 +277,7 @@ impl<'a> Projects<'a> {
         let store = self.store;
         let trigger = trigger_text(why);
         let p = &mut self.projects[i];
-        let m = match execute::load_manifest(Some(store), &p.path) {
+        let m = match execute::load_manifest_with(Some(store), &p.path, load_options(&self.opts)) {
             Ok(m) => m,
             Err(errors) => {
                 let text = errors.render(std::io::stderr().is_terminal());
