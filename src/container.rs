@@ -264,6 +264,73 @@ pub fn list(store: &Store) -> Result<Vec<Record>> {
     rows.into_iter().map(finish_row).collect()
 }
 
+/// Every container of the store, oldest first, with only what `ps` shows or filters on:
+/// the config holds `args`, `volumes` and `network` (the rest default) and `spec` is not
+/// read. With `args_cap`, at most that many arguments of at most that many characters each
+/// (enough for a truncated COMMAND column): SQLite's JSON functions pick them out, so a
+/// record holding megabytes of command or environment is not copied and parsed whole.
+pub fn list_for_ps(store: &Store, args_cap: Option<usize>) -> Result<Vec<Record>> {
+    let cols = COLUMNS
+        .replace("config,", "NULL,")
+        .replace("spec,", "NULL,");
+    let sql = format!(
+        "SELECT {cols}, \
+           CASE WHEN ?1 IS NULL THEN config -> '$.args' ELSE \
+             (SELECT json_group_array(substr(value, 1, ?1)) FROM \
+               (SELECT value FROM json_each(config, '$.args') LIMIT ?1)) END, \
+           config -> '$.volumes', config -> '$.network' \
+         FROM containers ORDER BY created_at, id"
+    );
+    let cap = args_cap.map(|c| c as i64);
+    let mut stmt = store.db().prepare_cached(&sql)?;
+    let rows = stmt.query_map([cap], |r| {
+        let labels: String = r.get(15)?;
+        let parts: (Option<String>, Option<String>, Option<String>) =
+            (r.get(21)?, r.get(22)?, r.get(23)?);
+        let rec = Record {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            image_id: r.get(2)?,
+            image_ref: r.get(3)?,
+            config: ContainerConfig::default(),
+            created_at: r.get(5)?,
+            state: r.get(6)?,
+            pid: r.get(7)?,
+            pid_start: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+            monitor_pid: r.get(9)?,
+            monitor_start: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+            started_at: r.get(11)?,
+            finished_at: r.get(12)?,
+            exit_code: r.get(13)?,
+            oom_killed: r.get::<_, i64>(14)? != 0,
+            labels: BTreeMap::new(),
+            project: r.get(16)?,
+            spec_hash: r.get(17)?,
+            spec: None,
+            restart_count: r.get(19)?,
+            health: r.get(20)?,
+        };
+        Ok((rec, labels, parts))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut rec, labels, (args, volumes, network)) = row?;
+        let corrupt = |what: &str| format!("the stored {what} of container {} is corrupt", rec.id);
+        if let Some(a) = args {
+            rec.config.args = serde_json::from_str(&a).with_context(|| corrupt("command"))?;
+        }
+        if let Some(v) = volumes {
+            rec.config.volumes = serde_json::from_str(&v).with_context(|| corrupt("mounts"))?;
+        }
+        if let Some(n) = network {
+            rec.config.network = serde_json::from_str(&n).with_context(|| corrupt("network"))?;
+        }
+        rec.labels = serde_json::from_str(&labels).with_context(|| corrupt("labels"))?;
+        out.push(rec);
+    }
+    Ok(out)
+}
+
 /// A fresh `adjective_surname` no container of this store has.
 pub fn generate_name(store: &Store) -> Result<String> {
     let mut stmt = store

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod error;
 pub mod image;
 pub mod journal;
+pub mod limits;
 pub mod manifest;
 pub mod names;
 pub mod reconcile;

@@ -387,6 +387,15 @@ pub(crate) fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> 
                 "write labels as KEY=VALUE",
             ));
         }
+        if v.len() >= crate::manifest::values::MAX_VALUE_BYTES {
+            return Err(runtime_usage(
+                format!(
+                    "--label {k}: the value is {} bytes long; one must be shorter than 128 KiB",
+                    v.len()
+                ),
+                "keep labels short; put data in a file",
+            ));
+        }
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)

@@ -88,6 +88,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
     for e in image.env.iter().chain(opts.env.iter()) {
         set_env(&mut env, e)?;
     }
+    check_exec_size(&args, &env)?;
     let working_dir = opts
         .working_dir
         .clone()
@@ -131,6 +132,37 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         restart: opts.restart,
         healthcheck: opts.healthcheck.clone(),
     })
+}
+
+/// The command and environment fit what `execve` takes: each string shorter than
+/// `MAX_VALUE_BYTES` (128 KiB), all together within `MAX_EXEC_BYTES` (2 MiB). Checked when
+/// the container is made, so that a start never fails with E2BIG.
+fn check_exec_size(args: &[String], env: &[String]) -> Result<()> {
+    use crate::manifest::values::{MAX_EXEC_BYTES, MAX_VALUE_BYTES};
+    let hint = "put large data in a file (a bind mount or a volume) and pass its path";
+    for (what, list) in [("a command argument", args), ("an environment entry", env)] {
+        if let Some(long) = list.iter().find(|a| a.len() >= MAX_VALUE_BYTES) {
+            return Err(runtime_error(
+                format!(
+                    "{what} is {} bytes long; one must be shorter than {} KiB",
+                    long.len(),
+                    MAX_VALUE_BYTES >> 10
+                ),
+                hint,
+            ));
+        }
+    }
+    let total: usize = args.iter().chain(env).map(|a| a.len() + 1).sum();
+    if total > MAX_EXEC_BYTES {
+        return Err(runtime_error(
+            format!(
+                "the command and environment are {total} bytes together, over the {} MiB the kernel takes",
+                MAX_EXEC_BYTES >> 20
+            ),
+            hint,
+        ));
+    }
+    Ok(())
 }
 
 /// Sets `K=V` in `env`, replacing an earlier K; a bare `K` takes the value of wharf's own
