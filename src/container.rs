@@ -189,15 +189,23 @@ pub fn status_text(
         ),
         "removing" => "Removal In Progress".into(),
         "dead" => "Dead".into(),
-        "exited" => match finished_at {
-            Some(t) => format!("Exited ({code}) {} ago", since(t)),
-            None => "Created".into(),
+        "exited" => match (finished_at, started_at) {
+            (Some(t), _) => format!("Exited ({code}) {} ago", since(t)),
+            // Its monitor died: when it ended is not known (see Record::monitor_died).
+            (None, Some(_)) => format!("Exited ({code}) at an unknown time"),
+            (None, None) => "Created".into(),
         },
         _ => "Created".into(),
     }
 }
 
 impl Record {
+    /// Whether the container's monitor died while it ran (or waited to restart): it is
+    /// `exited`, it has run, and no time of its end was recorded ([`mark_monitor_died`]).
+    pub fn monitor_died(&self) -> bool {
+        self.state == "exited" && self.finished_at.is_none() && self.started_at.is_some()
+    }
+
     /// docker's STATUS column at time `now` (ns since the epoch).
     pub fn status_text(&self, now: i64) -> String {
         status_text(
@@ -562,6 +570,43 @@ pub fn mark_exited(
     Ok(())
 }
 
+/// Records that a container's monitor died (found by [`reconcile`]): `exited` with `out`'s
+/// code and no `finished_at`, since nobody saw when it ended ([`Record::monitor_died`]). The
+/// run's row is closed at `now` (the journal needs it closed; history says when wharf found
+/// it).
+pub fn mark_monitor_died(
+    store: &Store,
+    id: &str,
+    run_id: Option<i64>,
+    out: &Outcome,
+) -> Result<()> {
+    let now = now_ns();
+    let tx = store.db().unchecked_transaction()?;
+    if let Some(run_id) = run_id {
+        close_run(&tx, run_id, now, out)?;
+    }
+    tx.prepare_cached(
+        "UPDATE containers SET state = 'exited', pid = NULL, pid_start = NULL, \
+         monitor_pid = NULL, monitor_start = NULL, finished_at = NULL, exit_code = ?2, \
+         oom_killed = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, out.exit_code, out.stats.oom_killed])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Ids of the containers whose monitor died (see [`Record::monitor_died`]).
+pub fn monitor_died_ids(store: &Store) -> Result<Vec<String>> {
+    Ok(store
+        .db()
+        .prepare_cached(
+            "SELECT id FROM containers WHERE state = 'exited' AND finished_at IS NULL \
+             AND started_at IS NOT NULL ORDER BY created_at",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
 /// Closes a `runs` row with how the run ended (in the caller's transaction).
 fn close_run(tx: &rusqlite::Transaction, run_id: i64, now: i64, out: &Outcome) -> Result<()> {
     tx.prepare_cached(
@@ -707,7 +752,11 @@ pub fn reconcile(store: &Store) -> Result<()> {
             signal: None,
             stats,
         };
-        mark_exited(store, &rec.id, run_id, &out, rec.config.auto_remove)?;
+        if rec.config.auto_remove {
+            mark_exited(store, &rec.id, run_id, &out, true)?;
+        } else {
+            mark_monitor_died(store, &rec.id, run_id, &out)?;
+        }
         if rec.config.auto_remove {
             remove_files(store, &rec.id);
             crate::volume::remove_anonymous(store, &rec.config.volumes);

@@ -148,6 +148,14 @@ fn rollback(ctx: &Ctx, a: RollbackArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Brings back `always` containers whose monitor died (logged on stderr); a failure to
+/// look for them is a warning, never a reason not to apply.
+pub(crate) fn revive(store: &Store) {
+    if let Err(e) = crate::runtime::revive::revive(store) {
+        eprintln!("warning: {}", crate::error::render(&e).trim());
+    }
+}
+
 /// Loads a manifest, or prints every problem (to stderr, or as JSON) and returns `None`.
 fn load(ctx: &Ctx, store: Option<&Store>, path: &Path, opts: LoadOptions) -> Option<Manifest> {
     match execute::load_manifest_with(store, path, opts) {
@@ -237,6 +245,9 @@ fn report(ctx: &Ctx, verb: &str, applied: &Applied) -> Result<i32> {
 fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
     let store = ctx.store()?;
     let mut code = exit::OK;
+    if !a.dry_run {
+        revive(&store);
+    }
     for path in &a.f.files {
         let Some(m) = load(ctx, Some(&store), path, a.f.load_options()) else {
             code = exit::ERROR;

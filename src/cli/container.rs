@@ -461,6 +461,8 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                     _ => Ok(exit::OK),
                 };
             }
+            // The `always` containers whose monitor died come back with any start.
+            super::apply::revive(&store);
             each(&a.containers, |n| {
                 ops::start(&store, n, None)?;
                 println!("{n}");

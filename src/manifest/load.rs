@@ -441,6 +441,7 @@ fn cross_check(
             }
             if let Some(limits) = get(c, "limits").and_then(table) {
                 check_swap(src, limits, problems);
+                check_host_limits(src, limits, problems);
             }
             if let Some(vols) = get(c, "volumes").and_then(|v| v.get_ref().as_array()) {
                 let mut targets: BTreeMap<String, Range<usize>> = BTreeMap::new();
@@ -541,6 +542,65 @@ fn check_swap(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
                 .label("memory plus swap")
                 .also(&src.path, mem_span, "memory alone")
                 .hint(Some("memory_swap counts memory and swap together: make it at least the memory limit, or \"unlimited\"")),
+        );
+    }
+}
+
+/// The limits a start would refuse on this host, refused here with their position: more
+/// `cpus` than the host has, `memory` under the kernel's minimum, a `cpuset` CPU the host
+/// lacks (the same rules as `runtime::cgroup::check_limits` at create).
+fn check_host_limits(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
+    use crate::runtime::cgroup;
+    if let Some(v) = get(limits, "cpus")
+        && let Some(cpus) = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(i) => i.as_str().replace('_', "").parse::<f64>().ok(),
+            _ => None,
+        }
+        && let Some(online) = cgroup::online_cpus()
+        && cpus > online as f64
+    {
+        problems.push(
+            Problem::new(format!(
+                "`limits.cpus` is {cpus}, more than the {online} CPUs of this host"
+            ))
+            .at(&src.path, v.span())
+            .label("more CPUs than the host has")
+            .hint(Some(format!(
+                "give at most {online}; a start would refuse it"
+            ))),
+        );
+    }
+    if let Some(v) = get(limits, "memory")
+        && let DeValue::String(s) = v.get_ref()
+        && let Ok(m) = super::values::parse_size(s)
+        && m < cgroup::MIN_MEMORY
+    {
+        problems.push(
+            Problem::new(format!(
+                "`limits.memory` is {m} bytes, under the minimum of 6MiB"
+            ))
+            .at(&src.path, v.span())
+            .label("too little memory")
+            .hint(Some("give at least \"6MiB\"; a start would refuse it")),
+        );
+    }
+    if let Some(v) = get(limits, "cpuset")
+        && let DeValue::String(s) = v.get_ref()
+        && let Ok(want) = cgroup::parse_cpu_list(s)
+        && let Some(host) = cgroup::host_cpus()
+        && let Some(bad) = want.difference(&host).next()
+    {
+        problems.push(
+            Problem::new(format!(
+                "`limits.cpuset` names CPU {bad}, which this host does not have ({})",
+                cgroup::format_cpu_list(&host)
+            ))
+            .at(&src.path, v.span())
+            .label("no such CPU")
+            .hint(Some(
+                "give CPUs from /sys/devices/system/cpu/online; a start would refuse it",
+            )),
         );
     }
 }

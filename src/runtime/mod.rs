@@ -6,7 +6,8 @@
 //! - [`spec`]: run options + image config → `ContainerConfig`.
 //! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec.
 //! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).
-//! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows).
+//! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows);
+//!   [`revive`]: `always` containers whose monitor died, brought back by apply/watch/start.
 //! - [`health`]: health-check config and its state machine (the monitor runs the probes).
 //! - [`logs`]: the json-file log; [`sys`]: raw syscall wrappers.
 
@@ -19,5 +20,6 @@ pub mod logs;
 pub mod monitor;
 pub mod ops;
 pub mod restart;
+pub mod revive;
 pub mod spec;
 pub mod sys;

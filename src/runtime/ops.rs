@@ -35,6 +35,10 @@ pub fn run_dir(store: &Store) -> PathBuf {
     store.root().join("run")
 }
 
+/// inspect's `State.Error` of a container whose monitor died.
+pub const MONITOR_DIED: &str =
+    "its monitor died at an unknown time, and the container with it (parent-death signal)";
+
 /// What a container is recorded with besides its run options: labels, and for containers
 /// made by `apply`, the owning project and the manifest spec.
 #[derive(Debug, Default)]
@@ -556,6 +560,7 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "FinishedAt": r.finished_at.map(rfc3339),
             "Health": health,
             "Text": r.status_text(crate::store::now_ns()),
+            "Error": r.monitor_died().then_some(MONITOR_DIED),
         },
         "RestartCount": r.restart_count,
         "Labels": r.labels,

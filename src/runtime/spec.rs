@@ -89,6 +89,8 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         set_env(&mut env, e)?;
     }
     check_exec_size(&args, &env)?;
+    // Every limit a start would refuse is refused now, at create (run, create, apply).
+    crate::runtime::cgroup::check_limits(&opts.limits)?;
     let working_dir = opts
         .working_dir
         .clone()
@@ -207,6 +209,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
     if !dest.starts_with('/') || dest == "/" {
         return Err(bad("the destination must be an absolute path other than /"));
     }
+    crate::manifest::values::check_mount_destination(dest).map_err(|why| bad(&why))?;
     if source.is_empty() {
         if parts.len() > 1 {
             return Err(bad("the source is empty"));

@@ -275,6 +275,10 @@ impl<'a> Projects<'a> {
     fn converge_one(&mut self, i: usize, why: &Trigger) {
         let t0 = Instant::now();
         let store = self.store;
+        // `always` containers whose monitor died come back first, with the reason logged.
+        if let Err(e) = crate::runtime::revive::revive(store) {
+            eprintln!("warning: {}", crate::error::render(&e).trim());
+        }
         let trigger = trigger_text(why);
         let p = &mut self.projects[i];
         let m = match execute::load_manifest_with(Some(store), &p.path, load_options(&self.opts)) {
