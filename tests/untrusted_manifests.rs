@@ -53,6 +53,17 @@ fn write_as_nobody(path: &Path, body: &str) {
     assert!(st.success(), "nobody could not write {}", path.display());
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves no
+/// `wharf watch` behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn has_container(env: &Env, name: &str) -> bool {
     env.run(&["inspect", name]).status.success()
 }
@@ -101,19 +112,19 @@ fn a_world_writable_watch_dir_does_not_let_nobody_run_a_root_container() {
 
     // watch: reports the directory and converges nothing.
     let err_path = env.dir.path().join("watch.err");
-    let mut watch = env
-        .wharf()
-        .args(["watch", "--resync", "1h", s(&dir)])
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&err_path).expect("create"))
-        .spawn()
-        .expect("spawn watch");
+    let watch = KillOnDrop(
+        env.wharf()
+            .args(["watch", "--resync", "1h", s(&dir)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err_path).expect("create"))
+            .spawn()
+            .expect("spawn watch"),
+    );
     let err = wait_until(20, "the watch to refuse the directory", || {
         let e = fs::read_to_string(&err_path).unwrap_or_default();
         e.contains("writable by everyone").then_some(e)
     });
-    let _ = watch.kill();
-    let _ = watch.wait();
+    drop(watch);
     assert!(err.contains(s(&dir)), "the directory is not named: {err}");
     assert!(
         err.contains("--insecure-manifests"),
