@@ -198,3 +198,40 @@ fn the_next_apply_brings_back_a_declared_always_container_and_logs_why() {
     running_pid(&env, "web");
     assert!(Path::new(&env.root).exists());
 }
+
+#[test]
+fn a_watch_brings_back_a_run_always_container_whose_monitor_died() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["bg"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "--restart",
+        "always",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    ]);
+    kill_monitor(&env, "bg");
+    let dir = env.dir.path().join("w");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::write(dir.join("w.toml"), "project = \"w\"\n").expect("write");
+    let err_path = env.dir.path().join("watch.err");
+    let _watch = KillOnDrop(
+        env.wharf()
+            .args(["watch", "--resync", "1h", s(&dir)])
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&err_path).expect("create"))
+            .spawn()
+            .expect("spawn watch"),
+    );
+    wait_until(20, "the watch to restart bg", || {
+        let e = fs::read_to_string(&err_path).unwrap_or_default();
+        e.contains("restarting bg: its monitor died").then_some(())
+    });
+    running_pid(&env, "bg");
+}

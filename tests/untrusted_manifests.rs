@@ -53,17 +53,6 @@ fn write_as_nobody(path: &Path, body: &str) {
     assert!(st.success(), "nobody could not write {}", path.display());
 }
 
-/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves no
-/// `wharf watch` behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn has_container(env: &Env, name: &str) -> bool {
     env.run(&["inspect", name]).status.success()
 }

@@ -761,6 +761,35 @@ mod tests {
     }
 
     #[test]
+    fn mount_destinations_runc_refuses() {
+        for bad in [
+            "/proc",
+            "/proc/",
+            "/proc/sys",
+            "//proc",
+            "/tmp/../proc/1",
+            "/sys",
+            "/dev/",
+            "/",
+            "/..",
+        ] {
+            assert!(check_mount_destination(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "/dev/shm",
+            "/sys/fs/x",
+            "/proc/cpuinfo",
+            "/proc/net/dev",
+            "/srv",
+            "/procfs",
+        ] {
+            assert!(check_mount_destination(good).is_ok(), "{good}");
+        }
+        assert!(parse_volume("./d:/proc/self").is_err());
+        assert!(parse_volume("./d:/dev/shm").is_ok());
+    }
+
+    #[test]
     fn names_caps_cpusets_durations() {
         assert!(check_name("web").is_ok());
         assert!(check_name("w").is_err());

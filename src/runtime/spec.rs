@@ -306,6 +306,17 @@ pub fn parse_size(s: &str) -> Result<u64> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn exec_size_limits() {
+        let v = |n: usize| "x".repeat(n);
+        assert!(check_exec_size(&[v(128 * 1024 - 1)], &[]).is_ok());
+        assert!(check_exec_size(&[v(128 * 1024)], &[]).is_err());
+        assert!(check_exec_size(&[], &[format!("K={}", v(128 * 1024))]).is_err());
+        let many: Vec<String> = (0..20).map(|_| v(120 * 1024)).collect();
+        let e = check_exec_size(&many, &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("2 MiB"), "{e:#}");
+    }
+
     fn rc(cmd: Option<&[&str]>, ep: Option<&[&str]>) -> RunConfig {
         RunConfig {
             cmd: cmd.map(|c| c.iter().map(|s| s.to_string()).collect()),

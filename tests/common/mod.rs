@@ -205,6 +205,17 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// A child process (a `wharf watch`) killed with SIGKILL and reaped when dropped, so a
+/// failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A fresh private root with the busybox fixture imported as `bb:1`.
 pub fn setup() -> Env {
     let env = Env::new();
