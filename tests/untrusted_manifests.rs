@@ -248,3 +248,37 @@ fn dev_zero_a_fifo_and_a_huge_manifest_are_refused_at_once() {
     let (ok, _, err) = run_bounded(&env, &["validate", "-f", s(&big)]);
     assert!(ok, "a 4 MiB manifest is allowed: {err}");
 }
+
+#[test]
+fn a_secret_given_as_a_tarball_is_not_quoted_in_the_error() {
+    require_root!();
+    let env = Env::new();
+    let dir = env.dir.path().join("t");
+    fs::create_dir(&dir).expect("mkdir");
+    // Long enough for a tar header (512 bytes): the parser reads its name and checksum.
+    let secret = dir.join("secret.tar");
+    fs::write(
+        &secret,
+        format!("{SECRET}{}\n", "-not-a-tar-header".repeat(40)),
+    )
+    .expect("write");
+    let e = env.fails(&["import", s(&secret), "x:1"]);
+    assert!(e.contains("corrupt"), "{e}");
+    assert!(!e.contains(SECRET), "the error quotes the file: {e}");
+    // The same through a manifest's image source.
+    let m = dir.join("app.toml");
+    fs::write(
+        &m,
+        "[images.x]\nsource = \"secret.tar\"\ntag = \"x:1\"\n[containers.app]\nimage = \"x:1\"\ncommand = [\"true\"]\n",
+    )
+    .expect("write");
+    let (ok, out, err) = run_bounded(&env, &["apply", "-f", s(&m)]);
+    assert!(!ok);
+    assert!(!out.contains(SECRET) && !err.contains(SECRET), "{out}{err}");
+    let bytes = fs::read(env.root.join("wharf.db-wal")).unwrap_or_default();
+    let db = fs::read(env.root.join("wharf.db")).unwrap_or_default();
+    assert!(
+        !text(&bytes).contains(SECRET) && !text(&db).contains(SECRET),
+        "the journal holds the secret"
+    );
+}
