@@ -126,8 +126,8 @@ pub fn status_text(
         ContainerState::Dead => "Dead".into(),
         ContainerState::Exited => match (finished_at, started_at) {
             (Some(t), _) => format!("Exited ({code}) {} ago", since(t)),
-            // Its owner died during the run, at a time nobody recorded.
-            (None, Some(_)) => format!("Exited ({code})"),
+            // Its monitor died: when it ended is not known (see Record::monitor_died).
+            (None, Some(_)) => format!("Exited ({code}) at an unknown time"),
             (None, None) => "Created".into(),
         },
         ContainerState::Created => "Created".into(),
@@ -135,6 +135,14 @@ pub fn status_text(
 }
 
 impl Record {
+    /// Whether the container's monitor died while it ran (or waited to restart): it is
+    /// `exited`, it has run, and no time of its end was recorded ([`mark_monitor_died`]).
+    pub fn monitor_died(&self) -> bool {
+        self.state == ContainerState::Exited
+            && self.finished_at.is_none()
+            && self.started_at.is_some()
+    }
+
     /// docker's STATUS column at time `now` (ns since the epoch).
     pub fn status_text(&self, now: i64) -> String {
         status_text(
@@ -222,6 +230,73 @@ pub fn list(store: &Store) -> Result<Vec<Record>> {
         .query_map([], from_row)?
         .collect::<rusqlite::Result<_>>()?;
     rows.into_iter().map(finish_observed).collect()
+}
+
+/// Every container of the store, oldest first, with only what `ps` shows or filters on:
+/// the config holds `args`, `volumes` and `network` (the rest default) and `spec` is not
+/// read. With `args_cap`, at most that many arguments of at most that many characters each
+/// (enough for a truncated COMMAND column): SQLite's JSON functions pick them out, so a
+/// record holding megabytes of command or environment is not copied and parsed whole.
+pub fn list_for_ps(store: &Store, args_cap: Option<usize>) -> Result<Vec<Record>> {
+    let cols = COLUMNS
+        .replace("config,", "NULL,")
+        .replace("spec,", "NULL,");
+    let sql = format!(
+        "SELECT {cols}, \
+           CASE WHEN ?1 IS NULL THEN config -> '$.args' ELSE \
+             (SELECT json_group_array(substr(value, 1, ?1)) FROM \
+               (SELECT value FROM json_each(config, '$.args') LIMIT ?1)) END, \
+           config -> '$.volumes', config -> '$.network' \
+         FROM containers ORDER BY created_at, id"
+    );
+    let cap = args_cap.map(|c| c as i64);
+    let mut stmt = store.db().prepare_cached(&sql)?;
+    let rows = stmt.query_map([cap], |r| {
+        let labels: String = r.get(15)?;
+        let parts: (Option<String>, Option<String>, Option<String>) =
+            (r.get(21)?, r.get(22)?, r.get(23)?);
+        let rec = Record {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            image_id: r.get(2)?,
+            image_ref: r.get(3)?,
+            config: ContainerConfig::default(),
+            created_at: r.get(5)?,
+            state: r.get(6)?,
+            pid: r.get(7)?,
+            pid_start: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+            monitor_pid: r.get(9)?,
+            monitor_start: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+            started_at: r.get(11)?,
+            finished_at: r.get(12)?,
+            exit_code: r.get(13)?,
+            oom_killed: r.get::<_, i64>(14)? != 0,
+            labels: BTreeMap::new(),
+            project: r.get(16)?,
+            spec_hash: r.get(17)?,
+            spec: None,
+            restart_count: r.get(19)?,
+            health: r.get(20)?,
+        };
+        Ok((rec, labels, parts))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut rec, labels, (args, volumes, network)) = row?;
+        let corrupt = |what: &str| format!("the stored {what} of container {} is corrupt", rec.id);
+        if let Some(a) = args {
+            rec.config.args = serde_json::from_str(&a).with_context(|| corrupt("command"))?;
+        }
+        if let Some(v) = volumes {
+            rec.config.volumes = serde_json::from_str(&v).with_context(|| corrupt("mounts"))?;
+        }
+        if let Some(n) = network {
+            rec.config.network = serde_json::from_str(&n).with_context(|| corrupt("network"))?;
+        }
+        rec.labels = serde_json::from_str(&labels).with_context(|| corrupt("labels"))?;
+        out.push(observed(rec));
+    }
+    Ok(out)
 }
 
 /// A fresh `adjective_surname` no container of this store has.
@@ -510,6 +585,48 @@ pub fn mark_exited(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Records that a container's monitor died (found by [`reconcile`]): `exited` with `out`'s
+/// code and no `finished_at`, since nobody saw when it ended ([`Record::monitor_died`]). The
+/// run's row is closed at `now` (the journal needs it closed; history says when wharf found
+/// it).
+pub fn mark_monitor_died(
+    store: &Store,
+    id: &str,
+    run_id: Option<i64>,
+    out: &Outcome,
+) -> Result<()> {
+    let now = now_ns();
+    let tx = store.db().unchecked_transaction()?;
+    if let Some(run_id) = run_id {
+        close_run(&tx, run_id, now, out)?;
+    }
+    tx.prepare_cached(
+        "UPDATE containers SET state = ?4, pid = NULL, pid_start = NULL, \
+         monitor_pid = NULL, monitor_start = NULL, finished_at = NULL, exit_code = ?2, \
+         oom_killed = ?3 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        out.exit_code,
+        out.stats.oom_killed,
+        ContainerState::Exited
+    ])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Ids of the containers whose monitor died (see [`Record::monitor_died`]).
+pub fn monitor_died_ids(store: &Store) -> Result<Vec<String>> {
+    Ok(store
+        .db()
+        .prepare_cached(
+            "SELECT id FROM containers WHERE state = ?1 AND finished_at IS NULL \
+             AND started_at IS NOT NULL ORDER BY created_at",
+        )?
+        .query_map([ContainerState::Exited], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 /// Closes a `runs` row with how the run ended (in the caller's transaction).

@@ -11,7 +11,7 @@ use anyhow::Result;
 use rusqlite::params;
 
 use crate::error::user;
-use crate::manifest::types::{LogRetention, Retention};
+use crate::manifest::types::{JournalRetention, LogRetention, Retention};
 use crate::model::LogPolicy;
 use crate::store::{Store, now_ns};
 
@@ -25,6 +25,24 @@ pub const ROOT_CONFIG: &str = "config.toml";
 struct RootConfig {
     #[serde(default)]
     retention: Retention,
+    /// Read by `crate::limits::import_max_size`; named here so that the file may hold it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    import: crate::limits::ImportLimits,
+}
+
+/// The journal's default outside projects: the newest 10,000 runs (and applies) are kept.
+/// A `[retention.journal]` table replaces it (an empty one keeps everything).
+pub const DEFAULT_JOURNAL_MAX_ENTRIES: u64 = 10_000;
+
+fn with_default_journal(mut r: Retention) -> Retention {
+    if r.journal.is_none() {
+        r.journal = Some(JournalRetention {
+            max_age: None,
+            max_entries: Some(DEFAULT_JOURNAL_MAX_ENTRIES),
+        });
+    }
+    r
 }
 
 /// Reads `<root>/config.toml`'s `[retention]` (empty policies when the file is absent). A
@@ -33,13 +51,15 @@ pub fn root_config(root: &Path) -> Result<Retention> {
     let path = root.join(ROOT_CONFIG);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Retention::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(with_default_journal(Retention::default()));
+        }
         Err(e) => {
             return Err(user(format!("cannot read {}: {e}", path.display())).into());
         }
     };
     match toml::from_str::<RootConfig>(&text) {
-        Ok(c) => Ok(c.retention),
+        Ok(c) => Ok(with_default_journal(c.retention)),
         Err(e) => {
             let at = e.span().map_or_else(String::new, |sp| {
                 let line = text[..sp.start].matches('\n').count() + 1;
@@ -164,7 +184,13 @@ mod tests {
     #[test]
     fn root_config_is_optional_and_errors_carry_positions() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(root_config(dir.path()).unwrap(), Retention::default());
+        let absent = root_config(dir.path()).unwrap();
+        assert_eq!(
+            absent.journal.and_then(|j| j.max_entries),
+            Some(DEFAULT_JOURNAL_MAX_ENTRIES),
+            "the journal keeps 10,000 entries by default"
+        );
+        assert_eq!(absent.images, None);
         std::fs::write(
             dir.path().join(ROOT_CONFIG),
             "[retention.logs]\nmax_size = \"1MiB\"\nmax_files = 3\n",

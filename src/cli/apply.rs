@@ -12,7 +12,7 @@ use serde_json::json;
 use super::Ctx;
 use super::output::print_json;
 use crate::error::exit;
-use crate::manifest::Manifest;
+use crate::manifest::{LoadOptions, Manifest};
 use crate::reconcile::execute::{self, Applied, ApplyOptions};
 use crate::reconcile::{Action, Plan};
 use crate::store::Store;
@@ -51,6 +51,19 @@ pub struct FileArgs {
     /// several projects
     #[arg(short = 'f', long = "file", value_name = "PATH", required = true)]
     pub files: Vec<PathBuf>,
+    /// Read manifests, env files and image sources that are owned by another user or
+    /// writable by group or others (refused by default: whoever can write them decides what
+    /// runs as root)
+    #[arg(long)]
+    pub insecure_manifests: bool,
+}
+
+impl FileArgs {
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            insecure: self.insecure_manifests,
+        }
+    }
 }
 
 /// `-t/--timeout`, shared by the commands that stop containers (apply, down, rollback, watch).
@@ -135,9 +148,17 @@ fn rollback(ctx: &Ctx, a: RollbackArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Brings back `always` containers whose monitor died (logged on stderr); a failure to
+/// look for them is a warning, never a reason not to apply.
+pub(crate) fn revive(store: &Store) {
+    if let Err(e) = crate::lifecycle::revive(store) {
+        eprintln!("warning: {}", crate::error::render(&e).trim());
+    }
+}
+
 /// Loads a manifest, or prints every problem (to stderr, or as JSON) and returns `None`.
-fn load(ctx: &Ctx, store: Option<&Store>, path: &Path) -> Option<Manifest> {
-    match execute::load_manifest(store, path) {
+fn load(ctx: &Ctx, store: Option<&Store>, path: &Path, opts: LoadOptions) -> Option<Manifest> {
+    match execute::load_manifest_with(store, path, opts) {
         Ok(m) => Some(m),
         Err(errors) => {
             if ctx.json() {
@@ -224,8 +245,11 @@ fn report(ctx: &Ctx, verb: &str, applied: &Applied) -> Result<i32> {
 fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
     let store = ctx.store()?;
     let mut code = exit::OK;
+    if !a.dry_run {
+        revive(&store);
+    }
     for path in &a.f.files {
-        let Some(m) = load(ctx, Some(&store), path) else {
+        let Some(m) = load(ctx, Some(&store), path, a.f.load_options()) else {
             code = exit::ERROR;
             continue;
         };
@@ -262,7 +286,7 @@ fn diff(ctx: &Ctx, a: FileArgs) -> Result<i32> {
     let store = ctx.store()?;
     let mut code = exit::OK;
     for path in &a.files {
-        let Some(m) = load(ctx, Some(&store), path) else {
+        let Some(m) = load(ctx, Some(&store), path, a.load_options()) else {
             return Ok(exit::ERROR);
         };
         let p = execute::plan_only(&store, &m)?;
@@ -286,7 +310,7 @@ fn validate(ctx: &Ctx, a: FileArgs) -> Result<i32> {
     let mut code = exit::OK;
     let mut summaries = Vec::new();
     for path in &a.files {
-        let Some(m) = load(ctx, store.as_ref(), path) else {
+        let Some(m) = load(ctx, store.as_ref(), path, a.load_options()) else {
             code = exit::ERROR;
             continue;
         };
@@ -322,7 +346,7 @@ fn down(ctx: &Ctx, a: DownArgs) -> Result<i32> {
     let mut code = exit::OK;
     for path in &a.f.files {
         // `down` needs only the project name: a manifest whose images are gone still names it.
-        let Some(m) = load(ctx, Some(&store), path) else {
+        let Some(m) = load(ctx, Some(&store), path, a.f.load_options()) else {
             code = exit::ERROR;
             continue;
         };

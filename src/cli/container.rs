@@ -407,6 +407,15 @@ pub(crate) fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> 
                 "write labels as KEY=VALUE",
             ));
         }
+        if v.len() >= crate::manifest::values::MAX_VALUE_BYTES {
+            return Err(runtime_usage(
+                format!(
+                    "--label {k}: the value is {} bytes long; one must be shorter than 128 KiB",
+                    v.len()
+                ),
+                "keep labels short; put data in a file",
+            ));
+        }
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
@@ -497,6 +506,8 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                     _ => Ok(exit::OK),
                 };
             }
+            // The `always` containers whose monitor died come back with any start.
+            super::apply::revive(&store);
             each(&a.containers, |n| {
                 lifecycle::start(&store, n, StartMode::Detached)?;
                 println!("{n}");

@@ -69,6 +69,17 @@ pub struct ImportArgs {
     /// Print only the image id, with no progress bar
     #[arg(short, long)]
     pub quiet: bool,
+    /// Refuse an archive whose files hold more than SIZE (real size: a sparse file counts
+    /// whole), e.g. 10GiB [default: `[import] max_size` of <root>/config.toml, else 64GiB]
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub max_size: Option<u64>,
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    crate::manifest::values::parse_size(s).map_err(|e| match e.hint {
+        Some(h) => format!("{} ({h})", e.message),
+        None => e.message,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +190,7 @@ fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
             message: a.message,
             tag,
             progress,
+            max_size: a.max_size,
         },
     )?;
     if ctx.json() {

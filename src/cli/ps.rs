@@ -271,9 +271,13 @@ struct PsJson<'a> {
 }
 
 /// The containers `ps` shows, newest first.
-pub fn select(store: &Store, a: &PsArgs) -> Result<Vec<Record>> {
+/// `full_command`: the whole command is shown (`--no-trunc`, JSON).
+pub fn select(store: &Store, a: &PsArgs, full_command: bool) -> Result<Vec<Record>> {
     let filters = Filters::parse(&a.filter, Some(store))?;
-    let mut all = container::list(store)?;
+    // The COMMAND column shows 20 characters unless --no-trunc or JSON: 32 arguments of 32
+    // characters each decide it (an ellipsis included).
+    let cap = (!full_command).then_some(32);
+    let mut all = container::list_for_ps(store, cap)?;
     all.reverse(); // newest first, as docker lists them
     let limit = if a.latest {
         Some(1)
@@ -299,7 +303,7 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
         true,
     );
-    let rows = select(&store, &a)?;
+    let rows = select(&store, &a, a.no_trunc || ctx.json())?;
     let now = now_ns();
     if a.quiet {
         let mut s = String::with_capacity(rows.len() * 13);

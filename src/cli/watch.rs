@@ -40,6 +40,10 @@ pub struct WatchArgs {
     /// Also log the resyncs and store checks that found nothing to do
     #[arg(short, long)]
     pub verbose: bool,
+    /// Read manifests, env files and image sources that are owned by another user or
+    /// writable by group or others (refused by default, as with apply)
+    #[arg(long)]
+    pub insecure_manifests: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -71,6 +75,7 @@ fn run_watch(ctx: &Ctx, a: WatchArgs) -> Result<i32> {
             stop_timeout: a.stop.timeout(),
             resync: a.resync,
             verbose: a.verbose || ctx.debug,
+            insecure_manifests: a.insecure_manifests,
         },
     )?;
     let timing = Timing {

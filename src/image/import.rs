@@ -24,7 +24,7 @@ use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::config::{ImageConfig, RunConfig, apply_changes, created_now};
-use super::unpack::{UnpackStats, unpack};
+use super::unpack::{UnpackStats, unpack_limited};
 use crate::error::user;
 use crate::reference::Reference;
 use crate::store::{Store, fsutil, now_ns};
@@ -43,6 +43,9 @@ pub struct ImportOptions {
     pub tag: Option<Reference>,
     /// A progress bar to advance by bytes read (the caller decides whether to show one).
     pub progress: Option<ProgressBar>,
+    /// `--max-size`: the most file data the archive may hold (real size); `None` takes
+    /// `[import] max_size` of the root config.toml, else 64 GiB.
+    pub max_size: Option<u64>,
 }
 
 /// What an import made.
@@ -133,6 +136,10 @@ pub fn import_reader(
     let mut run = RunConfig::default();
     apply_changes(&mut run, &opts.changes)?;
     let created = created_now()?;
+    let max_size = match opts.max_size {
+        Some(m) => m,
+        None => crate::limits::import_max_size(store.root())?,
+    };
     if let Some(pb) = &opts.progress
         && let Some(len) = len
     {
@@ -153,7 +160,7 @@ pub fn import_reader(
             .spawn(move || read_and_hash(reader, tx, &cancel, progress))
             .context("cannot start the import reader thread")?
     };
-    let unpacked = unpack(ChannelReader::new(rx), &layer);
+    let unpacked = unpack_limited(ChannelReader::new(rx), &layer, max_size);
     if unpacked.is_err() {
         cancel.store(true, Ordering::Relaxed);
     }

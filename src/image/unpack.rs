@@ -48,14 +48,24 @@ pub struct UnpackStats {
 
 /// Unpacks the archive read from `reader` into `dest`, an existing empty directory.
 pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats> {
+    unpack_limited(reader, dest, u64::MAX)
+}
+
+/// [`unpack`], refusing the archive once its files hold more than `max_size` bytes (counted
+/// at their real size: a GNU sparse file's holes count, though they are not written).
+pub fn unpack_limited<R: Read>(reader: R, dest: &Path, max_size: u64) -> Result<UnpackStats> {
     let mut u = Unpacker::new(dest)?;
+    u.max_size = max_size;
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().context("cannot read the tar stream")?;
     for entry in entries {
         let mut entry = entry.map_err(|e| {
             anyhow::Error::new(
-                user(format!("the tar stream is corrupt or truncated: {e}"))
-                    .hint("check the tarball (tar -tvf FILE); re-create it if it was cut short"),
+                user(format!(
+                    "the tar stream is corrupt or truncated: {}",
+                    tar_reason(&e)
+                ))
+                .hint("check the tarball (tar -tvf FILE); re-create it if it was cut short"),
             )
         })?;
         u.entry(&mut entry)?;
@@ -81,7 +91,24 @@ struct Unpacker {
     stats: UnpackStats,
     euid: u32,
     egid: u32,
+    /// The most file data an archive may hold (its real size).
+    max_size: u64,
 }
+
+/// The reason of a tar parse error without what the tar crate quotes of the input: it cites
+/// header fields and the entry's name ("... when getting cksum for NAME"), which for a file
+/// that is not a tar at all (a secret given as an image source) are its first bytes.
+fn tar_reason(e: &io::Error) -> String {
+    let m = e.to_string();
+    match m.split_once(": ") {
+        Some((reason, _)) => format!("{reason} (in a tar header)"),
+        None => m,
+    }
+}
+
+/// Blocks of zeros this long in a sparse file's data are skipped (left as holes).
+const HOLE_BLOCK: usize = 4096;
+static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 
 fn how(flags: OFlag) -> OpenHow {
     OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
@@ -172,6 +199,7 @@ impl Unpacker {
             stats: UnpackStats::default(),
             euid: Uid::effective().as_raw(),
             egid: Gid::effective().as_raw(),
+            max_size: u64::MAX,
         })
     }
 
@@ -313,15 +341,7 @@ impl Unpacker {
                 )
                 .map_err(|e| refuse(&name, &format!("cannot create it: {e}")))?;
                 let mut file = File::from(fd);
-                let n = io::copy(entry, &mut file).map_err(|e| {
-                    anyhow::Error::new(
-                        user(format!(
-                            "the tar stream broke while reading {:?}: {e}",
-                            shown(&name)
-                        ))
-                        .hint("the archive is truncated or corrupt; re-create it"),
-                    )
-                })?;
+                let n = self.copy_data(&name, entry, &mut file, kind == T::GNUSparse)?;
                 self.stats.bytes += n;
                 if n >= WRITEBACK_MIN {
                     // Start writing the data back now, asynchronously: the syncfs before
@@ -433,6 +453,75 @@ impl Unpacker {
 
     /// Clears the way for a new entry `base` in `dir_parts`: a later entry replaces an earlier
     /// one, as with `tar -x`. A directory stays when the new entry is a directory too.
+    /// Copies an entry's data into `file`, counting it against `max_size`. A GNU sparse
+    /// entry (which the tar crate reads back with its holes as zeros) is written sparse:
+    /// blocks of zeros become holes, so a 10 GiB sparse file costs its data, not 10 GiB.
+    fn copy_data<R: Read>(
+        &self,
+        name: &[u8],
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        sparse: bool,
+    ) -> Result<u64> {
+        use std::io::{Seek, SeekFrom, Write};
+        let broke = |e: io::Error| {
+            anyhow::Error::new(
+                user(format!(
+                    "the tar stream broke while reading {:?}: {e}",
+                    shown(name)
+                ))
+                .hint("the archive is truncated or corrupt; re-create it"),
+            )
+        };
+        // Sized to the entry: most files are small, and a large buffer per file would be
+        // an mmap and munmap each.
+        let mut buf = vec![0u8; (entry.size() as usize).clamp(512, 256 * 1024)];
+        let mut written: u64 = 0;
+        let mut ends_in_hole = false;
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(broke(e)),
+            };
+            if self.stats.bytes.saturating_add(written + n as u64) > self.max_size {
+                return Err(user(format!(
+                    "the image is larger than the import limit of {} bytes ({:?} passes it, counted at its real size)",
+                    self.max_size,
+                    shown(name)
+                ))
+                .hint("raise it with --max-size SIZE, or `[import] max_size` in the state root's config.toml")
+                .into());
+            }
+            if sparse {
+                for chunk in buf[..n].chunks(HOLE_BLOCK) {
+                    if chunk == &ZEROS[..chunk.len()] {
+                        file.seek(SeekFrom::Current(chunk.len() as i64))
+                            .with_context(|| {
+                                format!("cannot write {:?} into the layer", shown(name))
+                            })?;
+                        ends_in_hole = true;
+                    } else {
+                        file.write_all(chunk).with_context(|| {
+                            format!("cannot write {:?} into the layer", shown(name))
+                        })?;
+                        ends_in_hole = false;
+                    }
+                }
+            } else {
+                file.write_all(&buf[..n])
+                    .with_context(|| format!("cannot write {:?} into the layer", shown(name)))?;
+            }
+            written += n as u64;
+        }
+        if ends_in_hole {
+            file.set_len(written)
+                .with_context(|| format!("cannot write {:?} into the layer", shown(name)))?;
+        }
+        Ok(written)
+    }
+
     fn make_room(
         &mut self,
         name: &[u8],

@@ -10,6 +10,10 @@ use crate::model::{ContainerState, Network, RestartPolicy, VolumeKind};
 use crate::store::Store;
 use crate::util::rfc3339;
 
+/// inspect's `State.Error` of a container whose monitor died.
+pub const MONITOR_DIED: &str =
+    "its monitor died at an unknown time, and the container with it (parent-death signal)";
+
 /// The record as docker-style inspect JSON: identity, image (id and reference), config,
 /// state, mounts, limits (`HostConfig`), restart count, write layer and log paths.
 pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
@@ -89,6 +93,7 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "FinishedAt": r.finished_at.map(rfc3339),
             "Health": health,
             "Text": r.status_text(crate::store::now_ns()),
+            "Error": r.monitor_died().then_some(MONITOR_DIED),
         },
         "RestartCount": r.restart_count,
         "Labels": r.labels,

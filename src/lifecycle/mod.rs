@@ -18,13 +18,17 @@
 //!   probes, restarts, recording).
 //! - [`recover`]: crash recovery (runs whose owner died), called by verbs that change state.
 //! - [`inspect`]: docker's inspect JSON (a read).
+//! - [`revive`]: `always`/`unless-stopped` containers whose monitor died, started again by
+//!   the next apply, watch or `start` (there is no daemon to do it at boot).
 
 mod inspect;
 pub mod monitor;
 mod recover;
+mod revive;
 
 pub use inspect::inspect;
 pub use recover::{finish_run, recover};
+pub use revive::revive;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -152,8 +156,8 @@ pub fn prepare<'a>(store: &Store, rec: &'a Record) -> Result<crate::runtime::lau
         config: &rec.config,
         layers,
         volumes,
-        container_dir: store.container_dir(&rec.id),
-        run_dir: store.run_dir(),
+        container_dir: store.make_container_dir(&rec.id)?,
+        run_dir: store.make_run_dir()?,
     })
 }
 

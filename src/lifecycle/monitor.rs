@@ -204,9 +204,7 @@ fn run_inner(
     let devnull = open_devnull()?;
     let mut sink = if detached {
         let path = container::log_path(store, &rec.id);
-        let dir = store.container_dir(&rec.id);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        store.make_container_dir(&rec.id)?;
         Sink::Log(
             LogWriter::with_policy(
                 &path,

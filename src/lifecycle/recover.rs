@@ -55,7 +55,13 @@ pub fn recover(store: &Store) -> Result<()> {
             signal: None,
             stats,
         };
-        finish_run(store, &rec, run_id, &out)?;
+        if rec.config.auto_remove {
+            finish_run(store, &rec, run_id, &out)?;
+        } else {
+            // Exited at an unknown time (no FinishedAt invented; inspect says why), which
+            // `revive` brings back for `always` and `unless-stopped`.
+            container::mark_monitor_died(store, &rec.id, run_id, &out)?;
+        }
         cleaned = true;
     }
     if cleaned {

@@ -33,7 +33,58 @@ pub struct Ctx<'a> {
 pub fn check_document(ctx: &Ctx<'_>, doc: &Spanned<DeTable<'_>>, out: &mut Vec<Problem>) {
     let span = doc.span();
     let value = Spanned::new(span, DeValue::Table(doc.get_ref().clone()));
+    check_lengths(ctx, &value, "", out);
     check(ctx, ctx.root, &value, "", out);
+}
+
+/// Every string (a command argument, an env or label value, a key) must be shorter than
+/// [`values::MAX_VALUE_BYTES`]: the kernel refuses a longer argument or env entry at exec
+/// (`MAX_ARG_STRLEN`), and no label needs more. One pass over the tree, one problem each.
+fn check_lengths(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>, path: &str, out: &mut Vec<Problem>) {
+    let too_long = |what: &str, len: usize, span, out: &mut Vec<Problem>| {
+        out.push(
+            Problem::new(format!(
+                "{what} is {len} bytes long; one value must be shorter than {} KiB",
+                values::MAX_VALUE_BYTES >> 10
+            ))
+            .at(ctx.file, span)
+            .label("too long")
+            .hint(Some(
+                "the kernel refuses an argument or environment entry of 128 KiB or more at exec; \
+                 put large data in a file (a bind mount or a volume) and pass its path",
+            )),
+        );
+    };
+    match value.get_ref() {
+        DeValue::String(s) if s.len() >= values::MAX_VALUE_BYTES => {
+            let what = if path.is_empty() {
+                "a value".to_string()
+            } else {
+                format!("`{path}`")
+            };
+            too_long(&what, s.len(), value.span(), out);
+        }
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_lengths(ctx, item, &format!("{path}[{i}]"), out);
+            }
+        }
+        DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                if k.get_ref().len() >= values::MAX_VALUE_BYTES {
+                    too_long(
+                        &format!("a key in `{path}`"),
+                        k.get_ref().len(),
+                        k.span(),
+                        out,
+                    );
+                    continue;
+                }
+                check_lengths(ctx, v, &join(path, k.get_ref()), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn type_name(v: &DeValue<'_>) -> &'static str {

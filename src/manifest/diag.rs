@@ -78,6 +78,9 @@ impl Problem {
 pub struct ManifestErrors {
     pub problems: Vec<Problem>,
     sources: BTreeMap<PathBuf, String>,
+    /// Files whose text is shown in snippets (the manifests); problems in other files (env
+    /// files) get their position only.
+    shown: Option<std::collections::BTreeSet<PathBuf>>,
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -99,7 +102,22 @@ impl ManifestErrors {
             (Some(_), None) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         });
-        ManifestErrors { problems, sources }
+        ManifestErrors {
+            problems,
+            sources,
+            shown: None,
+        }
+    }
+
+    /// Shows snippets of these files only; other files' problems name the file, line and
+    /// column, never a line of their content.
+    pub(crate) fn show_only(mut self, files: &[PathBuf]) -> Self {
+        self.shown = Some(files.iter().cloned().collect());
+        self
+    }
+
+    fn is_shown(&self, file: &Path) -> bool {
+        self.shown.as_ref().is_none_or(|s| s.contains(file))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -148,6 +166,9 @@ impl ManifestErrors {
         label: &'a str,
         kind: AnnotationKind,
     ) -> Option<Snippet<'a, annotate_snippets::Annotation<'a>>> {
+        if !self.is_shown(&loc.file) {
+            return None;
+        }
         let text = self.sources.get(&loc.file)?;
         let mut span = loc.span.start.min(text.len())..loc.span.end.min(text.len());
         if span.end < span.start {
@@ -174,8 +195,13 @@ impl ManifestErrors {
         if let Some(loc) = &p.at {
             match self.snippet(loc, &p.label, AnnotationKind::Primary) {
                 Some(s) => elements.push(s.into()),
-                None => elements
-                    .push(annotate_snippets::Origin::path(loc.file.display().to_string()).into()),
+                None => elements.push(
+                    annotate_snippets::Origin::path(
+                        self.position(p)
+                            .unwrap_or_else(|| loc.file.display().to_string()),
+                    )
+                    .into(),
+                ),
             }
         }
         for (loc, label) in &p.also {

@@ -9,6 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::check::{Ctx, check_document, did_you_mean};
 use super::diag::{Location, ManifestErrors, Problem};
+use super::trust::{self, Kind, LoadOptions};
 use super::types::{ContainerSection, ImageSection, ManifestFile, Retention, VolumeSection};
 use super::values::{VolumeSource, check_name, parse_volume};
 use crate::reference::Reference;
@@ -61,17 +62,29 @@ struct Source {
 /// Nothing is changed on the host. Either every check passes, or every problem found is
 /// returned at once.
 pub fn load(path: &Path, has_image: &dyn Fn(&str) -> bool) -> Result<Manifest, ManifestErrors> {
+    load_with(path, has_image, LoadOptions::default())
+}
+
+/// [`load`], with the trust checks of [`trust`] (skipped with `opts.insecure`). Problems
+/// show snippets of manifests only: a problem in an env file names the file, line and
+/// column, never its content.
+pub fn load_with(
+    path: &Path,
+    has_image: &dyn Fn(&str) -> bool,
+    opts: LoadOptions,
+) -> Result<Manifest, ManifestErrors> {
     let mut problems = Vec::new();
     let mut sources: BTreeMap<PathBuf, String> = BTreeMap::new();
 
-    let (files, default_project) = match list_files(path) {
+    let (files, default_project) = match list_files(path, opts) {
         Ok(x) => x,
         Err(p) => return Err(ManifestErrors::new(vec![*p], sources)),
     };
+    let fail = |problems, sources| ManifestErrors::new(problems, sources).show_only(&files);
 
     let mut loaded: Vec<Source> = Vec::new();
     for f in &files {
-        match std::fs::read_to_string(f) {
+        match trust::read(f, Kind::Manifest, opts) {
             Ok(text) => {
                 let parent = f.parent().unwrap_or(Path::new("."));
                 let parent = if parent.as_os_str().is_empty() {
@@ -87,10 +100,7 @@ pub fn load(path: &Path, has_image: &dyn Fn(&str) -> bool) -> Result<Manifest, M
                     text,
                 });
             }
-            Err(e) => problems.push(
-                Problem::new(format!("cannot read {}: {e}", f.display()))
-                    .hint(Some("check the path and its permissions")),
-            ),
+            Err(r) => problems.push(Problem::new(r.message).hint(Some(r.hint))),
         }
     }
 
@@ -126,12 +136,13 @@ pub fn load(path: &Path, has_image: &dyn Fn(&str) -> bool) -> Result<Manifest, M
         &docs,
         &default_project,
         has_image,
+        opts,
         &mut problems,
         &mut sources,
     );
 
     if !problems.is_empty() {
-        return Err(ManifestErrors::new(problems, sources));
+        return Err(fail(problems, sources));
     }
 
     // Pass 3: typed deserialization of clean files, then merge.
@@ -153,15 +164,15 @@ pub fn load(path: &Path, has_image: &dyn Fn(&str) -> bool) -> Result<Manifest, M
                 continue;
             }
         };
-        merge(&mut m, src, file, &mut problems, &mut sources);
+        merge(&mut m, src, file, opts, &mut problems);
     }
     if !problems.is_empty() {
-        return Err(ManifestErrors::new(problems, sources));
+        return Err(fail(problems, sources));
     }
     Ok(m)
 }
 
-fn list_files(path: &Path) -> Result<(Vec<PathBuf>, String), Box<Problem>> {
+fn list_files(path: &Path, opts: LoadOptions) -> Result<(Vec<PathBuf>, String), Box<Problem>> {
     let meta = std::fs::metadata(path).map_err(|e| {
         Box::new(
             Problem::new(format!("cannot read {}: {e}", path.display()))
@@ -179,6 +190,8 @@ fn list_files(path: &Path) -> Result<(Vec<PathBuf>, String), Box<Problem>> {
         name.unwrap_or_default()
     };
     if meta.is_dir() {
+        trust::check_dir(path, opts)
+            .map_err(|r| Box::new(Problem::new(r.message).hint(Some(r.hint))))?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Box::new(Problem::new(format!("cannot list {}: {e}", path.display()))))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -218,6 +231,7 @@ fn cross_check(
     docs: &[(usize, Spanned<DeTable<'_>>)],
     default_project: &str,
     has_image: &dyn Fn(&str) -> bool,
+    opts: LoadOptions,
     problems: &mut Vec<Problem>,
     sources: &mut BTreeMap<PathBuf, String>,
 ) -> String {
@@ -326,6 +340,33 @@ fn cross_check(
         }
     }
 
+    // image sources: who may write them decides what runs
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        let Some(images) = get(doc.get_ref(), "images").and_then(table) else {
+            continue;
+        };
+        for (_, img) in images.iter() {
+            let Some(source) = table(img).and_then(|t| get(t, "source")) else {
+                continue;
+            };
+            let Some(s) = source.get_ref().as_str() else {
+                continue;
+            };
+            let p = super::check::join_path(&src.base, s);
+            if p.is_file()
+                && let Err(r) = trust::check_file(&p, Kind::ImageSource, opts)
+            {
+                problems.push(
+                    Problem::new(r.message)
+                        .at(&src.path, source.span())
+                        .label("image source named here")
+                        .hint(Some(r.hint)),
+                );
+            }
+        }
+    }
+
     // declared volumes
     let mut volumes: BTreeSet<String> = BTreeSet::new();
     for (_, doc) in docs {
@@ -400,6 +441,7 @@ fn cross_check(
             }
             if let Some(limits) = get(c, "limits").and_then(table) {
                 check_swap(src, limits, problems);
+                check_host_limits(src, limits, problems);
             }
             if let Some(vols) = get(c, "volumes").and_then(|v| v.get_ref().as_array()) {
                 let mut targets: BTreeMap<String, Range<usize>> = BTreeMap::new();
@@ -443,19 +485,33 @@ fn cross_check(
                 && let Some(s) = ef.get_ref().as_str()
             {
                 let p = super::check::join_path(&src.base, s);
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    if let Err(errs) = parse_env_file(&text) {
-                        for (span, msg) in errs {
-                            problems.push(
-                                Problem::new(format!("{}: {msg}", p.display()))
-                                    .at(&p, span)
-                                    .label("not KEY=VALUE")
-                                    .also(&src.path, ef.span(), "env file named here")
-                                    .hint(Some("write one KEY=VALUE per line; lines starting with # are comments")),
-                            );
+                // The schema check said whether it exists; here, whether it may be read.
+                // Its content is never shown (it may hold secrets, or be a file that is
+                // not an env file at all): problems name its line.
+                match p.is_file().then(|| trust::read(&p, Kind::EnvFile, opts)) {
+                    None => {} // missing or not a regular file: the schema check said so
+                    Some(Ok(text)) => {
+                        if let Err(errs) = parse_env_file(&text) {
+                            for (span, msg) in errs {
+                                let (line, _) = super::diag::line_col(&text, span.start);
+                                problems.push(
+                                    Problem::new(format!("{}, line {line}: {msg}", p.display()))
+                                        .at(&p, span)
+                                        .also(&src.path, ef.span(), "env file named here")
+                                        .hint(Some("write one KEY=VALUE per line; lines starting with # are comments")),
+                                );
+                            }
                         }
+                        sources.insert(p, text);
                     }
-                    sources.insert(p, text);
+                    Some(Err(r)) => {
+                        problems.push(
+                            Problem::new(r.message)
+                                .at(&src.path, ef.span())
+                                .label("env file named here")
+                                .hint(Some(r.hint)),
+                        );
+                    }
                 }
             }
         }
@@ -486,6 +542,65 @@ fn check_swap(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
                 .label("memory plus swap")
                 .also(&src.path, mem_span, "memory alone")
                 .hint(Some("memory_swap counts memory and swap together: make it at least the memory limit, or \"unlimited\"")),
+        );
+    }
+}
+
+/// The limits a start would refuse on this host, refused here with their position: more
+/// `cpus` than the host has, `memory` under the kernel's minimum, a `cpuset` CPU the host
+/// lacks (the same rules as `runtime::cgroup::check_limits` at create).
+fn check_host_limits(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
+    use crate::runtime::cgroup;
+    if let Some(v) = get(limits, "cpus")
+        && let Some(cpus) = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(i) => i.as_str().replace('_', "").parse::<f64>().ok(),
+            _ => None,
+        }
+        && let Some(online) = cgroup::online_cpus()
+        && cpus > online as f64
+    {
+        problems.push(
+            Problem::new(format!(
+                "`limits.cpus` is {cpus}, more than the {online} CPUs of this host"
+            ))
+            .at(&src.path, v.span())
+            .label("more CPUs than the host has")
+            .hint(Some(format!(
+                "give at most {online}; a start would refuse it"
+            ))),
+        );
+    }
+    if let Some(v) = get(limits, "memory")
+        && let DeValue::String(s) = v.get_ref()
+        && let Ok(m) = super::values::parse_size(s)
+        && m < cgroup::MIN_MEMORY
+    {
+        problems.push(
+            Problem::new(format!(
+                "`limits.memory` is {m} bytes, under the minimum of 6MiB"
+            ))
+            .at(&src.path, v.span())
+            .label("too little memory")
+            .hint(Some("give at least \"6MiB\"; a start would refuse it")),
+        );
+    }
+    if let Some(v) = get(limits, "cpuset")
+        && let DeValue::String(s) = v.get_ref()
+        && let Ok(want) = cgroup::parse_cpu_list(s)
+        && let Some(host) = cgroup::host_cpus()
+        && let Some(bad) = want.difference(&host).next()
+    {
+        problems.push(
+            Problem::new(format!(
+                "`limits.cpuset` names CPU {bad}, which this host does not have ({})",
+                cgroup::format_cpu_list(&host)
+            ))
+            .at(&src.path, v.span())
+            .label("no such CPU")
+            .hint(Some(
+                "give CPUs from /sys/devices/system/cpu/online; a start would refuse it",
+            )),
         );
     }
 }
@@ -559,7 +674,12 @@ pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, EnvFileErr
                 };
                 env.insert(k.to_string(), v.to_string());
             }
-            Some((k, _)) => errs.push((span, format!("invalid variable name {k:?}"))),
+            // The name is not echoed: the file may not be an env file at all.
+            Some(_) => errs.push((
+                span,
+                "invalid variable name (letters, digits and '_', not starting with a digit)"
+                    .to_string(),
+            )),
             None => errs.push((span, "expected KEY=VALUE".to_string())),
         }
     }
@@ -575,8 +695,8 @@ fn merge(
     m: &mut Manifest,
     src: &Source,
     file: ManifestFile,
+    opts: LoadOptions,
     problems: &mut Vec<Problem>,
-    sources: &mut BTreeMap<PathBuf, String>,
 ) {
     for (name, mut img) in file.images {
         img.source.0 = resolve(&src.base, &img.source)
@@ -594,18 +714,18 @@ fn merge(
     for (name, mut c) in file.containers {
         if let Some(ef) = &mut c.env_file {
             let p = resolve(&src.base, ef);
-            match std::fs::read_to_string(&p) {
+            match trust::read(&p, Kind::EnvFile, opts) {
                 Ok(text) => {
                     if let Ok(vars) = parse_env_file(&text) {
                         for (k, v) in vars {
                             c.env.entry(k).or_insert(v);
                         }
                     }
-                    sources.insert(p.clone(), text);
                 }
-                Err(e) => problems.push(
-                    Problem::new(format!("cannot read env file {}: {e}", p.display()))
-                        .at(&src.path, 0..0),
+                Err(r) => problems.push(
+                    Problem::new(r.message)
+                        .at(&src.path, 0..0)
+                        .hint(Some(r.hint)),
                 ),
             }
             ef.0 = p.to_string_lossy().into_owned();

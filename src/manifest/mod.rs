@@ -22,10 +22,12 @@ pub mod check;
 pub mod diag;
 pub mod load;
 pub mod schema;
+pub mod trust;
 pub mod types;
 pub mod values;
 
 pub use diag::{ManifestErrors, Problem};
-pub use load::{Manifest, load};
+pub use load::{Manifest, load, load_with};
+pub use trust::LoadOptions;
 pub use types::*;
 pub use values::*;

@@ -162,6 +162,16 @@ pub fn load_manifest(
     manifest::load(path, &has_image)
 }
 
+/// [`load_manifest`] with the trust options (`--insecure-manifests`).
+pub fn load_manifest_with(
+    store: Option<&Store>,
+    path: &Path,
+    opts: manifest::LoadOptions,
+) -> std::result::Result<Manifest, manifest::ManifestErrors> {
+    let has_image = |r: &str| store.is_some_and(|s| image::resolve(s, r).is_ok());
+    manifest::load_with(path, &has_image, opts)
+}
+
 /// Applies a manifest: plans under the store lock (so a concurrent apply's result is seen),
 /// calls `on_plan` with the plan, journals it, runs it, and journals the outcome. `on_plan`
 /// may return a progress bar for the run (shown below the plan it printed).
@@ -742,6 +752,7 @@ fn import_source(
             message: Some("wharf apply".into()),
             tag: Some(tag),
             progress: None,
+            max_size: None,
         },
     )?;
     Ok(())

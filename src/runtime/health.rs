@@ -137,12 +137,18 @@ pub fn state_path(store: &crate::store::Store, id: &str) -> std::path::PathBuf {
 
 /// Writes `state` for inspect (atomically: a temp file renamed over the old one).
 pub fn save(store: &crate::store::Store, id: &str, state: &HealthState) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = state_path(store, id);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    store.make_container_dir(id)?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(state)?)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&tmp)?
+        .write_all(&serde_json::to_vec(state)?)?;
     std::fs::rename(&tmp, &path)?;
     Ok(())
 }

@@ -98,10 +98,6 @@ pub fn launch(
         (u, w)
     };
     let merged = prep.run_dir.clone();
-    if !merged.is_dir() {
-        fs::create_dir_all(&merged)
-            .with_context(|| format!("cannot create {}", merged.display()))?;
-    }
 
     let layers = &prep.layers;
     if layers.is_empty() {

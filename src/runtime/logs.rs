@@ -10,6 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,9 @@ pub struct LogWriter {
     files: u32,
 }
 
+/// A log holds what the container printed: readable by root and the root group only.
+const LOG_MODE: u32 = 0o640;
+
 impl LogWriter {
     pub fn open(path: &Path) -> io::Result<LogWriter> {
         Self::with_max(path, MAX_SIZE)
@@ -68,7 +72,11 @@ impl LogWriter {
         let (max, files) = policy.resolved();
         // A policy that keeps fewer files than the last one: the rotated files beyond it go.
         remove_beyond(path, files)?;
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(LOG_MODE)
+            .open(path)?;
         let size = file.metadata()?.len();
         Ok(LogWriter {
             path: path.to_path_buf(),
@@ -126,6 +134,7 @@ impl LogWriter {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(LOG_MODE)
             .open(&self.path)?;
         self.size = 0;
         Ok(())

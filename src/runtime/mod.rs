@@ -1,14 +1,14 @@
-//! Container spec → running process: namespaces, rootfs, cgroups, terminals, the monitor.
+//! Container spec → running process: namespaces, rootfs, cgroups, terminals. Mechanism
+//! only: the lifecycle layer (`crate::lifecycle`) owns the runs and prepares what a launch
+//! needs from the store.
 //!
-//! - [`ops`]: the verbs (`run`, `start`, `restart`, `stop`, `kill`, `rm`, `inspect`) and the run
-//!   dir (the overlay mount point).
-//! - [`exec`]: `wharf exec`, a process joining a running container.
-//! - [`spec`]: run options + image config → `ContainerConfig`.
-//! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec.
-//! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).
+//! - [`exec`]: a process joining a running container.
+//! - [`spec`]: run options + image config → `ContainerConfig` (the Entrypoint/Cmd rule).
+//! - [`launch`]: the parent side of clone; [`child`]: the container's init before exec;
+//!   [`rootfs`]: the rootfs setup order; [`channel`]: their typed sync messages.
 //! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows).
-//! - [`health`]: health-check config and its state machine (the monitor runs the probes).
-//! - [`logs`]: the json-file log; [`sys`]: raw syscall wrappers.
+//! - [`health`]: the health-check state machine (the monitor runs the probes).
+//! - [`logs`]: the json-file log; [`tty`]: signals and raw mode; [`sys`]: raw syscalls.
 
 pub mod cgroup;
 pub mod channel;

@@ -105,6 +105,9 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
     for e in image.env.iter().chain(opts.env.iter()) {
         set_env(&mut env, e)?;
     }
+    check_exec_size(&args, &env)?;
+    // Every limit a start would refuse is refused now, at create (run, create, apply).
+    crate::runtime::cgroup::check_limits(&opts.limits)?;
     let working_dir = opts
         .working_dir
         .clone()
@@ -150,6 +153,37 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
     })
 }
 
+/// The command and environment fit what `execve` takes: each string shorter than
+/// `MAX_VALUE_BYTES` (128 KiB), all together within `MAX_EXEC_BYTES` (2 MiB). Checked when
+/// the container is made, so that a start never fails with E2BIG.
+fn check_exec_size(args: &[String], env: &[String]) -> Result<()> {
+    use crate::manifest::values::{MAX_EXEC_BYTES, MAX_VALUE_BYTES};
+    let hint = "put large data in a file (a bind mount or a volume) and pass its path";
+    for (what, list) in [("a command argument", args), ("an environment entry", env)] {
+        if let Some(long) = list.iter().find(|a| a.len() >= MAX_VALUE_BYTES) {
+            return Err(runtime_error(
+                format!(
+                    "{what} is {} bytes long; one must be shorter than {} KiB",
+                    long.len(),
+                    MAX_VALUE_BYTES >> 10
+                ),
+                hint,
+            ));
+        }
+    }
+    let total: usize = args.iter().chain(env).map(|a| a.len() + 1).sum();
+    if total > MAX_EXEC_BYTES {
+        return Err(runtime_error(
+            format!(
+                "the command and environment are {total} bytes together, over the {} MiB the kernel takes",
+                MAX_EXEC_BYTES >> 20
+            ),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
 /// Sets `K=V` in `env`, replacing an earlier K; a bare `K` takes the value of wharf's own
 /// environment (as docker's `-e K`), or is skipped when unset there.
 pub fn set_env(env: &mut Vec<String>, entry: &str) -> Result<()> {
@@ -192,6 +226,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
     if !dest.starts_with('/') || dest == "/" {
         return Err(bad("the destination must be an absolute path other than /"));
     }
+    crate::manifest::values::check_mount_destination(dest).map_err(|why| bad(&why))?;
     if source.is_empty() {
         if parts.len() > 1 {
             return Err(bad("the source is empty"));
@@ -291,6 +326,17 @@ mod tests {
         let bare = RunConfig::default();
         assert!(resolve_args(&bare, &opts(&[], None)).is_empty());
         assert!(build(&"a".repeat(64), &bare, &opts(&[], None)).is_err());
+    }
+
+    #[test]
+    fn exec_size_limits() {
+        let v = |n: usize| "x".repeat(n);
+        assert!(check_exec_size(&[v(128 * 1024 - 1)], &[]).is_ok());
+        assert!(check_exec_size(&[v(128 * 1024)], &[]).is_err());
+        assert!(check_exec_size(&[], &[format!("K={}", v(128 * 1024))]).is_err());
+        let many: Vec<String> = (0..20).map(|_| v(120 * 1024)).collect();
+        let e = check_exec_size(&many, &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("2 MiB"), "{e:#}");
     }
 
     fn rc(cmd: Option<&[&str]>, ep: Option<&[&str]>) -> RunConfig {

@@ -95,7 +95,11 @@ impl Store {
                 .join(root)
         };
         let mut builder = fs::DirBuilder::new();
-        builder.recursive(true).mode(0o711);
+        // Private, as docker's /var/lib/docker (0710): the database holds env values and
+        // env_file secrets, the logs what containers print. Nothing of a container needs
+        // to traverse the root: overlay reaches its layers with the mounter's credentials,
+        // volumes and bind mounts are reached through their mounts.
+        builder.recursive(true).mode(0o700);
         for sub in ["", "layers", "blobs/sha256", "containers", "volumes", "tmp"] {
             let dir = root.join(sub);
             builder.create(&dir).map_err(|e| {
@@ -108,6 +112,7 @@ impl Store {
                 )
             })?;
         }
+        tighten(&root, 0o700)?;
         let lock_file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -167,6 +172,27 @@ impl Store {
 
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
+    }
+
+    /// Creates the container's directory (0700: its logs and health are private) if it does
+    /// not exist, and returns it.
+    pub fn make_container_dir(&self, id: &str) -> Result<PathBuf> {
+        let dir = self.container_dir(id);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(dir),
+            Err(e) => Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+
+    /// Creates the run dir (`<root>/run`, the overlay mount point, 0700) if needed.
+    pub fn make_run_dir(&self) -> Result<PathBuf> {
+        let dir = self.run_dir();
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(dir),
+            Err(e) => Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
     }
 
     pub fn volumes_dir(&self) -> PathBuf {
@@ -395,7 +421,58 @@ impl Store {
 /// Pages in the WAL after which a commit checkpoints it (see `open_db`).
 const WAL_AUTOCHECKPOINT: u32 = 200;
 
+/// Modes with a bit outside these are tightened at open: the root may be 0710 (docker's),
+/// never readable or writable by group or others.
+const ROOT_MODE_ALLOWED: u32 = 0o710;
+
+/// Makes the state root private when an older wharf (0711) or a user left it open. One stat
+/// on the hot path; a chmod only when the mode is wrong.
+fn tighten(root: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(root).with_context(|| format!("cannot stat {}", root.display()))?;
+    let current = meta.permissions().mode() & 0o7777;
+    if current & !ROOT_MODE_ALLOWED != 0 {
+        tracing::info!(
+            "tightening the state root {} from {current:o} to {mode:o}",
+            root.display()
+        );
+        fs::set_permissions(root, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot make the state root {} private", root.display()))?;
+    }
+    Ok(())
+}
+
+/// The database and its WAL and shared-memory files are 0600. SQLite creates `-wal` and
+/// `-shm` with the database file's mode, so the database is created 0600 before SQLite opens
+/// it; files an older wharf made 0644 are tightened.
+fn private_db_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        let Ok(meta) = fs::metadata(&p) else { continue };
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn open_db(path: &Path) -> Result<Connection> {
+    private_db_files(path)?;
     let mut db =
         Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     db.busy_timeout(Duration::from_secs(30))?;

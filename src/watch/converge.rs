@@ -57,6 +57,14 @@ pub struct Options {
     pub resync: Duration,
     /// Also log converges that found nothing to do.
     pub verbose: bool,
+    /// `--insecure-manifests`: skip the owner and mode checks of `manifest::trust`.
+    pub insecure_manifests: bool,
+}
+
+fn load_options(opts: &Options) -> crate::manifest::LoadOptions {
+    crate::manifest::LoadOptions {
+        insecure: opts.insecure_manifests,
+    }
 }
 
 /// An flock on `<root>/watch/<project>.lock`, holding the watcher's pid.
@@ -252,7 +260,7 @@ impl<'a> Projects<'a> {
         }
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
         for w in projects.iter_mut().filter_map(|p| p.idle.as_mut()) {
-            if let Ok(m) = execute::load_manifest(Some(store), &w.path) {
+            if let Ok(m) = execute::load_manifest_with(Some(store), &w.path, load_options(&opts)) {
                 if let Some(other) = names.insert(m.project.clone(), w.given.clone()) {
                     return Err(user(format!(
                         "{} and {} are both project {}",
@@ -379,8 +387,12 @@ fn converge_project(
 ) {
     {
         let t0 = Instant::now();
+        // `always` containers whose monitor died come back first, with the reason logged.
+        if let Err(e) = crate::lifecycle::revive(store) {
+            eprintln!("warning: {}", crate::error::render(&e).trim());
+        }
         let trigger = trigger_text(why);
-        let m = match execute::load_manifest(Some(store), &p.path) {
+        let m = match execute::load_manifest_with(Some(store), &p.path, load_options(opts)) {
             Ok(m) => m,
             Err(errors) => {
                 let text = errors.render(std::io::stderr().is_terminal());

@@ -66,7 +66,8 @@ impl Env {
             .prefix("wharf-test-")
             .tempdir()
             .expect("create temp dir");
-        // The state root must be traversable by a container's non-root user.
+        // Open, so that the tests acting as `nobody` (tests/private_state.rs) reach the state
+        // root and meet its own modes. A container's non-root user needs no access to it.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).ok();
         let root = dir.path().join("root");
         Env { dir, root }
@@ -201,6 +202,17 @@ impl Drop for Cleanup<'_> {
         for n in &self.names {
             let _ = self.env.run(&["rm", "-f", n]);
         }
+    }
+}
+
+/// A child process (a `wharf watch`) killed with SIGKILL and reaped when dropped, so a
+/// failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -345,6 +345,30 @@ impl Plan {
     }
 }
 
+/// Checks `l` as a start would (`create` does it with the same rules), plus what the
+/// kernel would refuse at start: CPUs of `--cpuset-cpus` that this host does not have.
+pub fn check_limits(l: &Limits) -> Result<()> {
+    let plan = Plan::from_limits(l)?;
+    if let (Some(want), Some(online)) = (&plan.cpuset_cpus, host_cpus()) {
+        let want = parse_cpu_list(want).unwrap_or_default();
+        if let Some(bad) = want.difference(&online).next() {
+            return Err(user(format!(
+                "invalid --cpuset-cpus: this host has no CPU {bad} (it has {})",
+                format_cpu_list(&online)
+            ))
+            .hint("give CPUs from the host's list (/sys/devices/system/cpu/online)")
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The host's online CPUs.
+pub fn host_cpus() -> Option<BTreeSet<u32>> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    parse_cpu_list(&s).ok()
+}
+
 /// `--cpus` → CFS quota in µs for a 100 ms period. `online` is the number of online CPUs.
 pub fn cpus_to_quota(cpus: f64, online: Option<usize>) -> Result<u64> {
     let max = online.unwrap_or(usize::MAX) as f64;
@@ -420,9 +444,9 @@ pub fn format_cpu_list(set: &BTreeSet<u32>) -> String {
     out.join(",")
 }
 
-fn online_cpus() -> Option<usize> {
-    let s = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
-    parse_cpu_list(&s).ok().map(|s| s.len())
+/// How many CPUs the host has online.
+pub fn online_cpus() -> Option<usize> {
+    host_cpus().map(|s| s.len())
 }
 
 /// Checks that the requested CPUs are a subset of what the parent cgroup allows.
