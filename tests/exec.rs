@@ -83,7 +83,12 @@ fn exec_joins_the_containers_namespaces_and_cgroup() {
     ]);
     let (mine, init) = out.split_once("--\n").expect("two parts");
     assert_eq!(mine, init);
-    assert!(mine.contains(&format!("wharf/{id}")), "{mine}");
+    // Inside, the cgroup namespace is rooted at the container's cgroup; the host sees it.
+    assert!(mine.lines().all(|l| l.ends_with(":/")), "{mine}");
+    let host =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", common::running_pid(&env, "box")))
+            .expect("read the init's cgroup");
+    assert!(host.contains(&format!("wharf/{id}")), "{host}");
     // The container's root filesystem, not the host's.
     assert_eq!(
         env.ok(&["exec", "box", "ls", "/.dockerenv"]),

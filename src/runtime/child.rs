@@ -44,8 +44,8 @@ pub struct ChildSpec {
     pub stdio: [RawFd; 3],
     /// The v1 cgroups' `tasks` files (`cgroup::Entry::self_join`): the child joins them first.
     pub cgroup_join: Vec<RawFd>,
-    /// The cgroup namespace to enter, when clone3 did not make one (see `launch`).
-    pub cgroup_ns: Option<RawFd>,
+    /// What `/sys/fs/cgroup` shows inside (mounted in the child's own cgroup namespace).
+    pub cgroupfs: super::cgroup::Inside,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -147,21 +147,21 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     for &f in &spec.cgroup_join {
         sys::write_all(f, b"0").map_err(|e| err("cannot join the container's cgroup", e))?;
     }
-    if let Some(ns) = spec.cgroup_ns {
-        // SAFETY: setns on a descriptor the parent opened for us.
-        if unsafe { libc::setns(ns, libc::CLONE_NEWCGROUP) } < 0 {
-            return Err(err(
-                "cannot enter the cgroup namespace",
-                io::Error::last_os_error(),
-            ));
-        }
-    }
-    // Wait for the parent's go.
+    // Wait for the parent's go (on the slow path it follows the parent's `add_pid`).
     let winsize = await_go(
         fd,
         "the parent went away before the container started",
         "the parent died during setup",
     )?;
+    // Now in every cgroup of the container: a cgroup namespace made here is rooted there,
+    // so /proc/self/cgroup and the cgroupfs mounted below show `/`, never a `/..` path.
+    // SAFETY: unshare with a plain flag, on this process only.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(err(
+            "cannot create the cgroup namespace",
+            io::Error::last_os_error(),
+        ));
+    }
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| err("cannot set the hostname", e.into()))?;
     // Nothing we mount may propagate to the host.
@@ -235,6 +235,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         None,
     )
     .map_err(|e| err("cannot mount /sys", e))?;
+    mount_cgroupfs(rfd, &spec.cgroupfs, spec.privileged)?;
     let t = mkdirs(rfd, "/dev").map_err(|e| err("cannot create /dev", e))?;
     sys::mount(
         Some("tmpfs"),
@@ -370,6 +371,70 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         }
     }
     exec_clean(&spec.args, &env)
+}
+
+/// The container's cgroups at `/sys/fs/cgroup` (read-only unless privileged, as docker):
+/// a cgroup2 mount in this cgroup namespace, or a tmpfs of read-only bind mounts of the
+/// container's v1 directories plus the links of co-mounted hierarchies.
+fn mount_cgroupfs(
+    rfd: RawFd,
+    inside: &super::cgroup::Inside,
+    privileged: bool,
+) -> Result<(), ChildError> {
+    const DIR: &str = "/sys/fs/cgroup";
+    let fail = |e| err("cannot mount /sys/fs/cgroup", e);
+    let ro = if privileged { 0 } else { libc::MS_RDONLY };
+    let flags = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    let t = open_in(rfd, DIR, libc::O_PATH | libc::O_DIRECTORY).map_err(fail)?;
+    match inside {
+        super::cgroup::Inside::Cgroup2 => {
+            sys::mount(
+                Some("cgroup2"),
+                &fdpath(&t),
+                Some("cgroup2"),
+                flags | ro,
+                None,
+            )
+            .map_err(fail)?;
+        }
+        super::cgroup::Inside::V1(mounts) => {
+            sys::mount(
+                Some("tmpfs"),
+                &fdpath(&t),
+                Some("tmpfs"),
+                flags,
+                Some("mode=755,size=64k"),
+            )
+            .map_err(fail)?;
+            let top = open_in(rfd, DIR, libc::O_PATH | libc::O_DIRECTORY).map_err(fail)?;
+            for m in mounts {
+                let d = mkdirs(rfd, &format!("{DIR}/{}", m.name)).map_err(fail)?;
+                sys::mount(m.source.to_str(), &fdpath(&d), None, libc::MS_BIND, None)
+                    .map_err(fail)?;
+                let d = open_in(rfd, &format!("{DIR}/{}", m.name), libc::O_PATH).map_err(fail)?;
+                sys::mount(
+                    None,
+                    &fdpath(&d),
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | flags | ro,
+                    None,
+                )
+                .map_err(fail)?;
+                for l in &m.links {
+                    symlinkat(&m.name, top.as_raw_fd(), l).map_err(fail)?;
+                }
+            }
+            sys::mount(
+                None,
+                &fdpath(&top),
+                None,
+                libc::MS_REMOUNT | flags | ro,
+                Some("mode=755,size=64k"),
+            )
+            .map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens a new pty of the devpts at `root`/dev/pts, sizes it, sends the master to the parent
