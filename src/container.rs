@@ -100,6 +100,12 @@ pub struct ContainerConfig {
     /// `--health-cmd` and friends, or the manifest's `health`: run by the monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<crate::runtime::health::HealthConfig>,
+    /// `--security-opt` / a manifest's `security`: seccomp profile and no_new_privileges.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::runtime::seccomp::Security::is_default"
+    )]
+    pub security: crate::runtime::seccomp::Security,
 }
 
 /// A row of `containers`.

@@ -159,6 +159,10 @@ pub struct CreateArgs {
     /// Time after start during which failures do not count (default 0s)
     #[arg(long, value_name = "DURATION")]
     health_start_period: Option<String>,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format; the
+    /// default is docker's profile), no-new-privileges
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
     /// The image: name[:tag], or an id
     image: String,
     /// The command and its arguments (default: the image's)
@@ -331,6 +335,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
         auto_remove: a.rm,
         restart,
         healthcheck: healthcheck(a)?,
+        security: crate::runtime::seccomp::Security::from_opts(&a.security_opt)?,
     })
 }
 

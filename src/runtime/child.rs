@@ -46,6 +46,10 @@ pub struct ChildSpec {
     pub cgroup_join: Vec<RawFd>,
     /// What `/sys/fs/cgroup` shows inside (mounted in the child's own cgroup namespace).
     pub cgroupfs: super::cgroup::Inside,
+    /// The compiled seccomp filter (`seccomp::filter_for`); None: unconfined.
+    pub seccomp: Option<Vec<u8>>,
+    /// Set no_new_privs (see [`set_privileges`]).
+    pub no_new_privs: bool,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -355,7 +359,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
-    set_privileges(spec.caps, spec.privileged, &ids)?;
+    set_privileges(spec.caps, spec.no_new_privs, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         let created = e == nix::errno::Errno::ENOENT
             && std::fs::create_dir_all(&spec.working_dir).is_ok()
@@ -370,7 +374,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
             ));
         }
     }
-    exec_clean(&spec.args, &env)
+    exec_clean(&spec.args, &env, spec.seccomp.as_deref())
 }
 
 /// The container's cgroups at `/sys/fs/cgroup` (read-only unless privileged, as docker):
@@ -494,7 +498,11 @@ pub(super) fn stdio_setup(slave: Option<OwnedFd>, stdio: &[RawFd; 3]) -> Result<
 
 /// Unblocks every signal, restores SIGPIPE, marks wharf's descriptors close-on-exec, and
 /// execs `args` (searching PATH of `env`).
-pub(super) fn exec_clean(args: &[CString], env: &[String]) -> Result<Never, ChildError> {
+pub(super) fn exec_clean(
+    args: &[CString],
+    env: &[String],
+    seccomp: Option<&[u8]>,
+) -> Result<Never, ChildError> {
     // Signals: wharf blocked some and Rust ignores SIGPIPE; the command starts clean.
     // SAFETY: sigprocmask and signal with valid arguments.
     unsafe {
@@ -504,6 +512,10 @@ pub(super) fn exec_clean(args: &[CString], env: &[String]) -> Result<Never, Chil
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     sys::cloexec_from(3).map_err(|e| err("cannot close wharf's descriptors", e))?;
+    // The seccomp filter last: after the user, capabilities and no_new_privs, before exec.
+    if let Some(bpf) = seccomp {
+        super::seccomp::load(bpf).map_err(|e| err("cannot load the seccomp filter", e))?;
+    }
     exec(args, env)
 }
 
@@ -849,8 +861,9 @@ pub(super) fn resolve_user(spec: Option<&str>) -> Result<Ids, ChildError> {
 }
 
 /// Bounding set, then groups/gid/uid, then the effective and permitted sets (root
-/// keeps the default set; another uid keeps none, as in docker), then no_new_privs.
-pub(super) fn set_privileges(caps: u64, privileged: bool, ids: &Ids) -> Result<(), ChildError> {
+/// keeps the default set; another uid keeps none, as in docker), then no_new_privs when
+/// `no_new_privs` ([`no_new_privs`]). The seccomp filter comes later, in [`exec_clean`].
+pub(super) fn set_privileges(caps: u64, no_new_privs: bool, ids: &Ids) -> Result<(), ChildError> {
     for cap in 0..64u32 {
         if caps & (1u64 << cap) == 0 {
             // SAFETY: prctl with plain integers.
@@ -897,13 +910,20 @@ pub(super) fn set_privileges(caps: u64, privileged: bool, ids: &Ids) -> Result<(
             })?;
         }
     }
-    if !privileged {
+    if no_new_privs {
         // SAFETY: prctl with plain integers.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
             return Err(err("cannot set no_new_privs", io::Error::last_os_error()));
         }
     }
     Ok(())
+}
+
+/// Whether a process gets no_new_privs: every unprivileged one (wharf's rule, stricter than
+/// docker's default), and a privileged one with `--security-opt no-new-privileges`. A
+/// seccomp filter without CAP_SYS_ADMIN needs it too: `seccomp::load` sets it then.
+pub fn no_new_privs(privileged: bool, sec: &super::seccomp::Security) -> bool {
+    !privileged || sec.no_new_privileges
 }
 
 /// execve the command, searching PATH of the container's environment as execvp does.

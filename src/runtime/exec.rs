@@ -52,9 +52,11 @@ struct ExecSpec {
     working_dir: String,
     user: Option<String>,
     caps: u64,
-    privileged: bool,
     tty: bool,
     stdio: [RawFd; 3],
+    /// The container's seccomp filter (compiled or cached), None: unconfined.
+    seccomp: Option<Vec<u8>>,
+    no_new_privs: bool,
 }
 
 fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
@@ -229,13 +231,17 @@ pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
         .open("/dev/null")
         .context("cannot open /dev/null")?;
     let dn = devnull.as_raw_fd();
+    let caps = spec::capability_mask(cfg)?;
+    let seccomp = super::seccomp::filter_for(store.root(), &cfg.security, caps, cfg.privileged)
+        .context("cannot prepare the container's seccomp filter")?;
     let spec = ExecSpec {
+        seccomp,
+        no_new_privs: child::no_new_privs(cfg.privileged, &cfg.security),
         args,
         env,
         working_dir,
         user: opts.user.clone().or_else(|| cfg.user.clone()),
-        caps: spec::capability_mask(cfg)?,
-        privileged: cfg.privileged,
+        caps,
         tty: opts.tty,
         stdio: if opts.detach {
             [dn, dn, dn]
@@ -380,7 +386,7 @@ fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, Chil
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
-    child::set_privileges(spec.caps, spec.privileged, &ids)?;
+    child::set_privileges(spec.caps, spec.no_new_privs, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         return Err(ChildError {
             code: exit::NOT_EXECUTABLE,
@@ -391,7 +397,7 @@ fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, Chil
             ),
         });
     }
-    child::exec_clean(&spec.args, &env)
+    child::exec_clean(&spec.args, &env, spec.seccomp.as_deref())
 }
 
 /// Relays the pty (with `-t`), forwards signals, reaps the child; returns its exit code.

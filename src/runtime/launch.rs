@@ -163,6 +163,15 @@ pub fn launch(
         stdio,
         cgroup_join: Vec::new(),
         cgroupfs: cgroup::Inside::V1(Vec::new()),
+        seccomp: super::seccomp::filter_for(store.root(), &cfg.security, caps, cfg.privileged)
+            .map_err(|e| {
+                runtime_err(
+                    format!("cannot prepare the seccomp filter: {e:#}"),
+                    "check the container's seccomp profile, or run it with \
+                     --security-opt seccomp=unconfined",
+                )
+            })?,
+        no_new_privs: child::no_new_privs(cfg.privileged, &cfg.security),
     };
 
     // The cgroup first, with its limits, so that the child is born in it or joins it

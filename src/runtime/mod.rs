@@ -8,6 +8,7 @@
 //! - [`monitor`]: the process owning a run (stdio, signals, reaping, recording, cleanup).
 //! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows).
 //! - [`health`]: health-check config and its state machine (the monitor runs the probes).
+//! - [`seccomp`]: docker's default seccomp profile (or the user's), compiled and cached.
 //! - [`logs`]: the json-file log; [`sys`]: raw syscall wrappers.
 
 pub mod cgroup;
@@ -19,5 +20,6 @@ pub mod logs;
 pub mod monitor;
 pub mod ops;
 pub mod restart;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;

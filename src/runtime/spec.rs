@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub restart: crate::runtime::restart::RestartPolicy,
     /// A health check the monitor runs.
     pub healthcheck: Option<crate::runtime::health::HealthConfig>,
+    /// `--security-opt` / a manifest's `security`.
+    pub security: crate::runtime::seccomp::Security,
 }
 
 fn runtime_error(msg: String, hint: &str) -> anyhow::Error {
@@ -130,6 +132,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         auto_remove: opts.auto_remove,
         restart: opts.restart,
         healthcheck: opts.healthcheck.clone(),
+        security: opts.security.clone(),
     })
 }
 

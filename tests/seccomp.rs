@@ -1,0 +1,162 @@
+//! seccomp (issue 11, point 2): every container and exec runs under docker's default profile
+//! unless told otherwise; the syscalls docker refuses fail with docker's errno.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use common::{Cleanup, Env, busybox_tar, s};
+
+/// A static program that tries add_key, keyctl, clone3, mount and unshare(CLONE_NEWUSER) and
+/// prints `NAME ERRNO` for each (0: it worked); built once by scripts/build-syscall-probe.sh.
+fn probe_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("syscall-probe");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-syscall-probe.sh");
+        let st = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .status()
+            .expect("run build-syscall-probe.sh");
+        assert!(st.success(), "scripts/build-syscall-probe.sh failed");
+        dir
+    })
+}
+
+fn errnos(out: &str) -> Vec<(String, i32)> {
+    out.lines()
+        .filter_map(|l| {
+            let (n, e) = l.split_once(' ')?;
+            Some((n.to_string(), e.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn probe_mount() -> String {
+    format!("{}:/probe:ro", s(probe_dir()))
+}
+
+const EPERM: i32 = 1;
+const ENOSYS: i32 = 38;
+
+#[test]
+fn default_profile_refuses_what_docker_refuses_and_unconfined_lifts_it() {
+    require_root!();
+    let env = Env::new();
+    let _c = Cleanup::new(&env, &["sc"]);
+    env.import(&busybox_tar(), "bb:1");
+    let vol = probe_mount();
+
+    // docker's errnos under the default profile, for a container and for an exec into it.
+    let want: Vec<(String, i32)> = [
+        ("add_key", EPERM),
+        ("keyctl", EPERM),
+        ("clone3", ENOSYS),
+        ("mount", EPERM),
+        ("unshare", EPERM),
+    ]
+    .iter()
+    .map(|(n, e)| (n.to_string(), *e))
+    .collect();
+    let out = env.ok(&["run", "--rm", "-v", &vol, "bb:1", "/probe/syscall-probe"]);
+    assert_eq!(errnos(&out), want, "run: {out}");
+    env.ok(&[
+        "run", "-d", "--name", "sc", "-v", &vol, "bb:1", "sleep", "300",
+    ]);
+    let out = env.ok(&["exec", "sc", "/probe/syscall-probe"]);
+    assert_eq!(errnos(&out), want, "exec: {out}");
+    for args in [
+        vec![
+            "run",
+            "--rm",
+            "bb:1",
+            "grep",
+            "^Seccomp:",
+            "/proc/self/status",
+        ],
+        vec!["exec", "sc", "grep", "^Seccomp:", "/proc/self/status"],
+    ] {
+        assert_eq!(env.ok(&args), "Seccomp:\t2\n", "{args:?}");
+    }
+    // busybox's unshare, as a user types it.
+    let out = env.run(&["run", "--rm", "bb:1", "unshare", "-U", "-r", "true"]);
+    assert_ne!(
+        common::code(&out),
+        0,
+        "unshare -U worked under the default profile"
+    );
+
+    // unconfined: no filter; what the kernel allows with docker's capabilities works again
+    // (mount still needs CAP_SYS_ADMIN, which the container does not have).
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "-v",
+        &vol,
+        "bb:1",
+        "sh",
+        "-c",
+        "grep ^Seccomp: /proc/self/status; /probe/syscall-probe",
+    ]);
+    assert!(out.starts_with("Seccomp:\t0\n"), "{out}");
+    let got = errnos(&out);
+    for n in ["add_key", "keyctl", "clone3", "unshare"] {
+        assert!(
+            got.iter().any(|(g, e)| g == n && *e == 0),
+            "{n} under unconfined: {out}"
+        );
+    }
+    env.ok(&["rm", "-f", "sc"]);
+}
+
+#[test]
+fn a_profile_file_is_applied_and_a_bad_one_refused_up_front() {
+    require_root!();
+    let env = Env::new();
+    env.import(&busybox_tar(), "bb:1");
+    // Allow everything but mkdir/mkdirat, which fail with EACCES (13).
+    let profile = env.dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", s(&profile));
+    let out = env.run(&["run", "--rm", "--security-opt", &opt, "bb:1", "mkdir", "/x"]);
+    assert_ne!(common::code(&out), 0);
+    assert!(
+        common::text(&out.stderr).contains("Permission denied"),
+        "{}",
+        common::text(&out.stderr)
+    );
+    // no-new-privileges is accepted (and shows).
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "no-new-privileges",
+        "bb:1",
+        "grep",
+        "^NoNewPrivs:",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "NoNewPrivs:\t1\n");
+
+    // A profile that does not parse, or names an unknown action: refused at create, naming
+    // the file; no container is left behind.
+    std::fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_NOPE"}"#).unwrap();
+    let err = env.fails(&["run", "--rm", "--security-opt", &opt, "bb:1", "true"]);
+    assert!(
+        err.contains(s(&profile)) && err.contains("SCMP_ACT_NOPE"),
+        "{err}"
+    );
+    let err = env.fails(&["create", "--security-opt", "apparmor=unconfined", "bb:1"]);
+    assert!(err.contains("apparmor=unconfined"), "{err}");
+    assert_eq!(env.ok(&["ps", "-aq"]), "");
+}
