@@ -160,3 +160,65 @@ fn a_profile_file_is_applied_and_a_bad_one_refused_up_front() {
     assert!(err.contains("apparmor=unconfined"), "{err}");
     assert_eq!(env.ok(&["ps", "-aq"]), "");
 }
+
+/// Removes every container of the root at drop, even when the test failed.
+struct AllGone<'a>(&'a Env);
+
+impl Drop for AllGone<'_> {
+    fn drop(&mut self) {
+        self.0.remove_all_containers();
+    }
+}
+
+#[test]
+fn manifest_security_sets_the_profile_and_a_bad_one_is_pointed_at() {
+    require_root!();
+    let env = Env::new();
+    let _c = AllGone(&env);
+    env.import(&busybox_tar(), "bb:1");
+    let dir = env.dir.path().join("proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("deny-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let manifest = dir.join("app.toml");
+    let write = |free: &str, own: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "[containers.free]\nimage = \"bb:1\"\ncommand = [\"sleep\", \"300\"]\n\
+                 security = {{ seccomp = \"{free}\" }}\n\n\
+                 [containers.own]\nimage = \"bb:1\"\ncommand = [\"sleep\", \"300\"]\n\
+                 security = {{ seccomp = \"{own}\", no_new_privileges = true }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("unconfined", "deny-mkdir.json");
+    env.ok(&["apply", "-f", s(&manifest)]);
+    let status = |name: &str| env.ok(&["exec", name, "grep", "^Seccomp:", "/proc/self/status"]);
+    assert_eq!(status("free"), "Seccomp:\t0\n");
+    assert_eq!(status("own"), "Seccomp:\t2\n");
+    let out = env.run(&["exec", "own", "mkdir", "/x"]);
+    assert!(
+        common::text(&out.stderr).contains("Permission denied"),
+        "the manifest's profile (relative to it) applies: {}",
+        common::text(&out.stderr)
+    );
+
+    // A missing profile: validate and apply point at the value (file:line:col), touch nothing.
+    write("unconfined", "missing.json");
+    let err = env.fails(&["validate", "-f", s(&manifest)]);
+    assert!(
+        err.contains(&format!("{}:9:24", s(&manifest))) && err.contains("missing.json"),
+        "{err}"
+    );
+    let err = env.fails(&["apply", "-f", s(&manifest)]);
+    assert!(err.contains("missing.json"), "{err}");
+    assert_eq!(status("own"), "Seccomp:\t2\n");
+    write("unconfined", "deny-mkdir.json");
+    env.ok(&["down", "-t", "1", "-f", s(&manifest)]);
+}
