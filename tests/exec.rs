@@ -228,14 +228,15 @@ fn exec_tty_signals_detach_and_no_leftovers() {
             "box",
             "sh",
             "-c",
-            "trap 'exit 42' TERM; while true; do sleep 0.05; done",
+            "trap 'exit 42' TERM; touch /tmp/trapped; while true; do sleep 0.05; done",
         ])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn exec");
     let wharf_pid = child.id() as i32;
-    wait_until(20, "the exec'd shell to run", || {
-        (pids_inside(&env).len() >= 2).then_some(())
+    // Its trap is set (a process seen inside before that may still be wharf's, pre-exec).
+    wait_until(20, "the exec'd shell to set its trap", || {
+        (code(&env.run(&["exec", "box", "test", "-e", "/tmp/trapped"])) == 0).then_some(())
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(wharf_pid),

@@ -3,28 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use common::{Cleanup, Env, busybox_tar, s};
-
-/// A static program that tries add_key, keyctl, clone3, mount and unshare(CLONE_NEWUSER) and
-/// prints `NAME ERRNO` for each (0: it worked); built once by scripts/build-syscall-probe.sh.
-fn probe_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("syscall-probe");
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-syscall-probe.sh");
-        let st = std::process::Command::new("bash")
-            .arg(&script)
-            .arg(&dir)
-            .status()
-            .expect("run build-syscall-probe.sh");
-        assert!(st.success(), "scripts/build-syscall-probe.sh failed");
-        dir
-    })
-}
 
 fn errnos(out: &str) -> Vec<(String, i32)> {
     out.lines()
@@ -35,8 +14,10 @@ fn errnos(out: &str) -> Vec<(String, i32)> {
         .collect()
 }
 
+/// scripts/probes/syscall-probe.c tries add_key, keyctl, clone3, mount and
+/// unshare(CLONE_NEWUSER) and prints `NAME ERRNO` for each (0: it worked).
 fn probe_mount() -> String {
-    format!("{}:/probe:ro", s(probe_dir()))
+    format!("{}:/probe:ro", s(common::probes()))
 }
 
 const EPERM: i32 = 1;

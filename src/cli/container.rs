@@ -472,6 +472,15 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             })
         }
         Commands::Exec(a) => {
+            // First: run from a sealed copy of the binary, so that no process this puts into
+            // the container can reach the host's wharf binary (CVE-2019-5736).
+            crate::runtime::sys::reexec_sealed().map_err(|e| {
+                anyhow::Error::new(
+                    user(format!("cannot run from a sealed copy of wharf: {e}"))
+                        .hint("wharf exec needs memfd_create (Linux >= 3.17) and /proc")
+                        .code(exit::RUNTIME),
+                )
+            })?;
             let store = ctx.store().map_err(as_runtime)?;
             let opts = exec::ExecOptions {
                 command: a.command,

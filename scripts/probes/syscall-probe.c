@@ -1,5 +1,5 @@
 /* syscall-probe: tries the syscalls docker's default seccomp profile refuses and prints
- * one "NAME ERRNO" line each (0: it worked). Built static by scripts/build-syscall-probe.sh
+ * one "NAME ERRNO" line each (0: it worked). Built static by scripts/build-probes.sh
  * for tests/seccomp.rs, so it runs in any container rootfs. Everything it creates dies with
  * it: the key goes to its own process keyring, the user namespace and clone3 child are its
  * own. */
