@@ -11,6 +11,7 @@
 //! - `ContainerCgroup::entry()` gives the descriptors through which the container's init
 //!   enters without a migration (see [`Entry`]); `add_pid(pid)` moves a running process in
 //!   (the fallback for kernels without `CLONE_INTO_CGROUP`).
+//! - `inside()` says what the container's `/sys/fs/cgroup` shows (mounted by the child).
 //! - `stats()` returns peak memory, cpu time and whether the OOM killer fired.
 //! - `destroy()` kills what is left inside, then removes the cgroup (retrying rmdir).
 //! - `remove_stale(keep)` removes wharf cgroups whose id is not in `keep` (crash recovery):

@@ -309,8 +309,10 @@ fn resolve(
     })
 }
 
-fn action(name: &str, errno: Option<u32>, default_errno: Option<u32>) -> Result<ScmpAction> {
-    let ret = errno.or(default_errno).unwrap_or(libc::EPERM as u32) as i32;
+/// An action of the profile; an errno action without `errnoRet` returns EPERM, as in runc
+/// (`defaultErrnoRet` is the default action's only).
+fn action(name: &str, errno: Option<u32>) -> Result<ScmpAction> {
+    let ret = errno.unwrap_or(libc::EPERM as u32) as i32;
     Ok(match name {
         "SCMP_ACT_ERRNO" => ScmpAction::Errno(ret),
         "SCMP_ACT_TRACE" => ScmpAction::Trace(u16::try_from(ret).context("bad trace value")?),
@@ -346,7 +348,7 @@ fn compare(a: &Arg) -> Result<ScmpArgCompare> {
 
 /// Compiles a resolved profile to a BPF program (an array of `struct sock_filter`).
 fn compile(r: &Resolved) -> Result<Vec<u8>> {
-    let default = action(&r.default_action, r.default_errno, None).context("bad defaultAction")?;
+    let default = action(&r.default_action, r.default_errno).context("bad defaultAction")?;
     let mut ctx = ScmpFilterContext::new(default).context("libseccomp: new filter")?;
     // The child sets no_new_privs itself when the kernel needs it (see `load`).
     ctx.set_ctl_nnp(false).context("libseccomp: nnp")?;
@@ -358,7 +360,7 @@ fn compile(r: &Resolved) -> Result<Vec<u8>> {
             .with_context(|| format!("libseccomp: add architecture {a}"))?;
     }
     for rule in &r.rules {
-        let act = action(&rule.action, rule.errno_ret, r.default_errno)?;
+        let act = action(&rule.action, rule.errno_ret)?;
         if act == default {
             continue; // libseccomp refuses a rule that does what the default does
         }
