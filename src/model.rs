@@ -213,6 +213,9 @@ pub struct ContainerConfig {
     /// `--health-cmd` and friends, or the manifest's `health`: run by the monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
+    /// `--security-opt` / a manifest's `security`: seccomp profile and no_new_privileges.
+    #[serde(default, skip_serializing_if = "Security::is_default")]
+    pub security: Security,
 }
 
 /// Resource limits of a container. `None` leaves the host default.
@@ -425,6 +428,35 @@ impl LogPolicy {
             self.max_files.unwrap_or(MAX_FILES).max(1),
         )
     }
+}
+
+/// The seccomp and privilege options of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    /// `--security-opt no-new-privileges`: set even where wharf would not.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+impl Security {
+    pub fn is_default(&self) -> bool {
+        *self == Security::default()
+    }
+}
+
+/// Which seccomp filter a container runs under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seccomp {
+    /// docker's default profile.
+    #[default]
+    Default,
+    /// No filter (`seccomp=unconfined`).
+    Unconfined,
+    /// A profile of the user's: the file it was read from and its text, read at create.
+    Profile { source: String, json: String },
 }
 
 #[cfg(test)]

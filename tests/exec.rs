@@ -83,7 +83,12 @@ fn exec_joins_the_containers_namespaces_and_cgroup() {
     ]);
     let (mine, init) = out.split_once("--\n").expect("two parts");
     assert_eq!(mine, init);
-    assert!(mine.contains(&format!("wharf/{id}")), "{mine}");
+    // Inside, the cgroup namespace is rooted at the container's cgroup; the host sees it.
+    assert!(mine.lines().all(|l| l.ends_with(":/")), "{mine}");
+    let host =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", common::running_pid(&env, "box")))
+            .expect("read the init's cgroup");
+    assert!(host.contains(&format!("wharf/{id}")), "{host}");
     // The container's root filesystem, not the host's.
     assert_eq!(
         env.ok(&["exec", "box", "ls", "/.dockerenv"]),
@@ -223,14 +228,15 @@ fn exec_tty_signals_detach_and_no_leftovers() {
             "box",
             "sh",
             "-c",
-            "trap 'exit 42' TERM; while true; do sleep 0.05; done",
+            "trap 'exit 42' TERM; touch /tmp/trapped; while true; do sleep 0.05; done",
         ])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn exec");
     let wharf_pid = child.id() as i32;
-    wait_until(20, "the exec'd shell to run", || {
-        (pids_inside(&env).len() >= 2).then_some(())
+    // Its trap is set (a process seen inside before that may still be wharf's, pre-exec).
+    wait_until(20, "the exec'd shell to set its trap", || {
+        (code(&env.run(&["exec", "box", "test", "-e", "/tmp/trapped"])) == 0).then_some(())
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(wharf_pid),

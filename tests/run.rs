@@ -683,19 +683,14 @@ fn cgroup_limits_and_oom_are_recorded() {
         "cat",
         "/proc/self/cgroup",
     ]);
-    let id = inspect(&env, "lim")["Id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    // The cgroup namespace is rooted at the container's own cgroups (made after it joined
+    // them): every line reads `/`, none climbs out with `/..`.
     assert!(
         out.lines()
             .filter(|l| !l.is_empty())
-            .all(|l| l.ends_with(&format!("wharf/{id}"))
-                || l.contains("name=systemd")
-                || l.ends_with(":/")),
+            .all(|l| l.ends_with(":/")),
         "{out}"
     );
-    assert!(out.contains(&format!("wharf/{id}")), "{out}");
     let out = env.run(&[
         "run",
         "--name",

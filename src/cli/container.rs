@@ -159,6 +159,10 @@ pub struct CreateArgs {
     /// Time after start during which failures do not count (default 0s)
     #[arg(long, value_name = "DURATION")]
     health_start_period: Option<String>,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format; the
+    /// default is docker's profile), no-new-privileges
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
     /// The image: name[:tag], or an id
     image: String,
     /// The command and its arguments (default: the image's)
@@ -345,6 +349,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
         auto_remove: a.rm,
         restart,
         healthcheck: healthcheck(a)?,
+        security: crate::model::Security::from_opts(&a.security_opt)?,
     })
 }
 
@@ -520,6 +525,15 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             Ok(report_all(&a.containers, res))
         }
         Commands::Exec(a) => {
+            // First: run from a sealed copy of the binary, so that no process this puts into
+            // the container can reach the host's wharf binary (CVE-2019-5736).
+            crate::runtime::sys::reexec_sealed().map_err(|e| {
+                anyhow::Error::new(
+                    user(format!("cannot run from a sealed copy of wharf: {e}"))
+                        .hint("wharf exec needs memfd_create (Linux >= 3.17) and /proc")
+                        .code(exit::RUNTIME),
+                )
+            })?;
             let store = ctx.store().map_err(as_runtime)?;
             let opts = exec::ExecOptions {
                 command: a.command,

@@ -158,6 +158,7 @@ pub fn prepare<'a>(store: &Store, rec: &'a Record) -> Result<crate::runtime::lau
         volumes,
         container_dir: store.make_container_dir(&rec.id)?,
         run_dir: store.make_run_dir()?,
+        seccomp_cache: store.root().to_path_buf(),
     })
 }
 
@@ -417,7 +418,7 @@ fn spawn_monitor(root: &Path, id: &str) -> Result<()> {
 pub fn exec(store: &Store, input: &str, opts: &crate::runtime::exec::ExecOptions) -> Result<i32> {
     recover(store)?;
     let rec = container::find(store, input)?;
-    crate::runtime::exec::exec(&rec, opts)
+    crate::runtime::exec::exec(store.root(), &rec, opts)
 }
 
 /// `wharf restart`: stop (SIGTERM, SIGKILL after `timeout`) if running, then start detached.

@@ -580,6 +580,9 @@ struct Running {
 
 /// The health checks of one run.
 struct Checker {
+    /// A sealed memfd copy of wharf (`sys::sealed_exe_copy`, made at the first probe): the
+    /// probes run from it, never from a path of the host's binary (CVE-2019-5736).
+    exe: Option<OwnedFd>,
     cfg: HealthConfig,
     state: HealthState,
     next: Instant,
@@ -591,6 +594,7 @@ struct Checker {
 impl Checker {
     fn new(cfg: &HealthConfig, started: Instant) -> Checker {
         Checker {
+            exe: None,
             cfg: cfg.clone(),
             state: HealthState::default(),
             next: started + cfg.interval(),
@@ -705,7 +709,14 @@ impl Checker {
 
     /// `wharf --root ROOT exec ID ARGV...`, in its own session, signals unblocked, stdout
     /// and stderr to a memfd.
-    fn spawn(&self, store: &Store, id: &str) -> Result<Running> {
+    fn spawn(&mut self, store: &Store, id: &str) -> Result<Running> {
+        let exe = match &self.exe {
+            Some(fd) => fd.as_raw_fd(),
+            None => {
+                let fd = sys::sealed_exe_copy().context("cannot make a sealed copy of wharf")?;
+                self.exe.insert(fd).as_raw_fd()
+            }
+        };
         // SAFETY: a NUL-terminated name; the result is checked.
         let fd = unsafe { libc::memfd_create(c"wharf-health".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -714,7 +725,8 @@ impl Checker {
         // SAFETY: a new descriptor owned by nothing else.
         let output = unsafe { File::from_raw_fd(fd) };
         let token = crate::store::random_hex(16);
-        let mut cmd = std::process::Command::new("/proc/self/exe");
+        // The descriptor is close-on-exec: exec opens it before closing it.
+        let mut cmd = std::process::Command::new(format!("/proc/self/fd/{exe}"));
         cmd.env(health::PROBE_TOKEN_ENV, &token)
             .arg("--root")
             .arg(store.root())

@@ -45,6 +45,14 @@ impl Manifest {
                 .values()
                 .filter_map(|c| c.env_file.as_ref().map(|e| PathBuf::from(&e.0))),
         );
+        // seccomp profile files (resolved to absolute paths at load).
+        v.extend(
+            self.containers
+                .values()
+                .filter_map(|c| c.security.as_ref()?.seccomp.as_ref())
+                .filter(|s| !matches!(s.as_str(), "default" | "unconfined"))
+                .map(PathBuf::from),
+        );
         v.into_iter().collect()
     }
 }
@@ -481,6 +489,37 @@ fn cross_check(
                     }
                 }
             }
+            if let Some(sec) = get(c, "security").and_then(table)
+                && let Some(sc) = get(sec, "seccomp")
+                && let Some(s) = sc.get_ref().as_str()
+                && !matches!(s, "default" | "unconfined" | "")
+            {
+                let p = super::check::join_path(&src.base, s);
+                let problem = match std::fs::read_to_string(&p) {
+                    Err(e) => Some((
+                        format!("cannot read the seccomp profile {}: {e}", p.display()),
+                        "cannot read",
+                    )),
+                    Ok(text) => crate::runtime::seccomp::check_profile(&text)
+                        .err()
+                        .map(|e| {
+                            (
+                                format!("the seccomp profile {} is invalid: {e:#}", p.display()),
+                                "invalid profile",
+                            )
+                        }),
+                };
+                if let Some((msg, label)) = problem {
+                    problems.push(
+                        Problem::new(format!("container `{}`: {msg}", name.get_ref()))
+                            .at(&src.path, sc.span())
+                            .label(label)
+                            .hint(Some(
+                                "give \"default\", \"unconfined\" or the path (relative to this file) of a JSON seccomp profile in docker's format",
+                            )),
+                    );
+                }
+            }
             if let Some(ef) = get(c, "env_file")
                 && let Some(s) = ef.get_ref().as_str()
             {
@@ -729,6 +768,13 @@ fn merge(
                 ),
             }
             ef.0 = p.to_string_lossy().into_owned();
+        }
+        if let Some(sc) = c.security.as_mut().and_then(|s| s.seccomp.as_mut())
+            && !matches!(sc.as_str(), "default" | "unconfined")
+        {
+            *sc = super::check::join_path(&src.base, sc)
+                .to_string_lossy()
+                .into_owned();
         }
         for v in &mut c.volumes {
             if let VolumeSource::Bind(b) = &mut v.source {

@@ -146,6 +146,24 @@ pub struct ContainerSection {
     /// A health check run inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// Security options: the seccomp profile and no_new_privileges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySection>,
+}
+
+/// Security options of a container (docker's `--security-opt`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// The seccomp profile: "default" (docker's, the default), "unconfined" (no filter), or
+    /// a profile file in docker's JSON format, relative to this manifest file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub seccomp: Option<String>,
+    /// Set no_new_privs for every process of the container (wharf sets it anyway unless the
+    /// container is privileged).
+    #[serde(default)]
+    pub no_new_privileges: bool,
 }
 
 /// Resource limits, enforced with cgroups.

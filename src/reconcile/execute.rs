@@ -790,6 +790,7 @@ pub fn run_options(spec: &ContainerSpec) -> RunOptions {
             )
             .ok()
         }),
+        security: spec.security.clone(),
         ..RunOptions::default()
     }
 }

@@ -130,6 +130,10 @@ pub struct ContainerSpec {
     /// The user's labels (wharf's own ownership labels are not part of the spec).
     pub labels: BTreeMap<String, String>,
     pub health: Option<SpecHealth>,
+    /// seccomp (a profile file's text is part of the spec: editing it recreates) and
+    /// no_new_privileges. Left out of the JSON when default, so older hashes stay.
+    #[serde(default, skip_serializing_if = "crate::model::Security::is_default")]
+    pub security: crate::model::Security,
 }
 
 impl ContainerSpec {
@@ -172,6 +176,7 @@ impl ContainerSpec {
             network: c.network,
             labels: c.labels.clone(),
             health: c.health.as_ref().map(SpecHealth::from),
+            security: c.security.as_ref().map(spec_security).unwrap_or_default(),
         }
     }
 
@@ -194,6 +199,26 @@ impl ContainerSpec {
     /// The limits for the runtime's cgroup.
     pub fn cgroup_limits(&self) -> Limits {
         Limits::from(&self.limits)
+    }
+}
+
+/// The runtime's security options of a loaded section (its profile path is absolute). A
+/// profile that cannot be read now (validation read it) gives an empty text, which fails
+/// the container's start with the reason.
+fn spec_security(s: &crate::manifest::SecuritySection) -> crate::model::Security {
+    use crate::model::{Seccomp, Security};
+    let seccomp = match s.seccomp.as_deref() {
+        None | Some("default") => Seccomp::Default,
+        Some("unconfined") => Seccomp::Unconfined,
+        Some(path) => crate::runtime::seccomp::read_profile(std::path::Path::new(path))
+            .unwrap_or_else(|_| Seccomp::Profile {
+                source: path.to_string(),
+                json: String::new(),
+            }),
+    };
+    Security {
+        seccomp,
+        no_new_privileges: s.no_new_privileges,
     }
 }
 
@@ -368,6 +393,9 @@ pub fn diff(old: &ContainerSpec, new: &ContainerSpec) -> Vec<Reason> {
     diff_map(&mut r, "labels", &old.labels, &new.labels);
     if old.health != new.health {
         r.push(Reason::changed("health"));
+    }
+    if old.security != new.security {
+        r.push(Reason::changed("security"));
     }
     r
 }

@@ -7,6 +7,7 @@
 //! wharf ◀── FromChild::Pty + the pty master (with -t) ──────── child
 //! wharf ◀── FromChild::Failed { code, message } ────────────── child (setup or exec failed)
 //! wharf ◀── EOF ────────────────────────────────────────────── exec succeeded (close-on-exec)
+//! wharf ◀── FromChild::Born { pid } ───────────────────────── `exec`'s intermediate, on a pipe
 //! ```
 //! The child side runs in a forked copy of a single-threaded wharf: encoding and decoding
 //! allocate but never panic (every error is a value).
@@ -36,6 +37,8 @@ pub enum ToChild {
 pub enum FromChild {
     /// The pty master follows as `SCM_RIGHTS`.
     Pty,
+    /// `exec`'s intermediate forked the process that joins the container: its host pid.
+    Born { pid: i32 },
     /// Setup or exec failed; `code` is the exit code `run` (or `exec`) gives.
     Failed { code: i32, message: String },
 }
@@ -130,6 +133,9 @@ pub fn await_exec(sock: RawFd) -> io::Result<Exec> {
             Ok(FromChild::Failed { code, message }) => return Ok(Exec::Failed { code, message }),
             Ok(FromChild::Pty) => {
                 return Err(io::Error::other("the child announced a pty but sent none"));
+            }
+            Ok(FromChild::Born { .. }) => {
+                return Err(io::Error::other("unexpected message from the child: born"));
             }
             Err(e) => {
                 return Err(io::Error::other(format!(

@@ -46,8 +46,12 @@ pub struct ChildSpec {
     pub stdio: [RawFd; 3],
     /// The v1 cgroups' `tasks` files (`cgroup::Entry::self_join`): the child joins them first.
     pub cgroup_join: Vec<RawFd>,
-    /// The cgroup namespace to enter, when clone3 did not make one (see `launch`).
-    pub cgroup_ns: Option<RawFd>,
+    /// What `/sys/fs/cgroup` shows inside (mounted in the child's own cgroup namespace).
+    pub cgroupfs: super::cgroup::Inside,
+    /// The compiled seccomp filter (`seccomp::filter_for`); None: unconfined.
+    pub seccomp: Option<Vec<u8>>,
+    /// Set no_new_privs (see [`set_privileges`]).
+    pub no_new_privs: bool,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -138,21 +142,21 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     for &f in &spec.cgroup_join {
         sys::write_all(f, b"0").map_err(|e| err("cannot join the container's cgroup", e))?;
     }
-    if let Some(ns) = spec.cgroup_ns {
-        // SAFETY: setns on a descriptor the parent opened for us.
-        if unsafe { libc::setns(ns, libc::CLONE_NEWCGROUP) } < 0 {
-            return Err(err(
-                "cannot enter the cgroup namespace",
-                io::Error::last_os_error(),
-            ));
-        }
-    }
-    // Wait for the parent's go.
+    // Wait for the parent's go (on the slow path it follows the parent's `add_pid`).
     let winsize = await_go(
         fd,
         "the parent went away before the container started",
         "the parent died during setup",
     )?;
+    // Now in every cgroup of the container: a cgroup namespace made here is rooted there,
+    // so /proc/self/cgroup and the cgroupfs mounted below show `/`, never a `/..` path.
+    // SAFETY: unshare with a plain flag, on this process only.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(err(
+            "cannot create the cgroup namespace",
+            io::Error::last_os_error(),
+        ));
+    }
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| err("cannot set the hostname", e.into()))?;
     let slave = rootfs::build(spec, &mut rootfs::HostOps::default(), fd, winsize.as_ref())?;
@@ -167,7 +171,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
-    set_privileges(spec.caps, spec.privileged, &ids)?;
+    set_privileges(spec.caps, spec.no_new_privs, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         let created = e == nix::errno::Errno::ENOENT
             && std::fs::create_dir_all(&spec.working_dir).is_ok()
@@ -182,7 +186,71 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
             ));
         }
     }
-    exec_clean(&spec.args, &env)
+    exec_clean(&spec.args, &env, spec.seccomp.as_deref())
+}
+
+/// The container's cgroups at `/sys/fs/cgroup` (read-only unless privileged, as docker):
+/// a cgroup2 mount in this cgroup namespace, or a tmpfs of read-only bind mounts of the
+/// container's v1 directories plus the links of co-mounted hierarchies.
+pub(super) fn mount_cgroupfs(
+    rfd: RawFd,
+    inside: &super::cgroup::Inside,
+    privileged: bool,
+) -> Result<(), ChildError> {
+    const DIR: &str = "/sys/fs/cgroup";
+    let fail = |e| err("cannot mount /sys/fs/cgroup", e);
+    let ro = if privileged { 0 } else { libc::MS_RDONLY };
+    let flags = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    let t = open_in(rfd, DIR, libc::O_PATH | libc::O_DIRECTORY).map_err(fail)?;
+    match inside {
+        super::cgroup::Inside::Cgroup2 => {
+            sys::mount(
+                Some("cgroup2"),
+                &fdpath(&t),
+                Some("cgroup2"),
+                flags | ro,
+                None,
+            )
+            .map_err(fail)?;
+        }
+        super::cgroup::Inside::V1(mounts) => {
+            sys::mount(
+                Some("tmpfs"),
+                &fdpath(&t),
+                Some("tmpfs"),
+                flags,
+                Some("mode=755,size=64k"),
+            )
+            .map_err(fail)?;
+            let top = open_in(rfd, DIR, libc::O_PATH | libc::O_DIRECTORY).map_err(fail)?;
+            for m in mounts {
+                let d = mkdirs(rfd, &format!("{DIR}/{}", m.name)).map_err(fail)?;
+                sys::mount(m.source.to_str(), &fdpath(&d), None, libc::MS_BIND, None)
+                    .map_err(fail)?;
+                let d = open_in(rfd, &format!("{DIR}/{}", m.name), libc::O_PATH).map_err(fail)?;
+                sys::mount(
+                    None,
+                    &fdpath(&d),
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | flags | ro,
+                    None,
+                )
+                .map_err(fail)?;
+                for l in &m.links {
+                    symlinkat(&m.name, top.as_raw_fd(), l).map_err(fail)?;
+                }
+            }
+            sys::mount(
+                None,
+                &fdpath(&top),
+                None,
+                libc::MS_REMOUNT | flags | ro,
+                Some("mode=755,size=64k"),
+            )
+            .map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens a new pty of the devpts at `root`/dev/pts, sizes it, sends the master to the parent
@@ -242,7 +310,11 @@ pub(super) fn stdio_setup(slave: Option<OwnedFd>, stdio: &[RawFd; 3]) -> Result<
 
 /// Unblocks every signal, restores SIGPIPE, marks wharf's descriptors close-on-exec, and
 /// execs `args` (searching PATH of `env`).
-pub(super) fn exec_clean(args: &[CString], env: &[String]) -> Result<Never, ChildError> {
+pub(super) fn exec_clean(
+    args: &[CString],
+    env: &[String],
+    seccomp: Option<&[u8]>,
+) -> Result<Never, ChildError> {
     // Signals: wharf blocked some and Rust ignores SIGPIPE; the command starts clean.
     // SAFETY: sigprocmask and signal with valid arguments.
     unsafe {
@@ -252,6 +324,10 @@ pub(super) fn exec_clean(args: &[CString], env: &[String]) -> Result<Never, Chil
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     sys::cloexec_from(3).map_err(|e| err("cannot close wharf's descriptors", e))?;
+    // The seccomp filter last: after the user, capabilities and no_new_privs, before exec.
+    if let Some(bpf) = seccomp {
+        super::seccomp::load(bpf).map_err(|e| err("cannot load the seccomp filter", e))?;
+    }
     exec(args, env)
 }
 
@@ -597,8 +673,9 @@ pub(super) fn resolve_user(spec: Option<&str>) -> Result<Ids, ChildError> {
 }
 
 /// Bounding set, then groups/gid/uid, then the effective and permitted sets (root
-/// keeps the default set; another uid keeps none, as in docker), then no_new_privs.
-pub(super) fn set_privileges(caps: u64, privileged: bool, ids: &Ids) -> Result<(), ChildError> {
+/// keeps the default set; another uid keeps none, as in docker), then no_new_privs when
+/// `no_new_privs` ([`no_new_privs`]). The seccomp filter comes later, in [`exec_clean`].
+pub(super) fn set_privileges(caps: u64, no_new_privs: bool, ids: &Ids) -> Result<(), ChildError> {
     for cap in 0..64u32 {
         if caps & (1u64 << cap) == 0 {
             // SAFETY: prctl with plain integers.
@@ -645,13 +722,20 @@ pub(super) fn set_privileges(caps: u64, privileged: bool, ids: &Ids) -> Result<(
             })?;
         }
     }
-    if !privileged {
+    if no_new_privs {
         // SAFETY: prctl with plain integers.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
             return Err(err("cannot set no_new_privs", io::Error::last_os_error()));
         }
     }
     Ok(())
+}
+
+/// Whether a process gets no_new_privs: every unprivileged one (wharf's rule, stricter than
+/// docker's default), and a privileged one with `--security-opt no-new-privileges`. A
+/// seccomp filter without CAP_SYS_ADMIN needs it too: `seccomp::load` sets it then.
+pub fn no_new_privs(privileged: bool, sec: &crate::model::Security) -> bool {
+    !privileged || sec.no_new_privileges
 }
 
 /// execve the command, searching PATH of the container's environment as execvp does.

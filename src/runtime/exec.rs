@@ -1,17 +1,22 @@
 //! `wharf exec`: a new process inside a running container.
 //!
-//! The container's init is pinned by a pidfd and descriptors of its `/proc/<pid>/ns/*`,
-//! opened and then checked against the recorded start time, so a recycled pid is never
-//! joined. wharf itself enters only the container's
-//! pid namespace (`setns(pidfd, CLONE_NEWPID)`, which affects its children), then forks: the
-//! child is born in the container's pid namespace while wharf stays its parent on the host
-//! (it reaps it and forwards signals to it). The parent moves the child into the container's
-//! cgroup (`wharf/<id>`), then releases it; the child joins the mount, uts, ipc, net and
-//! cgroup namespaces in one `setns(pidfd, ...)` (Linux ≥ 5.8; one setns per namespace
-//! descriptor on older kernels), allocates its pty inside the
-//! container with `-t`, takes the container's user, capabilities and `no_new_privs`, and
-//! execs. The sync protocol is `launch`'s: "g" (+ terminal size) down, `T` + pty master and
-//! `E` + code + message up, EOF on a successful exec.
+//! The CLI first re-executes `wharf exec` from a sealed memfd copy of its binary
+//! (`sys::reexec_sealed`, runc's CVE-2019-5736 fix), so the process it puts into the
+//! container, and whatever that process runs as `/proc/self/exe`, can never write the host's
+//! binary. The container's init is pinned by a pidfd and descriptors of its
+//! `/proc/<pid>/ns/*`, opened and then checked against the recorded start time, so a
+//! recycled pid is never joined. wharf stays on the host. It forks an intermediate, which is
+//! invisible inside (host pid namespace) and not dumpable: it writes "0" to the container's
+//! cgroup files (opened by wharf on the host), enters every namespace of the container
+//! (`setns(pidfd, ...)` in one call on Linux >= 5.8: mount, uts, ipc, net, cgroup, and pid
+//! for its children; one setns per descriptor, mount last, on older kernels), then forks the
+//! process with CLONE_PARENT and reports its pid. That process is thus born inside every
+//! namespace and the cgroup, as wharf's child (wharf reaps it and forwards signals to it);
+//! nothing in the container ever sees it with the host's root or mounts. It allocates its
+//! pty inside the container with `-t`, takes the container's user, capabilities,
+//! `no_new_privs` and seccomp filter, and execs. The sync protocol is `launch`'s: "g"
+//! (+ terminal size) down, `T` + pty master and `E` + code + message up, EOF on a
+//! successful exec.
 //!
 //! With `-d`, an intermediate process (own session, stdio on /dev/null) does all of that and
 //! waits for the command, so it is reaped outside the container, not left a zombie of the
@@ -23,7 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use anyhow::{Context, Result};
 
 use super::cgroup::{self, ContainerCgroup};
-use super::channel::{self, Exec, ToChild, exec_hint};
+use super::channel::{self, Exec, FromChild, ToChild, exec_hint};
 use super::child::{self, ChildError, Never};
 use super::tty::{FORWARDED, RawMode, read_signals, signal_fd};
 use super::{spec, sys};
@@ -53,9 +58,11 @@ struct ExecSpec {
     working_dir: String,
     user: Option<String>,
     caps: u64,
-    privileged: bool,
     tty: bool,
     stdio: [RawFd; 3],
+    /// The container's seccomp filter (compiled or cached), None: unconfined.
+    seccomp: Option<Vec<u8>>,
+    no_new_privs: bool,
 }
 
 fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
@@ -80,8 +87,6 @@ struct Target {
     /// `/proc/<pid>/ns/*` in join order, pid first: the way in on kernels whose setns takes
     /// no pidfd (< 5.8).
     ns: Vec<(OwnedFd, libc::c_int)>,
-    /// Decided by [`Target::enter_pid`], before the fork.
-    via_pidfd: std::cell::Cell<bool>,
 }
 
 /// The namespaces the exec'd process joins after the pid namespace, in order: the mount
@@ -118,39 +123,23 @@ impl Target {
         if container::proc_start_time(pid) != Some(start) {
             return Ok(None);
         }
-        Ok(Some(Target {
-            pidfd,
-            ns,
-            via_pidfd: std::cell::Cell::new(false),
-        }))
+        Ok(Some(Target { pidfd, ns }))
     }
 
-    /// Enters the pid namespace for this process's children (not for itself).
-    fn enter_pid(&self) -> std::io::Result<()> {
+    /// Enters every namespace of the container: the mount, uts, ipc, net and cgroup ones for
+    /// this process, the pid one for its children. With a pidfd (Linux >= 5.8) in one
+    /// setns, all or nothing; else one per descriptor, the mount namespace last.
+    fn enter_all(&self) -> std::io::Result<()> {
         if let Some(fd) = &self.pidfd {
-            match setns(fd.as_raw_fd(), libc::CLONE_NEWPID) {
-                Ok(()) => {
-                    self.via_pidfd.set(true);
-                    return Ok(());
-                }
+            let all = REST.iter().fold(libc::CLONE_NEWPID, |acc, (_, f)| acc | f);
+            match setns(fd.as_raw_fd(), all) {
+                Ok(()) => return Ok(()),
                 // A kernel before 5.8: setns takes no pidfd.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 Err(e) => return Err(e),
             }
         }
-        match self.ns.first() {
-            Some((fd, flag)) => setns(fd.as_raw_fd(), *flag),
-            None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
-        }
-    }
-
-    /// Enters the other namespaces (in the forked child).
-    fn enter_rest(&self) -> std::io::Result<()> {
-        if let (true, Some(fd)) = (self.via_pidfd.get(), &self.pidfd) {
-            let all = REST.iter().fold(0, |acc, (_, f)| acc | f);
-            return setns(fd.as_raw_fd(), all);
-        }
-        for (fd, flag) in self.ns.iter().skip(1) {
+        for (fd, flag) in &self.ns {
             setns(fd.as_raw_fd(), *flag)?;
         }
         Ok(())
@@ -169,7 +158,8 @@ fn setns(fd: RawFd, flags: libc::c_int) -> std::io::Result<()> {
 
 /// Runs `opts.command` in the running container `input`; returns the command's exit code
 /// (0 at once with `-d`). 126/127: not executable / not found; 125: wharf's failure.
-pub fn exec(rec: &Record, opts: &ExecOptions) -> Result<i32> {
+/// `root` is the state root (its seccomp filter cache).
+pub fn exec(root: &std::path::Path, rec: &Record, opts: &ExecOptions) -> Result<i32> {
     let not_running = || -> anyhow::Error {
         user(format!("container {} is not running", rec.name))
             .hint(format!("start it first: `wharf start {}`", rec.name))
@@ -228,13 +218,17 @@ pub fn exec(rec: &Record, opts: &ExecOptions) -> Result<i32> {
         .open("/dev/null")
         .context("cannot open /dev/null")?;
     let dn = devnull.as_raw_fd();
+    let caps = spec::capability_mask(cfg)?;
+    let seccomp = super::seccomp::filter_for(root, &cfg.security, caps, cfg.privileged)
+        .context("cannot prepare the container's seccomp filter")?;
     let spec = ExecSpec {
+        seccomp,
+        no_new_privs: child::no_new_privs(cfg.privileged, &cfg.security),
         args,
         env,
         working_dir,
         user: opts.user.clone().or_else(|| cfg.user.clone()),
-        caps: spec::capability_mask(cfg)?,
-        privileged: cfg.privileged,
+        caps,
         tty: opts.tty,
         stdio: if opts.detach {
             [dn, dn, dn]
@@ -267,30 +261,63 @@ fn launch(
     spec: &ExecSpec,
     winsize: Option<libc::winsize>,
 ) -> Result<(i32, Option<OwnedFd>)> {
-    target.enter_pid().map_err(|e| {
-        runtime_err(
-            format!("cannot enter the container's pid namespace: {e}"),
-            "wharf exec needs root (CAP_SYS_ADMIN)",
-        )
-    })?;
+    // The cgroup's files, opened here on the host: `tasks` of each v1 hierarchy and
+    // `cgroup.procs` of the cgroup2 directory. The intermediate writes "0" to each (moving
+    // itself) before it enters the container's mount namespace, where these paths are the
+    // container's read-only view.
+    let entry = cg.entry().context("cannot open the container's cgroup")?;
+    let mut join = entry.self_join;
+    if let Some(dir) = &entry.clone_into {
+        // SAFETY: openat on a directory descriptor we own, with a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c"cgroup.procs".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot open the container's cgroup.procs");
+        }
+        // SAFETY: a new descriptor owned by nothing else.
+        join.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
     let (parent_sock, child_sock) = sys::seqpacket_pair().context("cannot create a socket pair")?;
-    let pid = sys::clone_fork(0).context("cannot fork")?;
-    if pid == 0 {
+    let (report_r, report_w) = sys::pipe().context("cannot create a pipe")?;
+    // An intermediate process on the host (invisible inside) joins the cgroup and every
+    // namespace, then forks the process with CLONE_PARENT: it is born inside everything
+    // (as runc's nsexec does), our child, and never seen in the host's mount namespace.
+    let mid = sys::clone_fork(0).context("cannot fork")?;
+    if mid == 0 {
         drop(parent_sock);
-        child::finish(&child_sock, || setup(spec, target, &child_sock));
+        drop(report_r);
+        intermediate(target, &join, spec, &child_sock, report_w);
     }
     drop(child_sock);
+    drop(report_w);
+    drop(join);
+    let report = sys::read_to_end(report_r.as_raw_fd());
+    // SAFETY: waitpid on our own child (it exits right after its report).
+    unsafe { libc::waitpid(mid, std::ptr::null_mut(), 0) };
+    let report = report.context("cannot read from the exec helper")?;
+    let pid = match serde_json::from_slice::<FromChild>(&report) {
+        Ok(FromChild::Born { pid }) => pid,
+        Ok(FromChild::Failed { message, .. }) => {
+            return Err(runtime_err(
+                message,
+                "wharf exec needs root (CAP_SYS_ADMIN)",
+            ));
+        }
+        _ => anyhow::bail!("the exec helper died before the process started"),
+    };
     let kill_child = || {
-        // SAFETY: kill and waitpid on our own child's pid.
+        // SAFETY: kill and waitpid on our own child's pid (ours through CLONE_PARENT).
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
     };
-    if let Err(e) = cg.add_pid(pid) {
-        kill_child();
-        return Err(e.context("cannot move the process into the container's cgroup"));
-    }
     if let Err(e) = channel::send_to_child(parent_sock.as_raw_fd(), &ToChild::go(winsize)) {
         kill_child();
         return Err(anyhow::Error::new(e).context("cannot release the process"));
@@ -310,9 +337,62 @@ fn launch(
     Ok((pid, master))
 }
 
-/// The child, between fork and exec. Runs in a forked copy of single-threaded wharf: no
-/// panics escape (`child::finish`), every failure goes to the parent.
-fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, ChildError> {
+/// The intermediate, forked on the host: not dumpable (nothing inside can open its /proc
+/// entries, nor those of the child it forks, until exec), into the cgroup (`join`), into
+/// every namespace, then the child with CLONE_PARENT. Reports [`FromChild::Born`] with the
+/// child's pid, or [`FromChild::Failed`], on `report`, and exits. Never returns, never panics.
+fn intermediate(
+    target: &Target,
+    join: &[OwnedFd],
+    spec: &ExecSpec,
+    sync: &OwnedFd,
+    report: OwnedFd,
+) -> ! {
+    let r = report.as_raw_fd();
+    let fail = |what: &str, e: std::io::Error| -> ! {
+        let failed = FromChild::Failed {
+            code: exit::RUNTIME,
+            message: format!("{what}: {e}"),
+        };
+        let _ = channel::send_to_parent(r, &failed, None);
+        // SAFETY: _exit ends this forked process without running the parent's destructors.
+        unsafe { libc::_exit(exit::RUNTIME) }
+    };
+    // SAFETY: prctl with plain integers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    for f in join {
+        if let Err(e) = sys::write_all(f.as_raw_fd(), b"0") {
+            fail("cannot join the container's cgroup", e);
+        }
+    }
+    if let Err(e) = target.enter_all() {
+        fail("cannot enter the container's namespaces", e);
+    }
+    let pid = match sys::clone_fork(libc::CLONE_PARENT) {
+        Ok(pid) => pid,
+        Err(e) => fail("cannot fork into the container", e),
+    };
+    if pid == 0 {
+        drop(report);
+        child::finish(sync, || setup(spec, sync));
+    }
+    let code = match channel::send_to_parent(r, &FromChild::Born { pid }, None) {
+        Ok(()) => 0,
+        Err(_) => {
+            // Nobody will release it: end it.
+            // SAFETY: kill on the process we just forked.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            exit::RUNTIME
+        }
+    };
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) }
+}
+
+/// The child, between fork and exec, born inside the container's cgroup and namespaces.
+/// Runs in a forked copy of single-threaded wharf: no panics escape (`child::finish`),
+/// every failure goes to the parent.
+fn setup(spec: &ExecSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     let fd = sync.as_raw_fd();
     // SAFETY: prctl takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -322,11 +402,7 @@ fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, Chil
         "wharf went away before the process started",
         "wharf died during setup",
     )?;
-    // After the cgroup (the parent moved us): the cgroup namespace's root is then ours.
-    target
-        .enter_rest()
-        .map_err(|e| child::err("cannot enter the container's namespaces", e))?;
-    // Joining a mount namespace put us at its root: the container's root filesystem.
+    // The intermediate's joining the mount namespace put us at its root: the container's.
     nix::unistd::chdir("/").map_err(|e| child::err("cannot change to /", e.into()))?;
     let slave = if spec.tty {
         // SAFETY: a NUL-terminated path; the result is checked.
@@ -354,7 +430,7 @@ fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, Chil
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
-    child::set_privileges(spec.caps, spec.privileged, &ids)?;
+    child::set_privileges(spec.caps, spec.no_new_privs, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         return Err(ChildError {
             code: exit::NOT_EXECUTABLE,
@@ -365,7 +441,7 @@ fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, Chil
             ),
         });
     }
-    child::exec_clean(&spec.args, &env)
+    child::exec_clean(&spec.args, &env, spec.seccomp.as_deref())
 }
 
 /// Relays the pty (with `-t`), forwards signals, reaps the child; returns its exit code.

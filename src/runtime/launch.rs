@@ -71,6 +71,8 @@ pub struct Prepared<'a> {
     pub container_dir: PathBuf,
     /// The overlay mount point (`Store::run_dir`).
     pub run_dir: PathBuf,
+    /// Where compiled seccomp filters are cached (the state root).
+    pub seccomp_cache: PathBuf,
 }
 
 /// Starts the prepared container. `stdio` are the descriptors for its 0, 1, 2 without a tty.
@@ -154,7 +156,21 @@ pub fn launch(
         caps,
         stdio,
         cgroup_join: Vec::new(),
-        cgroup_ns: None,
+        cgroupfs: cgroup::Inside::V1(Vec::new()),
+        seccomp: super::seccomp::filter_for(
+            &prep.seccomp_cache,
+            &cfg.security,
+            caps,
+            cfg.privileged,
+        )
+        .map_err(|e| {
+            runtime_err(
+                format!("cannot prepare the seccomp filter: {e:#}"),
+                "check the container's seccomp profile, or run it with \
+                     --security-opt seccomp=unconfined",
+            )
+        })?,
+        no_new_privs: child::no_new_privs(cfg.privileged, &cfg.security),
     };
 
     // The cgroup first, with its limits, so that the child is born in it or joins it
@@ -187,6 +203,7 @@ pub fn launch(
         }
     };
     child_spec.cgroup_join = entry.self_join.iter().map(|f| f.as_raw_fd()).collect();
+    child_spec.cgroupfs = cg.inside();
 
     let (parent_sock, child_sock) = match sys::seqpacket_pair() {
         Ok(p) => p,
@@ -195,41 +212,20 @@ pub fn launch(
             return Err(anyhow::Error::new(e).context("cannot create a socket pair"));
         }
     };
-    let mut flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP;
+    // No CLONE_NEWCGROUP: the child makes its cgroup namespace itself once it is in its
+    // cgroups (after the go, which follows `add_pid` on the slow path), so the namespace is
+    // rooted at the container's own cgroup on every path and no `/..` is ever shown.
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if cfg.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
     // Born in the cgroup2 directory when the kernel can (>= 5.7); else the parent moves it.
-    // A cgroup namespace made by clone3 would be rooted where the child is born, so its
-    // /proc/self/cgroup would show `0::/`: the child enters one made here instead, rooted at
-    // our cgroup as CLONE_NEWCGROUP at a plain clone roots it, so it shows `.../wharf/<id>`.
-    let mut cgroup_ns = None;
     let (cloned, born_inside) = match &entry.clone_into {
-        Some(dir) => {
-            let ns = match new_cgroup_ns() {
-                Ok(ns) => ns,
-                Err(e) => {
-                    let _ = cg.destroy();
-                    return Err(runtime_err(
-                        format!("cannot create the container's cgroup namespace: {e}"),
-                        "wharf needs root (CAP_SYS_ADMIN) and a kernel with cgroup namespaces",
-                    ));
-                }
-            };
-            child_spec.cgroup_ns = Some(ns.as_raw_fd());
-            cgroup_ns = Some(ns);
-            match clone_into_cgroup(flags & !libc::CLONE_NEWCGROUP, dir.as_raw_fd()) {
-                Err(e) if clone3_unsupported(&e) => {
-                    child_spec.cgroup_ns = None;
-                    (sys::clone_fork(flags), false)
-                }
-                r => (r, true),
-            }
-        }
+        Some(dir) => match clone_into_cgroup(flags, dir.as_raw_fd()) {
+            Err(e) if clone3_unsupported(&e) => (sys::clone_fork(flags), false),
+            r => (r, true),
+        },
         None => (sys::clone_fork(flags), true),
     };
     let pid = match cloned {
@@ -249,7 +245,6 @@ pub fn launch(
     }
     drop(child_sock);
     drop(entry);
-    drop(cgroup_ns);
     let kill_child = || {
         // SAFETY: kill and waitpid on our own child's pid.
         unsafe {
@@ -298,25 +293,6 @@ pub fn launch(
         master,
         cgroup: cg,
     })
-}
-
-/// A new cgroup namespace rooted at this process's cgroups, as a descriptor; this process
-/// stays in its own.
-fn new_cgroup_ns() -> std::io::Result<OwnedFd> {
-    let open = |p: &str| {
-        fs::File::open(p).map(OwnedFd::from) // std opens close-on-exec
-    };
-    let orig = open("/proc/thread-self/ns/cgroup")?;
-    // SAFETY: unshare with a plain flag; it affects only this thread's namespaces.
-    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let new = open("/proc/thread-self/ns/cgroup");
-    // SAFETY: setns back into the namespace we were in, through a descriptor we own.
-    if unsafe { libc::setns(orig.as_raw_fd(), libc::CLONE_NEWCGROUP) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    new
 }
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h), for clone3.

@@ -8,6 +8,7 @@
 //!   [`rootfs`]: the rootfs setup order; [`channel`]: their typed sync messages.
 //! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows).
 //! - [`health`]: the health-check state machine (the monitor runs the probes).
+//! - [`seccomp`]: docker's default seccomp profile (or the user's), compiled and cached.
 //! - [`logs`]: the json-file log; [`tty`]: signals and raw mode; [`sys`]: raw syscalls.
 
 pub mod cgroup;
@@ -19,6 +20,7 @@ pub mod launch;
 pub mod logs;
 pub mod restart;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod tty;

@@ -1,5 +1,6 @@
 //! The container's root filesystem, in the order it is built: the mount namespace made
-//! private, the write layer, the overlay, `/proc`, `/sys`, `/dev` and its mounts, the `/etc`
+//! private, the write layer, the overlay, `/proc`, `/sys`, `/sys/fs/cgroup`, `/dev` and its
+//! mounts, the `/etc`
 //! files, the markers, the volumes, the console, `pivot_root`, the masked paths, the
 //! read-only remount. [`build`] is that order, written once against the [`RootfsOps`] trait:
 //! [`HostOps`] makes the syscalls (in the forked child), and the tests' recording fake checks
@@ -49,6 +50,12 @@ pub trait RootfsOps {
     /// Creates `dest` in the root (a directory when `host` is one) and bind-mounts `host` on
     /// it; then, with `flags`, remounts the bind with them (read-only, nodev).
     fn bind_in(&mut self, host: &Path, dest: &str, flags: libc::c_ulong) -> io::Result<()>;
+    /// The container's cgroups at `/sys/fs/cgroup`, read-only unless `privileged`.
+    fn cgroupfs(
+        &mut self,
+        inside: &super::cgroup::Inside,
+        privileged: bool,
+    ) -> Result<(), ChildError>;
     /// Fills the `/dev` tmpfs: docker's device nodes (bind mounts of the host's), its
     /// symlinks, and the mount points of `pts`, `shm` and `mqueue`.
     fn populate_dev(&mut self) -> io::Result<()>;
@@ -113,7 +120,7 @@ pub fn build(
     .map_err(|e| err("cannot mount the overlay root filesystem", e))?;
     ops.open_root(&target)
         .map_err(|e| err("cannot open the root filesystem", e))?;
-    kernel_filesystems(ops, nodev)?;
+    kernel_filesystems(ops, nodev, spec)?;
     for (content, dest) in &spec.etc_files {
         ops.etc_file(dest, content)
             .map_err(|e| err(format!("cannot mount {dest}"), e))?;
@@ -165,9 +172,13 @@ fn write_layer(spec: &ChildSpec, ops: &mut dyn RootfsOps) -> Result<PathBuf, Chi
     Ok(spec.merged.join("root"))
 }
 
-/// `/proc`, a read-only `/sys`, and `/dev` with `pts`, `shm` and `mqueue`, with docker's
+/// `/proc`, a read-only `/sys` with the container's cgroups, and `/dev` with `pts`, `shm` and `mqueue`, with docker's
 /// flags.
-fn kernel_filesystems(ops: &mut dyn RootfsOps, nodev: libc::c_ulong) -> Result<(), ChildError> {
+fn kernel_filesystems(
+    ops: &mut dyn RootfsOps,
+    nodev: libc::c_ulong,
+    spec: &ChildSpec,
+) -> Result<(), ChildError> {
     let nosuid_noexec_nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
     let mounts: [(&str, &str, &str, libc::c_ulong, Option<&str>); 3] = [
         ("/proc", "proc", "proc", nosuid_noexec_nodev, None),
@@ -189,6 +200,9 @@ fn kernel_filesystems(ops: &mut dyn RootfsOps, nodev: libc::c_ulong) -> Result<(
     for (dest, source, fstype, flags, data) in mounts {
         ops.mount_in(dest, Kind::Dir, source, fstype, flags, data)
             .map_err(|e| err(format!("cannot mount {dest}"), e))?;
+        if dest == "/sys" {
+            ops.cgroupfs(&spec.cgroupfs, spec.privileged)?;
+        }
     }
     ops.populate_dev()
         .map_err(|e| err("cannot populate /dev", e))?;
@@ -291,6 +305,17 @@ impl RootfsOps for HostOps {
             )?;
         }
         Ok(())
+    }
+
+    fn cgroupfs(
+        &mut self,
+        inside: &super::cgroup::Inside,
+        privileged: bool,
+    ) -> Result<(), ChildError> {
+        let root = self
+            .root()
+            .map_err(|e| err("cannot open the root filesystem", e))?;
+        child::mount_cgroupfs(root, inside, privileged)
     }
 
     fn populate_dev(&mut self) -> io::Result<()> {
@@ -424,6 +449,19 @@ mod tests {
                 .push(format!("bind {} {dest} [{}]", host.display(), f(flags)));
             Ok(())
         }
+        fn cgroupfs(
+            &mut self,
+            inside: &crate::runtime::cgroup::Inside,
+            privileged: bool,
+        ) -> Result<(), ChildError> {
+            let kind = match inside {
+                crate::runtime::cgroup::Inside::Cgroup2 => "cgroup2",
+                crate::runtime::cgroup::Inside::V1(_) => "v1",
+            };
+            let ro = if privileged { "rw" } else { "ro" };
+            self.calls.push(format!("cgroupfs {kind} {ro}"));
+            Ok(())
+        }
         fn populate_dev(&mut self) -> io::Result<()> {
             self.calls.push("populate /dev".into());
             Ok(())
@@ -478,7 +516,9 @@ mod tests {
             caps: 0,
             stdio: [0, 1, 2],
             cgroup_join: Vec::new(),
-            cgroup_ns: None,
+            cgroupfs: crate::runtime::cgroup::Inside::Cgroup2,
+            seccomp: None,
+            no_new_privs: true,
         }
     }
 
@@ -495,6 +535,7 @@ mod tests {
                 "root /r/run",
                 "mount proc /proc [nosuid,nodev,noexec]",
                 "mount sysfs /sys [ro,nosuid,nodev,noexec]",
+                "cgroupfs cgroup2 ro",
                 "mount tmpfs /dev [nosuid,nodev,strictatime]",
                 "populate /dev",
                 "mount devpts /dev/pts [nosuid,noexec]",

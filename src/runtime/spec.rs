@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub restart: crate::model::RestartPolicy,
     /// A health check the monitor runs.
     pub healthcheck: Option<crate::model::HealthConfig>,
+    /// `--security-opt` / a manifest's `security`.
+    pub security: crate::model::Security,
 }
 
 fn runtime_error(msg: String, hint: &str) -> anyhow::Error {
@@ -150,6 +152,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         auto_remove: opts.auto_remove,
         restart: opts.restart,
         healthcheck: opts.healthcheck.clone(),
+        security: opts.security.clone(),
     })
 }
 

@@ -335,3 +335,61 @@ pub fn read_to_end(fd: RawFd) -> io::Result<Vec<u8>> {
         }
     }
 }
+
+/// The seals of a sealed executable copy: no write, no resize, no more seal changes.
+const EXE_SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// Whether `fd` is a memfd carrying every seal of [`sealed_exe_copy`].
+fn is_sealed(fd: RawFd) -> bool {
+    // SAFETY: fcntl(F_GET_SEALS) takes no pointer; EINVAL on a file that is not a memfd.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    seals >= 0 && seals & EXE_SEALS == EXE_SEALS
+}
+
+/// A sealed memfd copy of this process's binary (runc's fix for CVE-2019-5736): a process
+/// started from it has a `/proc/self/exe` that nothing can write, so a container that gets
+/// hold of it (`#!/proc/self/exe` as a command's interpreter, or `/proc/<pid>/exe`) cannot
+/// reach the host's wharf binary. Close-on-exec; execute it through `/proc/self/fd/N`.
+pub fn sealed_exe_copy() -> io::Result<OwnedFd> {
+    let mut src = std::fs::File::open("/proc/self/exe")?;
+    // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
+    let fd = check_int(unsafe {
+        libc::memfd_create(
+            c"wharf".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    })?;
+    // SAFETY: a new descriptor owned by nothing else.
+    let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
+    // std copies file to file with copy_file_range / sendfile: no pass through user space.
+    std::io::copy(&mut src, &mut copy)?;
+    // SAFETY: fcntl(F_ADD_SEALS) with an integer argument on our own memfd.
+    check_int(unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, EXE_SEALS) })?;
+    Ok(OwnedFd::from(copy))
+}
+
+/// Makes this process run from a sealed copy of its binary: returns at once when it already
+/// does, else re-executes itself (same argv and environment) from [`sealed_exe_copy`].
+/// Call it first thing in a command that puts processes into a container (`wharf exec`).
+pub fn reexec_sealed() -> io::Result<()> {
+    let exe = std::fs::File::open("/proc/self/exe")?;
+    if is_sealed(exe.as_raw_fd()) {
+        return Ok(());
+    }
+    drop(exe);
+    let copy = sealed_exe_copy()?;
+    let args: Vec<CString> = std::env::args_os().map(cstr).collect::<io::Result<_>>()?;
+    let env: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = std::os::unix::ffi::OsStringExt::into_vec(k);
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        })
+        .collect::<io::Result<_>>()?;
+    match nix::unistd::fexecve(&copy, &args, &env) {
+        Ok(never) => match never {},
+        Err(e) => Err(io::Error::from(e)),
+    }
+}

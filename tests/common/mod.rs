@@ -45,6 +45,30 @@ pub fn fixtures() -> &'static Path {
     })
 }
 
+/// The static attacker programs of scripts/probes/*.c (syscall-probe, exe-grabber,
+/// root-reader), built once per test binary by scripts/build-probes.sh; mount it into a
+/// container (`-v DIR:/probe:ro`).
+pub fn probes() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probes");
+        let lock = File::create(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(".probes.lock"))
+            .expect("create probes lock");
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("lock probes");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-probes.sh");
+        let st = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .status()
+            .expect("run build-probes.sh");
+        assert!(st.success(), "scripts/build-probes.sh failed");
+        drop(lock);
+        dir
+    })
+}
+
 pub fn busybox_tar() -> PathBuf {
     fixtures().join("busybox-rootfs.tar")
 }
@@ -75,7 +99,12 @@ impl Env {
 
     /// `wharf --root <root>` with a clean environment for the variables wharf reads.
     pub fn wharf(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        self.wharf_at(Path::new(env!("CARGO_BIN_EXE_wharf")))
+    }
+
+    /// [`Env::wharf`] with the wharf binary at `bin` (a copy a test may see attacked).
+    pub fn wharf_at(&self, bin: &Path) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--root").arg(&self.root);
         c.env_remove("WHARF_ROOT")
             .env_remove("RUST_LOG")

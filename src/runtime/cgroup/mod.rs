@@ -11,6 +11,7 @@
 //! - `ContainerCgroup::entry()` gives the descriptors through which the container's init
 //!   enters without a migration (see [`Entry`]); `add_pid(pid)` moves a running process in
 //!   (the fallback for kernels without `CLONE_INTO_CGROUP`).
+//! - `inside()` says what the container's `/sys/fs/cgroup` shows (mounted by the child).
 //! - `stats()` returns peak memory, cpu time and whether the OOM killer fired.
 //! - `destroy()` kills what is left inside, then removes the cgroup (retrying rmdir).
 //! - `remove_stale(keep)` removes wharf cgroups whose id is not in `keep` (crash recovery):
@@ -98,6 +99,34 @@ pub trait ContainerCgroup {
     fn allow_all_devices(&self) -> Result<()> {
         Ok(())
     }
+    /// What the container's `/sys/fs/cgroup` shows (see [`Inside`]).
+    fn inside(&self) -> Inside {
+        Inside::V1(Vec::new())
+    }
+}
+
+/// The container's view of its cgroups at `/sys/fs/cgroup`, read-only, as docker shows it.
+/// The child mounts it inside its cgroup namespace, made once it is in its cgroups, so
+/// every path it shows starts at the container's own cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inside {
+    /// v2: a cgroup2 mount (rooted at the namespace's root, the container's cgroup).
+    Cgroup2,
+    /// v1: a tmpfs holding one read-only bind mount of the container's directory per
+    /// hierarchy, as runc does.
+    V1(Vec<V1Mount>),
+}
+
+/// One v1 hierarchy as the container sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Mount {
+    /// The directory's name under `/sys/fs/cgroup` (the host's: `memory`, `cpu,cpuacct`).
+    pub name: String,
+    /// The container's directory in this hierarchy on the host.
+    pub source: PathBuf,
+    /// The names linked to `name` for a co-mounted hierarchy (`cpu` and `cpuacct` →
+    /// `cpu,cpuacct`), as the host and docker show them.
+    pub links: Vec<String>,
 }
 
 /// The devices a container may use, as docker and runc allow them by default: `(type, major,

@@ -392,6 +392,35 @@ impl ContainerCgroup for V1Cgroup {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
+    fn inside(&self) -> super::Inside {
+        let mounts = self
+            .dirs
+            .iter()
+            .filter_map(|d| {
+                // <mount>/wharf/<id>: the host's name of the hierarchy is <mount>'s.
+                let name = d
+                    .path
+                    .parent()?
+                    .parent()?
+                    .file_name()?
+                    .to_str()?
+                    .to_string();
+                let links = d
+                    .controllers
+                    .iter()
+                    .filter(|c| **c != name && !c.starts_with("name=") && **c != UNIFIED)
+                    .map(|c| c.to_string())
+                    .collect();
+                Some(super::V1Mount {
+                    name,
+                    source: d.path.clone(),
+                    links,
+                })
+            })
+            .collect();
+        super::Inside::V1(mounts)
+    }
+
     fn allow_all_devices(&self) -> Result<()> {
         match self.dir("devices") {
             Some(dev) => write_file(dev, "devices.allow", "a"),

@@ -266,6 +266,10 @@ impl ContainerCgroup for V2Cgroup {
         vec![self.dir.clone()]
     }
 
+    fn inside(&self) -> super::Inside {
+        super::Inside::Cgroup2
+    }
+
     fn allow_all_devices(&self) -> Result<()> {
         match &self.device_filter {
             Some(prog) => super::bpf::detach(&self.dir, prog),
