@@ -12,7 +12,6 @@ pub mod error;
 pub mod image;
 pub mod journal;
 pub mod lifecycle;
-pub mod limits;
 pub mod manifest;
 pub mod model;
 pub mod names;

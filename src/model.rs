@@ -10,6 +10,7 @@
 //! [`RetentionKind`]), written to and read from SQLite as their docker-style lowercase names
 //! by the one [`text_enum!`] implementation of `ToSql`/`FromSql`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -457,6 +458,110 @@ pub enum Seccomp {
     Unconfined,
     /// A profile of the user's: the file it was read from and its text, read at create.
     Profile { source: String, json: String },
+}
+
+// ---- value rules every layer checks the same way ----
+
+/// The limit of one string value (a command argument, an env entry, a label): it must be
+/// shorter than 128 KiB, Linux's `MAX_ARG_STRLEN` (an argument or env entry of that size or
+/// more fails `execve` with E2BIG).
+pub const MAX_VALUE_BYTES: usize = 128 * 1024;
+
+/// The limit of a container's command (entrypoint + arguments) and environment together:
+/// 2 MiB, the kernel's `ARG_MAX` under the default 8 MiB stack limit (a quarter of it).
+pub const MAX_EXEC_BYTES: usize = 2 << 20;
+
+/// Where a mount may not go: `/proc` and anything under it (but the files lxcfs-style tools
+/// bind over, which runc allows), `/sys` and `/dev` themselves. runc refuses the same: a
+/// mount there hides or replaces the kernel interfaces the container's own setup relies on
+/// (and over /proc, the masks that keep its host-wide files out of reach). `dest` must be
+/// absolute; `.`, `..` and repeated slashes are folded first.
+pub fn check_mount_destination(dest: &str) -> Result<(), String> {
+    const PROC_ALLOWED: &[&str] = &[
+        "/proc/cpuinfo",
+        "/proc/diskstats",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/proc/swaps",
+        "/proc/uptime",
+        "/proc/loadavg",
+        "/proc/slabinfo",
+        "/proc/net/dev",
+        "/proc/sys/kernel/ns_last_pid",
+    ];
+    let mut parts: Vec<&str> = Vec::new();
+    for c in dest.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let clean = format!("/{}", parts.join("/"));
+    match parts.as_slice() {
+        [] => Err("a mount cannot replace the container's root (/)".into()),
+        ["proc", ..] if !PROC_ALLOWED.contains(&clean.as_str()) => Err(format!(
+            "{clean} is in /proc, which the container's own procfs owns (runc refuses it too)"
+        )),
+        ["sys"] | ["dev"] => Err(format!(
+            "a mount cannot replace {clean} itself (runc refuses it too); mount below it"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// docker's smallest `-m`.
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+/// Parses a kernel CPU list (`0-2,4`, as in `cpuset.cpus`).
+pub fn parse_cpu_list(s: &str) -> std::result::Result<BTreeSet<u32>, String> {
+    let mut set = BTreeSet::new();
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty CPU list".into());
+    }
+    for part in s.split(',') {
+        let part = part.trim();
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a CPU number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b || b - a > 65_536 {
+                    return Err(format!("bad range {part:?}"));
+                }
+                set.extend(a..=b);
+            }
+            None => {
+                set.insert(num(part)?);
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// The canonical form of a CPU set: `0-2,4`.
+pub fn format_cpu_list(set: &BTreeSet<u32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = set.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
 }
 
 #[cfg(test)]

@@ -256,7 +256,7 @@ fn images_come_from_the_manifest_or_the_store() {
         [format!("{}:2:9", tmp.path().join("proj/mm.toml").display())]
     );
     // The caller's store lookup provides it.
-    let ok = manifest::load(&tmp.path().join("proj/mm.toml"), &|r| r == "app:2").unwrap();
+    let ok = manifest::load(&tmp.path().join("proj/mm.toml"), &|r: &str| r == "app:2").unwrap();
     assert_eq!(ok.containers["web"].image.0, "app:2");
 }
 
@@ -326,7 +326,7 @@ fn reserved_labels_are_rejected() {
         "[containers.web]\nimage = \"app:1\"\nlabels = { \"wharf.project\" = \"x\", ok = \"1\" }\n";
     std::fs::write(&path, m).unwrap();
     // The store has app:1, so the label is the only problem.
-    let e = manifest::load(&path, &|r| r == "app:1").unwrap_err();
+    let e = manifest::load(&path, &|r: &str| r == "app:1").unwrap_err();
     assert_eq!(e.len(), 1, "{e}");
     assert!(
         e.position(&e.problems[0])
@@ -379,7 +379,7 @@ fn names_past_the_length_limits_are_refused_where_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("long.toml");
     std::fs::write(&path, m).unwrap();
-    let e = manifest::load(&path, &|_| true).unwrap_err();
+    let e = manifest::load(&path, &|_: &str| true).unwrap_err();
     let text = e.render(false);
     let positions: Vec<String> = e
         .problems
@@ -414,7 +414,7 @@ fn cross_field_checks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("xf.toml");
     std::fs::write(&path, m).unwrap();
-    let e = manifest::load(&path, &|_| true).unwrap_err();
+    let e = manifest::load(&path, &|_: &str| true).unwrap_err();
     let text = e.render(false);
     assert_eq!(e.len(), 2, "{text}");
     assert!(text.contains("two volumes mount at /x"), "{text}");
@@ -443,7 +443,7 @@ fn problems_as_json() {
         "[containers.web]\nimage = \"app:1\"\nrestart = \"sometimes\"\n",
     )
     .unwrap();
-    let e = manifest::load(&path, &|_| true).unwrap_err();
+    let e = manifest::load(&path, &|_: &str| true).unwrap_err();
     let j = e.to_json();
     assert_eq!(j[0]["line"], 3);
     assert_eq!(j[0]["column"], 11);

@@ -412,7 +412,7 @@ pub(crate) fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> 
                 "write labels as KEY=VALUE",
             ));
         }
-        if v.len() >= crate::manifest::values::MAX_VALUE_BYTES {
+        if v.len() >= crate::model::MAX_VALUE_BYTES {
             return Err(runtime_usage(
                 format!(
                     "--label {k}: the value is {} bytes long; one must be shorter than 128 KiB",

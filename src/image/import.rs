@@ -138,7 +138,7 @@ pub fn import_reader(
     let created = created_now()?;
     let max_size = match opts.max_size {
         Some(m) => m,
-        None => crate::limits::import_max_size(store.root())?,
+        None => crate::policy::import_max_size(store.root())?,
     };
     if let Some(pb) = &opts.progress
         && let Some(len) = len

@@ -38,14 +38,14 @@ pub fn check_document(ctx: &Ctx<'_>, doc: &Spanned<DeTable<'_>>, out: &mut Vec<P
 }
 
 /// Every string (a command argument, an env or label value, a key) must be shorter than
-/// [`values::MAX_VALUE_BYTES`]: the kernel refuses a longer argument or env entry at exec
+/// [`crate::model::MAX_VALUE_BYTES`]: the kernel refuses a longer argument or env entry at exec
 /// (`MAX_ARG_STRLEN`), and no label needs more. One pass over the tree, one problem each.
 fn check_lengths(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>, path: &str, out: &mut Vec<Problem>) {
     let too_long = |what: &str, len: usize, span, out: &mut Vec<Problem>| {
         out.push(
             Problem::new(format!(
                 "{what} is {len} bytes long; one value must be shorter than {} KiB",
-                values::MAX_VALUE_BYTES >> 10
+                crate::model::MAX_VALUE_BYTES >> 10
             ))
             .at(ctx.file, span)
             .label("too long")
@@ -56,7 +56,7 @@ fn check_lengths(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>, path: &str, out: &
         );
     };
     match value.get_ref() {
-        DeValue::String(s) if s.len() >= values::MAX_VALUE_BYTES => {
+        DeValue::String(s) if s.len() >= crate::model::MAX_VALUE_BYTES => {
             let what = if path.is_empty() {
                 "a value".to_string()
             } else {
@@ -71,7 +71,7 @@ fn check_lengths(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>, path: &str, out: &
         }
         DeValue::Table(t) => {
             for (k, v) in t.iter() {
-                if k.get_ref().len() >= values::MAX_VALUE_BYTES {
+                if k.get_ref().len() >= crate::model::MAX_VALUE_BYTES {
                     too_long(
                         &format!("a key in `{path}`"),
                         k.get_ref().len(),

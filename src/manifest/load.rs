@@ -69,8 +69,35 @@ struct Source {
 ///
 /// Nothing is changed on the host. Either every check passes, or every problem found is
 /// returned at once.
-pub fn load(path: &Path, has_image: &dyn Fn(&str) -> bool) -> Result<Manifest, ManifestErrors> {
-    load_with(path, has_image, LoadOptions::default())
+/// What validation asks of the store and the host, answered by the caller
+/// (`reconcile::execute::load_manifest` asks the store and the runtime): the manifest module
+/// itself touches neither. A closure `Fn(&str) -> bool` is a `Host` that answers
+/// `has_image` and skips the host checks.
+pub trait Host {
+    /// Whether the store has an image by this reference.
+    fn has_image(&self, reference: &str) -> bool;
+    /// Whether a seccomp profile's JSON compiles on this host (the error says why not).
+    fn check_seccomp_profile(&self, _json: &str) -> Result<(), String> {
+        Ok(())
+    }
+    /// How many CPUs the host has online (None: not checked).
+    fn online_cpus(&self) -> Option<usize> {
+        None
+    }
+    /// The host's CPUs, for `cpuset` (None: not checked).
+    fn host_cpus(&self) -> Option<std::collections::BTreeSet<u32>> {
+        None
+    }
+}
+
+impl<F: Fn(&str) -> bool> Host for F {
+    fn has_image(&self, reference: &str) -> bool {
+        self(reference)
+    }
+}
+
+pub fn load(path: &Path, host: &dyn Host) -> Result<Manifest, ManifestErrors> {
+    load_with(path, host, LoadOptions::default())
 }
 
 /// [`load`], with the trust checks of [`trust`] (skipped with `opts.insecure`). Problems
@@ -78,7 +105,7 @@ pub fn load(path: &Path, has_image: &dyn Fn(&str) -> bool) -> Result<Manifest, M
 /// column, never its content.
 pub fn load_with(
     path: &Path,
-    has_image: &dyn Fn(&str) -> bool,
+    host: &dyn Host,
     opts: LoadOptions,
 ) -> Result<Manifest, ManifestErrors> {
     let mut problems = Vec::new();
@@ -143,7 +170,7 @@ pub fn load_with(
         &loaded,
         &docs,
         &default_project,
-        has_image,
+        host,
         opts,
         &mut problems,
         &mut sources,
@@ -238,7 +265,7 @@ fn cross_check(
     loaded: &[Source],
     docs: &[(usize, Spanned<DeTable<'_>>)],
     default_project: &str,
-    has_image: &dyn Fn(&str) -> bool,
+    host: &dyn Host,
     opts: LoadOptions,
     problems: &mut Vec<Problem>,
     sources: &mut BTreeMap<PathBuf, String>,
@@ -427,7 +454,7 @@ fn cross_check(
                 && let Ok(r) = Reference::parse(s)
             {
                 let norm = r.to_string();
-                if !tags.contains_key(&norm) && !has_image(s) {
+                if !tags.contains_key(&norm) && !host.has_image(s) {
                     let hint = match did_you_mean(&norm, tags.keys().map(String::as_str)) {
                         Some(m) => format!(
                             "did you mean {m:?}? Or declare [images.NAME] with source and tag = {s:?}, or `wharf import FILE {s}` first"
@@ -449,7 +476,7 @@ fn cross_check(
             }
             if let Some(limits) = get(c, "limits").and_then(table) {
                 check_swap(src, limits, problems);
-                check_host_limits(src, limits, problems);
+                check_host_limits(src, limits, host, problems);
             }
             if let Some(vols) = get(c, "volumes").and_then(|v| v.get_ref().as_array()) {
                 let mut targets: BTreeMap<String, Range<usize>> = BTreeMap::new();
@@ -500,14 +527,12 @@ fn cross_check(
                         format!("cannot read the seccomp profile {}: {e}", p.display()),
                         "cannot read",
                     )),
-                    Ok(text) => crate::runtime::seccomp::check_profile(&text)
-                        .err()
-                        .map(|e| {
-                            (
-                                format!("the seccomp profile {} is invalid: {e:#}", p.display()),
-                                "invalid profile",
-                            )
-                        }),
+                    Ok(text) => host.check_seccomp_profile(&text).err().map(|e| {
+                        (
+                            format!("the seccomp profile {} is invalid: {e}", p.display()),
+                            "invalid profile",
+                        )
+                    }),
                 };
                 if let Some((msg, label)) = problem {
                     problems.push(
@@ -588,15 +613,19 @@ fn check_swap(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
 /// The limits a start would refuse on this host, refused here with their position: more
 /// `cpus` than the host has, `memory` under the kernel's minimum, a `cpuset` CPU the host
 /// lacks (the same rules as `runtime::cgroup::check_limits` at create).
-fn check_host_limits(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Problem>) {
-    use crate::runtime::cgroup;
+fn check_host_limits(
+    src: &Source,
+    limits: &DeTable<'_>,
+    host: &dyn Host,
+    problems: &mut Vec<Problem>,
+) {
     if let Some(v) = get(limits, "cpus")
         && let Some(cpus) = match v.get_ref() {
             DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
             DeValue::Integer(i) => i.as_str().replace('_', "").parse::<f64>().ok(),
             _ => None,
         }
-        && let Some(online) = cgroup::online_cpus()
+        && let Some(online) = host.online_cpus()
         && cpus > online as f64
     {
         problems.push(
@@ -613,7 +642,7 @@ fn check_host_limits(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Prob
     if let Some(v) = get(limits, "memory")
         && let DeValue::String(s) = v.get_ref()
         && let Ok(m) = super::values::parse_size(s)
-        && m < cgroup::MIN_MEMORY
+        && m < crate::model::MIN_MEMORY
     {
         problems.push(
             Problem::new(format!(
@@ -626,14 +655,14 @@ fn check_host_limits(src: &Source, limits: &DeTable<'_>, problems: &mut Vec<Prob
     }
     if let Some(v) = get(limits, "cpuset")
         && let DeValue::String(s) = v.get_ref()
-        && let Ok(want) = cgroup::parse_cpu_list(s)
-        && let Some(host) = cgroup::host_cpus()
-        && let Some(bad) = want.difference(&host).next()
+        && let Ok(want) = crate::model::parse_cpu_list(s)
+        && let Some(cpus) = host.host_cpus()
+        && let Some(bad) = want.difference(&cpus).next()
     {
         problems.push(
             Problem::new(format!(
                 "`limits.cpuset` names CPU {bad}, which this host does not have ({})",
-                cgroup::format_cpu_list(&host)
+                crate::model::format_cpu_list(&cpus)
             ))
             .at(&src.path, v.span())
             .label("no such CPU")

@@ -57,15 +57,6 @@ impl fmt::Display for ValueError {
     }
 }
 
-/// The limit of one string value (a command argument, an env entry, a label): it must be
-/// shorter than 128 KiB, Linux's `MAX_ARG_STRLEN` (an argument or env entry of that size or
-/// more fails `execve` with E2BIG).
-pub const MAX_VALUE_BYTES: usize = 128 * 1024;
-
-/// The limit of a container's command (entrypoint + arguments) and environment together:
-/// 2 MiB, the kernel's `ARG_MAX` under the default 8 MiB stack limit (a quarter of it).
-pub const MAX_EXEC_BYTES: usize = 2 << 20;
-
 const KIB: u64 = 1024;
 
 /// Parses a size string (see the module docs) into bytes: [`crate::util::parse_size`], the one
@@ -339,47 +330,6 @@ pub struct VolumeSpec {
 
 const VOLUME_HINT: &str = "write \"NAME:/path\" for a named volume, \"./dir:/path\" or \"/host/dir:/path\" for a bind mount, and add \":ro\" for read-only";
 
-/// Where a mount may not go: `/proc` and anything under it (but the files lxcfs-style tools
-/// bind over, which runc allows), `/sys` and `/dev` themselves. runc refuses the same: a
-/// mount there hides or replaces the kernel interfaces the container's own setup relies on
-/// (and over /proc, the masks that keep its host-wide files out of reach). `dest` must be
-/// absolute; `.`, `..` and repeated slashes are folded first.
-pub fn check_mount_destination(dest: &str) -> Result<(), String> {
-    const PROC_ALLOWED: &[&str] = &[
-        "/proc/cpuinfo",
-        "/proc/diskstats",
-        "/proc/meminfo",
-        "/proc/stat",
-        "/proc/swaps",
-        "/proc/uptime",
-        "/proc/loadavg",
-        "/proc/slabinfo",
-        "/proc/net/dev",
-        "/proc/sys/kernel/ns_last_pid",
-    ];
-    let mut parts: Vec<&str> = Vec::new();
-    for c in dest.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let clean = format!("/{}", parts.join("/"));
-    match parts.as_slice() {
-        [] => Err("a mount cannot replace the container's root (/)".into()),
-        ["proc", ..] if !PROC_ALLOWED.contains(&clean.as_str()) => Err(format!(
-            "{clean} is in /proc, which the container's own procfs owns (runc refuses it too)"
-        )),
-        ["sys"] | ["dev"] => Err(format!(
-            "a mount cannot replace {clean} itself (runc refuses it too); mount below it"
-        )),
-        _ => Ok(()),
-    }
-}
-
 pub fn parse_volume(input: &str) -> Result<VolumeSpec, ValueError> {
     let parts: Vec<&str> = input.split(':').collect();
     let (src, target, mode) = match parts.as_slice() {
@@ -410,7 +360,7 @@ pub fn parse_volume(input: &str) -> Result<VolumeSpec, ValueError> {
             VOLUME_HINT,
         ));
     }
-    if let Err(why) = check_mount_destination(target) {
+    if let Err(why) = crate::model::check_mount_destination(target) {
         return Err(ValueError::new(
             format!("invalid volume {input:?}: {why}"),
             "mount somewhere else, e.g. under /mnt or /srv",
@@ -677,7 +627,7 @@ mod tests {
             "/",
             "/..",
         ] {
-            assert!(check_mount_destination(bad).is_err(), "{bad}");
+            assert!(crate::model::check_mount_destination(bad).is_err(), "{bad}");
         }
         for good in [
             "/dev/shm",
@@ -687,7 +637,10 @@ mod tests {
             "/srv",
             "/procfs",
         ] {
-            assert!(check_mount_destination(good).is_ok(), "{good}");
+            assert!(
+                crate::model::check_mount_destination(good).is_ok(),
+                "{good}"
+            );
         }
         assert!(parse_volume("./d:/proc/self").is_err());
         assert!(parse_volume("./d:/dev/shm").is_ok());

@@ -153,13 +153,33 @@ pub fn plan_only(store: &Store, m: &Manifest) -> Result<Plan> {
     Ok(plan(&d, &observe_for(store, &d)?))
 }
 
+/// What manifest validation asks: the store for its images, the runtime for what this host
+/// can run (a seccomp profile that compiles, its CPUs).
+struct StoreHost<'a> {
+    store: Option<&'a Store>,
+}
+
+impl manifest::Host for StoreHost<'_> {
+    fn has_image(&self, r: &str) -> bool {
+        self.store.is_some_and(|s| image::resolve(s, r).is_ok())
+    }
+    fn check_seccomp_profile(&self, json: &str) -> std::result::Result<(), String> {
+        crate::runtime::seccomp::check_profile(json).map_err(|e| format!("{e:#}"))
+    }
+    fn online_cpus(&self) -> Option<usize> {
+        crate::runtime::cgroup::online_cpus()
+    }
+    fn host_cpus(&self) -> Option<std::collections::BTreeSet<u32>> {
+        crate::runtime::cgroup::host_cpus()
+    }
+}
+
 /// Loads a manifest, asking the store which images it has.
 pub fn load_manifest(
     store: Option<&Store>,
     path: &Path,
 ) -> std::result::Result<Manifest, manifest::ManifestErrors> {
-    let has_image = |r: &str| store.is_some_and(|s| image::resolve(s, r).is_ok());
-    manifest::load(path, &has_image)
+    manifest::load(path, &StoreHost { store })
 }
 
 /// [`load_manifest`] with the trust options (`--insecure-manifests`).
@@ -168,8 +188,7 @@ pub fn load_manifest_with(
     path: &Path,
     opts: manifest::LoadOptions,
 ) -> std::result::Result<Manifest, manifest::ManifestErrors> {
-    let has_image = |r: &str| store.is_some_and(|s| image::resolve(s, r).is_ok());
-    manifest::load_with(path, &has_image, opts)
+    manifest::load_with(path, &StoreHost { store }, opts)
 }
 
 /// Applies a manifest: plans under the store lock (so a concurrent apply's result is seen),

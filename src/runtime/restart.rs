@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-pub use crate::manifest::RestartPolicy;
+pub use crate::model::RestartPolicy;
 
 /// Backoff parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

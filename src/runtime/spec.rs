@@ -160,7 +160,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
 /// `MAX_VALUE_BYTES` (128 KiB), all together within `MAX_EXEC_BYTES` (2 MiB). Checked when
 /// the container is made, so that a start never fails with E2BIG.
 fn check_exec_size(args: &[String], env: &[String]) -> Result<()> {
-    use crate::manifest::values::{MAX_EXEC_BYTES, MAX_VALUE_BYTES};
+    use crate::model::{MAX_EXEC_BYTES, MAX_VALUE_BYTES};
     let hint = "put large data in a file (a bind mount or a volume) and pass its path";
     for (what, list) in [("a command argument", args), ("an environment entry", env)] {
         if let Some(long) = list.iter().find(|a| a.len() >= MAX_VALUE_BYTES) {
@@ -229,7 +229,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
     if !dest.starts_with('/') || dest == "/" {
         return Err(bad("the destination must be an absolute path other than /"));
     }
-    crate::manifest::values::check_mount_destination(dest).map_err(|why| bad(&why))?;
+    crate::model::check_mount_destination(dest).map_err(|why| bad(&why))?;
     if source.is_empty() {
         if parts.len() > 1 {
             return Err(bad("the source is empty"));

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::error::user;
-use crate::model::{Limits, Stats};
+use crate::model::{Limits, MIN_MEMORY, Stats, format_cpu_list, parse_cpu_list};
 
 mod bpf;
 mod v1;
@@ -52,9 +52,6 @@ pub const PARENT: &str = "wharf";
 
 /// The CFS period wharf uses for `--cpus`: 100 ms, as docker does.
 pub const CPU_PERIOD_US: u64 = 100_000;
-
-/// docker's smallest `-m`.
-pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,55 +419,6 @@ pub fn shares_to_weight(shares: u64) -> u64 {
         262_144.. => 10_000,
         s => 1 + ((s - 2) * 9999) / 262_142,
     }
-}
-
-/// Parses a kernel CPU list (`0-2,4`, as in `cpuset.cpus`).
-pub fn parse_cpu_list(s: &str) -> std::result::Result<BTreeSet<u32>, String> {
-    let mut set = BTreeSet::new();
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty CPU list".into());
-    }
-    for part in s.split(',') {
-        let part = part.trim();
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{t:?} is not a CPU number"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b || b - a > 65_536 {
-                    return Err(format!("bad range {part:?}"));
-                }
-                set.extend(a..=b);
-            }
-            None => {
-                set.insert(num(part)?);
-            }
-        }
-    }
-    Ok(set)
-}
-
-/// The canonical form of a CPU set: `0-2,4`.
-pub fn format_cpu_list(set: &BTreeSet<u32>) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut iter = set.iter().copied().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    out.join(",")
 }
 
 /// How many CPUs the host has online.
