@@ -283,21 +283,19 @@ fn resolve(
             }
             r.names = vec![r.name.clone()];
         }
-        if let Some(x) = &r.excludes {
-            if x.arches.iter().any(|a| a == arch)
+        if let Some(x) = &r.excludes
+            && (x.arches.iter().any(|a| a == arch)
                 || x.caps.iter().any(|c| caps.contains(c))
-                || x.min_kernel.as_deref().map(at_least).transpose()? == Some(true)
-            {
-                continue 'rules;
-            }
+                || x.min_kernel.as_deref().map(at_least).transpose()? == Some(true))
+        {
+            continue 'rules;
         }
-        if let Some(i) = &r.includes {
-            if (!i.arches.is_empty() && !i.arches.iter().any(|a| a == arch))
+        if let Some(i) = &r.includes
+            && ((!i.arches.is_empty() && !i.arches.iter().any(|a| a == arch))
                 || !i.caps.iter().all(|c| caps.contains(c))
-                || i.min_kernel.as_deref().map(at_least).transpose()? == Some(false)
-            {
-                continue 'rules;
-            }
+                || i.min_kernel.as_deref().map(at_least).transpose()? == Some(false))
+        {
+            continue 'rules;
         }
         rules.push(r);
     }
@@ -448,7 +446,7 @@ pub fn filter_for(
         .join(format!("{}.bpf", hex::encode(h.finalize())));
     if let Ok(bpf) = std::fs::read(&path)
         && !bpf.is_empty()
-        && bpf.len() % 8 == 0
+        && bpf.len().is_multiple_of(8)
     {
         return Ok(Some(bpf));
     }
@@ -591,7 +589,7 @@ mod tests {
         )
         .unwrap();
         let bpf = compile(&r).unwrap();
-        assert!(!bpf.is_empty() && bpf.len() % 8 == 0);
+        assert!(!bpf.is_empty() && bpf.len().is_multiple_of(8));
         assert!(check_profile(r#"{"defaultAction": "SCMP_ACT_NOPE"}"#).is_err());
         assert!(
             check_profile(
