@@ -419,7 +419,7 @@ pub fn filter_for(
         .join(format!("{}.bpf", hex::encode(h.finalize())));
     if let Ok(bpf) = std::fs::read(&path)
         && !bpf.is_empty()
-        && bpf.len() % 8 == 0
+        && bpf.len().is_multiple_of(8)
     {
         return Ok(Some(bpf));
     }
