@@ -78,3 +78,35 @@ fn help_and_version_exit_0() {
         assert!(help.contains(flag), "run --help lists {flag}");
     }
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_clap_tree() {
+    let env = Env::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef wharf"),
+        ("fish", "complete -c wharf"),
+    ] {
+        let out = env.ok(&["completion", shell]);
+        assert!(
+            out.contains(marker),
+            "{shell}: {}",
+            &out[..out.len().min(200)]
+        );
+        assert!(
+            out.contains("health-cmd"),
+            "{shell} completes run's flags"
+        );
+    }
+    assert_eq!(code(&env.run(&["completion", "tcsh"])), 1);
+    let dir = env.dir.path().join("man");
+    env.ok(&["__man", dir.to_str().expect("utf-8")]);
+    let run = std::fs::read_to_string(dir.join("wharf-run.1")).expect("wharf-run.1");
+    assert!(run.contains(".TH wharf-run 1"), "{run}");
+    assert!(run.contains("health\\-cmd"), "the page lists run's flags");
+    assert!(dir.join("wharf.1").exists());
+    assert!(
+        !dir.join("wharf-__monitor.1").exists(),
+        "internal verbs get no page"
+    );
+}

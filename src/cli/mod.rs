@@ -8,6 +8,7 @@
 
 mod apply;
 mod container;
+mod docs;
 mod image;
 pub mod output;
 mod ps;
@@ -69,6 +70,8 @@ pub enum Command {
     Apply(apply::Commands),
     #[command(flatten)]
     Watch(watch::Commands),
+    #[command(flatten)]
+    Docs(docs::Commands),
 }
 
 /// What every verb gets: the global options, and the store opened on first use.
@@ -107,6 +110,7 @@ pub fn main() -> i32 {
         Command::Volume(cmd) => volume::run(&ctx, cmd),
         Command::Apply(cmd) => apply::run(&ctx, cmd),
         Command::Watch(cmd) => watch::run(&ctx, cmd),
+        Command::Docs(cmd) => docs::run(cmd),
     };
     match result {
         Ok(code) => code,
