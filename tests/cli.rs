@@ -93,10 +93,7 @@ fn completions_and_man_pages_come_from_the_clap_tree() {
             "{shell}: {}",
             &out[..out.len().min(200)]
         );
-        assert!(
-            out.contains("health-cmd"),
-            "{shell} completes run's flags"
-        );
+        assert!(out.contains("health-cmd"), "{shell} completes run's flags");
     }
     assert_eq!(code(&env.run(&["completion", "tcsh"])), 1);
     let dir = env.dir.path().join("man");

@@ -13,6 +13,7 @@ mod image;
 pub mod output;
 mod ps;
 mod system;
+mod verbs;
 mod volume;
 mod watch;
 
@@ -71,6 +72,8 @@ pub enum Command {
     #[command(flatten)]
     Watch(watch::Commands),
     #[command(flatten)]
+    Verbs(verbs::Commands),
+    #[command(flatten)]
     Docs(docs::Commands),
 }
 
@@ -110,6 +113,7 @@ pub fn main() -> i32 {
         Command::Volume(cmd) => volume::run(&ctx, cmd),
         Command::Apply(cmd) => apply::run(&ctx, cmd),
         Command::Watch(cmd) => watch::run(&ctx, cmd),
+        Command::Verbs(cmd) => verbs::run(&ctx, cmd),
         Command::Docs(cmd) => docs::run(cmd),
     };
     match result {

@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod control;
 pub mod exec;
 pub mod health;
 pub mod launch;

@@ -385,6 +385,9 @@ pub fn kill(store: &Store, input: &str, sig: i32) -> Result<Record> {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("cannot signal container {}", rec.name));
     }
+    if ENDING.contains(&sig) {
+        super::control::thaw_after_signal(&rec.id);
+    }
     Ok(rec)
 }
 
@@ -408,10 +411,11 @@ pub fn stop(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
     // restarting meanwhile; from now on it sees the request before any new run.
     let rec = container::find(store, &rec.id)?;
     match rec.live_pid() {
-        // SAFETY: kill with plain integers; pid and its start time were just checked.
-        Some(pid) => unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        },
+        Some(pid) => {
+            // SAFETY: kill with plain integers; pid and its start time were just checked.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            super::control::thaw_after_signal(&rec.id);
+        }
         None => end_restart_wait(&rec),
     }
     if !wait_stopped(store, &rec.id, timeout) {
@@ -459,6 +463,7 @@ fn remove_container(store: &Store, input: &str, force: bool) -> Result<Record> {
         if let Some(pid) = rec.live_pid() {
             // SAFETY: kill with plain integers; pid and its start time were just checked.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+            super::control::thaw_after_signal(&rec.id);
         } else {
             end_restart_wait(&rec);
         }
@@ -549,6 +554,7 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "Running": running || restarting,
             "Restarting": restarting,
             "Pid": if running { r.pid.unwrap_or(0) } else { 0 },
+            "Paused": super::control::is_paused(&r),
             "ExitCode": r.exit_code.unwrap_or(0),
             "OOMKilled": r.oom_killed,
             "StartedAt": r.started_at.map(rfc3339),

@@ -81,6 +81,22 @@ pub struct Stats {
     pub oom_killed: bool,
 }
 
+/// Live usage of a running container's cgroup, for `wharf stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use minus the inactive page cache (docker's "MEM USAGE").
+    pub memory: u64,
+    /// The memory limit; None when unlimited (the CLI shows the host's memory).
+    pub memory_limit: Option<u64>,
+    /// Bytes read from and written to block devices.
+    pub block_read: u64,
+    pub block_write: u64,
+    /// Processes (tasks) inside.
+    pub pids: u64,
+}
+
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -124,6 +140,56 @@ pub trait ContainerCgroup {
     fn allow_all_devices(&self) -> Result<()> {
         Ok(())
     }
+    /// Freezes (`pause`) or thaws (`unpause`) every process inside; returns once the kernel
+    /// reports the new state (v1 `freezer.state`, v2 `cgroup.events` frozen).
+    fn set_frozen(&self, frozen: bool) -> Result<()>;
+    /// Whether the cgroup is frozen (or freezing).
+    fn is_frozen(&self) -> bool;
+    /// Live usage (`stats`).
+    fn usage(&self) -> Usage;
+    /// Writes `limits` to the live cgroup (`update`), with the same writers as `create`.
+    fn update(&self, limits: &Limits) -> Result<()>;
+    /// Every process inside, child cgroups included (`top`).
+    fn procs(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        if let Some(dir) = self.paths().first() {
+            procs_below(dir, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Pids in `dir`'s `cgroup.procs` and in those of the cgroups below it.
+fn procs_below(dir: &Path, out: &mut Vec<i32>) {
+    out.extend(read_procs(dir));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                procs_below(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// Polls `done` every 200 µs for up to 2 s; an error naming `what` when it never holds.
+fn await_state(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        if done() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    anyhow::bail!("the kernel did not {what} the container's processes within 2 s")
+}
+
+/// Memory in use as docker counts it: usage minus the inactive file cache of `stat_file`.
+fn memory_usage(usage: Option<u64>, stat_file: &Path, inactive_key: &str) -> u64 {
+    let usage = usage.unwrap_or(0);
+    let inactive = read_key(stat_file, inactive_key).unwrap_or(0);
+    usage.saturating_sub(inactive)
 }
 
 /// The devices a container may use, as docker and runc allow them by default: `(type, major,
@@ -173,6 +239,22 @@ pub fn detect() -> Version {
         Layout::V1(_) => Version::V1,
         Layout::V2(_) => Version::V2,
     }
+}
+
+/// Writes `limits` to the live cgroup of container `id` (`wharf update`), validated by the
+/// same rules as [`create`]'s. A missing cgroup is no error: nothing runs to limit.
+pub fn update(id: &str, limits: &Limits) -> Result<()> {
+    check_id(id)?;
+    Plan::from_limits(limits)?;
+    match open(id) {
+        Some(cg) => cg.update(limits),
+        None => Ok(()),
+    }
+}
+
+/// Whether the cgroup of container `id` is frozen (`wharf pause`). One file read.
+pub fn is_frozen(id: &str) -> bool {
+    open(id).is_some_and(|cg| cg.is_frozen())
 }
 
 /// Makes the cgroup `wharf/<id>` and applies `limits`. On error nothing is left behind.
@@ -287,6 +369,12 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// Checks `limits` by `create`'s rules without touching a cgroup (`update` of a
+    /// container that is not running).
+    pub(crate) fn check(limits: &Limits) -> Result<()> {
+        Plan::from_limits(limits).map(|_| ())
+    }
+
     /// The first limit this plan sets whose controller `has` says is missing, as
     /// `(controller, flag)`: a limit the host cannot enforce is refused, never skipped.
     pub(crate) fn missing_controller(
