@@ -64,6 +64,9 @@ pub enum ContainerCommands {
     Ls(super::ps::PsArgs),
     /// Remove stopped containers
     Prune(super::system::PruneArgs),
+    /// Changes to a container's files: A added, C changed, D deleted (`wharf diff` is the
+    /// manifest diff)
+    Diff(super::files::DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -481,6 +484,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Ps(a) | Commands::Container(ContainerCommands::Ls(a)) => super::ps::run(ctx, a),
         Commands::Container(ContainerCommands::Prune(a)) => super::system::container_prune(ctx, &a),
+        Commands::Container(ContainerCommands::Diff(a)) => super::files::diff(ctx, &a),
         Commands::Logs(a) => {
             let store = ctx.store()?;
             container::reconcile(&store)?;

@@ -9,6 +9,7 @@
 mod apply;
 mod container;
 mod docs;
+mod files;
 mod image;
 pub mod output;
 mod ps;
@@ -74,6 +75,8 @@ pub enum Command {
     #[command(flatten)]
     Verbs(verbs::Commands),
     #[command(flatten)]
+    Files(files::Commands),
+    #[command(flatten)]
     Docs(docs::Commands),
 }
 
@@ -114,6 +117,7 @@ pub fn main() -> i32 {
         Command::Apply(cmd) => apply::run(&ctx, cmd),
         Command::Watch(cmd) => watch::run(&ctx, cmd),
         Command::Verbs(cmd) => verbs::run(&ctx, cmd),
+        Command::Files(cmd) => files::run(&ctx, cmd),
         Command::Docs(cmd) => docs::run(cmd),
     };
     match result {

@@ -48,7 +48,17 @@ pub struct UnpackStats {
 
 /// Unpacks the archive read from `reader` into `dest`, an existing empty directory.
 pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats> {
-    let mut u = Unpacker::new(dest)?;
+    unpack_with(reader, Unpacker::new(dest)?)
+}
+
+/// [`unpack`] into the directory `dest` is a descriptor of (`wharf cp` into a container:
+/// the directory was itself resolved inside the container's root). Existing entries of the
+/// same names are replaced; nothing is created outside `dest`.
+pub fn unpack_into<R: Read>(reader: R, dest: OwnedFd) -> Result<UnpackStats> {
+    unpack_with(reader, Unpacker::from_fd(dest))
+}
+
+fn unpack_with<R: Read>(reader: R, mut u: Unpacker) -> Result<UnpackStats> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().context("cannot read the tar stream")?;
     for entry in entries {
@@ -164,7 +174,11 @@ impl Unpacker {
             Mode::empty(),
         )
         .with_context(|| format!("cannot open {}", dest.display()))?;
-        Ok(Unpacker {
+        Ok(Unpacker::from_fd(root))
+    }
+
+    fn from_fd(root: OwnedFd) -> Self {
+        Unpacker {
             root,
             cached: None,
             dir_times: Vec::new(),
@@ -172,7 +186,7 @@ impl Unpacker {
             stats: UnpackStats::default(),
             euid: Uid::effective().as_raw(),
             egid: Gid::effective().as_raw(),
-        })
+        }
     }
 
     /// Opens (creating as needed, mode 0755) the directory `parts`, resolved inside the root.

@@ -32,6 +32,22 @@ pub struct Launched {
     pub cgroup: Option<Box<dyn ContainerCgroup>>,
 }
 
+/// overlay's `lowerdir=` value for `dirs` (top first): `:`-separated, each checked.
+pub(crate) fn lowerdir(dirs: &[PathBuf]) -> Result<String> {
+    let mut lower = String::new();
+    for (i, l) in dirs.iter().enumerate() {
+        let s = l.to_str().context("a layer path is not UTF-8")?;
+        if s.contains([',', ':']) {
+            anyhow::bail!("the layer path {s} holds a ',' or ':', which overlay cannot take");
+        }
+        if i > 0 {
+            lower.push(':');
+        }
+        lower.push_str(s);
+    }
+    Ok(lower)
+}
+
 fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
@@ -97,17 +113,7 @@ pub fn launch(
             "re-import the image",
         ));
     }
-    let mut lower = String::new();
-    for (i, l) in layers.iter().enumerate() {
-        let s = l.to_str().context("a layer path is not UTF-8")?;
-        if s.contains([',', ':']) {
-            anyhow::bail!("the layer path {s} holds a ',' or ':', which overlay cannot take");
-        }
-        if i > 0 {
-            lower.push(':');
-        }
-        lower.push_str(s);
-    }
+    let lower = lowerdir(&layers)?;
     for p in [&upper, &work] {
         if p.to_str().is_none_or(|s| s.contains([',', ':'])) {
             anyhow::bail!(

@@ -20,5 +20,6 @@ pub mod logs;
 pub mod monitor;
 pub mod ops;
 pub mod restart;
+pub mod rootfs;
 pub mod spec;
 pub mod sys;
