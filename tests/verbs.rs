@@ -271,3 +271,103 @@ fn update_writes_the_cgroup_and_the_record() {
             .filter(|s| s.trim() == "7")
     });
 }
+
+#[test]
+fn events_come_from_the_journal_and_follow_new_runs() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["evented", "followed"]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 1;
+    let out = env.run(&["run", "--name", "evented", "bb:1", "sh", "-c", "exit 4"]);
+    assert_eq!(code(&out), 4);
+    let since = before.to_string();
+    let until = (before + 3600).to_string();
+    let out = env.ok(&["events", "--since", &since, "--until", &until]);
+    let lines: Vec<&str> = out.lines().collect();
+    let pos = |action: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(&format!("container {action} ")) && l.contains("name=evented"))
+            .unwrap_or_else(|| panic!("a {action} event in {out}"))
+    };
+    assert!(
+        pos("create") < pos("start") && pos("start") < pos("die"),
+        "{out}"
+    );
+    assert!(lines[pos("die")].contains("exitCode=4"), "{out}");
+    let only = env.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "-f",
+        "event=die",
+    ]);
+    assert_eq!(only.lines().count(), 1, "{only}");
+    let v = json(
+        env.ok(&[
+            "--format",
+            "json",
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "-f",
+            "event=start",
+        ])
+        .trim(),
+    );
+    assert_eq!(v["Action"], "start");
+    assert_eq!(v["Actor"]["Attributes"]["name"], "evented");
+    assert!(env.fails(&["events", "-f", "bogus=1"]).contains("hint:"));
+
+    // Following: a run started after `events` printed the past shows up, live.
+    env.ok(&["create", "--name", "followed", "bb:1", "true"]);
+    let mut follower = env
+        .wharf()
+        .args(["events", "--since", &since, "-f", "container=followed"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn events");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("no {what} event: {e}"))
+    };
+    let first = next("create");
+    assert!(
+        first.contains("container create ") && first.contains("name=followed"),
+        "{first}"
+    );
+    // `events` has printed the past and now follows: the run comes after.
+    env.ok(&["start", "-a", "followed"]);
+    let start = next("start");
+    assert!(start.contains("container start "), "{start}");
+    let die = next("die");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        die.contains("container die ") && die.contains("exitCode=0"),
+        "{die}"
+    );
+    assert!(
+        !die.contains("evented") && !start.contains("evented"),
+        "the filter holds"
+    );
+}

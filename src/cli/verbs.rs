@@ -32,6 +32,22 @@ pub enum Commands {
     Stats(StatsArgs),
     /// Update the limits or restart policy of containers (running ones at once)
     Update(UpdateArgs),
+    /// Show events from the journal (container create/start/oom/die, applies), then follow
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Show events since this time (10m, 2h, an RFC 3339 time, or Unix seconds)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Stop at this time instead of following (same forms as --since)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// container=NAME|ID, event=start|die|oom|create|finish, type=container|apply,
+    /// image=REF, project=NAME
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +164,35 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Stats(a) => stats(ctx, &store, &a),
         Commands::Update(a) => update(&store, &a),
+        Commands::Events(a) => {
+            let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+                v.as_deref()
+                    .map(|s| {
+                        crate::util::parse_time_arg(s).map_err(|e| {
+                            anyhow::Error::new(
+                                user(format!("invalid --{flag}: {}", e.message)).hint(
+                                    e.hint.unwrap_or_else(|| "give a duration or a time".into()),
+                                ),
+                            )
+                        })
+                    })
+                    .transpose()
+            };
+            let (since, until) = (time("since", &a.since)?, time("until", &a.until)?);
+            let filters = crate::events::Filters::parse(&a.filter)?;
+            let json = ctx.json();
+            crate::events::stream(&store, since, until, &filters, |e| {
+                let mut out = std::io::stdout().lock();
+                if json {
+                    let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(out, "{}", e.line())?;
+                }
+                out.flush()
+            })?;
+            Ok(exit::OK)
+        }
     }
 }
 
