@@ -100,6 +100,21 @@ pub struct ContainerConfig {
     /// `--health-cmd` and friends, or the manifest's `health`: run by the monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<crate::runtime::health::HealthConfig>,
+    /// `--tmpfs`, `--mount type=tmpfs`: tmpfs mounts made at each start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<crate::runtime::spec::Tmpfs>,
+    /// `--shm-size` in bytes (None: 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: set on the init before exec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<crate::runtime::spec::Ulimit>,
+    /// The first signal of `stop` (`--stop-signal`, or the image's StopSignal): "SIGUSR1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` seconds: the grace of `stop` without `-t`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
 }
 
 /// A row of `containers`.

@@ -691,6 +691,7 @@ pub fn run_options(spec: &ContainerSpec) -> RunOptions {
         cap_drop: spec.cap_drop.clone(),
         limits: spec.cgroup_limits(),
         restart: spec.restart,
+        entrypoint: spec.entrypoint.clone(),
         // The manifest's checks validated it; a config that still fails gets no check
         // rather than an apply that cannot create the container.
         healthcheck: spec.health.as_ref().and_then(|h| {
@@ -735,11 +736,11 @@ fn create_from(
     labels.insert(PROJECT_LABEL.into(), project.into());
     labels.insert(SERVICE_LABEL.into(), name.into());
     let spec_json = spec.canonical_json();
-    // The runtime's options have no entrypoint, and the image is named by id when apply
-    // resolved it: both are written after the insert. The spec hash goes in with them, in one
-    // statement, so an apply killed in between leaves a container without a hash, which the
-    // next apply recreates, never one whose hash claims a config it does not have.
-    let fixup = spec.entrypoint.is_some() || image != spec.image;
+    // The image is named by id when apply resolved it: the reference is written after the
+    // insert. The spec hash goes in with it, in one statement, so an apply killed in between
+    // leaves a container without a hash, which the next apply recreates, never one whose
+    // hash claims a config it does not have. (The entrypoint is resolved by runtime::spec.)
+    let fixup = image != spec.image;
     let rec = ops::create_with(
         store,
         image,
@@ -753,27 +754,9 @@ fn create_from(
         },
     )?;
     if fixup {
-        let mut cfg = rec.config.clone();
-        // An entrypoint from the manifest replaces the image's (and, as with docker's
-        // --entrypoint, the image's Cmd).
-        if let Some(ep) = &spec.entrypoint {
-            cfg.args = ep
-                .iter()
-                .chain(spec.command.iter().flatten())
-                .cloned()
-                .collect();
-            if cfg.args.is_empty() {
-                let _ = container::remove(store, &rec);
-                return Err(user(format!(
-                    "container {name}: the entrypoint is empty and no command is given"
-                ))
-                .hint("give `entrypoint` a program, or add a `command`")
-                .into());
-            }
-        }
         store.db().execute(
-            "UPDATE containers SET config = ?2, image_ref = ?3, spec_hash = ?4 WHERE id = ?1",
-            params![rec.id, serde_json::to_string(&cfg)?, spec.image, spec_hash],
+            "UPDATE containers SET image_ref = ?2, spec_hash = ?3 WHERE id = ?1",
+            params![rec.id, spec.image, spec_hash],
         )?;
     }
     if !start {

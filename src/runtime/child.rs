@@ -46,6 +46,12 @@ pub struct ChildSpec {
     pub cgroup_join: Vec<RawFd>,
     /// The cgroup namespace to enter, when clone3 did not make one (see `launch`).
     pub cgroup_ns: Option<RawFd>,
+    /// tmpfs mounts: (destination, mount flags, data), after the volumes.
+    pub tmpfs: Vec<(String, libc::c_ulong, String)>,
+    /// Bytes of /dev/shm.
+    pub shm_size: u64,
+    /// (resource, soft, hard) set before exec (`RLIM_INFINITY` is u64::MAX).
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -264,7 +270,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         &fdpath(&t),
         Some("tmpfs"),
         nosuid_noexec_nodev,
-        Some("mode=1777,size=65536k"),
+        Some(&format!("mode=1777,size={}", spec.shm_size)),
     )
     .map_err(|e| err("cannot mount /dev/shm", e))?;
     let t = open_in(rfd, "/dev/mqueue", libc::O_PATH | libc::O_DIRECTORY)
@@ -318,6 +324,14 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         }
     }
 
+    for (dest, flags, data) in &spec.tmpfs {
+        let t = mkdirs(rfd, dest)
+            .map_err(|e| err(format!("cannot create the tmpfs mount point {dest}"), e))?;
+        let data = (!data.is_empty()).then_some(data.as_str());
+        sys::mount(Some("tmpfs"), &fdpath(&t), Some("tmpfs"), *flags, data)
+            .map_err(|e| err(format!("cannot mount the tmpfs at {dest}"), e))?;
+    }
+
     // The terminal, allocated inside so that ttyname() works: master goes to the parent.
     let slave = if spec.tty {
         let slave = open_pty(rfd, fd, winsize.as_ref())?;
@@ -353,6 +367,16 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     let ids = resolve_user(spec.user.as_deref())?;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
+    }
+    for &(res, soft, hard) in &spec.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit with a valid resource and a rlimit on the stack.
+        if unsafe { libc::setrlimit(res, &lim) } < 0 {
+            return Err(err("cannot set a --ulimit", io::Error::last_os_error()));
+        }
     }
     set_privileges(spec.caps, spec.privileged, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {

@@ -169,6 +169,20 @@ pub fn launch(
         stdio,
         cgroup_join: Vec::new(),
         cgroup_ns: None,
+        tmpfs: cfg
+            .tmpfs
+            .iter()
+            .map(|t| {
+                let (flags, data) = t.mount_args();
+                (t.destination.clone(), flags, data)
+            })
+            .collect(),
+        shm_size: cfg.shm_size.unwrap_or(64 << 20),
+        rlimits: cfg
+            .ulimits
+            .iter()
+            .filter_map(|u| u.resource().map(|r| (r, u.soft, u.hard)))
+            .collect(),
     };
 
     // The cgroup first, with its limits, so that the child is born in it or joins it

@@ -413,7 +413,7 @@ pub fn stop(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
     match rec.live_pid() {
         Some(pid) => {
             // SAFETY: kill with plain integers; pid and its start time were just checked.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            unsafe { libc::kill(pid, spec::stop_signal(&rec.config)) };
             super::control::thaw_after_signal(&rec.id);
         }
         None => end_restart_wait(&rec),

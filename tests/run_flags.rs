@@ -1,0 +1,310 @@
+//! docker's run/create flags, as root: --entrypoint, --env-file, --label-file, --cidfile,
+//! --tmpfs, --shm-size, --mount, --ulimit, --stop-signal (and the image's StopSignal) and
+//! --stop-timeout.
+
+mod common;
+
+use std::fs;
+
+use common::{Cleanup, busybox_tar, code, import_with, inspect, running_pid, s, setup, text};
+
+#[test]
+fn entrypoint_replaces_the_images_and_its_cmd() {
+    require_root!();
+    let env = setup();
+    import_with(
+        &env,
+        &[r#"ENTRYPOINT ["/bin/echo", "ep"]"#, r#"CMD ["cmd"]"#],
+        &busybox_tar(),
+        "ep:1",
+    );
+    assert_eq!(env.ok(&["run", "--rm", "ep:1"]), "ep cmd\n");
+    assert_eq!(env.ok(&["run", "--rm", "ep:1", "arg"]), "ep arg\n");
+    // --entrypoint drops the image's Cmd, as docker's does.
+    assert_eq!(
+        env.ok(&["run", "--rm", "--entrypoint", "/bin/echo", "ep:1"]),
+        "\n"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "--entrypoint", "/bin/echo", "ep:1", "x"]),
+        "x\n"
+    );
+    // "" means none: the command alone.
+    assert_eq!(
+        env.ok(&["run", "--rm", "--entrypoint", "", "ep:1", "echo", "y"]),
+        "y\n"
+    );
+    let out = env.run(&["run", "--rm", "--entrypoint", "", "ep:1"]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        text(&out.stderr).contains("entrypoint is empty"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(env.ok(&["ps", "-aq"]).is_empty(), "nothing left behind");
+}
+
+#[test]
+fn env_and_label_files_in_dockers_format() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["filed"]);
+    let ef = env.dir.path().join("app.env");
+    fs::write(
+        &ef,
+        "# comment\nA=1\n\nB=\"quoted\"\nFROM_HOST\nC=from-file\n",
+    )
+    .expect("write");
+    let lf = env.dir.path().join("labels");
+    fs::write(&lf, "tier=front\nbare\n").expect("write");
+    let out = env
+        .wharf()
+        .env("FROM_HOST", "host-value")
+        .args([
+            "run",
+            "--name",
+            "filed",
+            "--env-file",
+            s(&ef),
+            "-e",
+            "C=flag",
+            "--label-file",
+            s(&lf),
+            "-l",
+            "tier=back",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo $A $B $FROM_HOST $C",
+        ])
+        .output()
+        .expect("wharf");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1 \"quoted\" host-value flag\n");
+    let labels = inspect(&env, "filed")["Labels"].clone();
+    assert_eq!(labels["tier"], "back", "--label wins over the file");
+    assert_eq!(labels["bare"], "");
+    fs::write(&ef, "GOOD=1\nBAD KEY=2\n").expect("write");
+    let out = env.run(&["run", "--rm", "--env-file", s(&ef), "bb:1", "true"]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        text(&out.stderr).contains("app.env:2"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn cidfile_gets_the_id_and_an_existing_one_is_refused() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["cid"]);
+    let f = env.dir.path().join("cid");
+    let id = env.ok(&[
+        "create",
+        "--name",
+        "cid",
+        "--cidfile",
+        s(&f),
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(fs::read_to_string(&f).expect("cidfile"), id.trim());
+    let out = env.run(&["run", "--rm", "--cidfile", s(&f), "bb:1", "true"]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        text(&out.stderr).contains("exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        env.ok(&["ps", "-aq"]).lines().count(),
+        1,
+        "nothing new was created"
+    );
+}
+
+#[test]
+fn tmpfs_shm_size_and_mount() {
+    require_root!();
+    let env = setup();
+    let host = env.dir.path().join("shared");
+    fs::create_dir(&host).expect("mkdir");
+    fs::write(host.join("f"), "host file\n").expect("write");
+    let bind = format!("type=bind,source={},target=/srv,readonly", s(&host));
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/scratch:size=1m,mode=1770",
+        "--shm-size",
+        "8m",
+        "--mount",
+        &bind,
+        "--mount",
+        "type=tmpfs,target=/t2,tmpfs-size=2m",
+        "--mount",
+        "type=volume,source=vol,target=/data",
+        "bb:1",
+        "sh",
+        "-c",
+        "grep -E ' /(scratch|t2|dev/shm) ' /proc/mounts; stat -c %a /scratch; cat /srv/f; \
+         touch /srv/x 2>/dev/null || echo ro; echo v > /data/v",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    let line = |p: &str| {
+        *lines
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(p))
+            .unwrap_or_else(|| panic!("{p} mounted: {out}"))
+    };
+    assert!(line("/scratch").contains("size=1024k"), "{out}");
+    assert!(
+        line("/scratch").contains("noexec"),
+        "docker's default noexec: {out}"
+    );
+    assert!(line("/t2").contains("size=2048k"), "{out}");
+    assert!(line("/dev/shm").contains("size=8192k"), "{out}");
+    assert!(out.contains("\n1770\n"), "{out}");
+    assert!(out.contains("host file\nro\n"), "{out}");
+    assert_eq!(
+        fs::read_to_string(env.root.join("volumes/vol/_data/v")).expect("volume"),
+        "v\n"
+    );
+    for bad in [
+        &["--tmpfs", "relative"][..],
+        &["--tmpfs", "/x:bogus=1"],
+        &["--mount", "type=bind,source=rel,target=/x"],
+        &["--mount", "type=nfs,target=/x"],
+        &["--mount", "type=tmpfs,source=a,target=/x"],
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(bad);
+        args.extend_from_slice(&["bb:1", "true"]);
+        let out = env.run(&args);
+        assert_eq!(code(&out), 125, "{bad:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("hint:"), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn ulimits_apply_and_never_exceed_the_hard_limit() {
+    require_root!();
+    let env = setup();
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=256:512",
+        "--ulimit",
+        "core=0",
+        "bb:1",
+        "sh",
+        "-c",
+        "ulimit -Sn; ulimit -Hn; ulimit -c",
+    ]);
+    assert_eq!(out, "256\n512\n0\n");
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    if hard != u64::MAX {
+        let over = format!("nofile={}:{}", hard, hard + 1);
+        let out = env.run(&["run", "--rm", "--ulimit", &over, "bb:1", "true"]);
+        assert_eq!(code(&out), 125);
+        assert!(
+            text(&out.stderr).contains("above wharf's own"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    for bad in ["nofile=2:1", "bogus=1", "nofile=x"] {
+        let out = env.run(&["run", "--rm", "--ulimit", bad, "bb:1", "true"]);
+        assert_eq!(code(&out), 125, "{bad}");
+    }
+}
+
+#[test]
+fn stop_signal_and_timeout() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["usr1", "img-sig", "slow"]);
+    // The trap answers USR1 only: a stop with TERM would have to wait for the KILL.
+    let script = "trap 'exit 42' USR1; while :; do sleep 0.1; done";
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "USR1",
+        "bb:1",
+        "sh",
+        "-c",
+        script,
+    ]);
+    running_pid(&env, "usr1");
+    env.ok(&["stop", "-t", "30", "usr1"]);
+    assert_eq!(inspect(&env, "usr1")["State"]["ExitCode"], 42);
+    assert_eq!(inspect(&env, "usr1")["Config"]["stop_signal"], "SIGUSR1");
+    // The image's StopSignal, when no flag is given.
+    import_with(&env, &["STOPSIGNAL SIGUSR1"], &busybox_tar(), "sig:1");
+    env.ok(&[
+        "run", "-d", "--name", "img-sig", "sig:1", "sh", "-c", script,
+    ]);
+    running_pid(&env, "img-sig");
+    env.ok(&["stop", "-t", "30", "img-sig"]);
+    assert_eq!(inspect(&env, "img-sig")["State"]["ExitCode"], 42);
+    // --stop-timeout: stop without -t kills after it (TERM is ignored by this init).
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--stop-timeout",
+        "1",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.1; done",
+    ]);
+    running_pid(&env, "slow");
+    env.ok(&["stop", "slow"]);
+    assert_eq!(inspect(&env, "slow")["State"]["ExitCode"], 137);
+    assert_eq!(inspect(&env, "slow")["Config"]["stop_timeout"], 1);
+    let out = env.run(&["run", "--rm", "--stop-signal", "NOPE", "bb:1", "true"]);
+    assert_eq!(code(&out), 125);
+}
+
+#[test]
+fn a_manifest_entrypoint_goes_through_the_same_resolution() {
+    require_root!();
+    let env = setup();
+    let dir = env.dir.path().join("proj");
+    fs::create_dir(&dir).expect("mkdir");
+    let m = dir.join("ep.toml");
+    fs::write(
+        &m,
+        format!(
+            "[images.bb]\nsource = {:?}\ntag = \"epbb:1\"\ncmd = [\"image-cmd\"]\n\n\
+             [containers.epc]\nimage = \"epbb:1\"\nentrypoint = [\"/bin/echo\", \"from-ep\"]\n\
+             state = \"stopped\"\n\n\
+             [containers.bare]\nimage = \"epbb:1\"\nentrypoint = [\"/bin/echo\"]\n\
+             command = [\"x\"]\nstate = \"stopped\"\n",
+            s(&busybox_tar())
+        ),
+    )
+    .expect("write");
+    env.ok(&["apply", "-f", s(&m)]);
+    let c = inspect(&env, "epc");
+    assert_eq!(c["Path"], "/bin/echo");
+    assert_eq!(
+        c["Args"],
+        serde_json::json!(["from-ep"]),
+        "the image's Cmd is dropped"
+    );
+    let b = inspect(&env, "bare");
+    assert_eq!(b["Args"], serde_json::json!(["x"]));
+    // Converged: a second apply changes nothing (the spec hash was recorded).
+    let out = env.ok(&["apply", "-f", s(&m)]);
+    assert!(out.contains("No changes"), "{out}");
+    env.ok(&["down", "-f", s(&m)]);
+}
