@@ -371,3 +371,23 @@ fn events_come_from_the_journal_and_follow_new_runs() {
         "the filter holds"
     );
 }
+
+#[test]
+fn history_keeps_one_row_per_run_for_a_multi_line_command() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["multi"]);
+    env.ok(&[
+        "run",
+        "--name",
+        "multi",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo a\necho b",
+    ]);
+    let out = env.ok(&["history", "multi", "--no-trunc"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one row: {out}");
+    assert!(lines[1].contains(r#""sh -c echo a\necho b""#), "{out}");
+}
