@@ -115,6 +115,9 @@ pub struct ContainerConfig {
     /// `--stop-timeout` seconds: the grace of `stop` without `-t`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// `--init`: PID 1 is wharf's reaper, the command its child (`child::reaper`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 /// A row of `containers`.

@@ -228,7 +228,7 @@ fn stop_signal_and_timeout() {
     let env = setup();
     let _c = Cleanup::new(&env, &["usr1", "img-sig", "slow"]);
     // The trap answers USR1 only: a stop with TERM would have to wait for the KILL.
-    let script = "trap 'exit 42' USR1; while :; do sleep 0.1; done";
+    let script = "trap 'exit 42' USR1; touch /ready; while :; do sleep 0.1; done";
     env.ok(&[
         "run",
         "-d",
@@ -241,7 +241,7 @@ fn stop_signal_and_timeout() {
         "-c",
         script,
     ]);
-    running_pid(&env, "usr1");
+    common::await_ready(&env, "usr1");
     env.ok(&["stop", "-t", "30", "usr1"]);
     assert_eq!(inspect(&env, "usr1")["State"]["ExitCode"], 42);
     assert_eq!(inspect(&env, "usr1")["Config"]["stop_signal"], "SIGUSR1");
@@ -250,7 +250,7 @@ fn stop_signal_and_timeout() {
     env.ok(&[
         "run", "-d", "--name", "img-sig", "sig:1", "sh", "-c", script,
     ]);
-    running_pid(&env, "img-sig");
+    common::await_ready(&env, "img-sig");
     env.ok(&["stop", "-t", "30", "img-sig"]);
     assert_eq!(inspect(&env, "img-sig")["State"]["ExitCode"], 42);
     // --stop-timeout: stop without -t kills after it (TERM is ignored by this init).
@@ -307,4 +307,43 @@ fn a_manifest_entrypoint_goes_through_the_same_resolution() {
     let out = env.ok(&["apply", "-f", s(&m)]);
     assert!(out.contains("No changes"), "{out}");
     env.ok(&["down", "-f", s(&m)]);
+}
+
+#[test]
+fn init_reaps_orphans_and_forwards_signals() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["inited"]);
+    // The command is PID 2 under the reaper; an orphan is reaped, not left a zombie.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo $$; (sleep 0.2 &); sleep 1; ps -o pid,stat,comm | grep -c ' Z ' || true",
+    ]);
+    assert_eq!(out, "2\n0\n", "PID 2, no zombie");
+    // A signal to the container reaches the command through PID 1.
+    env.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "inited",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap 'exit 3' TERM; touch /ready; while :; do sleep 0.1; done",
+    ]);
+    common::await_ready(&env, "inited");
+    env.ok(&["stop", "-t", "30", "inited"]);
+    assert_eq!(inspect(&env, "inited")["State"]["ExitCode"], 3);
+    assert_eq!(inspect(&env, "inited")["Config"]["init"], true);
+    // The command's exit code is the container's, 128+N after a signal.
+    let out = env.run(&["run", "--rm", "--init", "bb:1", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(code(&out), 137, "{}", text(&out.stderr));
+    let out = env.run(&["run", "--rm", "--init", "bb:1", "/no/such"]);
+    assert_eq!(code(&out), 127, "{}", text(&out.stderr));
 }

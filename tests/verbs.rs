@@ -14,10 +14,10 @@ fn sleeper(env: &Env, name: &str, extra: &[&str]) -> String {
         "bb:1",
         "sh",
         "-c",
-        "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        "trap 'exit 0' TERM; touch /ready; while :; do sleep 0.1; done",
     ]);
     let id = env.ok(&args).trim().to_string();
-    running_pid(env, name);
+    common::await_ready(env, name);
     id
 }
 

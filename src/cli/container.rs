@@ -192,6 +192,9 @@ pub struct CreateArgs {
     /// Seconds `stop` waits before SIGKILL when not given -t (default 10)
     #[arg(long, value_name = "SECS")]
     stop_timeout: Option<u64>,
+    /// Run a reaper as PID 1 that forwards signals and reaps zombies (the command is PID 2)
+    #[arg(long)]
+    init: bool,
     /// The image: name[:tag], or an id
     image: String,
     /// The command and its arguments (default: the image's)
@@ -422,6 +425,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
             .collect::<Result<Vec<_>>>()?,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        init: a.init,
         command: a.command.clone(),
         env,
         working_dir: a.workdir.clone(),

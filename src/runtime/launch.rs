@@ -183,6 +183,7 @@ pub fn launch(
             .iter()
             .filter_map(|u| u.resource().map(|r| (r, u.soft, u.hard)))
             .collect(),
+        init: cfg.init,
     };
 
     // The cgroup first, with its limits, so that the child is born in it or joins it

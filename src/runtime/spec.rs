@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub stop_signal: Option<String>,
     /// `--stop-timeout` seconds (else 10): `stop` without `-t` waits this long.
     pub stop_timeout: Option<u64>,
+    /// `--init`: a reaper as PID 1 that forwards signals.
+    pub init: bool,
 }
 
 /// A tmpfs mounted in the container (`--tmpfs`, `--mount type=tmpfs`).
@@ -499,6 +501,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
             }
         },
         stop_timeout: opts.stop_timeout,
+        init: opts.init,
     })
 }
 
