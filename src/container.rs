@@ -118,6 +118,9 @@ pub struct ContainerConfig {
     /// `--init`: PID 1 is wharf's reaper, the command its child (`child::reaper`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// `--device`: host nodes bind-mounted in, allowed by the devices cgroup / BPF filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::runtime::spec::Device>,
 }
 
 /// A row of `containers`.

@@ -347,3 +347,59 @@ fn init_reaps_orphans_and_forwards_signals() {
     let out = env.run(&["run", "--rm", "--init", "bb:1", "/no/such"]);
     assert_eq!(code(&out), 127, "{}", text(&out.stderr));
 }
+
+#[test]
+fn device_is_mounted_and_allowed_with_its_permissions() {
+    require_root!();
+    let env = setup();
+    // A node of loop-control (10:237), outside docker's default list: opening it does
+    // nothing (only its ioctls act, and none is made).
+    let node = env.dir.path().join("loop-control-node");
+    let st = std::process::Command::new("mknod")
+        .arg(&node)
+        .args(["c", "10", "237"])
+        .status()
+        .expect("mknod");
+    assert!(st.success());
+    let dev = format!("{}:/dev/mydev:r", s(&node));
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--device",
+        &dev,
+        "bb:1",
+        "sh",
+        "-c",
+        "ls -l /dev/mydev | cut -c1; (exec 3</dev/mydev) && echo read-ok; \
+         (exec 3>/dev/mydev) 2>/dev/null || echo write-denied",
+    ]);
+    assert_eq!(out, "c\nread-ok\nwrite-denied\n");
+    // Without --device the same numbers stay closed, even for a node made inside.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "mknod /tmp/k c 1 11 && ((exec 3</tmp/k) 2>/dev/null && echo opened || echo denied)",
+    ]);
+    assert_eq!(out, "denied\n");
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "--device",
+        s(&env.dir.path().join("nope")),
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(code(&out), 125);
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "--device",
+        &format!("{}:/dev/x:rwz", s(&node)),
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(code(&out), 125);
+}

@@ -195,6 +195,9 @@ pub struct CreateArgs {
     /// Run a reaper as PID 1 that forwards signals and reaps zombies (the command is PID 2)
     #[arg(long)]
     init: bool,
+    /// Give the container a host device: /dev/HOST[:/dev/IN_CONTAINER][:rwm]
+    #[arg(long, value_name = "DEVICE")]
+    device: Vec<String>,
     /// The image: name[:tag], or an id
     image: String,
     /// The command and its arguments (default: the image's)
@@ -426,6 +429,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
         init: a.init,
+        devices: a.device.clone(),
         command: a.command.clone(),
         env,
         working_dir: a.workdir.clone(),

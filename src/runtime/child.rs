@@ -54,6 +54,8 @@ pub struct ChildSpec {
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     /// `--init`: stay PID 1 as a reaper and run the command as its child ([`reaper`]).
     pub init: bool,
+    /// `--device`: (host node, path in the container), bind-mounted after /dev is made.
+    pub devices: Vec<(PathBuf, String)>,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -255,6 +257,12 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     let dev = open_in(rfd, "/dev", libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| err("cannot open /dev", e))?;
     make_dev(dev.as_raw_fd()).map_err(|e| err("cannot populate /dev", e))?;
+    for (host, dest) in &spec.devices {
+        let t =
+            mkfile(rfd, dest).map_err(|e| err(format!("cannot create the device {dest}"), e))?;
+        bind(host, &fdpath(&t), false)
+            .map_err(|e| err(format!("cannot mount the device {dest}"), e))?;
+    }
     let t = open_in(rfd, "/dev/pts", libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| err("cannot open /dev/pts", e))?;
     sys::mount(

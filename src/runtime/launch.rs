@@ -184,11 +184,20 @@ pub fn launch(
             .filter_map(|u| u.resource().map(|r| (r, u.soft, u.hard)))
             .collect(),
         init: cfg.init,
+        devices: cfg
+            .devices
+            .iter()
+            .map(|d| (PathBuf::from(&d.host_path), d.path.clone()))
+            .collect(),
     };
 
     // The cgroup first, with its limits, so that the child is born in it or joins it
     // itself (see `cgroup::Entry`): no migration by the parent, no RCU grace period.
-    let cg = match cgroup::create(&rec.id, &cfg.limits) {
+    let cg = match cgroup::create_with_devices(
+        &rec.id,
+        &cfg.limits,
+        &cfg.devices.iter().map(|d| d.rule()).collect::<Vec<_>>(),
+    ) {
         Ok(cg) => cg,
         Err(e) => {
             // Limits the user gave are named in `e` when they are the cause.

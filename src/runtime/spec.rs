@@ -67,6 +67,81 @@ pub struct RunOptions {
     pub stop_timeout: Option<u64>,
     /// `--init`: a reaper as PID 1 that forwards signals.
     pub init: bool,
+    /// `--device HOST[:CONTAINER][:PERMS]`.
+    pub devices: Vec<String>,
+}
+
+/// A host device given to the container (`--device`): its node is bind-mounted at `path`
+/// and the devices cgroup (v1) or BPF filter (v2) allows its numbers with `access`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Device {
+    #[serde(rename = "PathOnHost")]
+    pub host_path: String,
+    #[serde(rename = "PathInContainer")]
+    pub path: String,
+    #[serde(rename = "CgroupPermissions")]
+    pub access: String,
+    /// 'c' or 'b', and the numbers, read from the host node at create.
+    pub kind: char,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Device {
+    pub fn rule(&self) -> crate::runtime::cgroup::DeviceRule {
+        crate::runtime::cgroup::DeviceRule {
+            kind: self.kind,
+            major: self.major,
+            minor: self.minor,
+            access: self.access.clone(),
+        }
+    }
+}
+
+/// `--device /dev/HOST[:/dev/CONTAINER][:rwm]` (docker's syntax); the host path must be a
+/// character or block device.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let bad = |why: String| {
+        runtime_error(
+            format!("invalid --device {spec:?}: {why}"),
+            "write --device /dev/HOST[:/dev/IN_CONTAINER][:PERMS], PERMS some of r, w, m",
+        )
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let perms_ok = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let (host, path, access) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if perms_ok(p) && !p.starts_with('/') => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(bad("expected HOST[:CONTAINER][:PERMS]".into())),
+    };
+    if !perms_ok(access) {
+        return Err(bad(format!(
+            "permissions {access:?} are not some of r, w, m"
+        )));
+    }
+    if !host.starts_with('/') || !path.starts_with('/') || path == "/" {
+        return Err(bad("the paths must be absolute".into()));
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(host).map_err(|e| bad(format!("{host}: {e}")))?;
+    let kind = if meta.file_type().is_char_device() {
+        'c'
+    } else if meta.file_type().is_block_device() {
+        'b'
+    } else {
+        return Err(bad(format!("{host} is not a device node")));
+    };
+    let rdev = meta.rdev();
+    Ok(Device {
+        host_path: host.to_string(),
+        path: path.to_string(),
+        access: access.to_string(),
+        kind,
+        major: libc::major(rdev),
+        minor: libc::minor(rdev),
+    })
 }
 
 /// A tmpfs mounted in the container (`--tmpfs`, `--mount type=tmpfs`).
@@ -502,6 +577,11 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         },
         stop_timeout: opts.stop_timeout,
         init: opts.init,
+        devices: opts
+            .devices
+            .iter()
+            .map(|d| parse_device(d))
+            .collect::<Result<Vec<_>>>()?,
     })
 }
 

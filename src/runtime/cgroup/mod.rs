@@ -257,10 +257,31 @@ pub fn is_frozen(id: &str) -> bool {
     open(id).is_some_and(|cg| cg.is_frozen())
 }
 
+/// A device a container may use besides [`DEFAULT_DEVICES`] (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRule {
+    /// 'c' or 'b'.
+    pub kind: char,
+    pub major: u32,
+    pub minor: u32,
+    /// Some of "rwm".
+    pub access: String,
+}
+
 /// Makes the cgroup `wharf/<id>` and applies `limits`. On error nothing is left behind.
 pub fn create(id: &str, limits: &Limits) -> Result<Box<dyn ContainerCgroup>> {
+    create_with_devices(id, limits, &[])
+}
+
+/// [`create`], allowing `devices` too (v1 `devices.allow`, v2 the BPF filter's rules).
+pub fn create_with_devices(
+    id: &str,
+    limits: &Limits,
+    devices: &[DeviceRule],
+) -> Result<Box<dyn ContainerCgroup>> {
     check_id(id)?;
-    let plan = Plan::from_limits(limits)?;
+    let mut plan = Plan::from_limits(limits)?;
+    plan.devices = devices.to_vec();
     match layout() {
         Layout::V1(h) => Ok(Box::new(h.create(id, &plan)?)),
         Layout::V2(r) => Ok(Box::new(r.create(id, &plan)?)),
@@ -366,9 +387,19 @@ pub(crate) struct Plan {
     /// `None` inside: no limit ("max").
     pub pids: Option<Option<u64>>,
     pub cpuset_cpus: Option<String>,
+    /// Devices allowed besides the defaults.
+    pub devices: Vec<DeviceRule>,
 }
 
 impl Plan {
+    /// The extra device rules in the default rules' shape.
+    pub(crate) fn device_rules(&self) -> Vec<(char, Option<u32>, Option<u32>, &str)> {
+        self.devices
+            .iter()
+            .map(|d| (d.kind, Some(d.major), Some(d.minor), d.access.as_str()))
+            .collect()
+    }
+
     /// Checks `limits` by `create`'s rules without touching a cgroup (`update` of a
     /// container that is not running).
     pub(crate) fn check(limits: &Limits) -> Result<()> {

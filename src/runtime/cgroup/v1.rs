@@ -203,7 +203,8 @@ impl V1Cgroup {
                 .write(true)
                 .open(&p)
                 .with_context(|| format!("cannot open {}", p.display()))?;
-            for rule in super::DEFAULT_DEVICES {
+            let extra = plan.device_rules();
+            for rule in super::DEFAULT_DEVICES.iter().chain(extra.iter()) {
                 let rule = super::device_rule(rule);
                 f.write_all(rule.as_bytes())
                     .with_context(|| format!("cannot write {rule:?} to {}", p.display()))?;

@@ -106,7 +106,7 @@ impl Root {
         let mut cg = self.cgroup(id);
         mkdir(&cg.dir)?;
         let setup = cg.apply(&parent, plan).and_then(|()| {
-            super::bpf::attach_default(&cg.dir).map_err(|e| {
+            super::bpf::attach_with(&cg.dir, &plan.device_rules()).map_err(|e| {
                 e.context(
                     "cannot restrict the container's devices; the kernel needs \
                      CONFIG_CGROUP_BPF, and wharf needs root (CAP_BPF or CAP_SYS_ADMIN)",
