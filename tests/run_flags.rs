@@ -403,3 +403,70 @@ fn device_is_mounted_and_allowed_with_its_permissions() {
     ]);
     assert_eq!(code(&out), 125);
 }
+
+#[test]
+fn manifest_fields_for_the_run_flags() {
+    require_root!();
+    let env = setup();
+    let dir = env.dir.path().join("mproj");
+    fs::create_dir(&dir).expect("mkdir");
+    let m = dir.join("flags.toml");
+    let body = |extra: &str| {
+        format!(
+            "[images.bb]\nsource = {:?}\ntag = \"fbb:1\"\n\n\
+             [containers.flagged]\nimage = \"fbb:1\"\n\
+             command = [\"sh\", \"-c\", \"trap 'exit 42' USR1; touch /ready; while :; do sleep 0.1; done\"]\n\
+             {extra}",
+            s(&busybox_tar())
+        )
+    };
+    fs::write(
+        &m,
+        body(
+            "tmpfs = [\"/scratch:size=1m\"]\nshm_size = \"8MiB\"\ninit = true\n\
+             stop_signal = \"USR1\"\nstop_grace_period = \"20s\"\n\
+             ulimits = { nofile = { soft = 256, hard = 512 }, core = 0 }\n\
+             devices = [\"/dev/loop-control:/dev/lc:r\"]\n",
+        ),
+    )
+    .expect("write");
+    env.ok(&["apply", "-f", s(&m)]);
+    common::await_ready(&env, "flagged");
+    let out = env.ok(&[
+        "exec",
+        "flagged",
+        "sh",
+        "-c",
+        "grep -c ' /scratch tmpfs' /proc/mounts; ulimit -Sn; ulimit -Hn; \
+         [ \"$(cat /proc/1/comm)\" != sh ] && echo reaper; test -c /dev/lc && echo device",
+    ]);
+    assert_eq!(
+        out, "1\n256\n512\nreaper\ndevice\n",
+        "tmpfs, ulimits (an exec gets them too), the reaper as PID 1"
+    );
+    let cfg = inspect(&env, "flagged")["Config"].clone();
+    assert_eq!(cfg["stop_signal"], "SIGUSR1");
+    assert_eq!(cfg["stop_timeout"], 20);
+    assert_eq!(cfg["shm_size"], 8 << 20);
+    let out = env.ok(&["apply", "-f", s(&m)]);
+    assert!(out.contains("No changes"), "{out}");
+    env.ok(&["stop", "flagged"]);
+    assert_eq!(
+        inspect(&env, "flagged")["State"]["ExitCode"],
+        42,
+        "the manifest's stop signal"
+    );
+    // Bad values are caught by validation, with the file's line.
+    fs::write(
+        &m,
+        body("tmpfs = [\"/x:bogus=1\"]\nstop_signal = \"NOPE\"\n"),
+    )
+    .expect("write");
+    let err = env.fails(&["validate", "-f", s(&m)]);
+    assert!(err.contains("flags.toml:"), "{err}");
+    assert!(err.contains("bogus") && err.contains("NOPE"), "{err}");
+    fs::write(&m, body("ulimits = { nofiles = 1 }\n")).expect("write");
+    let err = env.fails(&["validate", "-f", s(&m)]);
+    assert!(err.contains("nofiles"), "{err}");
+    env.run(&["down", "-f", s(&m)]);
+}

@@ -440,6 +440,15 @@ fn semantic(ctx: &Ctx<'_>, def: &str, v: &DeValue<'_>) -> Result<(), ValueError>
                 })
             }
         }
+        "Tmpfs" => crate::runtime::spec::parse_tmpfs(s)
+            .map(|_| ())
+            .map_err(anyhow_to_value),
+        "Signal" => crate::runtime::ops::parse_signal(s)
+            .map(|_| ())
+            .map_err(anyhow_to_value),
+        "Device" => crate::runtime::spec::parse_device(s)
+            .map(|_| ())
+            .map_err(anyhow_to_value),
         "ImageRef" => Reference::parse(s).map(|_| ()).map_err(user_to_value),
         "ImageTag" => Reference::parse_named(s)
             .map_err(user_to_value)
@@ -499,6 +508,17 @@ pub fn join_path(base: &Path, rel: &str) -> std::path::PathBuf {
         }
     }
     p
+}
+
+/// A runtime parser's error (a `UserError` inside) as the checker's.
+fn anyhow_to_value(e: anyhow::Error) -> ValueError {
+    match crate::error::find_user_error(&e) {
+        Some(u) => user_to_value(u.clone()),
+        None => ValueError {
+            message: format!("{e:#}"),
+            hint: None,
+        },
+    }
 }
 
 fn user_to_value(e: crate::error::UserError) -> ValueError {

@@ -692,6 +692,26 @@ pub fn run_options(spec: &ContainerSpec) -> RunOptions {
         limits: spec.cgroup_limits(),
         restart: spec.restart,
         entrypoint: spec.entrypoint.clone(),
+        // Validated by the manifest's checks.
+        tmpfs: spec
+            .tmpfs
+            .iter()
+            .filter_map(|t| crate::runtime::spec::parse_tmpfs(t).ok())
+            .collect(),
+        shm_size: spec.shm_size,
+        ulimits: spec
+            .ulimits
+            .iter()
+            .map(|(name, soft, hard)| crate::runtime::spec::Ulimit {
+                name: name.clone(),
+                soft: *soft,
+                hard: *hard,
+            })
+            .collect(),
+        stop_signal: spec.stop_signal.clone(),
+        stop_timeout: spec.stop_timeout,
+        init: spec.init,
+        devices: spec.devices.clone(),
         // The manifest's checks validated it; a config that still fails gets no check
         // rather than an apply that cannot create the container.
         healthcheck: spec.health.as_ref().and_then(|h| {

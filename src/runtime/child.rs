@@ -378,16 +378,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
-    for &(res, soft, hard) in &spec.rlimits {
-        let lim = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: setrlimit with a valid resource and a rlimit on the stack.
-        if unsafe { libc::setrlimit(res, &lim) } < 0 {
-            return Err(err("cannot set a --ulimit", io::Error::last_os_error()));
-        }
-    }
+    set_rlimits(&spec.rlimits)?;
     set_privileges(spec.caps, spec.privileged, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         let created = e == nix::errno::Errno::ENOENT
@@ -408,6 +399,23 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     } else {
         exec_clean(&spec.args, &env)
     }
+}
+
+/// The container's `--ulimit`s, (resource, soft, hard), on this process (init and exec).
+pub(super) fn set_rlimits(
+    limits: &[(libc::__rlimit_resource_t, u64, u64)],
+) -> Result<(), ChildError> {
+    for &(res, soft, hard) in limits {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit with a valid resource and a rlimit on the stack.
+        if unsafe { libc::setrlimit(res, &lim) } < 0 {
+            return Err(err("cannot set a --ulimit", io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// `--init`: this process (the container's PID 1, still wharf's code after the fork from

@@ -55,6 +55,8 @@ struct ExecSpec {
     privileged: bool,
     tty: bool,
     stdio: [RawFd; 3],
+    /// The container's `--ulimit`s: an exec'd process gets them too, as in docker.
+    rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
 }
 
 fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
@@ -236,6 +238,11 @@ pub fn exec(store: &Store, input: &str, opts: &ExecOptions) -> Result<i32> {
         user: opts.user.clone().or_else(|| cfg.user.clone()),
         caps: spec::capability_mask(cfg)?,
         privileged: cfg.privileged,
+        rlimits: cfg
+            .ulimits
+            .iter()
+            .filter_map(|u| u.resource().map(|r| (r, u.soft, u.hard)))
+            .collect(),
         tty: opts.tty,
         stdio: if opts.detach {
             [dn, dn, dn]
@@ -380,6 +387,7 @@ fn setup(spec: &ExecSpec, target: &Target, sync: &OwnedFd) -> Result<Never, Chil
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
+    child::set_rlimits(&spec.rlimits)?;
     child::set_privileges(spec.caps, spec.privileged, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         return Err(ChildError {

@@ -421,13 +421,34 @@ pub fn parse_ulimit(spec: &str) -> Result<Ulimit> {
         soft,
         hard,
     };
-    let Some(res) = u.resource() else {
+    if u.resource().is_none() {
         return Err(bad(format!("unknown limit {name:?}")));
-    };
+    }
     if soft > hard {
         return Err(bad(format!(
             "the soft limit {soft} is above the hard limit {hard}"
         )));
+    }
+    check_ulimit(&u)?;
+    Ok(u)
+}
+
+/// A ulimit never above wharf's own hard limit (flag or manifest), nor soft above hard.
+pub fn check_ulimit(u: &Ulimit) -> Result<()> {
+    let (name, soft, hard) = (u.name.as_str(), u.soft, u.hard);
+    let spec = format!("{name}={soft}:{hard}");
+    let Some(res) = u.resource() else {
+        return Err(runtime_error(
+            format!("invalid ulimit {name:?}"),
+            "the names are core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, \
+             nproc, rss, rtprio, rttime, sigpending, stack",
+        ));
+    };
+    if soft > hard {
+        return Err(runtime_error(
+            format!("ulimit {spec}: the soft limit is above the hard limit"),
+            "give a soft limit at most the hard one",
+        ));
     }
     let own = nix::sys::resource::getrlimit(res_of(res)).map(|(_, h)| h);
     if let Ok(own_hard) = own
@@ -442,7 +463,7 @@ pub fn parse_ulimit(spec: &str) -> Result<Ulimit> {
         };
         return Err(runtime_error(
             format!(
-                "--ulimit {spec}: the hard limit {} is above wharf's own ({})",
+                "ulimit {spec}: the hard limit {} is above wharf's own ({})",
                 shown(hard),
                 shown(own_hard)
             ),
@@ -453,7 +474,7 @@ pub fn parse_ulimit(spec: &str) -> Result<Ulimit> {
             ),
         ));
     }
-    Ok(u)
+    Ok(())
 }
 
 /// nix's name for a libc resource number.
@@ -558,7 +579,12 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         healthcheck: opts.healthcheck.clone(),
         tmpfs: opts.tmpfs.clone(),
         shm_size: opts.shm_size,
-        ulimits: opts.ulimits.clone(),
+        ulimits: {
+            for u in &opts.ulimits {
+                check_ulimit(u)?;
+            }
+            opts.ulimits.clone()
+        },
         stop_signal: match opts.stop_signal.as_deref().or(image.stop_signal.as_deref()) {
             None => None,
             Some(sig) => {
