@@ -121,6 +121,9 @@ pub struct ContainerConfig {
     /// `--device`: host nodes bind-mounted in, allowed by the devices cgroup / BPF filter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<crate::runtime::spec::Device>,
+    /// `--log-opt max-size/max-file`: over retention's log policy, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_opts: Option<crate::runtime::logs::LogPolicy>,
 }
 
 /// A row of `containers`.

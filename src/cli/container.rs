@@ -198,6 +198,9 @@ pub struct CreateArgs {
     /// Give the container a host device: /dev/HOST[:/dev/IN_CONTAINER][:rwm]
     #[arg(long, value_name = "DEVICE")]
     device: Vec<String>,
+    /// Log rotation of a detached container: max-size=SIZE, max-file=N (json-file's)
+    #[arg(long, value_name = "OPT=VALUE")]
+    log_opt: Vec<String>,
     /// The image: name[:tag], or an id
     image: String,
     /// The command and its arguments (default: the image's)
@@ -430,6 +433,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
         stop_timeout: a.stop_timeout,
         init: a.init,
         devices: a.device.clone(),
+        log_opts: crate::runtime::logs::LogPolicy::parse_opts(&a.log_opt)?,
         command: a.command.clone(),
         env,
         working_dir: a.workdir.clone(),

@@ -21,13 +21,55 @@ pub const MAX_SIZE: u64 = 10 << 20;
 pub const MAX_FILES: u32 = 2;
 
 /// A container's log rotation (`[retention.logs]`); unset fields take the defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPolicy {
     pub max_size: Option<u64>,
     pub max_files: Option<u32>,
 }
 
 impl LogPolicy {
+    /// A container's own `--log-opt`s (`self`) over the policy `base` (retention's: the
+    /// project's `[retention.logs]`, else the root config's), field by field.
+    pub fn over(self, base: LogPolicy) -> LogPolicy {
+        LogPolicy {
+            max_size: self.max_size.or(base.max_size),
+            max_files: self.max_files.or(base.max_files),
+        }
+    }
+
+    /// docker's `--log-opt max-size=10m` / `max-file=3` (json-file's keys); others refused.
+    pub fn parse_opts(opts: &[String]) -> anyhow::Result<Option<LogPolicy>> {
+        if opts.is_empty() {
+            return Ok(None);
+        }
+        let bad = |o: &str, why: &str| -> anyhow::Error {
+            crate::error::user(format!("invalid --log-opt {o:?}: {why}"))
+                .hint("wharf's json-file log takes max-size=SIZE (10m) and max-file=N (N >= 1)")
+                .code(crate::error::exit::RUNTIME)
+                .into()
+        };
+        let mut p = LogPolicy::default();
+        for o in opts {
+            match o.split_once('=') {
+                Some(("max-size", v)) => {
+                    p.max_size = Some(
+                        crate::runtime::spec::parse_size(v).map_err(|_| bad(o, "not a size"))?,
+                    )
+                }
+                Some(("max-file", v)) => {
+                    p.max_files = Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|&n| n >= 1)
+                            .ok_or_else(|| bad(o, "not a number of files, at least 1"))?,
+                    )
+                }
+                _ => return Err(bad(o, "unknown option")),
+            }
+        }
+        Ok(Some(p))
+    }
+
     /// (bytes per file, files), defaults filled in; at least 1 byte and 1 file.
     pub fn resolved(self) -> (u64, u32) {
         (

@@ -210,7 +210,10 @@ fn run_inner(
         Sink::Log(
             LogWriter::with_policy(
                 &path,
-                crate::retention::log_policy(store, rec.project.as_deref()),
+                rec.config
+                    .log_opts
+                    .unwrap_or_default()
+                    .over(crate::retention::log_policy(store, rec.project.as_deref())),
             )
             .with_context(|| format!("cannot open {}", path.display()))?,
         )

@@ -69,6 +69,8 @@ pub struct RunOptions {
     pub init: bool,
     /// `--device HOST[:CONTAINER][:PERMS]`.
     pub devices: Vec<String>,
+    /// `--log-opt max-size/max-file`.
+    pub log_opts: Option<crate::runtime::logs::LogPolicy>,
 }
 
 /// A host device given to the container (`--device`): its node is bind-mounted at `path`
@@ -608,6 +610,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
             .iter()
             .map(|d| parse_device(d))
             .collect::<Result<Vec<_>>>()?,
+        log_opts: opts.log_opts,
     })
 }
 
