@@ -511,3 +511,29 @@ fn log_opt_rotates_a_detached_containers_log() {
         assert_eq!(code(&out), 125, "{bad}");
     }
 }
+
+#[test]
+fn foreground_runs_with_a_terminal_are_logged_too() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["fg"]);
+    // `script` gives wharf a terminal, as a user's `run -it` has.
+    let w = format!(
+        "{} --root {} run -it --name fg bb:1 sh -c 'echo out-$((40+2)); exit 3'",
+        env!("CARGO_BIN_EXE_wharf"),
+        s(&env.root)
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &w, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("out-42"),
+        "the terminal gets it: {}",
+        text(&out.stdout)
+    );
+    let logs = env.ok(&["logs", "fg"]);
+    assert!(logs.contains("out-42"), "and the log: {logs:?}");
+}
