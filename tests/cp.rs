@@ -4,10 +4,14 @@
 //! stopped container (a private overlay mount) and a running one (its mount namespace).
 
 mod common;
+mod import_support;
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
+
+use import_support::Raw;
 
 use common::{Cleanup, Env, code, json, running_pid, s, setup, text};
 
@@ -156,27 +160,49 @@ fn check_copies_in(env: &Env, name: &str) {
         !Path::new("/renamed").exists(),
         "nothing reached the host's /"
     );
-    // A tar on stdin with an entry climbing out is refused, and nothing lands outside.
-    let evil_tar = env.dir.path().join("evil.tar");
-    let st = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import tarfile,io\n\
-             t=tarfile.open('{}','w')\n\
-             i=tarfile.TarInfo('../../../../tmp/{m}-climb'); d=b'x'; i.size=1\n\
-             t.addfile(i, io.BytesIO(d)); t.close()",
-            s(&evil_tar)
-        ))
-        .status()
-        .expect("python3");
-    assert!(st.success());
-    let out = env
-        .wharf()
-        .args(["cp", "-", &format!("{name}:/d")])
-        .stdin(Stdio::from(fs::File::open(&evil_tar).expect("tar")))
-        .output()
-        .expect("wharf");
+    // Tars on stdin (import's hostile set): an entry climbing out is refused, and so is a
+    // file through a symlink entry to /tmp. Nothing reaches the host's /tmp.
+    let climbing = Raw::new()
+        .file(&format!("../../../../tmp/{m}-climb"), b"x")
+        .finish();
+    let through_link = Raw::new()
+        .symlink("esc", "/tmp")
+        .file(&format!("esc/{m}-via-link"), b"y")
+        .finish();
+    let feed = |tar: &[u8]| {
+        let mut child = env
+            .wharf()
+            .args(["cp", "-", &format!("{name}:/d")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wharf");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(tar)
+            .expect("feed");
+        child.wait_with_output().expect("wharf")
+    };
+    let out = feed(&climbing);
     assert_ne!(code(&out), 0, "a climbing entry is refused");
+    assert!(
+        text(&out.stderr).contains("refusing"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The link resolves inside the destination directory, as import's unpacker treats its
+    // root as `/`: there is no /d/tmp, so the entry is refused.
+    let out = feed(&through_link);
+    assert_ne!(code(&out), 0);
+    assert!(
+        text(&out.stderr).contains("refusing"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!Path::new("/tmp").join(format!("{m}-via-link")).exists());
     assert!(!Path::new("/tmp").join(format!("{m}-climb")).exists());
 }
 
