@@ -4,6 +4,7 @@
 #   OUTDIR/busybox.tar      the busybox-static rootfs (web.toml, shop/)
 #   OUTDIR/app-1.0.tar      the same rootfs with /VERSION = 1.0 (bump/v1)
 #   OUTDIR/app-1.1.tar      the same rootfs with /VERSION = 1.1 (bump/v2)
+#   OUTDIR/web.tar          the same rootfs with a page in /www/index.html (web.toml)
 #
 # OUTDIR defaults to images/ at the top of the repository, where the manifests look (their
 # `source` paths are relative to each manifest file). Uses scripts/make-rootfs.sh, which
@@ -30,4 +31,16 @@ for v in 1.0 1.1; do
     tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$d" -cf "$work/app-$v.tar" .
     cmp -s "$work/app-$v.tar" "$out/app-$v.tar" 2>/dev/null || cp "$work/app-$v.tar" "$out/app-$v.tar"
 done
-echo "make-images: $out/busybox.tar $out/app-1.0.tar $out/app-1.1.tar" >&2
+d=$work/web
+mkdir -p "$d"
+tar -C "$d" -xf "$work/busybox-rootfs.tar"
+mkdir -p "$d/www"
+cat >"$d/www/index.html" <<'HTML'
+<!doctype html>
+<title>wharf</title>
+<h1>Hello from wharf</h1>
+<p>This page is served by busybox httpd in the container <code>web</code> of manifests/web.toml.</p>
+HTML
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$d" -cf "$work/web.tar" .
+cmp -s "$work/web.tar" "$out/web.tar" 2>/dev/null || cp "$work/web.tar" "$out/web.tar"
+echo "make-images: $out/busybox.tar $out/app-1.0.tar $out/app-1.1.tar $out/web.tar" >&2

@@ -767,6 +767,37 @@ pub fn log_path(store: &Store, id: &str) -> PathBuf {
     store.container_dir(id).join("log.json")
 }
 
+/// Renames container `id` (`wharf rename`). A name in use is a user error.
+pub fn rename(store: &Store, id: &str, new_name: &str) -> Result<()> {
+    let res = store
+        .db()
+        .prepare_cached("UPDATE containers SET name = ?2 WHERE id = ?1")?
+        .execute(params![id, new_name]);
+    match res {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(
+                user(format!("the container name {new_name:?} is already in use"))
+                    .hint("choose another name, or remove that container with `wharf rm`")
+                    .into(),
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces the recorded config of container `id` (`wharf update`: new limits, restart
+/// policy); the next start runs with it.
+pub fn set_config(store: &Store, id: &str, config: &ContainerConfig) -> Result<()> {
+    store
+        .db()
+        .prepare_cached("UPDATE containers SET config = ?2 WHERE id = ?1")?
+        .execute(params![id, serde_json::to_string(config)?])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

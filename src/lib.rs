@@ -9,6 +9,7 @@ pub mod cli;
 pub mod container;
 pub mod disk;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod journal;
 pub mod lifecycle;

@@ -217,6 +217,30 @@ pub struct ContainerConfig {
     /// `--security-opt` / a manifest's `security`: seccomp profile and no_new_privileges.
     #[serde(default, skip_serializing_if = "Security::is_default")]
     pub security: Security,
+    /// `--tmpfs`, `--mount type=tmpfs`: tmpfs mounts made at each start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<Tmpfs>,
+    /// `--shm-size` in bytes (None: 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: set on the init before exec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// The first signal of `stop` (`--stop-signal`, or the image's StopSignal): "SIGUSR1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` seconds: the grace of `stop` without `-t`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
+    /// `--init`: PID 1 is wharf's reaper, the command its child (`child::reaper`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// `--device`: host nodes bind-mounted in, allowed by the devices cgroup / BPF filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    /// `--log-opt max-size/max-file`: over retention's log policy, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_opts: Option<LogPolicy>,
 }
 
 /// Resource limits of a container. `None` leaves the host default.
@@ -415,13 +439,53 @@ pub const MAX_SIZE: u64 = 10 << 20;
 pub const MAX_FILES: u32 = 2;
 
 /// A container's log rotation (`[retention.logs]`); unset fields take the defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPolicy {
     pub max_size: Option<u64>,
     pub max_files: Option<u32>,
 }
 
 impl LogPolicy {
+    /// A container's own `--log-opt`s (`self`) over the policy `base` (retention's: the
+    /// project's `[retention.logs]`, else the root config's), field by field.
+    pub fn over(self, base: LogPolicy) -> LogPolicy {
+        LogPolicy {
+            max_size: self.max_size.or(base.max_size),
+            max_files: self.max_files.or(base.max_files),
+        }
+    }
+
+    /// docker's `--log-opt max-size=10m` / `max-file=3` (json-file's keys); others refused.
+    pub fn parse_opts(opts: &[String]) -> anyhow::Result<Option<LogPolicy>> {
+        if opts.is_empty() {
+            return Ok(None);
+        }
+        let bad = |o: &str, why: &str| -> anyhow::Error {
+            crate::error::user(format!("invalid --log-opt {o:?}: {why}"))
+                .hint("wharf's json-file log takes max-size=SIZE (10m) and max-file=N (N >= 1)")
+                .code(crate::error::exit::RUNTIME)
+                .into()
+        };
+        let mut p = LogPolicy::default();
+        for o in opts {
+            match o.split_once('=') {
+                Some(("max-size", v)) => {
+                    p.max_size = Some(crate::util::parse_size(v).map_err(|_| bad(o, "not a size"))?)
+                }
+                Some(("max-file", v)) => {
+                    p.max_files = Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|&n| n >= 1)
+                            .ok_or_else(|| bad(o, "not a number of files, at least 1"))?,
+                    )
+                }
+                _ => return Err(bad(o, "unknown option")),
+            }
+        }
+        Ok(Some(p))
+    }
+
     /// (bytes per file, files), defaults filled in; at least 1 byte and 1 file.
     pub fn resolved(self) -> (u64, u32) {
         (
@@ -458,6 +522,70 @@ pub enum Seccomp {
     Unconfined,
     /// A profile of the user's: the file it was read from and its text, read at create.
     Profile { source: String, json: String },
+}
+
+// ---- what a container mounts and is limited by, besides volumes ----
+
+/// A host device given to the container (`--device`): its node is bind-mounted at `path`
+/// and the devices cgroup (v1) or BPF filter (v2) allows its numbers with `access`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Device {
+    #[serde(rename = "PathOnHost")]
+    pub host_path: String,
+    #[serde(rename = "PathInContainer")]
+    pub path: String,
+    #[serde(rename = "CgroupPermissions")]
+    pub access: String,
+    /// 'c' or 'b', and the numbers, read from the host node at create.
+    pub kind: char,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// A tmpfs mounted in the container (`--tmpfs`, `--mount type=tmpfs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tmpfs {
+    /// Absolute path inside the container.
+    pub destination: String,
+    /// Checked mount options: flags (`ro`, `exec`, `suid`, `dev`, ...) and `size=`,
+    /// `mode=`, `uid=`, `gid=`, `nr_inodes=`.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl Tmpfs {
+    /// Mount flags and data: docker's defaults are `noexec,nosuid,nodev`; the options may
+    /// lift `exec` and `suid` (never `dev`: wharf's rootfs is nodev, see ARCHITECTURE).
+    pub fn mount_args(&self) -> (libc::c_ulong, String) {
+        let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let mut data = Vec::new();
+        for o in &self.options {
+            match o.as_str() {
+                "ro" => flags |= libc::MS_RDONLY,
+                "rw" => flags &= !libc::MS_RDONLY,
+                "exec" => flags &= !libc::MS_NOEXEC,
+                "noexec" => flags |= libc::MS_NOEXEC,
+                "suid" => flags &= !libc::MS_NOSUID,
+                "nosuid" => flags |= libc::MS_NOSUID,
+                "nodev" | "dev" => {}
+                kv => data.push(kv.to_string()),
+            }
+        }
+        (flags, data.join(","))
+    }
+}
+
+/// A resource limit of the container's processes (`--ulimit`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ulimit {
+    /// docker's name: `nofile`, `nproc`, `core`, ...
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// `u64::MAX` is unlimited.
+    #[serde(rename = "Soft")]
+    pub soft: u64,
+    #[serde(rename = "Hard")]
+    pub hard: u64,
 }
 
 // ---- value rules every layer checks the same way ----

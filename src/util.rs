@@ -64,6 +64,28 @@ pub fn rfc3339(ns: i64) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
+/// Parses `HUP`, `SIGHUP`, `hup` or `1`.
+pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = s.parse::<i32>()
+        && (1..=64).contains(&n)
+    {
+        return Ok(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| {
+            crate::error::user(format!("invalid signal {s:?}"))
+                .hint("use a name like TERM, HUP, KILL or a number")
+                .into()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ fn examples() -> (tempfile::TempDir, PathBuf) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
     copy_dir(&src, &dir.path().join("manifests"));
     std::fs::create_dir_all(dir.path().join("images")).unwrap();
-    for t in ["busybox.tar", "app-1.0.tar", "app-1.1.tar"] {
+    for t in ["busybox.tar", "app-1.0.tar", "app-1.1.tar", "web.tar"] {
         std::fs::write(dir.path().join("images").join(t), t).unwrap();
     }
     let m = dir.path().join("manifests");
@@ -82,7 +82,7 @@ fn examples_load() {
             .0,
         64 << 20
     );
-    assert!(Path::new(&web.images["busybox"].source.0).is_absolute());
+    assert!(Path::new(&web.images["web"].source.0).is_absolute());
 
     let shop = load(&m.join("shop")).unwrap();
     assert_eq!(shop.project, "shop");

@@ -14,7 +14,7 @@ use crate::error::{exit, user};
 use crate::lifecycle::{self, CreateMeta, StartMode, Started};
 use crate::manifest::{RestartPolicy, parse_restart, parse_swap};
 use crate::model::{HealthConfig, Limits, Network};
-use crate::runtime::spec::RunOptions;
+use crate::runtime::spec::{self, RunOptions};
 use crate::runtime::{exec, logs};
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +64,9 @@ pub enum ContainerCommands {
     Ls(super::ps::PsArgs),
     /// Remove stopped containers
     Prune(super::system::PruneArgs),
+    /// Changes to a container's files: A added, C changed, D deleted (`wharf diff` is the
+    /// manifest diff)
+    Diff(super::files::DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +166,45 @@ pub struct CreateArgs {
     /// default is docker's profile), no-new-privileges
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Overwrite the image's entrypoint (and, as docker, drop its Cmd); "" for none
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    entrypoint: Option<String>,
+    /// Read environment variables from a file (docker's format: KEY=VALUE or KEY lines)
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Read labels from a file (KEY=VALUE lines)
+    #[arg(long, value_name = "FILE")]
+    label_file: Vec<std::path::PathBuf>,
+    /// Write the container id to this file (refused if it exists)
+    #[arg(long, value_name = "FILE")]
+    cidfile: Option<std::path::PathBuf>,
+    /// Mount a tmpfs: /path[:size=64m,mode=1777,exec,...]
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// Size of /dev/shm (default 64m)
+    #[arg(long, value_name = "BYTES")]
+    shm_size: Option<String>,
+    /// Mount: type=bind|volume|tmpfs,source=...,target=...[,readonly]
+    #[arg(long, value_name = "SPEC")]
+    mount: Vec<String>,
+    /// A resource limit: NAME=SOFT[:HARD] (nofile=1024:2048; never above wharf's own hard limit)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// Signal that stops the container (default: the image's StopSignal, else TERM)
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL when not given -t (default 10)
+    #[arg(long, value_name = "SECS")]
+    stop_timeout: Option<u64>,
+    /// Run a reaper as PID 1 that forwards signals and reaps zombies (the command is PID 2)
+    #[arg(long)]
+    init: bool,
+    /// Give the container a host device: /dev/HOST[:/dev/IN_CONTAINER][:rwm]
+    #[arg(long, value_name = "DEVICE")]
+    device: Vec<String>,
+    /// Log rotation of a detached container: max-size=SIZE, max-file=N (json-file's)
+    #[arg(long, value_name = "OPT=VALUE")]
+    log_opt: Vec<String>,
     /// The image: name[:tag], or an id
     image: String,
     /// The command and its arguments (default: the image's)
@@ -184,9 +226,10 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// Seconds to wait for the stop before killing
-    #[arg(short, long, default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait for the stop before killing (default: the container's
+    /// --stop-timeout, else 10)
+    #[arg(short, long)]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -234,9 +277,9 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait before killing
-    #[arg(short, long, default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait before killing (default: the container's --stop-timeout, else 10)
+    #[arg(short, long)]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -277,6 +320,48 @@ pub struct MonitorArgs {
 
 fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
+}
+
+/// `--label-file`s, then `--label`s (a later one wins).
+fn labels(a: &CreateArgs) -> Result<BTreeMap<String, String>> {
+    let mut all = Vec::new();
+    for f in &a.label_file {
+        all.extend(spec::parse_docker_env_file(f, "--label-file")?);
+    }
+    all.extend(a.label.iter().cloned());
+    parse_labels(&all)
+}
+
+/// `--cidfile`: refused when it exists (docker's rule: another container may own it).
+fn check_cidfile(a: &CreateArgs) -> Result<()> {
+    if let Some(p) = &a.cidfile
+        && p.exists()
+    {
+        return Err(runtime_usage(
+            format!("the container id file {} exists", p.display()),
+            "make sure no other container uses it, then remove it, or give another --cidfile",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the id to `--cidfile`.
+fn write_cidfile(a: &CreateArgs, id: &str) -> Result<()> {
+    if let Some(p) = &a.cidfile {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p)
+            .map_err(|e| {
+                runtime_usage(
+                    format!("cannot create the container id file {}: {e}", p.display()),
+                    "give --cidfile a new file in an existing directory",
+                )
+            })?;
+        f.write_all(id.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn options(a: &CreateArgs) -> Result<RunOptions> {
@@ -320,10 +405,58 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
             "a container removed when it exits cannot be restarted: drop one of them",
         ));
     }
+    // docker: the env files first, then -e (a later value wins).
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        env.extend(spec::parse_docker_env_file(f, "--env-file")?);
+    }
+    env.extend(a.env.iter().cloned());
+    let mut volumes = a.volume.clone();
+    let mut tmpfs = a
+        .tmpfs
+        .iter()
+        .map(|t| spec::parse_tmpfs(t))
+        .collect::<Result<Vec<_>>>()?;
+    for m in &a.mount {
+        match spec::parse_mount(m)? {
+            spec::MountArg::Volume(v) => volumes.push(v),
+            spec::MountArg::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
+    if let Some(sig) = &a.stop_signal {
+        crate::util::parse_signal(sig).map_err(|_| {
+            runtime_usage(
+                format!("invalid --stop-signal {sig:?}"),
+                "give a name like TERM, INT, QUIT, USR1 or a number",
+            )
+        })?;
+    }
     Ok(RunOptions {
+        entrypoint: a.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        tmpfs,
+        shm_size: a
+            .shm_size
+            .as_deref()
+            .map(|s| size_flag("--shm-size", s))
+            .transpose()?,
+        ulimits: a
+            .ulimit
+            .iter()
+            .map(|u| spec::parse_ulimit(u))
+            .collect::<Result<Vec<_>>>()?,
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        init: a.init,
+        devices: a.device.clone(),
+        log_opts: crate::model::LogPolicy::parse_opts(&a.log_opt)?,
         command: a.command.clone(),
-        entrypoint: None,
-        env: a.env.clone(),
+        env,
         working_dir: a.workdir.clone(),
         user: a.user.clone(),
         hostname: a.hostname.clone(),
@@ -333,7 +466,7 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
             NetworkArg::None => Network::None,
             NetworkArg::Host => Network::Host,
         },
-        volumes: a.volume.clone(),
+        volumes,
         read_only: a.read_only,
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
@@ -442,6 +575,11 @@ fn report_all(names: &[String], results: Vec<Result<container::Record>>) -> i32 
     code
 }
 
+/// `-t SECS`; None: each container's `--stop-timeout` (else 10 s).
+fn grace(t: Option<u64>) -> Option<Duration> {
+    t.map(Duration::from_secs)
+}
+
 /// Runs `f` on each container argument; errors are printed, and the last one's code returned.
 fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut code = exit::OK;
@@ -460,13 +598,18 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             let (detach, a) = (r.detach, &r.create);
             // Every failure of `run` before the command runs is wharf's: 125.
             let opts = options(a)?;
+            check_cidfile(a)?;
             let store = ctx.store().map_err(as_runtime)?;
             let meta = CreateMeta {
-                labels: parse_labels(&a.label)?,
+                labels: labels(a)?,
                 start: true,
                 ..Default::default()
             };
             let rec = lifecycle::create(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
+            if let Err(e) = write_cidfile(a, &rec.id) {
+                let _ = lifecycle::remove(&store, &rec.id, true, false);
+                return Err(e);
+            }
             let mode = if detach {
                 StartMode::Detached
             } else {
@@ -484,12 +627,17 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Create(a) => {
             let opts = options(&a)?;
+            check_cidfile(&a)?;
             let store = ctx.store().map_err(as_runtime)?;
             let meta = CreateMeta {
-                labels: parse_labels(&a.label)?,
+                labels: labels(&a)?,
                 ..Default::default()
             };
             let rec = lifecycle::create(&store, &a.image, a.name.as_deref(), &opts, &meta)?;
+            if let Err(e) = write_cidfile(&a, &rec.id) {
+                let _ = lifecycle::remove(&store, &rec.id, true, false);
+                return Err(e);
+            }
             println!("{}", rec.id);
             Ok(exit::OK)
         }
@@ -521,7 +669,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Restart(a) => {
             let store = ctx.store()?;
-            let res = lifecycle::restart_all(&store, &a.containers, Duration::from_secs(a.time));
+            let res = lifecycle::restart_all(&store, &a.containers, grace(a.time));
             Ok(report_all(&a.containers, res))
         }
         Commands::Exec(a) => {
@@ -548,6 +696,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Ps(a) | Commands::Container(ContainerCommands::Ls(a)) => super::ps::run(ctx, a),
         Commands::Container(ContainerCommands::Prune(a)) => super::system::container_prune(ctx, &a),
+        Commands::Container(ContainerCommands::Diff(a)) => super::files::diff(ctx, &a),
         Commands::Logs(a) => {
             let store = ctx.store()?;
             let rec = container::find(&store, &a.container)?;
@@ -568,12 +717,12 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Stop(a) => {
             let store = ctx.store()?;
-            let res = lifecycle::stop_all(&store, &a.containers, Duration::from_secs(a.time));
+            let res = lifecycle::stop_all(&store, &a.containers, grace(a.time));
             Ok(report_all(&a.containers, res))
         }
         Commands::Kill(a) => {
             let store = ctx.store()?;
-            let sig = lifecycle::parse_signal(&a.signal)?;
+            let sig = crate::util::parse_signal(&a.signal)?;
             each(&a.containers, |n| {
                 lifecycle::kill(&store, n, sig)?;
                 println!("{n}");

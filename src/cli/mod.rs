@@ -8,10 +8,13 @@
 
 mod apply;
 mod container;
+mod docs;
+mod files;
 mod image;
 pub mod output;
 mod ps;
 mod system;
+mod verbs;
 mod volume;
 mod watch;
 
@@ -69,6 +72,12 @@ pub enum Command {
     Apply(apply::Commands),
     #[command(flatten)]
     Watch(watch::Commands),
+    #[command(flatten)]
+    Verbs(verbs::Commands),
+    #[command(flatten)]
+    Files(files::Commands),
+    #[command(flatten)]
+    Docs(docs::Commands),
 }
 
 /// What every verb gets: the global options, and the store opened on first use.
@@ -90,7 +99,10 @@ impl Ctx {
 
 /// Parses the command line, runs the verb, prints any error, and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e, std::env::args_os().skip(1)),
+    };
     init_logging(cli.debug);
     let ctx = Ctx {
         root: cli.root,
@@ -104,6 +116,9 @@ pub fn main() -> i32 {
         Command::Volume(cmd) => volume::run(&ctx, cmd),
         Command::Apply(cmd) => apply::run(&ctx, cmd),
         Command::Watch(cmd) => watch::run(&ctx, cmd),
+        Command::Verbs(cmd) => verbs::run(&ctx, cmd),
+        Command::Files(cmd) => files::run(&ctx, cmd),
+        Command::Docs(cmd) => docs::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -118,6 +133,53 @@ pub fn main() -> i32 {
             eprintln!("{}", error::render(&err));
             code
         }
+    }
+}
+
+/// The verbs whose usage errors exit 125, as docker's `run`, `create` and `exec` do (their
+/// exit code is otherwise the container command's, so 1 and 2 would be ambiguous).
+const RUNTIME_VERBS: [&str; 3] = ["run", "create", "exec"];
+
+/// The verb named on a command line: the first word that is not a global option or its
+/// value (`wharf --root /x run ...` → `run`).
+fn verb_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<String> {
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy().into_owned();
+        match a.as_str() {
+            "--root" | "--format" => {
+                args.next();
+            }
+            _ if a.starts_with('-') => {}
+            _ => return Some(a),
+        }
+    }
+    None
+}
+
+/// Prints clap's message for a command line it refused, and returns the exit code: 0 for
+/// `--help` and `--version`, 125 for `run`, `create` and `exec` (docker's), 1 elsewhere.
+fn usage_error(e: &clap::Error, args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return error::exit::OK;
+    }
+    let verb = verb_of(args);
+    let known = verb.as_deref().filter(|v| {
+        <Cli as clap::CommandFactory>::command()
+            .find_subcommand(v)
+            .is_some()
+    });
+    let _ = e.print();
+    let hint = match known {
+        Some(v) => format!("`wharf {v} --help` lists its arguments and flags"),
+        None => "`wharf --help` lists the verbs".to_string(),
+    };
+    eprintln!("  hint: {hint}");
+    match known {
+        Some(v) if RUNTIME_VERBS.contains(&v) => error::exit::RUNTIME,
+        _ => error::exit::ERROR,
     }
 }
 
@@ -144,6 +206,61 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// Every flag of every verb (and sub-verb) shows in its `--help`: none is hidden.
+    #[test]
+    fn every_flag_is_in_help() {
+        fn walk(cmd: &mut clap::Command, path: &str) {
+            let help = cmd.render_long_help().to_string();
+            for arg in cmd.get_arguments() {
+                if arg.is_hide_set() || path.contains("__") {
+                    continue;
+                }
+                if let Some(l) = arg.get_long() {
+                    assert!(
+                        help.contains(&format!("--{l}")),
+                        "`{path} --help` lacks --{l}"
+                    );
+                }
+                if let Some(s) = arg.get_short() {
+                    assert!(
+                        help.contains(&format!("-{s}")),
+                        "`{path} --help` lacks -{s}"
+                    );
+                }
+            }
+            for arg in cmd.get_arguments() {
+                assert!(
+                    !arg.is_hide_set() || path.contains("__"),
+                    "`{path}` hides {}",
+                    arg.get_id()
+                );
+            }
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|s| s.get_name().to_string())
+                .collect();
+            for n in names {
+                if let Some(sub) = cmd.find_subcommand_mut(&n) {
+                    walk(sub, &format!("{path} {n}"));
+                }
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&mut cmd, "wharf");
+    }
+
+    #[test]
+    fn the_verb_is_found_past_global_options() {
+        let v = |a: &[&str]| verb_of(a.iter().map(std::ffi::OsString::from));
+        assert_eq!(v(&["--root", "/x", "run", "img"]).as_deref(), Some("run"));
+        assert_eq!(
+            v(&["--debug", "--format=json", "ps"]).as_deref(),
+            Some("ps")
+        );
+        assert_eq!(v(&["--debug"]), None);
     }
 
     #[test]

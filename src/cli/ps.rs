@@ -325,8 +325,12 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                 command: command_column(&r.config.args, true),
                 created_at: rfc3339(r.created_at),
                 running_for: ago(r.created_at),
-                state: r.state.as_str(),
-                status: r.status_text(now),
+                state: if paused(r) {
+                    "paused"
+                } else {
+                    r.state.as_str()
+                },
+                status: status(r, now),
                 exit_code: r.exit_code.filter(|_| {
                     matches!(r.state, ContainerState::Exited | ContainerState::Restarting)
                 }),
@@ -364,7 +368,7 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                 image_column(r, a.no_trunc),
                 command_column(&r.config.args, a.no_trunc),
                 ago(r.created_at),
-                r.status_text(now),
+                status(r, now),
                 String::new(),
                 r.name.clone(),
             ]
@@ -393,6 +397,21 @@ fn write_out(b: &[u8]) -> Result<()> {
     match std::io::stdout().lock().write_all(b) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
+    }
+}
+
+/// A running container whose cgroup is frozen (`wharf pause`) is `paused`: one freezer read
+/// per running row.
+fn paused(r: &container::Record) -> bool {
+    r.state == ContainerState::Running && crate::lifecycle::control::is_paused(r)
+}
+
+/// docker's STATUS, with `(Paused)` for a paused container.
+fn status(r: &container::Record, now: i64) -> String {
+    if paused(r) {
+        container::status_text(ContainerState::Paused, r.started_at, None, None, None, now)
+    } else {
+        r.status_text(now)
     }
 }
 

@@ -569,12 +569,8 @@ fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
     let rows = records
         .iter()
         .map(|r| {
-            let cmd = r.command.join(" ");
-            let cmd = if a.no_trunc || cmd.chars().count() <= 24 {
-                format!("\"{cmd}\"")
-            } else {
-                format!("\"{}…\"", cmd.chars().take(23).collect::<String>())
-            };
+            // ps's COMMAND: cut and quoted as Go does, so a newline is `\n`, not a new row.
+            let cmd = super::ps::command_column(&r.command, a.no_trunc);
             let duration = r.finished_at.map_or_else(
                 || "running".to_string(),
                 |f| {

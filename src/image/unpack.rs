@@ -56,6 +56,17 @@ pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats> {
 pub fn unpack_limited<R: Read>(reader: R, dest: &Path, max_size: u64) -> Result<UnpackStats> {
     let mut u = Unpacker::new(dest)?;
     u.max_size = max_size;
+    unpack_with(reader, u)
+}
+
+/// [`unpack`] into the directory `dest` is a descriptor of (`wharf cp` into a container:
+/// the directory was itself resolved inside the container's root). Existing entries of the
+/// same names are replaced; nothing is created outside `dest`.
+pub fn unpack_into<R: Read>(reader: R, dest: OwnedFd) -> Result<UnpackStats> {
+    unpack_with(reader, Unpacker::from_fd(dest))
+}
+
+fn unpack_with<R: Read>(reader: R, mut u: Unpacker) -> Result<UnpackStats> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().context("cannot read the tar stream")?;
     for entry in entries {
@@ -191,7 +202,11 @@ impl Unpacker {
             Mode::empty(),
         )
         .with_context(|| format!("cannot open {}", dest.display()))?;
-        Ok(Unpacker {
+        Ok(Unpacker::from_fd(root))
+    }
+
+    fn from_fd(root: OwnedFd) -> Self {
+        Unpacker {
             root,
             cached: None,
             dir_times: Vec::new(),
@@ -200,7 +215,7 @@ impl Unpacker {
             euid: Uid::effective().as_raw(),
             egid: Gid::effective().as_raw(),
             max_size: u64::MAX,
-        })
+        }
     }
 
     /// Opens (creating as needed, mode 0755) the directory `parts`, resolved inside the root.

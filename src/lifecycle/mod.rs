@@ -18,9 +18,13 @@
 //!   probes, restarts, recording).
 //! - [`recover`]: crash recovery (runs whose owner died), called by verbs that change state.
 //! - [`inspect`]: docker's inspect JSON (a read).
+//! - [`control`]: `pause`/`unpause` (the freezer), `top`, `stats`, `update`, `rename`, `wait`.
+//! - [`files`]: a container's files from outside: `container diff`, `export`, `cp`.
 //! - [`revive`]: `always`/`unless-stopped` containers whose monitor died, started again by
 //!   the next apply, watch or `start` (there is no daemon to do it at boot).
 
+pub mod control;
+pub mod files;
 mod inspect;
 pub mod monitor;
 mod recover;
@@ -423,7 +427,11 @@ pub fn exec(store: &Store, input: &str, opts: &crate::runtime::exec::ExecOptions
 
 /// `wharf restart`: stop (SIGTERM, SIGKILL after `timeout`) if running, then start detached.
 /// Several containers stop side by side, then start.
-pub fn restart_all(store: &Store, inputs: &[String], timeout: Duration) -> Vec<Result<Record>> {
+pub fn restart_all(
+    store: &Store,
+    inputs: &[String],
+    timeout: Option<Duration>,
+) -> Vec<Result<Record>> {
     stop_all(store, inputs, timeout)
         .into_iter()
         .map(|res| {
@@ -454,28 +462,6 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Parses `HUP`, `SIGHUP`, `hup` or `1`.
-pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>()
-        && (1..=64).contains(&n)
-    {
-        return Ok(n);
-    }
-    let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .map_err(|_| {
-            user(format!("invalid signal {s:?}"))
-                .hint("use a name like TERM, HUP, KILL or a number")
-                .into()
-        })
 }
 
 fn not_running(rec: &Record) -> anyhow::Error {
@@ -529,6 +515,10 @@ pub fn kill(store: &Store, input: &str, sig: i32) -> Result<Record> {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("cannot signal container {}", rec.name));
     }
+    if ENDING.contains(&sig) {
+        // A paused container cannot act on the signal: thaw it.
+        control::thaw_after_signal(&rec.id);
+    }
     Ok(rec)
 }
 
@@ -541,9 +531,19 @@ fn run_over(store: &Store, id: &str) -> bool {
     }
 }
 
+/// How [`end_all`] ends containers.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// Each container's stop signal (`--stop-signal`, the image's StopSignal, else TERM),
+    /// then SIGKILL after the grace: the given one, else each container's `--stop-timeout`.
+    Stop(Option<Duration>),
+    /// SIGKILL at once (`rm -f`).
+    Kill,
+}
+
 /// Asks a container to stop: marks the stop as the user's (its policy will not restart it),
-/// then sends `sig` to its init, or ends its monitor's backoff wait. False when it was not
-/// up (nothing to wait for).
+/// then sends `sig` to its init (thawing it if paused), or ends its monitor's backoff wait.
+/// False when it was not up (nothing to wait for).
 fn ask_to_stop(store: &Store, rec: &Record, sig: i32) -> Result<bool> {
     if !rec.is_up() {
         return Ok(false);
@@ -555,38 +555,66 @@ fn ask_to_stop(store: &Store, rec: &Record, sig: i32) -> Result<bool> {
     match rec.live_pid() {
         Some(pid) => {
             signal(pid, sig);
+            control::thaw_after_signal(&rec.id);
         }
         None => end_restart_wait(&rec),
     }
     Ok(true)
 }
 
-/// Waits until every run of `pending` is over or `timeout` passes, in one loop (side by
-/// side); returns the ones still going.
-fn wait_all(store: &Store, mut pending: Vec<String>, timeout: Duration) -> Vec<String> {
-    wait_for(timeout, || {
-        pending.retain(|id| !run_over(store, id));
-        pending.is_empty()
+/// Waits in one loop (side by side) until every run of `pending` (id, deadline) is over;
+/// one still going at its deadline is SIGKILLed then (and waited for up to 10 s more).
+/// Returns the ones that outlived even that.
+fn wait_all(store: &Store, pending: Vec<(String, Instant)>) -> Vec<String> {
+    let mut pending: Vec<(String, Instant, bool)> =
+        pending.into_iter().map(|(id, d)| (id, d, false)).collect();
+    let last = pending
+        .iter()
+        .map(|(_, d, _)| *d)
+        .max()
+        .unwrap_or_else(Instant::now)
+        + Duration::from_secs(10);
+    wait_for(last.saturating_duration_since(Instant::now()), || {
+        pending.retain(|(id, _, _)| !run_over(store, id));
+        let now = Instant::now();
+        for (id, deadline, killed) in pending.iter_mut() {
+            if !*killed && now >= *deadline {
+                *killed = true;
+                if let Some(pid) = container::find(store, id).ok().and_then(|r| r.live_pid()) {
+                    signal(pid, libc::SIGKILL);
+                    control::thaw_after_signal(id);
+                }
+                // It may have SIGKILL at the deadline and 10 s more to go.
+                *deadline = now + Duration::from_secs(10);
+            }
+        }
+        pending.is_empty() || pending.iter().all(|(_, d, k)| *k && now >= *d)
     });
-    pending
+    pending.into_iter().map(|(id, _, _)| id).collect()
 }
 
-/// SIGTERM, then SIGKILL after `timeout`; returns once the exit is recorded.
-pub fn stop(store: &Store, input: &str, timeout: Duration) -> Result<Record> {
+/// The container's stop signal, then SIGKILL after `timeout` (None: its `--stop-timeout`);
+/// returns once the exit is recorded.
+pub fn stop(store: &Store, input: &str, timeout: Option<Duration>) -> Result<Record> {
     let mut res = stop_all(store, &[input.to_string()], timeout);
     res.pop()
         .unwrap_or_else(|| Err(anyhow::anyhow!("no container to stop")))
 }
 
-/// Stops containers side by side: every one is asked at once (SIGTERM), all are awaited in
-/// one loop for `timeout`, what is left is SIGKILLed and awaited again. One result per input,
-/// in order; stopping a stopped container succeeds (docker's rule).
-pub fn stop_all(store: &Store, inputs: &[String], timeout: Duration) -> Vec<Result<Record>> {
-    end_all(store, inputs, libc::SIGTERM, timeout)
+/// Stops containers side by side: every one is sent its stop signal at once, all are
+/// awaited in one loop, and each still going at the end of its grace (`timeout`, else its
+/// `--stop-timeout`) is SIGKILLed. One result per input, in order; stopping a stopped
+/// container succeeds (docker's rule).
+pub fn stop_all(
+    store: &Store,
+    inputs: &[String],
+    timeout: Option<Duration>,
+) -> Vec<Result<Record>> {
+    end_all(store, inputs, End::Stop(timeout))
 }
 
-/// The common part of [`stop_all`] and `rm -f` (which sends SIGKILL at once).
-fn end_all(store: &Store, inputs: &[String], sig: i32, timeout: Duration) -> Vec<Result<Record>> {
+/// The common part of [`stop_all`] and `rm -f`.
+fn end_all(store: &Store, inputs: &[String], how: End) -> Vec<Result<Record>> {
     if let Err(e) = recover(store) {
         return inputs
             .iter()
@@ -595,29 +623,29 @@ fn end_all(store: &Store, inputs: &[String], sig: i32, timeout: Duration) -> Vec
     }
     let mut results: Vec<Result<Record>> = Vec::with_capacity(inputs.len());
     let mut pending = Vec::new();
+    let start = Instant::now();
     for input in inputs {
         let res = container::find(store, input).and_then(|rec| {
+            let (sig, grace) = match how {
+                End::Kill => (libc::SIGKILL, Duration::ZERO),
+                End::Stop(t) => (
+                    spec::stop_signal(&rec.config),
+                    t.unwrap_or_else(|| spec::stop_timeout(&rec.config)),
+                ),
+            };
             if ask_to_stop(store, &rec, sig)? {
-                pending.push(rec.id.clone());
+                pending.push((rec.id.clone(), start + grace));
             }
             Ok(rec)
         });
         results.push(res);
     }
-    let left = wait_all(store, pending, timeout);
-    if !left.is_empty() {
-        for id in &left {
-            if let Some(pid) = container::find(store, id).ok().and_then(|r| r.live_pid()) {
-                signal(pid, libc::SIGKILL);
-            }
-        }
-        let stuck = wait_all(store, left, Duration::from_secs(10));
-        for r in results.iter_mut() {
-            if let Ok(rec) = r
-                && stuck.contains(&rec.id)
-            {
-                *r = Err(anyhow::anyhow!("container {} did not stop", rec.name));
-            }
+    let stuck = wait_all(store, pending);
+    for r in results.iter_mut() {
+        if let Ok(rec) = r
+            && stuck.contains(&rec.id)
+        {
+            *r = Err(anyhow::anyhow!("container {} did not stop", rec.name));
         }
     }
     if let Err(e) = recover(store) {
@@ -668,7 +696,7 @@ pub fn remove_all(
             .map(|(i, r)| (i, r.id.clone()))
             .unzip();
         if !up.is_empty() {
-            let ended = end_all(store, &up, libc::SIGKILL, Duration::from_secs(10));
+            let ended = end_all(store, &up, End::Kill);
             for (i, res) in at.into_iter().zip(ended) {
                 if let Err(e) = res {
                     results[i] = Err(e);

@@ -100,6 +100,9 @@ fn open_devnull() -> Result<File> {
 enum Sink {
     Fds,
     Log(LogWriter),
+    /// A foreground run with a tty: the terminal first, then the log, as docker's
+    /// json-file driver logs every container.
+    Tee(LogWriter),
 }
 
 impl Sink {
@@ -110,6 +113,13 @@ impl Sink {
                 let _ = sys::write_all(fd, data);
             }
             Sink::Log(w) => {
+                if let Err(e) = w.write(stream, data) {
+                    tracing::warn!("cannot write the log: {e}");
+                }
+            }
+            Sink::Tee(w) => {
+                let fd = if stream == Stream::Stderr { 2 } else { 1 };
+                let _ = sys::write_all(fd, data);
                 if let Err(e) = w.write(stream, data) {
                     tracing::warn!("cannot write the log: {e}");
                 }
@@ -208,10 +218,35 @@ fn run_inner(
         Sink::Log(
             LogWriter::with_policy(
                 &path,
-                crate::policy::log_policy(store, rec.project.as_deref()),
+                rec.config
+                    .log_opts
+                    .unwrap_or_default()
+                    .over(crate::policy::log_policy(store, rec.project.as_deref())),
             )
             .with_context(|| format!("cannot open {}", path.display()))?,
         )
+    } else if rec.config.tty && !rec.config.auto_remove {
+        // A foreground run with a terminal is relayed through the pty anyway: its output
+        // is logged too (`wharf logs` after `run -it`). Without -t the container writes
+        // to our stdout itself (no relay, the fastest terminal), and is not logged; a
+        // --rm container's log would go with it at once, so that hot path writes none.
+        let path = container::log_path(store, &rec.id);
+        let _ = std::fs::create_dir_all(store.container_dir(&rec.id));
+        let policy = rec
+            .config
+            .log_opts
+            .unwrap_or_default()
+            .over(crate::policy::log_policy(store, rec.project.as_deref()));
+        match LogWriter::with_policy(&path, policy) {
+            Ok(w) => Sink::Tee(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open {}: {e}; this run is not logged",
+                    path.display()
+                );
+                Sink::Fds
+            }
+        }
     } else {
         Sink::Fds
     };

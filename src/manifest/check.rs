@@ -23,6 +23,8 @@ use crate::reference::Reference;
 
 /// What the checker needs to know about the file it checks.
 pub struct Ctx<'a> {
+    /// What the store and the host answer (`super::Host`).
+    pub host: &'a dyn super::Host,
     pub file: &'a Path,
     /// The directory relative paths are resolved against.
     pub base: &'a Path,
@@ -494,6 +496,17 @@ fn semantic(ctx: &Ctx<'_>, def: &str, v: &DeValue<'_>) -> Result<(), ValueError>
                 })
             }
         }
+        "Tmpfs" => ctx.host.check_tmpfs(s).map_err(|message| ValueError {
+            message,
+            hint: None,
+        }),
+        "Signal" => crate::util::parse_signal(s)
+            .map(|_| ())
+            .map_err(anyhow_to_value),
+        "Device" => ctx.host.check_device(s).map_err(|message| ValueError {
+            message,
+            hint: None,
+        }),
         "ImageRef" => Reference::parse(s).map(|_| ()).map_err(user_to_value),
         "ImageTag" => Reference::parse_named(s)
             .map_err(user_to_value)
@@ -553,6 +566,17 @@ pub fn join_path(base: &Path, rel: &str) -> std::path::PathBuf {
         }
     }
     p
+}
+
+/// A runtime parser's error (a `UserError` inside) as the checker's.
+fn anyhow_to_value(e: anyhow::Error) -> ValueError {
+    match crate::error::find_user_error(&e) {
+        Some(u) => user_to_value(u.clone()),
+        None => ValueError {
+            message: format!("{e:#}"),
+            hint: None,
+        },
+    }
 }
 
 fn user_to_value(e: crate::error::UserError) -> ValueError {

@@ -88,6 +88,14 @@ pub trait Host {
     fn host_cpus(&self) -> Option<std::collections::BTreeSet<u32>> {
         None
     }
+    /// Whether a `tmpfs` entry (`/path[:opts]`) is one the runtime mounts.
+    fn check_tmpfs(&self, _spec: &str) -> Result<(), String> {
+        Ok(())
+    }
+    /// Whether a `devices` entry names a device node of this host.
+    fn check_device(&self, _spec: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl<F: Fn(&str) -> bool> Host for F {
@@ -157,6 +165,7 @@ pub fn load_with(
             continue;
         }
         let ctx = Ctx {
+            host,
             file: &src.path,
             base: &src.base,
             root,

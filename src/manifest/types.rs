@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::values::{
-    AbsPath, ByteSize, CapabilityName, CpuSet, HumanDuration, ImageRef, ImageTag, RelPath,
-    RestartPolicy, SwapLimit, VolumeSpec,
+    AbsPath, ByteSize, CapabilityName, CpuSet, DeviceSpec, HumanDuration, ImageRef, ImageTag,
+    RelPath, RestartPolicy, SignalName, SwapLimit, TmpfsSpec, VolumeSpec,
 };
 
 /// A wharf manifest: images to import, volumes, and containers that should exist, for one
@@ -149,6 +149,136 @@ pub struct ContainerSection {
     /// Security options: the seccomp profile and no_new_privileges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySection>,
+    /// tmpfs mounts (compose's `tmpfs`): "/run", "/cache:size=64m,mode=1777".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsSpec>,
+    /// The size of /dev/shm (default "64MiB").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<ByteSize>,
+    /// Resource limits of the container's processes (compose's `ulimits`), never above
+    /// wharf's own hard limits: `nofile = 1024` or `nofile = { soft = 1024, hard = 2048 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ulimits: Option<UlimitsSection>,
+    /// The signal that stops the container (default: the image's StopSignal, else SIGTERM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<SignalName>,
+    /// How long a stop waits after the stop signal before SIGKILL (default "10s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<HumanDuration>,
+    /// Run a reaper as PID 1 that forwards signals and reaps zombies (docker's --init).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// Host devices given to the container: "/dev/fuse", "/dev/sdb:/dev/xvdb:r".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// One ulimit: a number for both limits, or the soft and the hard one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UlimitValue {
+    /// The soft and the hard limit.
+    Both(#[schemars(range(min = 0))] u64),
+    /// The soft limit and the hard limit apart.
+    Pair(UlimitPair),
+}
+
+/// A soft and a hard limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UlimitPair {
+    /// The limit the processes start with (at most `hard`).
+    #[schemars(range(min = 0))]
+    pub soft: u64,
+    /// The most a process may raise its soft limit to.
+    #[schemars(range(min = 0))]
+    pub hard: u64,
+}
+
+impl UlimitValue {
+    pub fn soft_hard(self) -> (u64, u64) {
+        match self {
+            UlimitValue::Both(n) => (n, n),
+            UlimitValue::Pair(p) => (p.soft, p.hard),
+        }
+    }
+}
+
+/// docker's ulimit names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UlimitsSection {
+    /// Core file size (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core: Option<UlimitValue>,
+    /// CPU time (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<UlimitValue>,
+    /// Data segment size (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<UlimitValue>,
+    /// File size (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsize: Option<UlimitValue>,
+    /// File locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<UlimitValue>,
+    /// Locked memory (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memlock: Option<UlimitValue>,
+    /// POSIX message queue bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgqueue: Option<UlimitValue>,
+    /// Nice priority ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nice: Option<UlimitValue>,
+    /// Open files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofile: Option<UlimitValue>,
+    /// Processes of the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nproc: Option<UlimitValue>,
+    /// Resident set size (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss: Option<UlimitValue>,
+    /// Real-time priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtprio: Option<UlimitValue>,
+    /// Real-time CPU time (microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rttime: Option<UlimitValue>,
+    /// Pending signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigpending: Option<UlimitValue>,
+    /// Stack size (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<UlimitValue>,
+}
+
+impl UlimitsSection {
+    /// (name, soft, hard) of each one set, by name.
+    pub fn entries(&self) -> Vec<(String, u64, u64)> {
+        let all = [
+            ("core", self.core),
+            ("cpu", self.cpu),
+            ("data", self.data),
+            ("fsize", self.fsize),
+            ("locks", self.locks),
+            ("memlock", self.memlock),
+            ("msgqueue", self.msgqueue),
+            ("nice", self.nice),
+            ("nofile", self.nofile),
+            ("nproc", self.nproc),
+            ("rss", self.rss),
+            ("rtprio", self.rtprio),
+            ("rttime", self.rttime),
+            ("sigpending", self.sigpending),
+            ("stack", self.stack),
+        ];
+        all.into_iter()
+            .filter_map(|(n, v)| v.map(|v| (n.to_string(), v.soft_hard().0, v.soft_hard().1)))
+            .collect()
+    }
 }
 
 /// Security options of a container (docker's `--security-opt`).

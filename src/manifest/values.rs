@@ -456,6 +456,42 @@ macro_rules! string_newtype {
 }
 
 string_newtype!(
+    /// A tmpfs mount (`/run`, `/cache:size=64m,mode=1777`).
+    TmpfsSpec,
+    "Tmpfs",
+    {
+        "description": "A tmpfs mounted in the container: an absolute path, then optional ':' and comma-separated options (size=64m, mode=1777, uid=, gid=, nr_inodes=, ro, exec, suid). noexec,nosuid,nodev by default.",
+        "type": "string",
+        "pattern": "^/",
+        "examples": ["/run", "/cache:size=64m,mode=1777"]
+    }
+);
+
+string_newtype!(
+    /// A signal name or number (`SIGTERM`, `USR1`, `15`).
+    SignalName,
+    "Signal",
+    {
+        "description": "A signal: a name with or without SIG (\"SIGQUIT\", \"USR1\") or a number.",
+        "type": "string",
+        "minLength": 1,
+        "examples": ["SIGQUIT", "SIGUSR1"]
+    }
+);
+
+string_newtype!(
+    /// A host device given to the container (`/dev/fuse`, `/dev/sdb:/dev/xvdb:r`).
+    DeviceSpec,
+    "Device",
+    {
+        "description": "A host device node: /dev/HOST[:/dev/IN_CONTAINER][:PERMISSIONS], permissions some of r, w, m (default rwm).",
+        "type": "string",
+        "pattern": "^/",
+        "examples": ["/dev/fuse", "/dev/sdb:/dev/xvdb:r"]
+    }
+);
+
+string_newtype!(
     /// An image reference (`name[:tag]`, `name@sha256:...`, or an image id).
     ImageRef,
     "ImageRef",

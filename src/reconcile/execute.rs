@@ -172,6 +172,21 @@ impl manifest::Host for StoreHost<'_> {
     fn host_cpus(&self) -> Option<std::collections::BTreeSet<u32>> {
         crate::runtime::cgroup::host_cpus()
     }
+    fn check_tmpfs(&self, spec: &str) -> std::result::Result<(), String> {
+        crate::runtime::spec::parse_tmpfs(spec)
+            .map(|_| ())
+            .map_err(|e| user_message(&e))
+    }
+    fn check_device(&self, spec: &str) -> std::result::Result<(), String> {
+        crate::runtime::spec::parse_device(spec)
+            .map(|_| ())
+            .map_err(|e| user_message(&e))
+    }
+}
+
+/// The message of a user error (its hint dropped: the manifest's own hint follows).
+fn user_message(e: &anyhow::Error) -> String {
+    crate::error::find_user_error(e).map_or_else(|| format!("{e:#}"), |u| u.message.clone())
 }
 
 /// Loads a manifest, asking the store which images it has.
@@ -544,9 +559,9 @@ fn execute_steps(
                 .iter()
                 .filter_map(|a| stops(a, &broken_images))
                 .collect();
-            for (id, res) in ids
-                .iter()
-                .zip(lifecycle::stop_all(store, &ids, opts.stop_timeout))
+            for (id, res) in
+                ids.iter()
+                    .zip(lifecycle::stop_all(store, &ids, Some(opts.stop_timeout)))
             {
                 if let Err(e) = res {
                     tracing::warn!("cannot stop {id}: {e:#}");
@@ -607,7 +622,9 @@ fn execute_steps(
                 starts.push((i, name.clone(), id.clone()));
                 Ok(())
             }
-            Action::Stop { id, .. } => lifecycle::stop(store, id, opts.stop_timeout).map(|_| ()),
+            Action::Stop { id, .. } => {
+                lifecycle::stop(store, id, Some(opts.stop_timeout)).map(|_| ())
+            }
             Action::RemoveOrphan { id, .. } => remove(store, id, opts.stop_timeout),
         };
         if let (Some(ctx), Some(id)) = (gen_ctx, &made_id) {
@@ -796,6 +813,26 @@ pub fn run_options(spec: &ContainerSpec) -> RunOptions {
         cap_drop: spec.cap_drop.clone(),
         limits: spec.cgroup_limits(),
         restart: spec.restart,
+        // Validated by the manifest's checks.
+        tmpfs: spec
+            .tmpfs
+            .iter()
+            .filter_map(|t| crate::runtime::spec::parse_tmpfs(t).ok())
+            .collect(),
+        shm_size: spec.shm_size,
+        ulimits: spec
+            .ulimits
+            .iter()
+            .map(|(name, soft, hard)| crate::model::Ulimit {
+                name: name.clone(),
+                soft: *soft,
+                hard: *hard,
+            })
+            .collect(),
+        stop_signal: spec.stop_signal.clone(),
+        stop_timeout: spec.stop_timeout,
+        init: spec.init,
+        devices: spec.devices.clone(),
         // The manifest's checks validated it; a config that still fails gets no check
         // rather than an apply that cannot create the container.
         healthcheck: spec.health.as_ref().and_then(|h| {
@@ -855,12 +892,13 @@ fn create_from(
             start,
         },
     )?;
+
     Ok(rec.id)
 }
 
 /// Stops (SIGTERM, then SIGKILL after `timeout`) and removes a container.
 fn remove(store: &Store, id: &str, timeout: Duration) -> Result<()> {
-    lifecycle::stop(store, id, timeout)?;
+    lifecycle::stop(store, id, Some(timeout))?;
     lifecycle::remove(store, id, true, false)?;
     Ok(())
 }

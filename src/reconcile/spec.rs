@@ -134,6 +134,24 @@ pub struct ContainerSpec {
     /// no_new_privileges. Left out of the JSON when default, so older hashes stay.
     #[serde(default, skip_serializing_if = "crate::model::Security::is_default")]
     pub security: crate::model::Security,
+    // Issue 14's fields: skipped when unset, so the hash of a spec without them is what it
+    // was before they existed (no recreate after an upgrade).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// (name, soft, hard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<(String, u64, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -177,6 +195,13 @@ impl ContainerSpec {
             labels: c.labels.clone(),
             health: c.health.as_ref().map(SpecHealth::from),
             security: c.security.as_ref().map(spec_security).unwrap_or_default(),
+            tmpfs: c.tmpfs.iter().map(|t| t.0.clone()).collect(),
+            shm_size: c.shm_size.map(|b| b.0),
+            ulimits: c.ulimits.as_ref().map(|u| u.entries()).unwrap_or_default(),
+            stop_signal: c.stop_signal.as_ref().map(|s| s.0.clone()),
+            stop_timeout: c.stop_grace_period.map(|d| d.0.as_secs()),
+            init: c.init,
+            devices: c.devices.iter().map(|d| d.0.clone()).collect(),
         }
     }
 
@@ -391,6 +416,43 @@ pub fn diff(old: &ContainerSpec, new: &ContainerSpec) -> Vec<Reason> {
         ));
     }
     diff_map(&mut r, "labels", &old.labels, &new.labels);
+    if old.tmpfs != new.tmpfs {
+        r.push(Reason::changed("tmpfs"));
+    }
+    if old.shm_size != new.shm_size {
+        r.push(Reason::new(
+            "shm_size",
+            opt(&old.shm_size),
+            opt(&new.shm_size),
+        ));
+    }
+    if old.ulimits != new.ulimits {
+        r.push(Reason::changed("ulimits"));
+    }
+    if old.stop_signal != new.stop_signal {
+        r.push(Reason::new(
+            "stop_signal",
+            opt(&old.stop_signal),
+            opt(&new.stop_signal),
+        ));
+    }
+    if old.stop_timeout != new.stop_timeout {
+        r.push(Reason::new(
+            "stop_grace_period",
+            opt(&old.stop_timeout),
+            opt(&new.stop_timeout),
+        ));
+    }
+    if old.init != new.init {
+        r.push(Reason::new(
+            "init",
+            Some(old.init.to_string()),
+            Some(new.init.to_string()),
+        ));
+    }
+    if old.devices != new.devices {
+        r.push(Reason::changed("devices"));
+    }
     if old.health != new.health {
         r.push(Reason::changed("health"));
     }
@@ -398,4 +460,39 @@ pub fn diff(old: &ContainerSpec, new: &ContainerSpec) -> Vec<Reason> {
         r.push(Reason::changed("security"));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec without issue 14's fields serializes (and hashes) as before they existed, so
+    /// an upgrade recreates nothing.
+    #[test]
+    fn unset_new_fields_leave_the_hash_alone() {
+        let spec = ContainerSpec {
+            image: "app:1".into(),
+            ..ContainerSpec::default()
+        };
+        let json = spec.canonical_json();
+        for f in [
+            "tmpfs",
+            "shm_size",
+            "ulimits",
+            "stop_signal",
+            "stop_timeout",
+            "init",
+            "devices",
+        ] {
+            assert!(!json.contains(f), "{f} in {json}");
+        }
+        let back = ContainerSpec::from_stored_json(&json).expect("parses");
+        assert_eq!(back.spec_hash(), spec.spec_hash());
+        let with = ContainerSpec {
+            init: true,
+            ..spec.clone()
+        };
+        assert_ne!(with.spec_hash(), spec.spec_hash());
+        assert_eq!(diff(&spec, &with)[0].to_string(), "init false → true");
+    }
 }

@@ -52,6 +52,16 @@ pub struct ChildSpec {
     pub seccomp: Option<Vec<u8>>,
     /// Set no_new_privs (see [`set_privileges`]).
     pub no_new_privs: bool,
+    /// tmpfs mounts: (destination, mount flags, data), after the volumes.
+    pub tmpfs: Vec<(String, libc::c_ulong, String)>,
+    /// Bytes of /dev/shm.
+    pub shm_size: u64,
+    /// (resource, soft, hard) set before exec (`RLIM_INFINITY` is u64::MAX).
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    /// `--init`: stay PID 1 as a reaper and run the command as its child ([`reaper`]).
+    pub init: bool,
+    /// `--device`: (host node, path in the container), bind-mounted after /dev is made.
+    pub devices: Vec<(PathBuf, String)>,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -171,6 +181,7 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
+    set_rlimits(&spec.rlimits)?;
     set_privileges(spec.caps, spec.no_new_privs, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         let created = e == nix::errno::Errno::ENOENT
@@ -186,7 +197,110 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
             ));
         }
     }
-    exec_clean(&spec.args, &env, spec.seccomp.as_deref())
+    if spec.init {
+        reaper(sync, &spec.args, &env, spec.seccomp.as_deref())
+    } else {
+        exec_clean(&spec.args, &env, spec.seccomp.as_deref())
+    }
+}
+
+/// The container's `--ulimit`s, (resource, soft, hard), on this process (init and exec).
+pub(super) fn set_rlimits(
+    limits: &[(libc::__rlimit_resource_t, u64, u64)],
+) -> Result<(), ChildError> {
+    for &(res, soft, hard) in limits {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit with a valid resource and a rlimit on the stack.
+        if unsafe { libc::setrlimit(res, &lim) } < 0 {
+            return Err(err("cannot set a --ulimit", io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// `--init`: this process (the container's PID 1, still wharf's code after the fork from
+/// wharf) forks the command, which execs as PID 2, and stays behind as a tiny init: it
+/// forwards every signal it receives to the command, reaps every process that ends up its
+/// child (orphans are re-parented to PID 1), and exits with the command's status (128+N
+/// after a signal), which ends the container, as tini does. Every signal is blocked before
+/// the fork, so none reaches PID 1 with its default action; the command unblocks them in
+/// `exec_clean`. An exec failure of the command goes to the parent over `sync` as usual.
+fn reaper(
+    sync: &OwnedFd,
+    args: &[CString],
+    env: &[String],
+    seccomp: Option<&[u8]>,
+) -> Result<Never, ChildError> {
+    // SAFETY: sigset operations on a zeroed set on the stack.
+    let all = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        set
+    };
+    // SAFETY: fork in a single-threaded process; the child only execs (or reports and exits).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(err(
+            "cannot fork the command (--init)",
+            io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        // Its own process group, in the terminal's foreground when there is one: a ^C from
+        // the terminal reaches the command once, not also through PID 1's forwarding.
+        // SAFETY: plain calls on this process and descriptor 0 (signals still blocked,
+        // so tcsetpgrp from the background raises no SIGTTOU).
+        unsafe {
+            libc::setpgid(0, 0);
+            if libc::isatty(0) == 1 {
+                libc::tcsetpgrp(0, libc::getpid());
+            }
+        }
+        return exec_clean(args, env, seccomp);
+    }
+    // PID 1 keeps stdio only: the sync socket closes (the parent's EOF comes with the
+    // command's exec) and so do wharf's other descriptors.
+    // SAFETY: closing descriptors this process owns; nothing uses them after this.
+    unsafe {
+        libc::close(sync.as_raw_fd());
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    loop {
+        // SAFETY: sigwaitinfo with a valid set and a zeroed siginfo on the stack.
+        let sig = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::sigwaitinfo(&all, &mut info)
+        };
+        if sig < 0 {
+            continue; // EINTR
+        }
+        if sig != libc::SIGCHLD {
+            // SAFETY: kill with plain integers: our own child.
+            unsafe { libc::kill(pid, sig) };
+            continue;
+        }
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a status integer on the stack.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            if r == pid {
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    128 + libc::WTERMSIG(status)
+                };
+                // SAFETY: _exit ends PID 1, and with it the container.
+                unsafe { libc::_exit(code) };
+            }
+        }
+    }
 }
 
 /// The container's cgroups at `/sys/fs/cgroup` (read-only unless privileged, as docker):

@@ -63,6 +63,8 @@ struct ExecSpec {
     /// The container's seccomp filter (compiled or cached), None: unconfined.
     seccomp: Option<Vec<u8>>,
     no_new_privs: bool,
+    /// The container's `--ulimit`s: an exec'd process gets them too, as in docker.
+    rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
 }
 
 fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
@@ -229,6 +231,11 @@ pub fn exec(root: &std::path::Path, rec: &Record, opts: &ExecOptions) -> Result<
         working_dir,
         user: opts.user.clone().or_else(|| cfg.user.clone()),
         caps,
+        rlimits: cfg
+            .ulimits
+            .iter()
+            .filter_map(|u| u.resource().map(|r| (r, u.soft, u.hard)))
+            .collect(),
         tty: opts.tty,
         stdio: if opts.detach {
             [dn, dn, dn]
@@ -430,6 +437,7 @@ fn setup(spec: &ExecSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
+    child::set_rlimits(&spec.rlimits)?;
     child::set_privileges(spec.caps, spec.no_new_privs, &ids)?;
     if let Err(e) = nix::unistd::chdir(spec.working_dir.as_str()) {
         return Err(ChildError {

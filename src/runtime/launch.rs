@@ -30,6 +30,22 @@ pub struct Launched {
     pub cgroup: Option<Box<dyn ContainerCgroup>>,
 }
 
+/// overlay's `lowerdir=` value for `dirs` (top first): `:`-separated, each checked.
+pub(crate) fn lowerdir(dirs: &[PathBuf]) -> Result<String> {
+    let mut lower = String::new();
+    for (i, l) in dirs.iter().enumerate() {
+        let s = l.to_str().context("a layer path is not UTF-8")?;
+        if s.contains([',', ':']) {
+            anyhow::bail!("the layer path {s} holds a ',' or ':', which overlay cannot take");
+        }
+        if i > 0 {
+            lower.push(':');
+        }
+        lower.push_str(s);
+    }
+    Ok(lower)
+}
+
 fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
@@ -108,17 +124,7 @@ pub fn launch(
             "re-import the image",
         ));
     }
-    let mut lower = String::new();
-    for (i, l) in layers.iter().enumerate() {
-        let s = l.to_str().context("a layer path is not UTF-8")?;
-        if s.contains([',', ':']) {
-            anyhow::bail!("the layer path {s} holds a ',' or ':', which overlay cannot take");
-        }
-        if i > 0 {
-            lower.push(':');
-        }
-        lower.push_str(s);
-    }
+    let lower = lowerdir(layers)?;
     for p in [&upper, &work] {
         if p.to_str().is_none_or(|s| s.contains([',', ':'])) {
             anyhow::bail!(
@@ -171,11 +177,35 @@ pub fn launch(
             )
         })?,
         no_new_privs: child::no_new_privs(cfg.privileged, &cfg.security),
+        tmpfs: cfg
+            .tmpfs
+            .iter()
+            .map(|t| {
+                let (flags, data) = t.mount_args();
+                (t.destination.clone(), flags, data)
+            })
+            .collect(),
+        shm_size: cfg.shm_size.unwrap_or(64 << 20),
+        rlimits: cfg
+            .ulimits
+            .iter()
+            .filter_map(|u| u.resource().map(|r| (r, u.soft, u.hard)))
+            .collect(),
+        init: cfg.init,
+        devices: cfg
+            .devices
+            .iter()
+            .map(|d| (PathBuf::from(&d.host_path), d.path.clone()))
+            .collect(),
     };
 
     // The cgroup first, with its limits, so that the child is born in it or joins it
     // itself (see `cgroup::Entry`): no migration by the parent, no RCU grace period.
-    let cg = match cgroup::create(prep.id, &cfg.limits) {
+    let cg = match cgroup::create_with_devices(
+        prep.id,
+        &cfg.limits,
+        &cfg.devices.iter().map(|d| d.rule()).collect::<Vec<_>>(),
+    ) {
         Ok(cg) => cg,
         Err(e) => {
             // Limits the user gave are named in `e` when they are the cause.

@@ -131,6 +131,11 @@ pub fn build(
         ops.bind_in(src, dest, flags)
             .map_err(|e| err(format!("cannot mount the volume at {dest}"), e))?;
     }
+    for (dest, flags, data) in &spec.tmpfs {
+        let data = (!data.is_empty()).then_some(data.as_str());
+        ops.mount_in(dest, Kind::Dir, "tmpfs", "tmpfs", *flags, data)
+            .map_err(|e| err(format!("cannot mount the tmpfs at {dest}"), e))?;
+    }
     // The terminal, allocated inside so that ttyname() works: the master goes to wharf.
     let slave = if spec.tty {
         Some(ops.console(sync, winsize)?)
@@ -206,6 +211,11 @@ fn kernel_filesystems(
     }
     ops.populate_dev()
         .map_err(|e| err("cannot populate /dev", e))?;
+    for (host, dest) in &spec.devices {
+        ops.bind_in(host, dest, 0)
+            .map_err(|e| err(format!("cannot mount the device {dest}"), e))?;
+    }
+    let shm = format!("mode=1777,size={}", spec.shm_size);
     let dev_mounts: [(&str, &str, &str, libc::c_ulong, Option<&str>); 3] = [
         (
             "/dev/pts",
@@ -214,13 +224,7 @@ fn kernel_filesystems(
             libc::MS_NOSUID | libc::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
         ),
-        (
-            "/dev/shm",
-            "shm",
-            "tmpfs",
-            nosuid_noexec_nodev,
-            Some("mode=1777,size=65536k"),
-        ),
+        ("/dev/shm", "shm", "tmpfs", nosuid_noexec_nodev, Some(&shm)),
         ("/dev/mqueue", "mqueue", "mqueue", nosuid_noexec_nodev, None),
     ];
     for (dest, source, fstype, flags, data) in dev_mounts {
@@ -519,6 +523,15 @@ mod tests {
             cgroupfs: crate::runtime::cgroup::Inside::Cgroup2,
             seccomp: None,
             no_new_privs: true,
+            tmpfs: vec![(
+                "/run".into(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                String::new(),
+            )],
+            shm_size: 64 << 20,
+            rlimits: Vec::new(),
+            init: false,
+            devices: vec![(PathBuf::from("/dev/fuse"), "/dev/fuse".into())],
         }
     }
 
@@ -538,6 +551,7 @@ mod tests {
                 "cgroupfs cgroup2 ro",
                 "mount tmpfs /dev [nosuid,nodev,strictatime]",
                 "populate /dev",
+                "bind /dev/fuse /dev/fuse []",
                 "mount devpts /dev/pts [nosuid,noexec]",
                 "mount tmpfs /dev/shm [nosuid,nodev,noexec]",
                 "mount mqueue /dev/mqueue [nosuid,nodev,noexec]",
@@ -546,6 +560,7 @@ mod tests {
                 "etc /etc/resolv.conf",
                 "markers",
                 "bind /data /data [ro,nodev]",
+                "mount tmpfs /run [nosuid,nodev]",
                 "console",
                 "pivot",
                 "mask",

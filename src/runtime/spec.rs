@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::error::{exit, user};
 use crate::image::config::RunConfig;
-use crate::model::{ContainerConfig, Limits, Network, Volume, VolumeKind};
+use crate::model::{ContainerConfig, Device, Limits, Network, Tmpfs, Ulimit, Volume, VolumeKind};
 
 /// docker's default PATH.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -56,42 +56,402 @@ pub struct RunOptions {
     pub healthcheck: Option<crate::model::HealthConfig>,
     /// `--security-opt` / a manifest's `security`.
     pub security: crate::model::Security,
+    /// `--tmpfs PATH[:opts]` and `--mount type=tmpfs`.
+    pub tmpfs: Vec<Tmpfs>,
+    /// `--shm-size`: bytes of /dev/shm (docker's 64 MiB when None).
+    pub shm_size: Option<u64>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--stop-signal` (else the image's StopSignal, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` seconds (else 10): `stop` without `-t` waits this long.
+    pub stop_timeout: Option<u64>,
+    /// `--init`: a reaper as PID 1 that forwards signals.
+    pub init: bool,
+    /// `--device HOST[:CONTAINER][:PERMS]`.
+    pub devices: Vec<String>,
+    /// `--log-opt max-size/max-file`.
+    pub log_opts: Option<crate::model::LogPolicy>,
+}
+
+/// `--device /dev/HOST[:/dev/CONTAINER][:rwm]` (docker's syntax); the host path must be a
+/// character or block device.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let bad = |why: String| {
+        runtime_error(
+            format!("invalid --device {spec:?}: {why}"),
+            "write --device /dev/HOST[:/dev/IN_CONTAINER][:PERMS], PERMS some of r, w, m",
+        )
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let perms_ok = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let (host, path, access) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if perms_ok(p) && !p.starts_with('/') => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(bad("expected HOST[:CONTAINER][:PERMS]".into())),
+    };
+    if !perms_ok(access) {
+        return Err(bad(format!(
+            "permissions {access:?} are not some of r, w, m"
+        )));
+    }
+    if !host.starts_with('/') || !path.starts_with('/') || path == "/" {
+        return Err(bad("the paths must be absolute".into()));
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(host).map_err(|e| bad(format!("{host}: {e}")))?;
+    let kind = if meta.file_type().is_char_device() {
+        'c'
+    } else if meta.file_type().is_block_device() {
+        'b'
+    } else {
+        return Err(bad(format!("{host} is not a device node")));
+    };
+    let rdev = meta.rdev();
+    Ok(Device {
+        host_path: host.to_string(),
+        path: path.to_string(),
+        access: access.to_string(),
+        kind,
+        major: libc::major(rdev),
+        minor: libc::minor(rdev),
+    })
+}
+
+const TMPFS_KEYS: [&str; 5] = ["size", "mode", "uid", "gid", "nr_inodes"];
+const TMPFS_FLAGS: [&str; 8] = [
+    "ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev",
+];
+
+/// `--tmpfs PATH[:OPT,OPT...]` (docker's syntax): `/run`, `/tmp:size=64m,mode=1777,exec`.
+pub fn parse_tmpfs(spec: &str) -> Result<Tmpfs> {
+    let (dest, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    let opts: Vec<String> = opts
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+        .collect();
+    tmpfs(spec, dest, opts, "--tmpfs")
+}
+
+fn tmpfs(spec: &str, dest: &str, opts: Vec<String>, flag: &str) -> Result<Tmpfs> {
+    let bad = |why: String| {
+        runtime_error(
+            format!("invalid {flag} {spec:?}: {why}"),
+            "write --tmpfs /path[:size=64m,mode=1777,exec], or --mount type=tmpfs,target=/path",
+        )
+    };
+    if !dest.starts_with('/') || dest == "/" {
+        return Err(bad("the path must be absolute and not /".into()));
+    }
+    let mut out = Vec::new();
+    for o in opts {
+        if TMPFS_FLAGS.contains(&o.as_str()) {
+            out.push(o);
+            continue;
+        }
+        let Some((k, v)) = o.split_once('=') else {
+            return Err(bad(format!("unknown option {o:?}")));
+        };
+        if !TMPFS_KEYS.contains(&k) || v.is_empty() || v.contains([',', '\0']) {
+            return Err(bad(format!("unknown option {o:?}")));
+        }
+        let v = match k {
+            "size" => crate::util::parse_size(v)
+                .map_err(|e| bad(e.message(v)))?
+                .to_string(),
+            "mode" => {
+                u32::from_str_radix(v, 8).map_err(|_| bad(format!("mode {v:?} is not octal")))?;
+                v.to_string()
+            }
+            _ => {
+                v.parse::<u64>()
+                    .map_err(|_| bad(format!("{k} {v:?} is not a number")))?;
+                v.to_string()
+            }
+        };
+        out.push(format!("{k}={v}"));
+    }
+    Ok(Tmpfs {
+        destination: dest.to_string(),
+        options: out,
+    })
+}
+
+/// The lines of a docker `--env-file` / `--label-file`: `KEY=VALUE` (the value verbatim,
+/// quotes included, as docker reads it) or a bare `KEY`; blank lines and `#` comments are
+/// skipped. Errors name the file and line. (A manifest's `env_file` is compose's dotenv
+/// format instead, which strips quotes: `manifest::load::parse_env_file`.)
+pub fn parse_docker_env_file(path: &std::path::Path, flag: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        runtime_error(
+            format!("cannot read {flag} {}: {e}", path.display()),
+            "give the path of a readable file of KEY=VALUE lines",
+        )
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split_once('=').map_or(line, |(k, _)| k);
+        if key.is_empty() || key.contains(char::is_whitespace) || line.contains('\0') {
+            return Err(runtime_error(
+                format!(
+                    "{}:{}: invalid line in {flag}: {key:?} is not a variable name",
+                    path.display(),
+                    i + 1
+                ),
+                "write KEY=VALUE (or a bare KEY), one per line; # starts a comment",
+            ));
+        }
+        out.push(line.to_string());
+    }
+    Ok(out)
+}
+
+/// What one `--mount` asks for: a `-v` volume (in `-v`'s syntax) or a tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountArg {
+    Volume(String),
+    Tmpfs(Tmpfs),
+}
+
+/// docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]
+/// [,tmpfs-size=…][,tmpfs-mode=…]` (`src`, `dst`/`destination`, `ro` accepted too).
+pub fn parse_mount(spec: &str) -> Result<MountArg> {
+    let bad = |why: String| {
+        runtime_error(
+            format!("invalid --mount {spec:?}: {why}"),
+            "write --mount type=bind,source=/host,target=/path[,readonly], \
+             type=volume,source=NAME,target=/path, or type=tmpfs,target=/path[,tmpfs-size=64m]",
+        )
+    };
+    let (mut kind, mut source, mut target, mut ro) = ("volume", None, None, false);
+    let mut tmpfs_opts = Vec::new();
+    for field in spec.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => {
+                kind = match v {
+                    "bind" => "bind",
+                    "volume" => "volume",
+                    "tmpfs" => "tmpfs",
+                    _ => return Err(bad(format!("type {v:?} is not bind, volume or tmpfs"))),
+                }
+            }
+            "source" | "src" => source = Some(v.to_string()),
+            "target" | "destination" | "dst" => target = Some(v.to_string()),
+            "readonly" | "ro" => {
+                ro = match v {
+                    "" | "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => return Err(bad(format!("{k}={v:?} is not true or false"))),
+                }
+            }
+            "tmpfs-size" => tmpfs_opts.push(format!("size={v}")),
+            "tmpfs-mode" => tmpfs_opts.push(format!("mode={v}")),
+            _ => return Err(bad(format!("unknown field {k:?}"))),
+        }
+    }
+    let Some(target) = target else {
+        return Err(bad("target= is missing".into()));
+    };
+    if target.contains(':') {
+        return Err(bad("the target holds a ':'".into()));
+    }
+    if kind != "tmpfs" && !tmpfs_opts.is_empty() {
+        return Err(bad("tmpfs-size and tmpfs-mode are for type=tmpfs".into()));
+    }
+    let ro_suffix = if ro { ":ro" } else { "" };
+    match (kind, source) {
+        ("tmpfs", Some(_)) => Err(bad("a tmpfs has no source".into())),
+        ("tmpfs", None) => {
+            if ro {
+                tmpfs_opts.push("ro".into());
+            }
+            tmpfs(spec, &target, tmpfs_opts, "--mount").map(MountArg::Tmpfs)
+        }
+        ("bind", Some(src)) if src.starts_with('/') && !src.contains(':') => {
+            Ok(MountArg::Volume(format!("{src}:{target}{ro_suffix}")))
+        }
+        ("bind", _) => Err(bad("a bind mount needs an absolute source=".into())),
+        (_, Some(src)) if !src.is_empty() => {
+            if src.starts_with('/') {
+                return Err(bad(
+                    "a volume's source is a volume name; use type=bind for a host path".into(),
+                ));
+            }
+            Ok(MountArg::Volume(format!("{src}:{target}{ro_suffix}")))
+        }
+        // No source: an anonymous volume.
+        _ if ro => Err(bad("an anonymous volume cannot be read-only".into())),
+        _ => Ok(MountArg::Volume(target)),
+    }
+}
+
+/// docker's `--ulimit` names and their resources.
+const ULIMITS: [(&str, libc::__rlimit_resource_t); 15] = [
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("locks", libc::RLIMIT_LOCKS),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE),
+    ("nice", libc::RLIMIT_NICE),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("rss", libc::RLIMIT_RSS),
+    ("rtprio", libc::RLIMIT_RTPRIO),
+    ("rttime", libc::RLIMIT_RTTIME),
+    ("sigpending", libc::RLIMIT_SIGPENDING),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+impl Ulimit {
+    pub fn resource(&self) -> Option<libc::__rlimit_resource_t> {
+        ULIMITS
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|&(_, r)| r)
+    }
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` (-1 or `unlimited` for no limit), checked against wharf's
+/// own hard limit: root without CAP_SYS_RESOURCE cannot raise one, and the container never
+/// gets more than wharf has.
+pub fn parse_ulimit(spec: &str) -> Result<Ulimit> {
+    let bad = |why: String| {
+        runtime_error(
+            format!("invalid --ulimit {spec:?}: {why}"),
+            "write --ulimit NAME=SOFT[:HARD], e.g. nofile=1024:2048 (names: core, cpu, data, \
+             fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, \
+             sigpending, stack)",
+        )
+    };
+    let (name, vals) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=SOFT[:HARD]".into()))?;
+    let num = |v: &str| -> Result<u64> {
+        match v {
+            "-1" | "unlimited" => Ok(u64::MAX),
+            _ => v
+                .parse::<u64>()
+                .map_err(|_| bad(format!("{v:?} is not a number"))),
+        }
+    };
+    let (soft, hard) = match vals.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(vals)?, num(vals)?),
+    };
+    let u = Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    };
+    if u.resource().is_none() {
+        return Err(bad(format!("unknown limit {name:?}")));
+    }
+    if soft > hard {
+        return Err(bad(format!(
+            "the soft limit {soft} is above the hard limit {hard}"
+        )));
+    }
+    check_ulimit(&u)?;
+    Ok(u)
+}
+
+/// A ulimit never above wharf's own hard limit (flag or manifest), nor soft above hard.
+pub fn check_ulimit(u: &Ulimit) -> Result<()> {
+    let (name, soft, hard) = (u.name.as_str(), u.soft, u.hard);
+    let spec = format!("{name}={soft}:{hard}");
+    let Some(res) = u.resource() else {
+        return Err(runtime_error(
+            format!("invalid ulimit {name:?}"),
+            "the names are core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, \
+             nproc, rss, rtprio, rttime, sigpending, stack",
+        ));
+    };
+    if soft > hard {
+        return Err(runtime_error(
+            format!("ulimit {spec}: the soft limit is above the hard limit"),
+            "give a soft limit at most the hard one",
+        ));
+    }
+    let own = nix::sys::resource::getrlimit(res_of(res)).map(|(_, h)| h);
+    if let Ok(own_hard) = own
+        && hard > own_hard
+    {
+        let shown = |v: u64| {
+            if v == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        return Err(runtime_error(
+            format!(
+                "ulimit {spec}: the hard limit {} is above wharf's own ({})",
+                shown(hard),
+                shown(own_hard)
+            ),
+            &format!(
+                "a container cannot get more than the host gives wharf (raising it needs \
+                 CAP_SYS_RESOURCE); give at most {name}={}",
+                shown(own_hard)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// nix's name for a libc resource number.
+fn res_of(r: libc::__rlimit_resource_t) -> nix::sys::resource::Resource {
+    use nix::sys::resource::Resource as R;
+    match r {
+        libc::RLIMIT_CORE => R::RLIMIT_CORE,
+        libc::RLIMIT_CPU => R::RLIMIT_CPU,
+        libc::RLIMIT_DATA => R::RLIMIT_DATA,
+        libc::RLIMIT_FSIZE => R::RLIMIT_FSIZE,
+        libc::RLIMIT_LOCKS => R::RLIMIT_LOCKS,
+        libc::RLIMIT_MEMLOCK => R::RLIMIT_MEMLOCK,
+        libc::RLIMIT_MSGQUEUE => R::RLIMIT_MSGQUEUE,
+        libc::RLIMIT_NICE => R::RLIMIT_NICE,
+        libc::RLIMIT_NPROC => R::RLIMIT_NPROC,
+        libc::RLIMIT_RSS => R::RLIMIT_RSS,
+        libc::RLIMIT_RTPRIO => R::RLIMIT_RTPRIO,
+        libc::RLIMIT_RTTIME => R::RLIMIT_RTTIME,
+        libc::RLIMIT_SIGPENDING => R::RLIMIT_SIGPENDING,
+        libc::RLIMIT_STACK => R::RLIMIT_STACK,
+        _ => R::RLIMIT_NOFILE,
+    }
+}
+
+/// The signal `stop` sends a container first: its `--stop-signal` (or the image's
+/// StopSignal), else SIGTERM.
+pub fn stop_signal(cfg: &ContainerConfig) -> i32 {
+    cfg.stop_signal
+        .as_deref()
+        .and_then(|s| crate::util::parse_signal(s).ok())
+        .unwrap_or(libc::SIGTERM)
+}
+
+/// How long `stop` without `-t` waits before SIGKILL: `--stop-timeout`, else docker's 10 s.
+pub fn stop_timeout(cfg: &ContainerConfig) -> std::time::Duration {
+    std::time::Duration::from_secs(cfg.stop_timeout.unwrap_or(10))
 }
 
 fn runtime_error(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
 
-/// The container's argv by docker's rules, the one place they are written: the entrypoint
-/// (given, else the image's) followed by the command (given, else the image's Cmd; a given
-/// entrypoint drops the image's Cmd).
-pub fn resolve_args(image: &RunConfig, opts: &RunOptions) -> Vec<String> {
-    let (entrypoint, image_cmd) = match &opts.entrypoint {
-        Some(ep) => (ep.clone(), None),
-        None => (
-            image.entrypoint.clone().unwrap_or_default(),
-            image.cmd.as_ref(),
-        ),
-    };
-    let mut args = entrypoint;
-    if opts.command.is_empty() {
-        args.extend(image_cmd.cloned().unwrap_or_default());
-    } else {
-        args.extend(opts.command.iter().cloned());
-    }
-    args
-}
-
 /// Builds the effective config of a new container with id `id`.
 pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<ContainerConfig> {
-    let args = resolve_args(image, opts);
-    if args.is_empty() {
-        return Err(runtime_error(
-            "no command specified: the image has no Cmd or Entrypoint and none was given".into(),
-            "give the command after the image: `wharf run IMAGE /bin/sh`, or import the image \
-             with `--change 'CMD [\"/bin/sh\"]'`",
-        ));
-    }
+    let args = resolve_args(image, opts.entrypoint.as_deref(), &opts.command)?;
     let hostname = opts
         .hostname
         .clone()
@@ -152,6 +512,38 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         auto_remove: opts.auto_remove,
         restart: opts.restart,
         healthcheck: opts.healthcheck.clone(),
+        tmpfs: opts.tmpfs.clone(),
+        shm_size: opts.shm_size,
+        ulimits: {
+            for u in &opts.ulimits {
+                check_ulimit(u)?;
+            }
+            opts.ulimits.clone()
+        },
+        stop_signal: match opts.stop_signal.as_deref().or(image.stop_signal.as_deref()) {
+            None => None,
+            Some(sig) => {
+                let n = crate::util::parse_signal(sig).map_err(|_| {
+                    runtime_error(
+                        format!("invalid stop signal {sig:?}"),
+                        "give --stop-signal a name like TERM, INT, QUIT or a number",
+                    )
+                })?;
+                Some(
+                    nix::sys::signal::Signal::try_from(n)
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|_| n.to_string()),
+                )
+            }
+        },
+        stop_timeout: opts.stop_timeout,
+        init: opts.init,
+        devices: opts
+            .devices
+            .iter()
+            .map(|d| parse_device(d))
+            .collect::<Result<Vec<_>>>()?,
+        log_opts: opts.log_opts,
         security: opts.security.clone(),
     })
 }
@@ -185,6 +577,40 @@ fn check_exec_size(args: &[String], env: &[String]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// docker's Entrypoint/Cmd rule, the one place wharf resolves a container's argv: the
+/// entrypoint (given, else the image's) followed by the command (given, else the image's
+/// Cmd, unless an entrypoint was given: docker's `--entrypoint` resets Cmd).
+pub fn resolve_args(
+    image: &RunConfig,
+    entrypoint: Option<&[String]>,
+    command: &[String],
+) -> Result<Vec<String>> {
+    let mut args: Vec<String> = match entrypoint {
+        Some(ep) => ep.to_vec(),
+        None => image.entrypoint.clone().unwrap_or_default(),
+    };
+    if !command.is_empty() {
+        args.extend(command.iter().cloned());
+    } else if entrypoint.is_none() {
+        args.extend(image.cmd.clone().unwrap_or_default());
+    }
+    if args.is_empty() {
+        return Err(match entrypoint {
+            Some(_) => runtime_error(
+                "no command specified: the entrypoint is empty and no command was given".into(),
+                "give the entrypoint a program (`--entrypoint /bin/sh`), or a command after the image",
+            ),
+            None => runtime_error(
+                "no command specified: the image has no Cmd or Entrypoint and none was given"
+                    .into(),
+                "give the command after the image: `wharf run IMAGE /bin/sh`, or import the image \
+                 with `--change 'CMD [\"/bin/sh\"]'`",
+            ),
+        });
+    }
+    Ok(args)
 }
 
 /// Sets `K=V` in `env`, replacing an earlier K; a bare `K` takes the value of wharf's own
@@ -299,37 +725,6 @@ pub fn capability_mask(cfg: &ContainerConfig) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entrypoint_and_cmd_follow_dockers_rules() {
-        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let image = RunConfig {
-            entrypoint: Some(v(&["/entry"])),
-            cmd: Some(v(&["default"])),
-            ..RunConfig::default()
-        };
-        let opts = |command: &[&str], entrypoint: Option<&[&str]>| RunOptions {
-            command: v(command),
-            entrypoint: entrypoint.map(v),
-            ..RunOptions::default()
-        };
-        assert_eq!(
-            resolve_args(&image, &opts(&[], None)),
-            ["/entry", "default"]
-        );
-        assert_eq!(resolve_args(&image, &opts(&["x"], None)), ["/entry", "x"]);
-        // A given entrypoint drops the image's Cmd, as docker's --entrypoint does.
-        assert_eq!(resolve_args(&image, &opts(&[], Some(&["/sh"]))), ["/sh"]);
-        assert_eq!(
-            resolve_args(&image, &opts(&["-c", "x"], Some(&["/sh"]))),
-            ["/sh", "-c", "x"]
-        );
-        // An empty entrypoint clears the image's: the command alone runs.
-        assert_eq!(resolve_args(&image, &opts(&["ls"], Some(&[]))), ["ls"]);
-        let bare = RunConfig::default();
-        assert!(resolve_args(&bare, &opts(&[], None)).is_empty());
-        assert!(build(&"a".repeat(64), &bare, &opts(&[], None)).is_err());
-    }
 
     #[test]
     fn exec_size_limits() {

@@ -384,3 +384,11 @@ impl Env {
         }
     }
 }
+
+/// Waits until the container `name` has created `/ready` (a script's signal that its traps
+/// are set: a signal sent before would hit the default action, or be ignored by a PID 1).
+pub fn await_ready(env: &Env, name: &str) {
+    wait_until(20, "the container's /ready", || {
+        (code(&env.run(&["exec", name, "test", "-f", "/ready"])) == 0).then_some(())
+    });
+}

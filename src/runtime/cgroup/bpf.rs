@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-type Rule = (char, Option<u32>, Option<u32>, &'static str);
+type Rule<'a> = (char, Option<u32>, Option<u32>, &'a str);
 
 // Opcodes (linux/bpf_common.h, linux/bpf.h).
 const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
@@ -66,7 +66,7 @@ fn access_bits(access: &str) -> i32 {
 
 /// The filter: R2 = type, R3 = access, R4 = major, R5 = minor; each rule that matches
 /// returns 1 (allow); when none does, 0 (deny).
-pub(crate) fn program(rules: &[Rule]) -> Vec<Insn> {
+pub(crate) fn program(rules: &[Rule<'_>]) -> Vec<Insn> {
     let mut p = vec![
         insn(LDX_MEM_W, 2, 1, 0, 0), // R2 = ctx->access_type
         insn(ALU32_AND_K, 2, 0, 0, 0xffff),
@@ -200,8 +200,14 @@ fn load(insns: &[Insn]) -> Result<OwnedFd> {
 
 /// Attaches the default device filter to the cgroup `dir`; returns the program's fd, which
 /// [`detach`] needs. Other programs (of a parent) still apply: BPF_F_ALLOW_MULTI.
-pub(crate) fn attach_default(dir: &Path) -> Result<OwnedFd> {
-    let prog = load(&program(super::DEFAULT_DEVICES))?;
+/// `extra` rules (`--device`) are allowed besides the defaults.
+pub(crate) fn attach_with(dir: &Path, extra: &[Rule<'_>]) -> Result<OwnedFd> {
+    let rules: Vec<Rule<'_>> = super::DEFAULT_DEVICES
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect();
+    let prog = load(&program(&rules))?;
     attach_cmd(BPF_PROG_ATTACH, dir, &prog, BPF_F_ALLOW_MULTI).with_context(|| {
         format!(
             "cannot attach the device filter to {} (BPF_PROG_ATTACH)",

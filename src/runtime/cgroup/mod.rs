@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::user;
 use crate::model::{Limits, MIN_MEMORY, Stats, format_cpu_list, parse_cpu_list};
 
@@ -52,6 +54,22 @@ pub const PARENT: &str = "wharf";
 
 /// The CFS period wharf uses for `--cpus`: 100 ms, as docker does.
 pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Live usage of a running container's cgroup, for `wharf stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use minus the inactive page cache (docker's "MEM USAGE").
+    pub memory: u64,
+    /// The memory limit; None when unlimited (the CLI shows the host's memory).
+    pub memory_limit: Option<u64>,
+    /// Bytes read from and written to block devices.
+    pub block_read: u64,
+    pub block_write: u64,
+    /// Processes (tasks) inside.
+    pub pids: u64,
+}
 
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +118,56 @@ pub trait ContainerCgroup {
     fn inside(&self) -> Inside {
         Inside::V1(Vec::new())
     }
+    /// Freezes (`pause`) or thaws (`unpause`) every process inside; returns once the kernel
+    /// reports the new state (v1 `freezer.state`, v2 `cgroup.events` frozen).
+    fn set_frozen(&self, frozen: bool) -> Result<()>;
+    /// Whether the cgroup is frozen (or freezing).
+    fn is_frozen(&self) -> bool;
+    /// Live usage (`stats`).
+    fn usage(&self) -> Usage;
+    /// Writes `limits` to the live cgroup (`update`), with the same writers as `create`.
+    fn update(&self, limits: &Limits) -> Result<()>;
+    /// Every process inside, child cgroups included (`top`).
+    fn procs(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        if let Some(dir) = self.paths().first() {
+            procs_below(dir, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Pids in `dir`'s `cgroup.procs` and in those of the cgroups below it.
+fn procs_below(dir: &Path, out: &mut Vec<i32>) {
+    out.extend(read_procs(dir));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                procs_below(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// Polls `done` every 200 µs for up to 2 s; an error naming `what` when it never holds.
+fn await_state(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        if done() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    anyhow::bail!("the kernel did not {what} the container's processes within 2 s")
+}
+
+/// Memory in use as docker counts it: usage minus the inactive file cache of `stat_file`.
+fn memory_usage(usage: Option<u64>, stat_file: &Path, inactive_key: &str) -> u64 {
+    let usage = usage.unwrap_or(0);
+    let inactive = read_key(stat_file, inactive_key).unwrap_or(0);
+    usage.saturating_sub(inactive)
 }
 
 /// The container's view of its cgroups at `/sys/fs/cgroup`, read-only, as docker shows it.
@@ -175,10 +243,59 @@ pub fn detect() -> Version {
     }
 }
 
+/// Writes `limits` to the live cgroup of container `id` (`wharf update`), validated by the
+/// same rules as [`create`]'s. A missing cgroup is no error: nothing runs to limit.
+pub fn update(id: &str, limits: &Limits) -> Result<()> {
+    check_id(id)?;
+    Plan::from_limits(limits)?;
+    match open(id) {
+        Some(cg) => cg.update(limits),
+        None => Ok(()),
+    }
+}
+
+/// Whether the cgroup of container `id` is frozen (`wharf pause`). One file read.
+pub fn is_frozen(id: &str) -> bool {
+    open(id).is_some_and(|cg| cg.is_frozen())
+}
+
+/// A device a container may use besides [`DEFAULT_DEVICES`] (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRule {
+    /// 'c' or 'b'.
+    pub kind: char,
+    pub major: u32,
+    pub minor: u32,
+    /// Some of "rwm".
+    pub access: String,
+}
+
+impl crate::model::Device {
+    /// The devices cgroup / BPF rule that lets the container use this node.
+    pub fn rule(&self) -> DeviceRule {
+        DeviceRule {
+            kind: self.kind,
+            major: self.major,
+            minor: self.minor,
+            access: self.access.clone(),
+        }
+    }
+}
+
 /// Makes the cgroup `wharf/<id>` and applies `limits`. On error nothing is left behind.
 pub fn create(id: &str, limits: &Limits) -> Result<Box<dyn ContainerCgroup>> {
+    create_with_devices(id, limits, &[])
+}
+
+/// [`create`], allowing `devices` too (v1 `devices.allow`, v2 the BPF filter's rules).
+pub fn create_with_devices(
+    id: &str,
+    limits: &Limits,
+    devices: &[DeviceRule],
+) -> Result<Box<dyn ContainerCgroup>> {
     check_id(id)?;
-    let plan = Plan::from_limits(limits)?;
+    let mut plan = Plan::from_limits(limits)?;
+    plan.devices = devices.to_vec();
     match layout() {
         Layout::V1(h) => Ok(Box::new(h.create(id, &plan)?)),
         Layout::V2(r) => Ok(Box::new(r.create(id, &plan)?)),
@@ -284,9 +401,25 @@ pub(crate) struct Plan {
     /// `None` inside: no limit ("max").
     pub pids: Option<Option<u64>>,
     pub cpuset_cpus: Option<String>,
+    /// Devices allowed besides the defaults.
+    pub devices: Vec<DeviceRule>,
 }
 
 impl Plan {
+    /// The extra device rules in the default rules' shape.
+    pub(crate) fn device_rules(&self) -> Vec<(char, Option<u32>, Option<u32>, &str)> {
+        self.devices
+            .iter()
+            .map(|d| (d.kind, Some(d.major), Some(d.minor), d.access.as_str()))
+            .collect()
+    }
+
+    /// Checks `limits` by `create`'s rules without touching a cgroup (`update` of a
+    /// container that is not running).
+    pub(crate) fn check(limits: &Limits) -> Result<()> {
+        Plan::from_limits(limits).map(|_| ())
+    }
+
     /// The first limit this plan sets whose controller `has` says is missing, as
     /// `(controller, flag)`: a limit the host cannot enforce is refused, never skipped.
     pub(crate) fn missing_controller(

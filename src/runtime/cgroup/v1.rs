@@ -203,12 +203,18 @@ impl V1Cgroup {
                 .write(true)
                 .open(&p)
                 .with_context(|| format!("cannot open {}", p.display()))?;
-            for rule in super::DEFAULT_DEVICES {
+            let extra = plan.device_rules();
+            for rule in super::DEFAULT_DEVICES.iter().chain(extra.iter()) {
                 let rule = super::device_rule(rule);
                 f.write_all(rule.as_bytes())
                     .with_context(|| format!("cannot write {rule:?} to {}", p.display()))?;
             }
         }
+        self.write_limits(plan)
+    }
+
+    /// The memory, cpu and pids limits of `plan` (at create, and for `update`).
+    fn write_limits(&self, plan: &Plan) -> Result<()> {
         if let Some(mem) = self.dir("memory") {
             if let Some(m) = plan.memory {
                 write_limit(mem, "memory.limit_in_bytes", &m.to_string(), "--memory")?;
@@ -426,5 +432,93 @@ impl ContainerCgroup for V1Cgroup {
             Some(dev) => write_file(dev, "devices.allow", "a"),
             None => Ok(()),
         }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<()> {
+        let Some(f) = self.dir("freezer") else {
+            return Err(
+                user("pause is not supported on this host: no cgroup v1 freezer")
+                    .hint("mount the freezer controller")
+                    .into(),
+            );
+        };
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        write_file(f, "freezer.state", want)?;
+        super::await_state(if frozen { "freeze" } else { "thaw" }, || {
+            read_trimmed(&f.join("freezer.state")).as_deref() == Some(want)
+        })
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.dir("freezer").is_some_and(|f| {
+            matches!(
+                read_trimmed(&f.join("freezer.state")).as_deref(),
+                Some("FROZEN" | "FREEZING")
+            )
+        })
+    }
+
+    fn usage(&self) -> super::Usage {
+        let mut u = super::Usage::default();
+        if let Some(mem) = self.dir("memory") {
+            u.memory = super::memory_usage(
+                read_u64(&mem.join("memory.usage_in_bytes")),
+                &mem.join("memory.stat"),
+                "total_inactive_file",
+            );
+            // v1 reports "no limit" as the largest page-aligned i64.
+            u.memory_limit = read_u64(&mem.join("memory.limit_in_bytes"))
+                .filter(|&l| l < (i64::MAX as u64) & !0xfff);
+        }
+        if let Some(acct) = self.dir("cpuacct") {
+            u.cpu_ns = read_u64(&acct.join("cpuacct.usage")).unwrap_or(0);
+        }
+        if let Some(blk) = self.dir("blkio") {
+            let text =
+                std::fs::read_to_string(blk.join("blkio.throttle.io_service_bytes_recursive"))
+                    .unwrap_or_default();
+            for l in text.lines() {
+                let mut f = l.split_whitespace();
+                let (Some(_dev), Some(op), Some(n)) = (f.next(), f.next(), f.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match op {
+                    "Read" => u.block_read += n,
+                    "Write" => u.block_write += n,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(p) = self.dir("pids") {
+            u.pids = read_u64(&p.join("pids.current")).unwrap_or(0);
+        }
+        u
+    }
+
+    fn update(&self, limits: &super::Limits) -> Result<()> {
+        let plan = Plan::from_limits(limits)?;
+        // Raising -m above the current memory+swap limit is refused until that is raised:
+        // on failure, write memory+swap first and try again.
+        if let Err(e) = self.write_limits(&plan) {
+            let memsw = match plan.memswap {
+                Some(MemSwap::Total(t) | MemSwap::DefaultTotal(t)) => t,
+                _ => return Err(e),
+            };
+            let Some(mem) = self.dir("memory") else {
+                return Err(e);
+            };
+            if write_file(mem, "memory.memsw.limit_in_bytes", &memsw.to_string()).is_err() {
+                return Err(e);
+            }
+            self.write_limits(&plan)?;
+        }
+        if let (Some(want), Some(dir)) = (&plan.cpuset_cpus, self.dir("cpuset")) {
+            let parent = dir.parent().unwrap_or(dir);
+            let allowed = read_trimmed(&parent.join("cpuset.cpus")).unwrap_or_default();
+            check_cpuset_subset(want, &allowed)?;
+            write_limit(dir, "cpuset.cpus", want, "--cpuset-cpus")?;
+        }
+        Ok(())
     }
 }

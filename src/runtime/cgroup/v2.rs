@@ -16,7 +16,8 @@ use crate::error::user;
 use crate::model::Stats;
 
 /// The controllers a container's cgroup gets, when the host has them.
-const CONTROLLERS: [&str; 4] = ["cpuset", "cpu", "memory", "pids"];
+/// `io` has no limit here; it gives `stats` its BLOCK I/O.
+const CONTROLLERS: [&str; 5] = ["cpuset", "cpu", "io", "memory", "pids"];
 
 /// The unified hierarchy of this host.
 #[derive(Debug)]
@@ -105,7 +106,7 @@ impl Root {
         let mut cg = self.cgroup(id);
         mkdir(&cg.dir)?;
         let setup = cg.apply(&parent, plan).and_then(|()| {
-            super::bpf::attach_default(&cg.dir).map_err(|e| {
+            super::bpf::attach_with(&cg.dir, &plan.device_rules()).map_err(|e| {
                 e.context(
                     "cannot restrict the container's devices; the kernel needs \
                      CONFIG_CGROUP_BPF, and wharf needs root (CAP_BPF or CAP_SYS_ADMIN)",
@@ -268,6 +269,53 @@ impl ContainerCgroup for V2Cgroup {
 
     fn inside(&self) -> super::Inside {
         super::Inside::Cgroup2
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<()> {
+        write_file(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+        let want = u64::from(frozen);
+        super::await_state(if frozen { "freeze" } else { "thaw" }, || {
+            read_key(&self.dir.join("cgroup.events"), "frozen") == Some(want)
+        })
+    }
+
+    fn is_frozen(&self) -> bool {
+        read_u64(&self.dir.join("cgroup.freeze")) == Some(1)
+    }
+
+    fn usage(&self) -> super::Usage {
+        let d = &self.dir;
+        let mut u = super::Usage {
+            cpu_ns: read_key(&d.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
+            memory: super::memory_usage(
+                read_u64(&d.join("memory.current")),
+                &d.join("memory.stat"),
+                "inactive_file",
+            ),
+            memory_limit: read_u64(&d.join("memory.max")), // "max" does not parse: None
+            pids: read_u64(&d.join("pids.current")).unwrap_or(0),
+            ..Default::default()
+        };
+        // io.stat: "8:0 rbytes=1 wbytes=2 rios=..." per device (with the io controller).
+        for l in std::fs::read_to_string(d.join("io.stat"))
+            .unwrap_or_default()
+            .lines()
+        {
+            for kv in l.split_whitespace().skip(1) {
+                match kv.split_once('=') {
+                    Some(("rbytes", n)) => u.block_read += n.parse::<u64>().unwrap_or(0),
+                    Some(("wbytes", n)) => u.block_write += n.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        u
+    }
+
+    fn update(&self, limits: &super::Limits) -> Result<()> {
+        let plan = Plan::from_limits(limits)?;
+        let parent = self.dir.parent().unwrap_or(&self.dir).to_path_buf();
+        self.apply(&parent, &plan)
     }
 
     fn allow_all_devices(&self) -> Result<()> {
