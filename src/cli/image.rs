@@ -17,6 +17,8 @@ use crate::util::{ago, human_size, rfc3339};
 pub enum Commands {
     /// Import a rootfs tarball (plain, gzip or zstd; - for stdin) as an image
     Import(ImportArgs),
+    /// Load images from a docker-archive, oci-archive or OCI layout directory
+    Load(LoadArgs),
     /// List images
     Images(ImagesArgs),
     /// Give an image another name:tag
@@ -39,6 +41,8 @@ pub enum ImageCmd {
     Rm(RmiArgs),
     /// Import a tarball as an image
     Import(ImportArgs),
+    /// Load images from an archive
+    Load(LoadArgs),
     /// Remove dangling images no container uses (-a: every unused image)
     Prune(ImagePruneArgs),
 }
@@ -66,6 +70,20 @@ pub struct ImportArgs {
     #[arg(short = 'm', long = "message")]
     pub message: Option<String>,
     /// Print only the image id, with no progress bar
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The archive (docker-archive or oci-archive; plain, gzip or zstd) or an OCI layout
+    /// directory; - or nothing for standard input
+    #[arg(short, long, default_value = "-")]
+    pub input: PathBuf,
+    /// The image of a multi-platform index to load: os/arch[/variant] (default: the host's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image ids, with no progress bars
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -110,6 +128,7 @@ pub struct InspectArgs {
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     match cmd {
         Commands::Import(a) | Commands::Image(ImageCmd::Import(a)) => import(ctx, a),
+        Commands::Load(a) | Commands::Image(ImageCmd::Load(a)) => load(ctx, a),
         Commands::Images(a) | Commands::Image(ImageCmd::Ls(a)) => images(ctx, a),
         Commands::Tag(a) => {
             let store = ctx.store()?;
@@ -189,6 +208,46 @@ fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
         }))?;
     } else {
         println!("sha256:{}", imported.id);
+    }
+    Ok(0)
+}
+
+/// One progress bar per layer on a terminal, none when piped or quiet.
+pub(super) fn layer_bars(quiet: bool) -> Option<indicatif::MultiProgress> {
+    (!quiet && std::io::stderr().is_terminal())
+        .then(|| indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+fn load(ctx: &Ctx, a: LoadArgs) -> Result<i32> {
+    let platform = match &a.platform {
+        Some(p) => image::oci::parse_platform(p)?,
+        None => image::oci::host_platform(),
+    };
+    let store = ctx.store()?;
+    let loaded = image::archive::load(
+        &store,
+        &a.input,
+        &image::archive::LoadOptions {
+            progress: layer_bars(a.quiet),
+            platform,
+        },
+    )?;
+    if ctx.json() {
+        let v: Vec<_> = loaded
+            .iter()
+            .map(|l| serde_json::json!({"Id": format!("sha256:{}", l.id), "RepoTags": l.tags}))
+            .collect();
+        print_json(&v)?;
+    } else {
+        for l in &loaded {
+            if l.tags.is_empty() || a.quiet {
+                println!("Loaded image ID: sha256:{}", l.id);
+            } else {
+                for t in &l.tags {
+                    println!("Loaded image: {t}");
+                }
+            }
+        }
     }
     Ok(0)
 }

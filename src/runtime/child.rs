@@ -46,6 +46,10 @@ pub struct ChildSpec {
     pub cgroup_join: Vec<RawFd>,
     /// The cgroup namespace to enter, when clone3 did not make one (see `launch`).
     pub cgroup_ns: Option<RawFd>,
+    /// A stack too deep for absolute paths in one page of mount options (`lower` is then
+    /// empty): the child opens these (top first) and names them by descriptor, relative to
+    /// `/proc/self/fd`.
+    pub lower_deep: Vec<PathBuf>,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.
@@ -195,9 +199,35 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     } else {
         (spec.upper.clone(), spec.work.clone())
     };
+    // Opened here, in the container's mount namespace: overlay refuses a layer reached
+    // through a mount of another namespace. Closed when this function returns.
+    let mut deep = Vec::with_capacity(spec.lower_deep.len());
+    let lower = if spec.lower_deep.is_empty() {
+        spec.lower.clone()
+    } else {
+        let mut names = String::with_capacity(spec.lower_deep.len() * 4);
+        for l in &spec.lower_deep {
+            let fd = nix::fcntl::open(
+                l.as_path(),
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| err(format!("cannot open the layer {}", l.display()), e.into()))?;
+            if !names.is_empty() {
+                names.push(':');
+            }
+            names.push_str(&fd.as_raw_fd().to_string());
+            deep.push(fd);
+        }
+        nix::unistd::chdir("/proc/self/fd")
+            .map_err(|e| err("cannot enter /proc/self/fd", e.into()))?;
+        names
+    };
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        spec.lower,
+        lower,
         upper.display(),
         work.display()
     );
@@ -213,6 +243,10 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
         Some(&data),
     )
     .map_err(|e| err("cannot mount the overlay root filesystem", e))?;
+    if !deep.is_empty() {
+        nix::unistd::chdir("/").map_err(|e| err("cannot leave /proc/self/fd", e.into()))?;
+        drop(deep);
+    }
     let root = open_dir(&target).map_err(|e| err("cannot open the root filesystem", e))?;
     let rfd = root.as_raw_fd();
 

@@ -45,6 +45,35 @@ pub fn fixtures() -> &'static Path {
     })
 }
 
+/// Multi-layer images made by umoci and skopeo (scripts/make-image-fixtures.sh, once per
+/// `cargo test` run): `layout/` (an OCI layout with `:multi` and `:deep`), `multi-docker.tar`,
+/// `multi-oci.tar`.
+pub fn image_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let busybox = busybox_tar();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("image-fixtures");
+        fs::create_dir_all(&dir).expect("create image fixtures dir");
+        let lock = File::create(dir.join(".lock")).expect("create image fixtures lock");
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("lock image fixtures");
+        if !dir.join("DONE").exists() {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-image-fixtures.sh");
+            let st = Command::new("bash")
+                .arg(&script)
+                .arg(&dir)
+                .arg(&busybox)
+                .status()
+                .expect("run make-image-fixtures.sh");
+            assert!(st.success(), "scripts/make-image-fixtures.sh failed");
+        }
+        drop(lock);
+        dir
+    })
+}
+
 pub fn busybox_tar() -> PathBuf {
     fixtures().join("busybox-rootfs.tar")
 }

@@ -1,0 +1,312 @@
+//! Multi-layer images (issue 12, point 2): layers made by umoci, stacked as overlay lower
+//! dirs, whiteouts and opaque dirs in overlay's form, hardlinks to lower layers, 120 layers;
+//! `wharf load` of OCI layouts, docker- and oci-archives (point 6); layer GC; hostile layers.
+
+mod common;
+mod import_support;
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use common::{Env, busybox_tar, image_fixtures, s, text};
+use import_support::*;
+
+fn layout() -> PathBuf {
+    image_fixtures().join("layout")
+}
+
+/// `wharf load -i PATH`, asserting success; returns stdout.
+fn load(env: &Env, path: &Path) -> String {
+    env.ok(&["load", "-q", "-i", s(path)])
+}
+
+/// The image id `wharf load -q` printed for the one image named `name` in the layout (the
+/// layout's images are untagged: their ref names are bare tags).
+fn loaded_ids(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("Loaded image ID: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The layout's image of ref name `name`, by its config digest (= the image id).
+fn layout_image_id(name: &str) -> String {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout().join("index.json")).unwrap()).unwrap();
+    let m = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap();
+    let hex = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let man: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout().join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    man["config"]["digest"].as_str().unwrap().to_string()
+}
+
+fn run(env: &Env, image: &str, script: &str) -> String {
+    env.ok(&["run", "--rm", image, "sh", "-c", script])
+}
+
+#[test]
+fn umoci_layers_stack_with_whiteouts_opaque_dirs_and_lower_hardlinks() {
+    require_root!();
+    let env = Env::new();
+    let ids = loaded_ids(&load(&env, &layout()));
+    let multi = layout_image_id("multi");
+    assert!(ids.contains(&multi), "{ids:?} lacks {multi}");
+    let out = run(
+        &env,
+        &multi,
+        "ls /data; echo -; ls /opq; echo -; ls /opq2; echo -; ls /replaced; echo -; \
+         cat /base/link /base/file; echo $FOO; pwd",
+    );
+    assert_eq!(
+        out, "keep\n-\nnew\n-\nnew\n-\nnew\n-\nlower\nlower\nbar\n/data\n",
+        "whiteout (data/gone), opaque by umoci (opq), opaque marker after its entries (opq2), \
+         whiteout then a new dir (replaced), hardlink to a lower file, config Env/WorkingDir"
+    );
+    // The image's Cmd runs with nothing on the command line.
+    assert_eq!(env.ok(&["run", "--rm", &multi]), "hi\n");
+
+    // On disk: overlay's own forms, one directory per layer.
+    let info = common::json(&env.ok(&["image", "inspect", &multi]));
+    let lowers: Vec<PathBuf> = info[0]["GraphDriver"]["Data"]["LowerDirs"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(lowers.len(), 4, "{lowers:?}");
+    let whiteout = lowers
+        .iter()
+        .map(|l| l.join("data/gone"))
+        .find(|p| p.symlink_metadata().is_ok())
+        .expect("a layer holds the whiteout of data/gone");
+    let m = whiteout.symlink_metadata().unwrap();
+    assert!(m.file_type().is_char_device(), "{m:?}");
+    assert_eq!((m.rdev(), m.uid(), m.gid()), (0, 0, 0));
+    let top = &lowers[0];
+    for d in ["opq", "opq2", "replaced"] {
+        assert_eq!(
+            lgetxattr(&top.join(d), "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..]),
+            "{d} is opaque in the top layer"
+        );
+        assert!(!top.join(d).join(".wh..wh..opq").exists());
+    }
+    assert!(!top.join(".wh.replaced").exists());
+}
+
+#[test]
+fn an_image_of_121_layers_runs() {
+    require_root!();
+    let env = Env::new();
+    load(&env, &layout());
+    let deep = layout_image_id("deep");
+    let info = common::json(&env.ok(&["image", "inspect", &deep]));
+    assert_eq!(info[0]["RootFS"]["Layers"].as_array().unwrap().len(), 121);
+    assert_eq!(
+        run(&env, &deep, "ls /deep | wc -l; cat /deep/1 /deep/120"),
+        "120\n1\n120\n"
+    );
+    // The write layer of a kept container stacks on it too.
+    env.ok(&[
+        "run",
+        "--name",
+        "deep",
+        &deep,
+        "sh",
+        "-c",
+        "echo x > /deep/new",
+    ]);
+    env.ok(&["rm", "deep"]);
+}
+
+#[test]
+fn docker_and_oci_archives_load_plain_gzip_or_zstd() {
+    require_root!();
+    let env = Env::new();
+    let fx = image_fixtures();
+    let multi = layout_image_id("multi");
+    let docker = fs::read(fx.join("multi-docker.tar")).unwrap();
+    let oci = fs::read(fx.join("multi-oci.tar")).unwrap();
+    let dir = env.dir.path();
+    fs::write(dir.join("d.tar.gz"), gzip(&docker)).unwrap();
+    fs::write(dir.join("o.tar.zst"), zstd(&oci)).unwrap();
+    for p in [
+        fx.join("multi-docker.tar"),
+        fx.join("multi-oci.tar"),
+        dir.join("d.tar.gz"),
+        dir.join("o.tar.zst"),
+    ] {
+        let out = env.ok(&["load", "-i", s(&p)]);
+        assert_eq!(out, "Loaded image: wharf.test/multi:1\n", "{}", p.display());
+        let id = env.ok(&["images", "-q", "--no-trunc", "wharf.test/multi:1"]);
+        assert_eq!(id.trim(), multi, "{} gives the same image", p.display());
+    }
+    // From standard input too.
+    let out = env
+        .wharf()
+        .args(["load"])
+        .stdin(fs::File::open(fx.join("multi-docker.tar")).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(env.ok(&["run", "--rm", "wharf.test/multi:1"]), "hi\n");
+    assert!(entries(&env.root.join("tmp")).is_empty());
+    assert_eq!(entries(&env.root.join("layers")).len(), 4);
+}
+
+#[test]
+fn import_refuses_an_image_archive_pointing_at_load() {
+    require_root!();
+    let env = Env::new();
+    let err = env.fails(&[
+        "import",
+        s(&image_fixtures().join("multi-docker.tar")),
+        "x:1",
+    ]);
+    assert!(
+        err.contains("image archive") && err.contains("wharf load"),
+        "{err}"
+    );
+    assert_store_empty(&env);
+}
+
+#[test]
+fn gc_removes_a_layer_only_when_no_image_lists_it() {
+    require_root!();
+    let env = Env::new();
+    load(&env, &layout());
+    let (multi, deep) = (layout_image_id("multi"), layout_image_id("deep"));
+    // busybox is the base of both: 4 + 121 layers, one shared.
+    assert_eq!(entries(&env.root.join("layers")).len(), 124);
+    env.ok(&["rmi", &deep]);
+    assert_eq!(entries(&env.root.join("layers")).len(), 4);
+    assert_eq!(env.ok(&["run", "--rm", &multi]), "hi\n");
+    env.ok(&["rmi", &multi]);
+    assert_store_empty(&env);
+}
+
+/// A crafted top layer over busybox: loaded inside its layer, or refused leaving nothing.
+/// Layouts are written outside the test's temp dir, which the canary watches.
+fn hostile_top(env: &Env, canary: &Canary, top: Vec<u8>) -> Result<String, String> {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("layout");
+    oci_layout(&dir, &[fs::read(busybox_tar()).unwrap(), top]);
+    let out = env.run(&["load", "-q", "-i", s(&dir)]);
+    canary.assert_unchanged(env);
+    assert!(entries(&env.root.join("tmp")).is_empty());
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_store_empty(env);
+        Err(err)
+    }
+}
+
+#[test]
+fn hostile_layers_are_refused_or_stay_inside() {
+    require_root!();
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let up = "../../../..";
+    let err = hostile_top(
+        &env,
+        &canary,
+        Raw::new().file(&format!("{up}/evil"), b"x").finish(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("climbs out") && err.contains("layer 2"),
+        "{err}"
+    );
+    let err = hostile_top(
+        &env,
+        &canary,
+        Raw::new()
+            .hardlink("link", "../../../../canary/keep")
+            .finish(),
+    )
+    .unwrap_err();
+    assert!(err.contains("link"), "{err}");
+    let err = hostile_top(&env, &canary, Raw::new().file(".wh..", b"").finish()).unwrap_err();
+    assert!(err.contains("whiteout"), "{err}");
+    // A hardlink to a file no layer has.
+    let err = hostile_top(
+        &env,
+        &canary,
+        Raw::new().hardlink("l", "nowhere/x").finish(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("neither this layer nor the ones below"),
+        "{err}"
+    );
+    // A symlink out of the image, then a write through it: lands inside the layer.
+    let ok = hostile_top(
+        &env,
+        &canary,
+        Raw::new()
+            .dir("etc")
+            .symlink("esc", "/etc")
+            .file("esc/written", b"overwritten")
+            .finish(),
+    )
+    .unwrap();
+    let id = loaded_ids(&ok).pop().unwrap();
+    assert_eq!(
+        run(&env, &id, "cat /etc/written"),
+        "overwritten",
+        "written inside the layer"
+    );
+    env.ok(&["rmi", &id]);
+    // overlay's own xattrs in a layer are dropped: only whiteouts make them.
+    let ok = hostile_top(
+        &env,
+        &canary,
+        Raw::new()
+            .pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")])
+            .dir("etc")
+            .finish(),
+    )
+    .unwrap();
+    let id = loaded_ids(&ok).pop().unwrap();
+    assert_ne!(
+        run(&env, &id, "ls /etc"),
+        "",
+        "busybox's /etc shows through"
+    );
+}
+
+#[test]
+fn a_layer_that_does_not_match_its_digest_is_refused_and_leaves_nothing() {
+    require_root!();
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("bad");
+    let blobs = oci_layout(
+        &dir,
+        &[
+            fs::read(busybox_tar()).unwrap(),
+            Raw::new().file("f", b"data").finish(),
+        ],
+    );
+    // Replace the top layer's bytes by another valid gzip tar: the blob digest fails.
+    fs::write(&blobs[1], gzip(&Raw::new().file("f", b"evil").finish())).unwrap();
+    let err = env.fails(&["load", "-i", s(&dir)]);
+    assert!(
+        err.contains("layer 2") && err.contains("does not match its digest"),
+        "{err}"
+    );
+    canary.assert_unchanged(&env);
+    assert_store_empty(&env);
+}
