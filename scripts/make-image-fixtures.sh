@@ -12,6 +12,8 @@
 #              config: Cmd ["/bin/sh","-c","echo hi"], Env FOO=bar, WorkingDir /data,
 #                      Label fixture=multi
 #     :deep    busybox + 120 one-file layers (/deep/1 ... /deep/120)
+#     :index   an image index: the host's arch → :multi, the other of amd64/arm64 → :deep,
+#              and an unknown/unknown attestation entry
 #   OUTDIR/multi-docker.tar     skopeo copy of :multi to docker-archive: (tag wharf.test/multi:1)
 #   OUTDIR/multi-oci.tar        skopeo copy of :multi to oci-archive: (name wharf.test/multi:1)
 #   OUTDIR/DONE
@@ -90,6 +92,29 @@ for i in $(seq 1 120); do
 done
 umoci config --image "$L:deep" --config.cmd /bin/sh
 umoci gc --layout "$L"
+
+# :index  an image index: the host's arch → :multi, the other of amd64/arm64 → :deep, and an
+# attestation entry (unknown/unknown) as buildkit writes them.
+python3 - "$L" "$(uname -m)" <<'IDX'
+import hashlib, json, os, sys
+L, machine = sys.argv[1], sys.argv[2]
+arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+other = "arm64" if arch != "arm64" else "amd64"
+idx = json.load(open(os.path.join(L, "index.json")))
+by = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in idx["manifests"]}
+def desc(m, os_, arch_):
+    return {"mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
+            "platform": {"os": os_, "architecture": arch_}}
+body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [desc(by["deep"], "unknown", "unknown"), desc(by["multi"], "linux", arch),
+                  desc(by["deep"], "linux", other)]}).encode()
+h = hashlib.sha256(body).hexdigest()
+open(os.path.join(L, "blobs/sha256", h), "wb").write(body)
+idx["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json",
+    "digest": "sha256:" + h, "size": len(body),
+    "annotations": {"org.opencontainers.image.ref.name": "index"}})
+json.dump(idx, open(os.path.join(L, "index.json"), "w"))
+IDX
 
 skopeo copy -q "oci:$L:multi" "docker-archive:$work/multi-docker.tar:wharf.test/multi:1"
 skopeo copy -q "oci:$L:multi" "oci-archive:$work/multi-oci.tar:wharf.test/multi:1"

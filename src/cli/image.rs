@@ -19,6 +19,12 @@ pub enum Commands {
     Import(ImportArgs),
     /// Load images from a docker-archive, oci-archive or OCI layout directory
     Load(LoadArgs),
+    /// Pull an image from a registry
+    Pull(PullArgs),
+    /// Log in to a registry (credentials kept in ~/.config/wharf/auth.json, mode 0600)
+    Login(LoginArgs),
+    /// Log out of a registry
+    Logout(LogoutArgs),
     /// List images
     Images(ImagesArgs),
     /// Give an image another name:tag
@@ -43,6 +49,8 @@ pub enum ImageCmd {
     Import(ImportArgs),
     /// Load images from an archive
     Load(LoadArgs),
+    /// Pull an image from a registry
+    Pull(PullArgs),
     /// Remove dangling images no container uses (-a: every unused image)
     Prune(ImagePruneArgs),
 }
@@ -89,6 +97,43 @@ pub struct LoadArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image: [host[:port]/]name[:tag] or name@sha256:<digest> (alpine means
+    /// docker.io/library/alpine:latest)
+    pub reference: String,
+    /// The image of a multi-platform index: os/arch[/variant] (default: the host's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// With false, talk plain HTTP to the registry (loopback registries always are)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Print only the image id, with no progress bars
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry: host[:port] (default docker.io)
+    pub server: Option<String>,
+    /// The user name
+    #[arg(short, long)]
+    pub username: String,
+    /// The password (prefer --password-stdin: a command line is visible to others)
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry: host[:port] (default docker.io)
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ImagesArgs {
     /// Show only images of this repository (name or name:tag)
     pub repository: Option<String>,
@@ -98,6 +143,9 @@ pub struct ImagesArgs {
     /// Do not shorten ids
     #[arg(long)]
     pub no_trunc: bool,
+    /// Show the manifest digests images were pulled or loaded by
+    #[arg(long)]
+    pub digests: bool,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +177,17 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     match cmd {
         Commands::Import(a) | Commands::Image(ImageCmd::Import(a)) => import(ctx, a),
         Commands::Load(a) | Commands::Image(ImageCmd::Load(a)) => load(ctx, a),
+        Commands::Pull(a) | Commands::Image(ImageCmd::Pull(a)) => pull(ctx, a),
+        Commands::Login(a) => login(a),
+        Commands::Logout(a) => {
+            let host = a.server.as_deref().unwrap_or("docker.io");
+            if image::auth::logout(host)? {
+                println!("Removing login credentials for {host}");
+            } else {
+                println!("Not logged in to {host}");
+            }
+            Ok(0)
+        }
         Commands::Images(a) | Commands::Image(ImageCmd::Ls(a)) => images(ctx, a),
         Commands::Tag(a) => {
             let store = ctx.store()?;
@@ -218,6 +277,70 @@ pub(super) fn layer_bars(quiet: bool) -> Option<indicatif::MultiProgress> {
         .then(|| indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
 }
 
+fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32> {
+    let platform = match &a.platform {
+        Some(p) => image::oci::parse_platform(p)?,
+        None => image::oci::host_platform(),
+    };
+    let store = ctx.store()?;
+    let pulled = image::pull::pull(
+        &store,
+        &a.reference,
+        &image::pull::PullOptions {
+            platform,
+            tls_verify: a.tls_verify,
+            progress: layer_bars(a.quiet),
+            parallel: 3,
+        },
+    )?;
+    let full = match &pulled.tag {
+        Some(t) => format!("{}:{t}", pulled.name),
+        None => format!("{}@{}", pulled.name, pulled.digest),
+    };
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "Id": format!("sha256:{}", pulled.id), "Reference": full,
+            "Digest": pulled.digest, "UpToDate": pulled.up_to_date,
+        }))?;
+    } else if a.quiet {
+        println!("sha256:{}", pulled.id);
+    } else {
+        println!("Digest: {}", pulled.digest);
+        if pulled.up_to_date {
+            println!("Status: Image is up to date for {full}");
+        } else {
+            println!("Status: Downloaded newer image for {full}");
+        }
+    }
+    Ok(0)
+}
+
+fn login(a: LoginArgs) -> Result<i32> {
+    let host = a.server.as_deref().unwrap_or("docker.io");
+    let password = match (a.password, a.password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => {
+            return Err(crate::error::user("no password given")
+                .hint("pass it on standard input with --password-stdin (or -p PASSWORD)")
+                .into());
+        }
+    };
+    if password.is_empty() {
+        return Err(crate::error::user("the password is empty")
+            .hint("pass it on standard input with --password-stdin")
+            .into());
+    }
+    let path = image::auth::login(host, &a.username, &password)?;
+    eprintln!("credentials saved in {}", path.display());
+    println!("Login Succeeded");
+    Ok(0)
+}
+
 fn load(ctx: &Ctx, a: LoadArgs) -> Result<i32> {
     let platform = match &a.platform {
         Some(p) => image::oci::parse_platform(p)?,
@@ -283,6 +406,12 @@ fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
         }
         return Ok(0);
     }
+    let digests = image::repo_digests(&store)?;
+    let digest_of = |repo: &str, id: &str| -> String {
+        let ds = digests.get(id);
+        ds.and_then(|v| v.iter().find(|(r, _)| r == repo).or(v.first()))
+            .map_or("<none>".to_string(), |(_, d)| d.clone())
+    };
     // One row per tag; an untagged image is one <none> row, as docker shows it.
     let mut rows = Vec::new();
     for i in &all {
@@ -297,12 +426,32 @@ fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
             .map(|(repo, tag, i)| {
                 serde_json::json!({
                     "Repository": repo, "Tag": tag, "ID": format!("sha256:{}", i.id),
+                    "Digest": digest_of(repo, &i.id),
                     "CreatedAt": rfc3339(i.created), "CreatedSince": ago(i.created),
                     "Size": i.size, "Containers": i.containers,
                 })
             })
             .collect();
         print_json(&v)?;
+        return Ok(0);
+    }
+    if a.digests {
+        print_table(
+            &["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"],
+            rows.into_iter()
+                .map(|(repo, tag, i)| {
+                    let d = digest_of(&repo, &i.id);
+                    vec![
+                        repo,
+                        tag,
+                        d,
+                        id_of(&i.id),
+                        ago(i.created),
+                        human_size(i.size),
+                    ]
+                })
+                .collect(),
+        );
         return Ok(0);
     }
     print_table(

@@ -6,9 +6,11 @@
 //! upper dirs.
 
 pub mod archive;
+pub mod auth;
 pub mod config;
 pub mod import;
 pub mod oci;
+pub mod pull;
 pub mod unpack;
 
 use std::path::PathBuf;
@@ -255,6 +257,28 @@ pub fn commit_image(store: &Store, img: NewImage<'_>) -> Result<Committed> {
     }
     tx.commit().context("cannot record the image")?;
     Ok(Committed { id, reused })
+}
+
+/// The manifest digests images were pulled or loaded by: image id → (repository, digest).
+pub fn repo_digests(
+    store: &Store,
+) -> Result<std::collections::HashMap<String, Vec<(String, String)>>> {
+    let mut out: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    let mut stmt = store
+        .db()
+        .prepare_cached("SELECT image_id, repo, digest FROM repo_digests ORDER BY created_at")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, repo, d) = row?;
+        out.entry(id).or_default().push((repo, d));
+    }
+    Ok(out)
 }
 
 /// Every image, newest first.

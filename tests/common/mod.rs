@@ -58,9 +58,15 @@ pub fn image_fixtures() -> &'static Path {
         let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .expect("lock image fixtures");
-        if !dir.join("DONE").exists() {
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-image-fixtures.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-image-fixtures.sh");
+        // Rebuilt when the script changes: DONE holds the digest of the script that made them.
+        let version = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(
+                fs::read(&script).expect("read the script"),
+            ))
+        };
+        if fs::read_to_string(dir.join("DONE")).ok().as_deref() != Some(version.as_str()) {
             let st = Command::new("bash")
                 .arg(&script)
                 .arg(&dir)
@@ -68,6 +74,7 @@ pub fn image_fixtures() -> &'static Path {
                 .status()
                 .expect("run make-image-fixtures.sh");
             assert!(st.success(), "scripts/make-image-fixtures.sh failed");
+            fs::write(dir.join("DONE"), &version).expect("write DONE");
         }
         drop(lock);
         dir
