@@ -310,3 +310,48 @@ fn a_layer_that_does_not_match_its_digest_is_refused_and_leaves_nothing() {
     canary.assert_unchanged(&env);
     assert_store_empty(&env);
 }
+
+#[test]
+fn an_image_config_gives_volumes_healthcheck_user_and_entrypoint() {
+    require_root!();
+    let env = Env::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("cfg");
+    oci_layout_with(
+        &dir,
+        &[fs::read(busybox_tar()).unwrap()],
+        serde_json::json!({
+            "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["id -u; echo $A; pwd"],
+            "Env": ["A=from-image"], "User": "65534", "WorkingDir": "/tmp",
+            "Volumes": {"/vol": {}, "/data/": {}}, "Labels": null, "OnBuild": null,
+            "ExposedPorts": {"80/tcp": {}},
+            "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 2000000000u64, "Retries": 2},
+        }),
+    );
+    let id = loaded_ids(&load(&env, &dir)).pop().unwrap();
+    assert_eq!(env.ok(&["run", "--rm", &id]), "65534\nfrom-image\n/tmp\n");
+    env.ok(&["create", "--name", "cfg-c", &id]);
+    let c = common::inspect(&env, "cfg-c");
+    let dests: Vec<&str> = c["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["Destination"].as_str())
+        .collect();
+    assert!(dests.contains(&"/vol") && dests.contains(&"/data"), "{c}");
+    let h = &c["Config"]["healthcheck"];
+    assert_eq!(h["Test"], serde_json::json!(["CMD-SHELL", "true"]), "{c}");
+    assert_eq!(h["Interval"], 2_000_000_000u64);
+    assert_eq!(h["Retries"], 2);
+    // A volume given on the command line replaces the image's at that path.
+    env.ok(&["create", "--name", "cfg-d", "-v", "named:/vol", &id]);
+    let d = common::inspect(&env, "cfg-d");
+    let vol: Vec<_> = d["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["Destination"] == "/vol")
+        .collect();
+    assert_eq!(vol.len(), 1, "{d}");
+    env.ok(&["rm", "-v", "cfg-c", "cfg-d"]);
+}

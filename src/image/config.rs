@@ -85,6 +85,33 @@ pub struct RunConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub stop_signal: Option<String>,
+    /// docker's `Healthcheck` (not in the OCI spec, nor in oci-spec's type): read from the
+    /// config of a pulled or loaded image; wharf's own configs never carry one.
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<ImageHealthcheck>,
+}
+
+/// An image's `Healthcheck`: every member may be missing (0 or absent means the default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageHealthcheck {
+    #[serde(rename = "Test", default, deserialize_with = "null_default")]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+    #[serde(rename = "Timeout", default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_period: Option<u64>,
+    #[serde(rename = "Retries", default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 /// A `null` (docker writes `"Volumes": null`) reads as the default.

@@ -289,6 +289,15 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 /// bottom first), each stored gzip-compressed; its config has `Cmd ["/bin/sh"]`. Returns the
 /// layers' blob paths.
 pub fn oci_layout(dir: &Path, layers: &[Vec<u8>]) -> Vec<PathBuf> {
+    oci_layout_with(dir, layers, serde_json::json!({"Cmd": ["/bin/sh"]}))
+}
+
+/// [`oci_layout`] with `run_config` as the config's `config` member.
+pub fn oci_layout_with(
+    dir: &Path,
+    layers: &[Vec<u8>],
+    run_config: serde_json::Value,
+) -> Vec<PathBuf> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).expect("mkdir blobs");
     let put = |data: &[u8]| -> (String, PathBuf) {
@@ -312,7 +321,7 @@ pub fn oci_layout(dir: &Path, layers: &[Vec<u8>]) -> Vec<PathBuf> {
     }
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
+        "config": run_config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .expect("config json");
