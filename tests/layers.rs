@@ -355,3 +355,75 @@ fn an_image_config_gives_volumes_healthcheck_user_and_entrypoint() {
     assert_eq!(vol.len(), 1, "{d}");
     env.ok(&["rm", "-v", "cfg-c", "cfg-d"]);
 }
+
+fn skopeo_inspect(target: &str) -> serde_json::Value {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", target])
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect {target}: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("skopeo prints JSON")
+}
+
+#[test]
+fn save_writes_archives_skopeo_reads_and_load_brings_back() {
+    require_root!();
+    let env = Env::new();
+    env.ok(&["load", "-i", s(&image_fixtures().join("multi-docker.tar"))]);
+    let dir = env.dir.path();
+    let d = dir.join("out/app.tar");
+    fs::create_dir_all(d.parent().unwrap()).unwrap();
+    env.ok(&["save", "-o", s(&d), "wharf.test/multi:1"]);
+    let v = skopeo_inspect(&format!("docker-archive:{}", d.display()));
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{v}");
+    assert_eq!(v["Labels"]["fixture"], "multi");
+    let o = dir.join("out/app-oci.tar");
+    env.ok(&[
+        "--format",
+        "oci-archive",
+        "save",
+        "-o",
+        s(&o),
+        "wharf.test/multi:1",
+    ]);
+    let v = skopeo_inspect(&format!("oci-archive:{}:1", o.display()));
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{v}");
+    // Reproducible: the same layers give the same bytes.
+    let d2 = dir.join("out/again.tar");
+    env.ok(&["save", "-o", s(&d2), "wharf.test/multi:1"]);
+    assert_eq!(fs::read(&d).unwrap(), fs::read(&d2).unwrap());
+    assert_eq!(
+        entries(&dir.join("out")),
+        vec!["again.tar", "app-oci.tar", "app.tar"],
+        "no temporary files left"
+    );
+
+    // Loaded into another store, both archives give one image that runs as the original.
+    let other = Env::new();
+    other.ok(&["load", "-i", s(&d)]);
+    other.ok(&["load", "-i", s(&o)]);
+    assert_eq!(other.ok(&["images", "-q"]).lines().count(), 1);
+    assert_eq!(
+        other.ok(&[
+            "run",
+            "--rm",
+            "wharf.test/multi:1",
+            "sh",
+            "-c",
+            "ls /data /opq /opq2 /replaced; cat /base/link; echo $FOO",
+        ]),
+        "/data:\nkeep\n\n/opq:\nnew\n\n/opq2:\nnew\n\n/replaced:\nnew\nlower\nbar\n"
+    );
+    assert_eq!(other.ok(&["run", "--rm", "wharf.test/multi:1"]), "hi\n");
+
+    // Failures leave no file behind.
+    let err = env.fails(&["save", "-o", s(&dir.join("out/x.tar")), "nosuch:1"]);
+    assert!(err.contains("no such image"), "{err}");
+    assert!(!dir.join("out/x.tar").exists());
+    assert_eq!(entries(&dir.join("out")).len(), 3);
+    assert!(entries(&env.root.join("tmp")).is_empty());
+}

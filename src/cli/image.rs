@@ -21,6 +21,8 @@ pub enum Commands {
     Load(LoadArgs),
     /// Pull an image from a registry
     Pull(PullArgs),
+    /// Save images to a docker-archive (or --format oci-archive)
+    Save(SaveArgs),
     /// Log in to a registry (credentials kept in ~/.config/wharf/auth.json, mode 0600)
     Login(LoginArgs),
     /// Log out of a registry
@@ -51,6 +53,8 @@ pub enum ImageCmd {
     Load(LoadArgs),
     /// Pull an image from a registry
     Pull(PullArgs),
+    /// Save images to an archive
+    Save(SaveArgs),
     /// Remove dangling images no container uses (-a: every unused image)
     Prune(ImagePruneArgs),
 }
@@ -110,6 +114,16 @@ pub struct PullArgs {
     /// Print only the image id, with no progress bars
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The images: name[:tag], name@sha256:…, id or id prefix
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// The file to write (standard output when left out and it is not a terminal)
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +192,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         Commands::Import(a) | Commands::Image(ImageCmd::Import(a)) => import(ctx, a),
         Commands::Load(a) | Commands::Image(ImageCmd::Load(a)) => load(ctx, a),
         Commands::Pull(a) | Commands::Image(ImageCmd::Pull(a)) => pull(ctx, a),
+        Commands::Save(a) | Commands::Image(ImageCmd::Save(a)) => save(ctx, a),
         Commands::Login(a) => login(a),
         Commands::Logout(a) => {
             let host = a.server.as_deref().unwrap_or("docker.io");
@@ -313,6 +328,77 @@ fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn save(ctx: &Ctx, a: SaveArgs) -> Result<i32> {
+    // The global --format: docker-archive (the default) or oci-archive.
+    let format = match ctx.format {
+        super::Format::OciArchive => image::archive::SaveFormat::OciArchive,
+        super::Format::Json => {
+            return Err(crate::error::user("save writes an archive, not JSON")
+                .hint("use --format docker-archive (the default) or --format oci-archive")
+                .into());
+        }
+        _ => image::archive::SaveFormat::DockerArchive,
+    };
+    let store = ctx.store()?;
+    match &a.output {
+        Some(path) => {
+            // Written beside the target, renamed over it when complete: a failed save
+            // leaves no half archive.
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile_in(dir, path)?;
+            let r = image::archive::save(&store, &a.images, format, &mut tmp.1);
+            match r.and_then(|()| Ok(tmp.1.sync_all()?)) {
+                Ok(()) => std::fs::rename(&tmp.0, path).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp.0);
+                    anyhow::Error::new(crate::error::user(format!(
+                        "cannot write {}: {e}",
+                        path.display()
+                    )))
+                })?,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp.0);
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(
+                    crate::error::user("refusing to write an archive to a terminal")
+                        .hint("give -o FILE, or redirect the output: wharf save IMAGE > app.tar")
+                        .into(),
+                );
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            image::archive::save(&store, &a.images, format, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
+    }
+    Ok(0)
+}
+
+/// A new file beside `target` (`.NAME.<pid>.tmp`), opened for writing.
+fn tempfile_in(
+    dir: &std::path::Path,
+    target: &std::path::Path,
+) -> Result<(PathBuf, std::fs::File)> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    let p = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let f = std::fs::File::create(&p).map_err(|e| {
+        anyhow::Error::new(
+            crate::error::user(format!("cannot create {}: {e}", p.display()))
+                .hint("give -o a path in a writable directory"),
+        )
+    })?;
+    Ok((p, f))
 }
 
 fn login(a: LoginArgs) -> Result<i32> {

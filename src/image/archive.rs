@@ -303,3 +303,150 @@ fn oci_layout(store: &Store, root: &Root, opts: &LoadOptions) -> Result<Vec<Load
     }
     Ok(out)
 }
+
+/// The archive `wharf save` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// `manifest.json` + `repositories`, `<id>.json` configs and `<diff-id>/layer.tar`s:
+    /// what `docker load` and `podman load` read.
+    DockerArchive,
+    /// An OCI image layout in a tar: `oci-layout`, `index.json`, `blobs/sha256/`.
+    OciArchive,
+}
+
+/// `wharf save`: the images `refs` name as one archive written to `out`.
+pub fn save(
+    store: &Store,
+    refs: &[String],
+    format: SaveFormat,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    use sha2::Digest;
+    let mut images = Vec::new();
+    for r in refs {
+        let id = super::resolve(store, r)?;
+        let mut e = super::export::export(store, &id)?;
+        // The tags to record: the one named, or every tag of an image named by id.
+        if let Ok(Reference::Tag { repo, tag }) = Reference::parse(r) {
+            e.tags = vec![format!("{repo}:{tag}")];
+        }
+        images.push(e);
+    }
+    let mut b = tar::Builder::new(out);
+    let mut written = std::collections::HashSet::new();
+    let add = |b: &mut tar::Builder<&mut dyn std::io::Write>,
+               name: &str,
+               data: &mut dyn Read,
+               size: u64|
+     -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, data)?;
+        Ok(())
+    };
+    match format {
+        SaveFormat::DockerArchive => {
+            let mut manifest = Vec::new();
+            let mut repositories: std::collections::BTreeMap<
+                String,
+                std::collections::BTreeMap<String, String>,
+            > = Default::default();
+            for e in &images {
+                let cfg_name = format!("{}.json", e.id);
+                if written.insert(cfg_name.clone()) {
+                    add(&mut b, &cfg_name, &mut &e.config[..], e.config.len() as u64)?;
+                }
+                let mut layer_names = Vec::new();
+                for l in &e.layers {
+                    let name = format!("{}/layer.tar", l.diff_id);
+                    if written.insert(name.clone()) {
+                        let mut f = File::open(&l.path)?;
+                        add(&mut b, &name, &mut f, l.size)?;
+                    }
+                    layer_names.push(name);
+                }
+                for t in &e.tags {
+                    if let Some((repo, tag)) = t.rsplit_once(':') {
+                        let top = e
+                            .layers
+                            .last()
+                            .map(|l| l.diff_id.clone())
+                            .unwrap_or_default();
+                        repositories
+                            .entry(repo.to_string())
+                            .or_default()
+                            .insert(tag.to_string(), top);
+                    }
+                }
+                manifest.push(serde_json::json!({
+                    "Config": cfg_name, "RepoTags": e.tags, "Layers": layer_names,
+                }));
+            }
+            let m = serde_json::to_vec(&manifest)?;
+            add(&mut b, "manifest.json", &mut &m[..], m.len() as u64)?;
+            let r = serde_json::to_vec(&repositories)?;
+            add(&mut b, "repositories", &mut &r[..], r.len() as u64)?;
+        }
+        SaveFormat::OciArchive => {
+            let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+            add(&mut b, "oci-layout", &mut &layout[..], layout.len() as u64)?;
+            let mut index = Vec::new();
+            for e in &images {
+                let cfg_name = format!("blobs/sha256/{}", e.id);
+                if written.insert(cfg_name.clone()) {
+                    add(&mut b, &cfg_name, &mut &e.config[..], e.config.len() as u64)?;
+                }
+                let mut descs = Vec::new();
+                for l in &e.layers {
+                    let name = format!("blobs/sha256/{}", l.diff_id);
+                    if written.insert(name.clone()) {
+                        let mut f = File::open(&l.path)?;
+                        add(&mut b, &name, &mut f, l.size)?;
+                    }
+                    descs.push(serde_json::json!({
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": format!("sha256:{}", l.diff_id), "size": l.size,
+                    }));
+                }
+                let m = serde_json::to_vec(&serde_json::json!({
+                    "schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                               "digest": format!("sha256:{}", e.id), "size": e.config.len()},
+                    "layers": descs,
+                }))?;
+                let mhex = hex::encode(sha2::Sha256::digest(&m));
+                let mname = format!("blobs/sha256/{mhex}");
+                if written.insert(mname.clone()) {
+                    add(&mut b, &mname, &mut &m[..], m.len() as u64)?;
+                }
+                let entry = |annotations: serde_json::Value| {
+                    serde_json::json!({
+                        "mediaType": oci::OCI_MANIFEST, "digest": format!("sha256:{mhex}"),
+                        "size": m.len(), "annotations": annotations,
+                    })
+                };
+                if e.tags.is_empty() {
+                    index.push(entry(serde_json::json!({})));
+                }
+                for t in &e.tags {
+                    let tag = t.rsplit_once(':').map_or("latest", |(_, t)| t);
+                    index.push(entry(serde_json::json!({
+                        "org.opencontainers.image.ref.name": tag,
+                        "io.containerd.image.name": t,
+                    })));
+                }
+            }
+            let idx = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": index,
+            }))?;
+            add(&mut b, "index.json", &mut &idx[..], idx.len() as u64)?;
+        }
+    }
+    b.into_inner()?.flush()?;
+    Ok(())
+}

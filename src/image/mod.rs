@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod auth;
 pub mod config;
+pub mod export;
 pub mod import;
 pub mod oci;
 pub mod pull;
