@@ -368,3 +368,99 @@ fn a_pull_killed_mid_layer_leaves_the_store_consistent_and_the_next_pull_works()
     assert_eq!(ok(&env, &["run", "--rm", &name]), "hi\n");
     let _ = Path::new("");
 }
+
+#[test]
+fn push_sends_only_missing_blobs_and_is_reproducible() {
+    require_root!();
+    let env = Env::new();
+    let reg = Registry::plain(&env);
+    // SOURCE_DATE_EPOCH fixes the config's `created`: two stores make the same image.
+    let import = |e: &Env| {
+        let out = e
+            .wharf()
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["import", "-q"])
+            .arg(common::busybox_tar())
+            .arg("app:1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    import(&env);
+    let dest = format!("{}/team/app:1", reg.host());
+    let out = ok(&env, &["push", "app:1", &dest]);
+    assert!(out.contains(": Pushed"), "{out}");
+    let digest = out
+        .lines()
+        .last()
+        .and_then(|l| l.split("digest: ").nth(1))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        reg.inspect("team/app:1", false)["Digest"],
+        digest.as_str(),
+        "skopeo sees it"
+    );
+    let again = ok(&env, &["push", "app:1", &dest]);
+    assert!(
+        again.contains("Layer already exists") && !again.contains(": Pushed"),
+        "{again}"
+    );
+    assert!(again.ends_with(&format!("digest: {digest}\n")), "{again}");
+    // Another store importing the same tarball pushes the same digest.
+    let other = Env::new();
+    import(&other);
+    assert_eq!(ok(&other, &["push", "-q", "app:1", &dest]).trim(), digest);
+    // And it pulls back and runs.
+    let third = Env::new();
+    ok(&third, &["pull", &dest]);
+    assert_eq!(ok(&third, &["run", "--rm", &dest, "echo", "ok"]), "ok\n");
+    // A pushed multi-layer image keeps its whiteouts and opaque dirs.
+    ok(
+        &env,
+        &[
+            "load",
+            "-i",
+            &image_fixtures()
+                .join("multi-docker.tar")
+                .display()
+                .to_string(),
+        ],
+    );
+    let m = format!("{}/team/multi:1", reg.host());
+    ok(&env, &["push", "wharf.test/multi:1", &m]);
+    ok(&third, &["pull", &m]);
+    assert_eq!(
+        ok(
+            &third,
+            &[
+                "run",
+                "--rm",
+                &m,
+                "sh",
+                "-c",
+                "ls /data /opq; cat /base/link"
+            ]
+        ),
+        "/data:\nkeep\n\n/opq:\nnew\nlower\n"
+    );
+}
+
+#[test]
+fn push_to_a_registry_with_auth_needs_a_login() {
+    require_root!();
+    let env = Env::new();
+    let reg = Registry::basic(&env, "alice", "s3cret");
+    env.import(&common::busybox_tar(), "app:1");
+    let dest = format!("{}/team/app:1", reg.host());
+    let out = run(&env, &["push", "app:1", &dest]);
+    let err = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!("wharf login {}", reg.host())),
+        "{err}"
+    );
+    assert!(login(&env, &reg.host(), "alice", "s3cret").status.success());
+    ok(&env, &["push", "app:1", &dest]);
+    assert!(reg.inspect("team/app:1", false)["Digest"].is_string());
+}

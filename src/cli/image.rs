@@ -23,6 +23,8 @@ pub enum Commands {
     Pull(PullArgs),
     /// Save images to a docker-archive (or --format oci-archive)
     Save(SaveArgs),
+    /// Push an image to a registry (only the blobs it lacks are sent)
+    Push(PushArgs),
     /// Log in to a registry (credentials kept in ~/.config/wharf/auth.json, mode 0600)
     Login(LoginArgs),
     /// Log out of a registry
@@ -55,6 +57,8 @@ pub enum ImageCmd {
     Pull(PullArgs),
     /// Save images to an archive
     Save(SaveArgs),
+    /// Push an image to a registry
+    Push(PushArgs),
     /// Remove dangling images no container uses (-a: every unused image)
     Prune(ImagePruneArgs),
 }
@@ -127,6 +131,20 @@ pub struct SaveArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image: name[:tag], id or id prefix
+    pub source: String,
+    /// Where to: [host[:port]/]name[:tag] (default: the source's name)
+    pub destination: Option<String>,
+    /// With false, talk plain HTTP to the registry (loopback registries always are)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Print only the manifest digest
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct LoginArgs {
     /// The registry: host[:port] (default docker.io)
     pub server: Option<String>,
@@ -193,6 +211,29 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         Commands::Load(a) | Commands::Image(ImageCmd::Load(a)) => load(ctx, a),
         Commands::Pull(a) | Commands::Image(ImageCmd::Pull(a)) => pull(ctx, a),
         Commands::Save(a) | Commands::Image(ImageCmd::Save(a)) => save(ctx, a),
+        Commands::Push(a) | Commands::Image(ImageCmd::Push(a)) => {
+            let store = ctx.store()?;
+            let p = image::push::push(&store, &a.source, a.destination.as_deref(), a.tls_verify)?;
+            if ctx.json() {
+                print_json(&serde_json::json!({
+                    "Reference": p.reference, "Digest": p.digest,
+                    "Layers": p.layers.iter().map(|(d, sent)| serde_json::json!({"Digest": d, "Pushed": sent})).collect::<Vec<_>>(),
+                }))?;
+            } else if a.quiet {
+                println!("{}", p.digest);
+            } else {
+                for (d, sent) in &p.layers {
+                    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+                    if *sent {
+                        println!("{}: Pushed", short(hex));
+                    } else {
+                        println!("{}: Layer already exists", short(hex));
+                    }
+                }
+                println!("{}: digest: {}", p.reference, p.digest);
+            }
+            Ok(0)
+        }
         Commands::Login(a) => login(a),
         Commands::Logout(a) => {
             let host = a.server.as_deref().unwrap_or("docker.io");

@@ -12,6 +12,7 @@ pub mod export;
 pub mod import;
 pub mod oci;
 pub mod pull;
+pub mod push;
 pub mod unpack;
 
 use std::path::PathBuf;
