@@ -427,3 +427,63 @@ fn save_writes_archives_skopeo_reads_and_load_brings_back() {
     assert_eq!(entries(&dir.join("out")).len(), 3);
     assert!(entries(&env.root.join("tmp")).is_empty());
 }
+
+#[test]
+fn commit_turns_the_write_layer_into_a_new_top_layer() {
+    require_root!();
+    let env = Env::new();
+    env.ok(&["load", "-i", s(&image_fixtures().join("multi-docker.tar"))]);
+    env.ok(&[
+        "run",
+        "--name",
+        "web",
+        "wharf.test/multi:1",
+        "sh",
+        "-c",
+        "rm /data/keep; rm -r /opq; mkdir /opq; echo x > /opq/x; echo added > /added; \
+         ln /base/file /base/hl",
+    ]);
+    let out = env.ok(&[
+        "commit",
+        "-m",
+        "my change",
+        "--change",
+        r#"CMD ["cat", "/added"]"#,
+        "web",
+        "app:1.1",
+    ]);
+    let id = out
+        .trim()
+        .strip_prefix("sha256:")
+        .expect("an image id")
+        .to_string();
+    assert_eq!(id.len(), 64);
+    assert_eq!(
+        env.ok(&["run", "--rm", "app:1.1"]),
+        "added\n",
+        "the --change applies"
+    );
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "app:1.1",
+            "sh",
+            "-c",
+            "ls /data /opq; cat /base/hl; echo $FOO"
+        ]),
+        "/data:\n\n/opq:\nx\nlower\nbar\n",
+        "a deletion is a whiteout, a replaced dir opaque; the image's Env is kept"
+    );
+    let info = common::json(&env.ok(&["image", "inspect", "app:1.1"]));
+    assert_eq!(info[0]["RootFS"]["Layers"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        info[0]["History"].as_array().unwrap().last().unwrap()["comment"],
+        "my change"
+    );
+    // The base layers are shared, not copied.
+    assert_eq!(entries(&env.root.join("layers")).len(), 5);
+    env.ok(&["rm", "web"]);
+    let err = env.fails(&["commit", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
+}

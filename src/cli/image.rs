@@ -25,6 +25,8 @@ pub enum Commands {
     Save(SaveArgs),
     /// Push an image to a registry (only the blobs it lacks are sent)
     Push(PushArgs),
+    /// Make an image of a container: its write layer becomes a new top layer
+    Commit(CommitArgs),
     /// Log in to a registry (credentials kept in ~/.config/wharf/auth.json, mode 0600)
     Login(LoginArgs),
     /// Log out of a registry
@@ -131,6 +133,23 @@ pub struct SaveArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The container: name, id or id prefix
+    pub container: String,
+    /// The name to give the image, e.g. app:1.1
+    pub reference: Option<String>,
+    /// Set image config with a Dockerfile instruction, as for import
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// A comment for the image's history
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+    /// The author
+    #[arg(short = 'a', long = "author")]
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct PushArgs {
     /// The image: name[:tag], id or id prefix
     pub source: String,
@@ -232,6 +251,21 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                 }
                 println!("{}: digest: {}", p.reference, p.digest);
             }
+            Ok(0)
+        }
+        Commands::Commit(a) => {
+            let store = ctx.store()?;
+            let id = image::commit::commit(
+                &store,
+                &a.container,
+                a.reference.as_deref(),
+                &image::commit::CommitOptions {
+                    changes: a.changes,
+                    message: a.message,
+                    author: a.author,
+                },
+            )?;
+            println!("sha256:{id}");
             Ok(0)
         }
         Commands::Login(a) => login(a),

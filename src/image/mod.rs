@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod commit;
 pub mod config;
 pub mod export;
 pub mod import;
