@@ -487,3 +487,71 @@ fn commit_turns_the_write_layer_into_a_new_top_layer() {
     let err = env.fails(&["commit", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
 }
+
+#[test]
+fn a_docker_25_archive_loads() {
+    require_root!();
+    // Docker 25+ writes an OCI layout plus a manifest.json naming blobs/sha256/ paths.
+    let env = Env::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("d25");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(layout())
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let multi = layout_image_id("multi");
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let m = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "multi")
+        .unwrap();
+    let hex = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let man: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| {
+        format!(
+            "blobs/sha256/{}",
+            d.as_str().unwrap().trim_start_matches("sha256:")
+        )
+    };
+    let layers: Vec<String> = man["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| blob(&l["digest"]))
+        .collect();
+    fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&serde_json::json!([{
+            "Config": blob(&man["config"]["digest"]), "RepoTags": ["d25/multi:1"], "Layers": layers,
+        }]))
+        .unwrap(),
+    )
+    .unwrap();
+    let tar = scratch.path().join("d25.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        env.ok(&["load", "-i", s(&tar)]),
+        "Loaded image: d25/multi:1\n"
+    );
+    assert_eq!(
+        env.ok(&["images", "-q", "--no-trunc", "d25/multi:1"])
+            .trim(),
+        multi
+    );
+    assert_eq!(env.ok(&["run", "--rm", "d25/multi:1"]), "hi\n");
+}
