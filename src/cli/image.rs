@@ -18,6 +18,20 @@ use crate::util::{ago, human_size, rfc3339};
 pub enum Commands {
     /// Import a rootfs tarball (plain, gzip or zstd; - for stdin) as an image
     Import(ImportArgs),
+    /// Load images from a docker-archive, oci-archive or OCI layout directory
+    Load(LoadArgs),
+    /// Pull an image from a registry
+    Pull(PullArgs),
+    /// Save images to a docker-archive (or --format oci-archive)
+    Save(SaveArgs),
+    /// Push an image to a registry (only the blobs it lacks are sent)
+    Push(PushArgs),
+    /// Make an image of a container: its write layer becomes a new top layer
+    Commit(CommitArgs),
+    /// Log in to a registry (credentials kept in ~/.config/wharf/auth.json, mode 0600)
+    Login(LoginArgs),
+    /// Log out of a registry
+    Logout(LogoutArgs),
     /// List images
     Images(ImagesArgs),
     /// Give an image another name:tag
@@ -40,6 +54,14 @@ pub enum ImageCmd {
     Rm(RmiArgs),
     /// Import a tarball as an image
     Import(ImportArgs),
+    /// Load images from an archive
+    Load(LoadArgs),
+    /// Pull an image from a registry
+    Pull(PullArgs),
+    /// Save images to an archive
+    Save(SaveArgs),
+    /// Push an image to a registry
+    Push(PushArgs),
     /// Remove dangling images no container uses (-a: every unused image)
     Prune(ImagePruneArgs),
 }
@@ -83,6 +105,98 @@ fn size_arg(s: &str) -> Result<u64, String> {
 }
 
 #[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The archive (docker-archive or oci-archive; plain, gzip or zstd) or an OCI layout
+    /// directory; - or nothing for standard input
+    #[arg(short, long, default_value = "-")]
+    pub input: PathBuf,
+    /// The image of a multi-platform index to load: os/arch[/variant] (default: the host's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image ids, with no progress bars
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image: [host[:port]/]name[:tag] or name@sha256:<digest> (alpine means
+    /// docker.io/library/alpine:latest)
+    pub reference: String,
+    /// The image of a multi-platform index: os/arch[/variant] (default: the host's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// With false, talk plain HTTP to the registry (loopback registries always are)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Print only the image id, with no progress bars
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The images: name[:tag], name@sha256:…, id or id prefix
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// The file to write (standard output when left out and it is not a terminal)
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The container: name, id or id prefix
+    pub container: String,
+    /// The name to give the image, e.g. app:1.1
+    pub reference: Option<String>,
+    /// Set image config with a Dockerfile instruction, as for import
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// A comment for the image's history
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+    /// The author
+    #[arg(short = 'a', long = "author")]
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image: name[:tag], id or id prefix
+    pub source: String,
+    /// Where to: [host[:port]/]name[:tag] (default: the source's name)
+    pub destination: Option<String>,
+    /// With false, talk plain HTTP to the registry (loopback registries always are)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Print only the manifest digest
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry: host[:port] (default docker.io)
+    pub server: Option<String>,
+    /// The user name
+    #[arg(short, long)]
+    pub username: String,
+    /// The password (prefer --password-stdin: a command line is visible to others)
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry: host[:port] (default docker.io)
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ImagesArgs {
     /// Show only images of this repository (name or name:tag)
     pub repository: Option<String>,
@@ -95,6 +209,9 @@ pub struct ImagesArgs {
     /// Filter: dangling=true|false, reference=REPO[:TAG], until=TIME (repeatable)
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
+    /// Show the manifest digests images were pulled or loaded by
+    #[arg(long)]
+    pub digests: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +242,57 @@ pub struct InspectArgs {
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     match cmd {
         Commands::Import(a) | Commands::Image(ImageCmd::Import(a)) => import(ctx, a),
+        Commands::Load(a) | Commands::Image(ImageCmd::Load(a)) => load(ctx, a),
+        Commands::Pull(a) | Commands::Image(ImageCmd::Pull(a)) => pull(ctx, a),
+        Commands::Save(a) | Commands::Image(ImageCmd::Save(a)) => save(ctx, a),
+        Commands::Push(a) | Commands::Image(ImageCmd::Push(a)) => {
+            let store = ctx.store()?;
+            let p = image::push::push(&store, &a.source, a.destination.as_deref(), a.tls_verify)?;
+            if ctx.json() {
+                print_json(&serde_json::json!({
+                    "Reference": p.reference, "Digest": p.digest,
+                    "Layers": p.layers.iter().map(|(d, sent)| serde_json::json!({"Digest": d, "Pushed": sent})).collect::<Vec<_>>(),
+                }))?;
+            } else if a.quiet {
+                println!("{}", p.digest);
+            } else {
+                for (d, sent) in &p.layers {
+                    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+                    if *sent {
+                        println!("{}: Pushed", short(hex));
+                    } else {
+                        println!("{}: Layer already exists", short(hex));
+                    }
+                }
+                println!("{}: digest: {}", p.reference, p.digest);
+            }
+            Ok(0)
+        }
+        Commands::Commit(a) => {
+            let store = ctx.store()?;
+            let id = image::commit::commit(
+                &store,
+                &a.container,
+                a.reference.as_deref(),
+                &image::commit::CommitOptions {
+                    changes: a.changes,
+                    message: a.message,
+                    author: a.author,
+                },
+            )?;
+            println!("sha256:{id}");
+            Ok(0)
+        }
+        Commands::Login(a) => login(a),
+        Commands::Logout(a) => {
+            let host = a.server.as_deref().unwrap_or("docker.io");
+            if image::auth::logout(host)? {
+                println!("Removing login credentials for {host}");
+            } else {
+                println!("Not logged in to {host}");
+            }
+            Ok(0)
+        }
         Commands::Images(a) | Commands::Image(ImageCmd::Ls(a)) => images(ctx, a),
         Commands::Tag(a) => {
             let store = ctx.store()?;
@@ -209,6 +377,181 @@ fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// One progress bar per layer on a terminal, none when piped or quiet.
+pub(super) fn layer_bars(quiet: bool) -> Option<indicatif::MultiProgress> {
+    (!quiet && std::io::stderr().is_terminal())
+        .then(|| indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32> {
+    let platform = match &a.platform {
+        Some(p) => image::oci::parse_platform(p)?,
+        None => image::oci::host_platform(),
+    };
+    let store = ctx.store()?;
+    let pulled = image::pull::pull(
+        &store,
+        &a.reference,
+        &image::pull::PullOptions {
+            platform,
+            tls_verify: a.tls_verify,
+            progress: layer_bars(a.quiet),
+            parallel: 3,
+        },
+    )?;
+    let full = match &pulled.tag {
+        Some(t) => format!("{}:{t}", pulled.name),
+        None => format!("{}@{}", pulled.name, pulled.digest),
+    };
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "Id": format!("sha256:{}", pulled.id), "Reference": full,
+            "Digest": pulled.digest, "UpToDate": pulled.up_to_date,
+        }))?;
+    } else if a.quiet {
+        println!("sha256:{}", pulled.id);
+    } else {
+        println!("Digest: {}", pulled.digest);
+        if pulled.up_to_date {
+            println!("Status: Image is up to date for {full}");
+        } else {
+            println!("Status: Downloaded newer image for {full}");
+        }
+    }
+    Ok(0)
+}
+
+fn save(ctx: &Ctx, a: SaveArgs) -> Result<i32> {
+    // The global --format: docker-archive (the default) or oci-archive.
+    let format = match ctx.format {
+        super::Format::OciArchive => image::archive::SaveFormat::OciArchive,
+        super::Format::Json => {
+            return Err(crate::error::user("save writes an archive, not JSON")
+                .hint("use --format docker-archive (the default) or --format oci-archive")
+                .into());
+        }
+        _ => image::archive::SaveFormat::DockerArchive,
+    };
+    let store = ctx.store()?;
+    match &a.output {
+        Some(path) => {
+            // Written beside the target, renamed over it when complete: a failed save
+            // leaves no half archive.
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile_in(dir, path)?;
+            let r = image::archive::save(&store, &a.images, format, &mut tmp.1);
+            match r.and_then(|()| Ok(tmp.1.sync_all()?)) {
+                Ok(()) => std::fs::rename(&tmp.0, path).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp.0);
+                    anyhow::Error::new(crate::error::user(format!(
+                        "cannot write {}: {e}",
+                        path.display()
+                    )))
+                })?,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp.0);
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(
+                    crate::error::user("refusing to write an archive to a terminal")
+                        .hint("give -o FILE, or redirect the output: wharf save IMAGE > app.tar")
+                        .into(),
+                );
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            image::archive::save(&store, &a.images, format, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
+    }
+    Ok(0)
+}
+
+/// A new file beside `target` (`.NAME.<pid>.tmp`), opened for writing.
+fn tempfile_in(
+    dir: &std::path::Path,
+    target: &std::path::Path,
+) -> Result<(PathBuf, std::fs::File)> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    let p = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let f = std::fs::File::create(&p).map_err(|e| {
+        anyhow::Error::new(
+            crate::error::user(format!("cannot create {}: {e}", p.display()))
+                .hint("give -o a path in a writable directory"),
+        )
+    })?;
+    Ok((p, f))
+}
+
+fn login(a: LoginArgs) -> Result<i32> {
+    let host = a.server.as_deref().unwrap_or("docker.io");
+    let password = match (a.password, a.password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => {
+            return Err(crate::error::user("no password given")
+                .hint("pass it on standard input with --password-stdin (or -p PASSWORD)")
+                .into());
+        }
+    };
+    if password.is_empty() {
+        return Err(crate::error::user("the password is empty")
+            .hint("pass it on standard input with --password-stdin")
+            .into());
+    }
+    let path = image::auth::login(host, &a.username, &password)?;
+    eprintln!("credentials saved in {}", path.display());
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+fn load(ctx: &Ctx, a: LoadArgs) -> Result<i32> {
+    let platform = match &a.platform {
+        Some(p) => image::oci::parse_platform(p)?,
+        None => image::oci::host_platform(),
+    };
+    let store = ctx.store()?;
+    let loaded = image::archive::load(
+        &store,
+        &a.input,
+        &image::archive::LoadOptions {
+            progress: layer_bars(a.quiet),
+            platform,
+        },
+    )?;
+    if ctx.json() {
+        let v: Vec<_> = loaded
+            .iter()
+            .map(|l| serde_json::json!({"Id": format!("sha256:{}", l.id), "RepoTags": l.tags}))
+            .collect();
+        print_json(&v)?;
+    } else {
+        for l in &loaded {
+            if l.tags.is_empty() || a.quiet {
+                println!("Loaded image ID: sha256:{}", l.id);
+            } else {
+                for t in &l.tags {
+                    println!("Loaded image: {t}");
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
     let f = filter::parse(
         &a.filter,
@@ -245,6 +588,12 @@ fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
         }
         return Ok(0);
     }
+    let digests = image::repo_digests(&store)?;
+    let digest_of = |repo: &str, id: &str| -> String {
+        let ds = digests.get(id);
+        ds.and_then(|v| v.iter().find(|(r, _)| r == repo).or(v.first()))
+            .map_or("<none>".to_string(), |(_, d)| d.clone())
+    };
     // One row per tag; an untagged image is one <none> row, as docker shows it.
     let mut rows = Vec::new();
     for i in &all {
@@ -259,12 +608,32 @@ fn images(ctx: &Ctx, a: ImagesArgs) -> Result<i32> {
             .map(|(repo, tag, i)| {
                 serde_json::json!({
                     "Repository": repo, "Tag": tag, "ID": format!("sha256:{}", i.id),
+                    "Digest": digest_of(repo, &i.id),
                     "CreatedAt": rfc3339(i.created), "CreatedSince": ago(i.created),
                     "Size": i.size, "Containers": i.containers,
                 })
             })
             .collect();
         print_json(&v)?;
+        return Ok(0);
+    }
+    if a.digests {
+        print_table(
+            &["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"],
+            rows.into_iter()
+                .map(|(repo, tag, i)| {
+                    let d = digest_of(&repo, &i.id);
+                    vec![
+                        repo,
+                        tag,
+                        d,
+                        id_of(&i.id),
+                        ago(i.created),
+                        human_size(i.size),
+                    ]
+                })
+                .collect(),
+        );
         return Ok(0);
     }
     print_table(

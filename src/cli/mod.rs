@@ -40,7 +40,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "WHARF_ROOT", default_value = DEFAULT_ROOT, value_name = "DIR")]
     pub root: PathBuf,
 
-    /// Output format.
+    /// Output format (table or json; `save` takes docker-archive or oci-archive).
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
@@ -56,6 +56,10 @@ pub struct Cli {
 pub enum Format {
     Table,
     Json,
+    /// `save` only: a docker-archive (its default).
+    DockerArchive,
+    /// `save` only: an oci-archive.
+    OciArchive,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,10 +21,14 @@ pub struct ImageConfig {
     pub author: Option<String>,
     pub architecture: String,
     pub os: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub config: RunConfig,
     pub rootfs: RootFs,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub history: Vec<History>,
 }
 
@@ -36,10 +40,16 @@ pub struct RunConfig {
     #[serde(
         rename = "ExposedPorts",
         default,
+        deserialize_with = "null_default",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub exposed_ports: BTreeMap<String, Empty>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Env",
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub env: Vec<String>,
     #[serde(
         rename = "Entrypoint",
@@ -52,6 +62,7 @@ pub struct RunConfig {
     #[serde(
         rename = "Volumes",
         default,
+        deserialize_with = "null_default",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub volumes: BTreeMap<String, Empty>,
@@ -61,7 +72,12 @@ pub struct RunConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub working_dir: Option<String>,
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Labels",
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(
         rename = "StopSignal",
@@ -69,6 +85,42 @@ pub struct RunConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub stop_signal: Option<String>,
+    /// docker's `Healthcheck` (not in the OCI spec, nor in oci-spec's type): read from the
+    /// config of a pulled or loaded image; wharf's own configs never carry one.
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<ImageHealthcheck>,
+}
+
+/// An image's `Healthcheck`: every member may be missing (0 or absent means the default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageHealthcheck {
+    #[serde(rename = "Test", default, deserialize_with = "null_default")]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+    #[serde(rename = "Timeout", default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_period: Option<u64>,
+    #[serde(rename = "Retries", default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+/// A `null` (docker writes `"Volumes": null`) reads as the default.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `{}` in JSON: the value type of ExposedPorts and Volumes.
@@ -79,6 +131,7 @@ pub struct Empty {}
 pub struct RootFs {
     #[serde(rename = "type")]
     pub typ: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub diff_ids: Vec<String>,
 }
 

@@ -20,14 +20,13 @@ use std::thread;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
-use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::config::{ImageConfig, RunConfig, apply_changes, created_now};
-use super::unpack::{UnpackStats, unpack_limited};
+use super::unpack::{UnpackStats, unpack_base, unpack_layer};
 use crate::error::user;
 use crate::reference::Reference;
-use crate::store::{Store, fsutil, now_ns};
+use crate::store::Store;
 
 const CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 8;
@@ -146,7 +145,106 @@ pub fn import_reader(
         pb.set_length(len);
     }
 
-    let staging = store.staging("import")?;
+    let staged = stage_layer(
+        store,
+        reader,
+        opts.progress.clone(),
+        StageMode::Import { max_size },
+        "import",
+    )?;
+    if let Some(pb) = &opts.progress {
+        pb.finish_and_clear();
+    }
+    let hashes = &staged.hashes;
+    let cfg = ImageConfig::for_import(&hashes.diff_id, &created, run, opts.message.clone());
+    let blob = cfg.to_canonical_json();
+    let created_ns = super::created_ns(Some(&created));
+    let tags: Vec<(String, String)> = match &opts.tag {
+        Some(Reference::Tag { repo, tag }) => vec![(repo.clone(), tag.clone())],
+        _ => Vec::new(),
+    };
+    let (diff_id, source_digest, compression, stats) = (
+        hashes.diff_id.clone(),
+        hashes.source_digest.clone(),
+        hashes.compression,
+        staged.stats,
+    );
+    let committed = super::commit_image(
+        store,
+        super::NewImage {
+            config: &blob,
+            created_ns,
+            comment: opts.message.clone(),
+            layers: vec![staged.into_new_layer()],
+            tags,
+            source_digest: Some(source_digest.clone()),
+            repo_digest: None,
+        },
+    )?;
+    Ok(Imported {
+        id: committed.id,
+        diff_id,
+        source_digest,
+        compression,
+        layer_reused: committed.reused.first().copied().unwrap_or(false),
+        stats,
+    })
+}
+
+/// A layer unpacked into staging, hashed, not yet in the store.
+pub struct StagedLayer {
+    pub staging: crate::store::Staging,
+    pub dir: std::path::PathBuf,
+    pub hashes: Hashes,
+    pub stats: UnpackStats,
+    /// Hardlinks to files of lower layers, made once those are unpacked.
+    pub links: Vec<super::unpack::LowerLink>,
+}
+
+impl StagedLayer {
+    pub fn into_new_layer(self) -> super::NewLayer {
+        super::NewLayer {
+            diff_id: self.hashes.diff_id.clone(),
+            size: self.stats.bytes,
+            tar_size: self.hashes.tar_size,
+            entries: self.stats.entries,
+            staged: Some((self.staging, self.dir)),
+        }
+    }
+}
+
+/// Reads a tar stream (plain, gzip or zstd) from `reader` into a new staging dir: the one
+/// pass of import and pull.
+pub fn stage_layer(
+    store: &Store,
+    reader: Box<dyn Read + Send>,
+    progress: Option<ProgressBar>,
+    mode: StageMode,
+    kind: &str,
+) -> Result<StagedLayer> {
+    stage_into(store.staging(kind)?, reader, progress, mode)
+}
+
+/// What a staged stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageMode {
+    /// `wharf import`: a root filesystem (an image archive is refused), whose files may
+    /// hold at most `max_size` bytes (`--max-size`, `[import] max_size`).
+    Import { max_size: u64 },
+    /// An image archive to read (`wharf load`).
+    Archive,
+    /// A layer of a stack: whiteouts in overlay's form.
+    Layer,
+}
+
+/// [`stage_layer`] into a staging dir made beforehand (the store is not touched: layers are
+/// read side by side on other threads).
+pub fn stage_into(
+    staging: crate::store::Staging,
+    reader: Box<dyn Read + Send>,
+    progress: Option<ProgressBar>,
+    mode: StageMode,
+) -> Result<StagedLayer> {
     let layer = staging.path().join("layer");
     std::fs::create_dir(&layer).with_context(|| format!("cannot create {}", layer.display()))?;
 
@@ -154,13 +252,20 @@ pub fn import_reader(
     let cancel = Arc::new(AtomicBool::new(false));
     let reader_thread = {
         let cancel = Arc::clone(&cancel);
-        let progress = opts.progress.clone();
         thread::Builder::new()
             .name("import-read".into())
             .spawn(move || read_and_hash(reader, tx, &cancel, progress))
             .context("cannot start the import reader thread")?
     };
-    let unpacked = unpack_limited(ChannelReader::new(rx), &layer, max_size);
+    let unpacked = match mode {
+        StageMode::Layer => unpack_layer(ChannelReader::new(rx), &layer),
+        StageMode::Import { max_size } => {
+            unpack_base(ChannelReader::new(rx), &layer, true, max_size).map(|s| (s, Vec::new()))
+        }
+        StageMode::Archive => {
+            unpack_base(ChannelReader::new(rx), &layer, false, u64::MAX).map(|s| (s, Vec::new()))
+        }
+    };
     if unpacked.is_err() {
         cancel.store(true, Ordering::Relaxed);
     }
@@ -169,78 +274,22 @@ pub fn import_reader(
         .map_err(|_| anyhow::anyhow!("the import reader thread panicked"))?;
     // A decoding error (bad gzip checksum, truncated zstd) explains a tar error that
     // followed from it, so it is reported first; "cancelled" only echoes the unpacker's.
-    let (stats, hashes) = match (unpacked, hashed) {
-        (Ok(stats), Ok(hashes)) => (stats, hashes),
+    let ((stats, links), hashes) = match (unpacked, hashed) {
+        (Ok(u), Ok(hashes)) => (u, hashes),
         (_, Err(e)) if e.downcast_ref::<Cancelled>().is_none() => return Err(e),
         (Err(e), _) => return Err(e),
         (Ok(_), Err(e)) => return Err(e),
     };
-    if let Some(pb) = &opts.progress {
-        pb.finish_and_clear();
-    }
-
-    let cfg = ImageConfig::for_import(&hashes.diff_id, &created, run, opts.message.clone());
-    let blob = cfg.to_canonical_json();
-    let id = hex::encode(Sha256::digest(&blob));
-    let created_ns = humantime::parse_rfc3339(&created)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(now_ns, |d| d.as_nanos() as i64);
-
-    let _guard = store.lock()?;
-    let db = store.db();
-    let have_layer: bool = db
-        .prepare_cached("SELECT 1 FROM layers WHERE diff_id = ?1")?
-        .exists([&hashes.diff_id])?;
-    let dest = store.layer_dir(&hashes.diff_id);
-    if !have_layer {
-        // The layer's files must be on disk before the database says the layer exists.
-        sync_fs(&layer)?;
-        fsutil::remove_tree(&dest).ok();
-        std::fs::rename(&layer, &dest)
-            .with_context(|| format!("cannot move the layer to {}", dest.display()))?;
-        fsutil::sync_dir(&store.layers_dir())?;
-    }
-    let blob_path = store.blob_path(&id);
-    if !blob_path.exists() {
-        fsutil::write_atomic(&blob_path, &blob, 0o644)?;
-    }
-    let now = now_ns();
-    let tx = store.db().unchecked_transaction()?;
-    tx.execute(
-        "INSERT OR IGNORE INTO layers (diff_id, size, tar_size, entries, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![hashes.diff_id, stats.bytes as i64, hashes.tar_size as i64, stats.entries as i64, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO images (id, created, imported_at, size, comment) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, created_ns, now, stats.bytes as i64, opts.message],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO image_layers (image_id, position, diff_id) VALUES (?1, 0, ?2)",
-        params![id, hashes.diff_id],
-    )?;
-    tx.execute(
-        "INSERT OR REPLACE INTO sources (digest, image_id, created_at) VALUES (?1, ?2, ?3)",
-        params![hashes.source_digest, id, now],
-    )?;
-    if let Some(Reference::Tag { repo, tag }) = &opts.tag {
-        tx.execute(
-            "INSERT OR REPLACE INTO tags (repo, tag, image_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![repo, tag, id, now],
-        )?;
-    }
-    tx.commit().context("cannot record the imported image")?;
-    Ok(Imported {
-        id,
-        diff_id: hashes.diff_id,
-        source_digest: hashes.source_digest,
-        compression: hashes.compression,
-        layer_reused: have_layer,
+    Ok(StagedLayer {
+        staging,
+        dir: layer,
+        hashes,
         stats,
+        links,
     })
 }
 
-fn sync_fs(path: &Path) -> Result<()> {
+pub(crate) fn sync_fs(path: &Path) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     nix::unistd::syncfs(&f)
         .with_context(|| format!("cannot sync the filesystem of {}", path.display()))
@@ -251,11 +300,14 @@ fn sync_fs(path: &Path) -> Result<()> {
 #[error("import cancelled")]
 struct Cancelled;
 
-struct Hashes {
-    diff_id: String,
-    source_digest: String,
-    tar_size: u64,
-    compression: Compression,
+/// The digests of a layer stream.
+pub struct Hashes {
+    /// sha256 hex of the uncompressed tar.
+    pub diff_id: String,
+    /// sha256 hex of the bytes as read.
+    pub source_digest: String,
+    pub tar_size: u64,
+    pub compression: Compression,
 }
 
 /// Counts and hashes the bytes that pass through it, advancing a progress bar.

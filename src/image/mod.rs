@@ -5,8 +5,15 @@
 //! immutable: nothing changes a layer once it is recorded, and containers write to their own
 //! upper dirs.
 
+pub mod archive;
+pub mod auth;
+pub mod commit;
 pub mod config;
+pub mod export;
 pub mod import;
+pub mod oci;
+pub mod pull;
+pub mod push;
 pub mod unpack;
 
 use std::path::PathBuf;
@@ -57,7 +64,27 @@ pub fn resolve(store: &Store, input: &str) -> Result<String> {
                 return Ok(id);
             }
         }
-        Ok(Reference::Digest { hex, .. }) | Ok(Reference::Id(hex)) => {
+        Ok(Reference::Digest { repo, hex }) => {
+            // A manifest digest the image was pulled or loaded by, else an image id.
+            let id: Option<String> = db
+                .prepare_cached(
+                    "SELECT image_id FROM repo_digests WHERE repo = ?1 AND digest = ?2",
+                )?
+                .query_row(params![repo, format!("sha256:{hex}")], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = id {
+                return Ok(id);
+            }
+            let found: bool = db
+                .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
+                .exists([hex])?;
+            return if found {
+                Ok(hex.clone())
+            } else {
+                Err(not_found(input))
+            };
+        }
+        Ok(Reference::Id(hex)) => {
             let found: bool = db
                 .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
                 .exists([hex])?;
@@ -112,6 +139,149 @@ pub fn layer_dirs(store: &Store, id: &str) -> Result<Vec<PathBuf>> {
         .map(|d| d.map(|d| store.layer_dir(&d)))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(dirs)
+}
+
+/// A layer of a new image: already in the store, or unpacked in staging.
+pub struct NewLayer {
+    pub diff_id: String,
+    pub size: u64,
+    pub tar_size: u64,
+    pub entries: u64,
+    /// The staging dir and the unpacked layer in it; None when the store holds the layer.
+    pub staged: Option<(crate::store::Staging, PathBuf)>,
+}
+
+/// An image to record: its config blob (the image id is its sha256) and its layers, bottom
+/// first.
+pub struct NewImage<'a> {
+    pub config: &'a [u8],
+    pub created_ns: i64,
+    pub comment: Option<String>,
+    pub layers: Vec<NewLayer>,
+    pub tags: Vec<(String, String)>,
+    /// The digest of the source file (import), for apply's "imported already".
+    pub source_digest: Option<String>,
+    /// (repository, manifest digest "sha256:…", manifest bytes): where it was pulled from.
+    pub repo_digest: Option<(String, String, Vec<u8>)>,
+}
+
+/// What [`commit_image`] did.
+pub struct Committed {
+    pub id: String,
+    /// Per layer: the store had it already (the staged copy was thrown away).
+    pub reused: Vec<bool>,
+}
+
+/// `created` of a config (RFC 3339) in ns since the epoch; now when missing or unreadable.
+pub fn created_ns(created: Option<&str>) -> i64 {
+    created
+        .and_then(|c| humantime::parse_rfc3339(c).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(now_ns, |d| d.as_nanos() as i64)
+}
+
+/// Records an image under the store lock: staged layers are moved into `layers/` (after a
+/// syncfs: files before rows), the config blob is written, and one transaction records the
+/// layers, the image, its layer list, tags, source and repository digest. A crash before the
+/// commit leaves only unrecorded dirs and blobs, which `Store::open` removes.
+pub fn commit_image(store: &Store, img: NewImage<'_>) -> Result<Committed> {
+    use sha2::Digest;
+    let id = hex::encode(sha2::Sha256::digest(img.config));
+    let _guard = store.lock()?;
+    let db = store.db();
+    let mut reused = Vec::with_capacity(img.layers.len());
+    let mut synced = false;
+    let mut moved = std::collections::HashSet::new();
+    for l in &img.layers {
+        let have = moved.contains(&l.diff_id)
+            || db
+                .prepare_cached("SELECT 1 FROM layers WHERE diff_id = ?1")?
+                .exists([&l.diff_id])?;
+        let dest = store.layer_dir(&l.diff_id);
+        match &l.staged {
+            Some((_, dir)) if !have => {
+                if !synced {
+                    import::sync_fs(dir)?;
+                    synced = true;
+                }
+                fsutil::remove_tree(&dest).ok();
+                std::fs::rename(dir, &dest)
+                    .with_context(|| format!("cannot move the layer to {}", dest.display()))?;
+                moved.insert(l.diff_id.clone());
+                reused.push(false);
+            }
+            None if !have => {
+                anyhow::bail!("the layer {} is neither staged nor in the store", l.diff_id)
+            }
+            _ => reused.push(true),
+        }
+    }
+    if !moved.is_empty() {
+        fsutil::sync_dir(&store.layers_dir())?;
+    }
+    let blob_path = store.blob_path(&id);
+    if !blob_path.exists() {
+        fsutil::write_atomic(&blob_path, img.config, 0o644)?;
+    }
+    let now = now_ns();
+    let size: u64 = img.layers.iter().map(|l| l.size).sum();
+    let tx = db.unchecked_transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO images (id, created, imported_at, size, comment) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, img.created_ns, now, size as i64, img.comment],
+    )?;
+    for (pos, l) in img.layers.iter().enumerate() {
+        tx.execute(
+            "INSERT OR IGNORE INTO layers (diff_id, size, tar_size, entries, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![l.diff_id, l.size as i64, l.tar_size as i64, l.entries as i64, now],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO image_layers (image_id, position, diff_id) VALUES (?1, ?2, ?3)",
+            params![id, pos as i64, l.diff_id],
+        )?;
+    }
+    if let Some(d) = &img.source_digest {
+        tx.execute(
+            "INSERT OR REPLACE INTO sources (digest, image_id, created_at) VALUES (?1, ?2, ?3)",
+            params![d, id, now],
+        )?;
+    }
+    for (repo, tag) in &img.tags {
+        tx.execute(
+            "INSERT OR REPLACE INTO tags (repo, tag, image_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![repo, tag, id, now],
+        )?;
+    }
+    if let Some((repo, digest, manifest)) = &img.repo_digest {
+        tx.execute(
+            "INSERT OR REPLACE INTO repo_digests (repo, digest, image_id, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![repo, digest, id, manifest, now],
+        )?;
+    }
+    tx.commit().context("cannot record the image")?;
+    Ok(Committed { id, reused })
+}
+
+/// The manifest digests images were pulled or loaded by: image id → (repository, digest).
+pub fn repo_digests(
+    store: &Store,
+) -> Result<std::collections::HashMap<String, Vec<(String, String)>>> {
+    let mut out: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    let mut stmt = store
+        .db()
+        .prepare_cached("SELECT image_id, repo, digest FROM repo_digests ORDER BY created_at")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, repo, d) = row?;
+        out.entry(id).or_default().push((repo, d));
+    }
+    Ok(out)
 }
 
 /// Every image, newest first.

@@ -46,15 +46,25 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
-/// Unpacks the archive read from `reader` into `dest`, an existing empty directory.
+/// Unpacks the archive read from `reader` into `dest`, an existing empty directory: a base
+/// layer (whiteouts are dropped: there is nothing below to hide).
 pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats> {
-    unpack_limited(reader, dest, u64::MAX)
+    unpack_base(reader, dest, false, u64::MAX)
 }
 
 /// [`unpack`], refusing the archive once its files hold more than `max_size` bytes (counted
-/// at their real size: a GNU sparse file's holes count, though they are not written).
-pub fn unpack_limited<R: Read>(reader: R, dest: &Path, max_size: u64) -> Result<UnpackStats> {
+/// at their real size: a GNU sparse file's holes count, though they are not written); with
+/// `refuse_image_archive`, an archive whose top level holds an image archive's
+/// `manifest.json`, `oci-layout` or `repositories` is refused (`wharf import` of a
+/// `docker save` output), pointing at `wharf load`.
+pub fn unpack_base<R: Read>(
+    reader: R,
+    dest: &Path,
+    refuse_image_archive: bool,
+    max_size: u64,
+) -> Result<UnpackStats> {
     let mut u = Unpacker::new(dest)?;
+    u.refuse_image_archive = refuse_image_archive;
     u.max_size = max_size;
     unpack_with(reader, u)
 }
@@ -85,14 +95,118 @@ fn unpack_with<R: Read>(reader: R, mut u: Unpacker) -> Result<UnpackStats> {
     Ok(u.stats)
 }
 
+/// A hardlink whose target is not in its own layer: made by [`link_from_lowers`] once the
+/// layers below are unpacked too (layers are unpacked side by side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerLink {
+    /// The link's cleaned path, and its target's, inside the layer.
+    pub name: Vec<u8>,
+    pub target: Vec<u8>,
+}
+
+/// Unpacks one layer of an image into `dest` in overlay's form: `.wh.NAME` becomes a 0/0
+/// character device `NAME`, `.wh..wh..opq` the `trusted.overlay.opaque` xattr on its
+/// directory (set at the end, so its place in the tar does not matter). A hardlink to a file
+/// this layer lacks is returned, for [`link_from_lowers`].
+pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<(UnpackStats, Vec<LowerLink>)> {
+    let mut u = Unpacker::new(dest)?;
+    u.layer = Some(LayerState::default());
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().context("cannot read the tar stream")?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| {
+            anyhow::Error::new(
+                user(format!("the tar stream is corrupt or truncated: {e}"))
+                    .hint("check the layer (tar -tvf FILE); re-create it if it was cut short"),
+            )
+        })?;
+        u.entry(&mut entry)?;
+    }
+    let links = u
+        .layer
+        .as_mut()
+        .map(|l| std::mem::take(&mut l.links))
+        .unwrap_or_default();
+    u.finish()?;
+    Ok((u.stats, links))
+}
+
+/// Makes the hardlinks of `dest` whose targets are in lower layers (`lowers`, top first):
+/// each becomes a copy of the highest lower layer's file (overlay would copy it up on the
+/// first write anyway). A link whose name a later entry of its layer took is left out.
+pub fn link_from_lowers(
+    dest: &Path,
+    lowers: &[std::path::PathBuf],
+    links: &[LowerLink],
+) -> Result<()> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let mut u = Unpacker::new(dest)?;
+    let mut state = LayerState::default();
+    for l in lowers {
+        state.lowers.push(
+            nix::fcntl::open(
+                l,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("cannot open the lower layer {}", l.display()))?,
+        );
+    }
+    u.layer = Some(state);
+    for link in links {
+        let parts = clean(&link.name)?;
+        let tparts = clean(&link.target)?;
+        let Some((&base, dir_parts)) = parts.split_last() else {
+            continue;
+        };
+        u.dir(&link.name, dir_parts)?;
+        let parent = match &u.cached {
+            Some((_, fd)) => fd.as_fd(),
+            None => unreachable!("dir() fills the cache"),
+        };
+        match nix::sys::stat::fstatat(
+            parent,
+            OsStr::from_bytes(base),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(_) => continue,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(refuse(&link.name, &format!("cannot inspect it: {e}"))),
+        }
+        u.copy_from_lower(&link.name, &link.target, &tparts, parent, &cstr(base)?)?;
+    }
+    Ok(())
+}
+
 /// Directory metadata applied at the end: creating children changes a directory's mtime.
 struct DirTimes {
     path: Vec<u8>,
     mtime: i64,
 }
 
+/// What unpacking a layer above others keeps track of.
+#[derive(Default)]
+struct LayerState {
+    /// Hardlinks to files this layer lacks.
+    links: Vec<LowerLink>,
+    /// The layers below, top first.
+    lowers: Vec<OwnedFd>,
+    /// Directories marked opaque (cleaned paths), applied in `finish`.
+    opaque: Vec<Vec<u8>>,
+    /// Whiteout devices this unpack made (cleaned paths): a directory that replaces one is
+    /// opaque (the lower one was deleted, then made anew).
+    whiteouts: std::collections::HashSet<Vec<u8>>,
+}
+
+const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque\0";
+
 struct Unpacker {
     root: OwnedFd,
+    refuse_image_archive: bool,
+    /// Set when unpacking a layer above others (whiteouts kept in overlay's form).
+    layer: Option<LayerState>,
     /// The last parent directory opened, by cleaned path: tars list a directory's entries
     /// together, so this saves a path walk per entry.
     cached: Option<(Vec<u8>, OwnedFd)>,
@@ -208,6 +322,8 @@ impl Unpacker {
     fn from_fd(root: OwnedFd) -> Self {
         Unpacker {
             root,
+            refuse_image_archive: false,
+            layer: None,
             cached: None,
             dir_times: Vec::new(),
             root_mtime: None,
@@ -292,10 +408,20 @@ impl Unpacker {
         let name = entry.path_bytes().into_owned();
         let kind = entry.header().entry_type();
         let parts = clean(&name)?;
+        if self.refuse_image_archive
+            && let [top] = parts[..]
+            && matches!(top, b"manifest.json" | b"oci-layout" | b"repositories")
+        {
+            return Err(anyhow::Error::new(
+                user(format!(
+                    "this is an image archive (it holds {}), not a root filesystem tarball",
+                    shown(top)
+                ))
+                .hint("load it with `wharf load -i FILE`; import takes a root filesystem tar"),
+            ));
+        }
         if parts.last().is_some_and(|p| p.starts_with(b".wh.")) {
-            // AUFS whiteouts mean "delete from the layers below"; a base layer has none.
-            tracing::debug!("skipping whiteout {}", shown(&name));
-            return Ok(());
+            return self.whiteout(&name, &parts);
         }
         let xattrs = xattrs_of(entry);
         let header = entry.header();
@@ -411,11 +537,17 @@ impl Unpacker {
                 let tparent = if tdir.is_empty() {
                     self.root.try_clone()?
                 } else {
-                    openat2(
+                    match openat2(
                         self.root.as_fd(),
                         OsStr::from_bytes(&join(tdir)),
                         how(OFlag::O_PATH | OFlag::O_DIRECTORY),
-                    )
+                    ) {
+                        Err(Errno::ENOENT) if self.layer.is_some() => {
+                            self.defer_link(&parts, &tparts);
+                            return Ok(());
+                        }
+                        r => r,
+                    }
                     .map_err(|e| {
                         refuse(
                             &name,
@@ -426,14 +558,25 @@ impl Unpacker {
                         )
                     })?
                 };
-                linkat(
+                match linkat(
                     tparent.as_fd(),
                     OsStr::from_bytes(tbase),
                     parent,
                     base_c.as_c_str(),
                     LinkatFlags::empty(),
-                )
-                .map_err(|e| refuse(&name, &format!("cannot link to {:?}: {e}", shown(&target))))?;
+                ) {
+                    Ok(()) => {}
+                    Err(Errno::ENOENT) if self.layer.is_some() => {
+                        self.defer_link(&parts, &tparts);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        return Err(refuse(
+                            &name,
+                            &format!("cannot link to {:?}: {e}", shown(&target)),
+                        ));
+                    }
+                }
             }
             T::Char | T::Block | T::Fifo => {
                 let sflag = match kind {
@@ -463,6 +606,237 @@ impl Unpacker {
             }
         }
         self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// A `.wh.` entry: dropped in a base layer; in a layer above others, turned into
+    /// overlay's whiteout (a 0/0 character device) or opaque mark.
+    fn whiteout(&mut self, name: &[u8], parts: &[&[u8]]) -> Result<()> {
+        let Some((&base, dir_parts)) = parts.split_last() else {
+            return Ok(());
+        };
+        if self.layer.is_none() {
+            tracing::debug!("skipping whiteout {} in a base layer", shown(name));
+            return Ok(());
+        }
+        if base == b".wh..wh..opq" {
+            // The directory may come later in the tar, or not at all (then it is made).
+            self.dir(name, dir_parts)?;
+            if let Some(layer) = &mut self.layer {
+                layer.opaque.push(join(dir_parts));
+            }
+            return Ok(());
+        }
+        if base.starts_with(b".wh..wh.") {
+            // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing to apply.
+            tracing::debug!("skipping AUFS metadata {}", shown(name));
+            return Ok(());
+        }
+        let target = &base[4..];
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(refuse(name, "a whiteout of no file (or of . or ..)"));
+        }
+        let mut path = join(dir_parts);
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(target);
+        self.dir(name, dir_parts)?;
+        let parent = match &self.cached {
+            Some((_, fd)) => fd.as_fd(),
+            None => unreachable!("dir() fills the cache"),
+        };
+        match nix::sys::stat::fstatat(
+            parent,
+            OsStr::from_bytes(target),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => {
+                // This layer's own entry of that name stays (a whiteout hides only what is
+                // below); a directory of this layer must then hide the lower one's content.
+                let is_dir =
+                    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+                if let Some(layer) = &mut self.layer
+                    && is_dir
+                {
+                    layer.opaque.push(path);
+                }
+                return Ok(());
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(refuse(
+                    name,
+                    &format!("cannot inspect what it whites out: {e}"),
+                ));
+            }
+        }
+        mknodat(
+            parent,
+            OsStr::from_bytes(target),
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            nix::sys::stat::makedev(0, 0),
+        )
+        .map_err(|e| refuse(name, &format!("cannot create the whiteout: {e}")))?;
+        if (self.euid, self.egid) != (0, 0) {
+            fchownat(
+                parent,
+                OsStr::from_bytes(target),
+                Some(Uid::from_raw(0)),
+                Some(Gid::from_raw(0)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.chown_error(name, 0, 0, e))?;
+        }
+        if let Some(layer) = &mut self.layer {
+            layer.whiteouts.insert(path);
+        }
+        Ok(())
+    }
+
+    fn defer_link(&mut self, parts: &[&[u8]], tparts: &[&[u8]]) {
+        if let Some(layer) = &mut self.layer {
+            layer.links.push(LowerLink {
+                name: join(parts),
+                target: join(tparts),
+            });
+        }
+    }
+
+    /// A hardlink whose target is not in this layer: copies the target from the highest
+    /// lower layer that has it (a whiteout above it means it is gone).
+    fn copy_from_lower(
+        &self,
+        name: &[u8],
+        target: &[u8],
+        tparts: &[&[u8]],
+        parent: BorrowedFd<'_>,
+        base: &CString,
+    ) -> Result<()> {
+        let tpath = join(tparts);
+        let lowers = self.layer.as_ref().map_or(&[][..], |l| &l.lowers[..]);
+        let missing = || {
+            refuse(
+                name,
+                &format!(
+                    "its hardlink target {:?} is in neither this layer nor the ones below",
+                    shown(target)
+                ),
+            )
+        };
+        for lower in lowers {
+            let fd = match openat2(
+                lower.as_fd(),
+                OsStr::from_bytes(&tpath),
+                how(OFlag::O_PATH | OFlag::O_NOFOLLOW),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => continue,
+                // A whited-out directory on the way (a device, not a directory).
+                Err(Errno::ENOTDIR) => return Err(missing()),
+                Err(e) => {
+                    return Err(refuse(
+                        name,
+                        &format!("cannot open its hardlink target {:?}: {e}", shown(target)),
+                    ));
+                }
+            };
+            let st = nix::sys::stat::fstat(&fd)
+                .map_err(|e| refuse(name, &format!("cannot inspect its hardlink target: {e}")))?;
+            let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            let b = OsStr::from_bytes(base.as_bytes());
+            match fmt {
+                SFlag::S_IFREG => {
+                    let mut src =
+                        File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+                            refuse(name, &format!("cannot read its hardlink target: {e}"))
+                        })?;
+                    let out = openat(
+                        parent,
+                        base.as_c_str(),
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                    .map_err(|e| refuse(name, &format!("cannot create it: {e}")))?;
+                    io::copy(&mut src, &mut File::from(out)).map_err(|e| {
+                        refuse(name, &format!("cannot copy its hardlink target: {e}"))
+                    })?;
+                }
+                SFlag::S_IFLNK => {
+                    let link = nix::fcntl::readlinkat(&fd, OsStr::new("")).map_err(|e| {
+                        refuse(name, &format!("cannot read its hardlink target: {e}"))
+                    })?;
+                    symlinkat(link.as_os_str(), parent, b)
+                        .map_err(|e| refuse(name, &format!("cannot create the symlink: {e}")))?;
+                }
+                SFlag::S_IFCHR if st.st_rdev == 0 => return Err(missing()),
+                _ => {
+                    return Err(refuse(
+                        name,
+                        "its hardlink target in a lower layer is not a file or symlink",
+                    ));
+                }
+            }
+            let symlink = fmt == SFlag::S_IFLNK;
+            self.owner_mode_xattrs(
+                name,
+                parent,
+                base.as_bytes(),
+                st.st_uid,
+                st.st_gid,
+                st.st_mode & 0o7777,
+                &[],
+                symlink,
+            )?;
+            set_mtime(parent, base.as_bytes(), st.st_mtime);
+            return Ok(());
+        }
+        Err(missing())
+    }
+
+    /// Marks the directory `path` (cleaned, inside the root) opaque for overlay. A directory
+    /// a later entry replaced by a non-directory needs no mark.
+    fn set_opaque(&self, path: &[u8]) -> Result<()> {
+        let p: &[u8] = if path.is_empty() { b"." } else { path };
+        let fd = match openat2(
+            self.root.as_fd(),
+            OsStr::from_bytes(p),
+            how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(()),
+            Err(e) => {
+                return Err(refuse(
+                    path,
+                    &format!("cannot open the opaque directory: {e}"),
+                ));
+            }
+        };
+        // SAFETY: fsetxattr reads a NUL-terminated name and a 1-byte value owned here.
+        let rc = unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                OPAQUE_XATTR.as_ptr().cast(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        if rc != 0 {
+            let e = Errno::last();
+            return Err(anyhow::Error::new(
+                user(format!(
+                    "cannot mark the directory {:?} opaque (xattr trusted.overlay.opaque): {e}",
+                    shown(path)
+                ))
+                .hint("layers need a filesystem with trusted xattrs (ext4, xfs) and root"),
+            ));
+        }
         Ok(())
     }
 
@@ -544,7 +918,11 @@ impl Unpacker {
         base: &[u8],
         new_is_dir: bool,
     ) -> Result<()> {
-        let parent = self.dir(name, dir_parts)?;
+        self.dir(name, dir_parts)?;
+        let parent = match &self.cached {
+            Some((_, fd)) => fd.as_fd(),
+            None => unreachable!("dir() fills the cache"),
+        };
         let st = match nix::sys::stat::fstatat(
             parent,
             OsStr::from_bytes(base),
@@ -563,6 +941,18 @@ impl Unpacker {
             SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
         if existing_dir && new_is_dir {
             return Ok(());
+        }
+        if let Some(layer) = &mut self.layer {
+            let mut path = join(dir_parts);
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(base);
+            // A directory where this layer whited out the lower one: the lower one was
+            // deleted and a new one made, so it must not show through.
+            if layer.whiteouts.remove(&path) && new_is_dir {
+                layer.opaque.push(path);
+            }
         }
         if existing_dir {
             // Remove the whole subtree through /proc/self/fd/<parent>/<base>: the parent fd
@@ -680,6 +1070,11 @@ impl Unpacker {
 
     fn finish(&mut self) -> Result<()> {
         self.cached = None;
+        if let Some(layer) = self.layer.take() {
+            for path in &layer.opaque {
+                self.set_opaque(path)?;
+            }
+        }
         for d in self.dir_times.iter().rev() {
             let p = OsStr::from_bytes(&d.path);
             // O_NOFOLLOW: a later entry may have replaced the directory with a symlink.
@@ -727,6 +1122,12 @@ fn xattrs_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> 
     if let Ok(Some(exts)) = entry.pax_extensions() {
         for ext in exts.flatten() {
             if let Some(k) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                // overlay's own attributes (opaque, redirect, metacopy, origin) would change
+                // what the stacked layers show: only wharf sets them, from whiteouts.
+                if k.starts_with(b"trusted.overlay.") {
+                    tracing::warn!("dropping the overlay xattr {}", String::from_utf8_lossy(k));
+                    continue;
+                }
                 out.push((k.to_vec(), ext.value_bytes().to_vec()));
             }
         }

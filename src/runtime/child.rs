@@ -62,6 +62,10 @@ pub struct ChildSpec {
     pub init: bool,
     /// `--device`: (host node, path in the container), bind-mounted after /dev is made.
     pub devices: Vec<(PathBuf, String)>,
+    /// A stack too deep for absolute paths in one page of mount options (`lower` is then
+    /// empty): the child opens these (top first) and names them by descriptor, relative to
+    /// `/proc/self/fd`.
+    pub lower_deep: Vec<PathBuf>,
 }
 
 /// A failure in the child, with the exit code `run` (or `exec`) should give.

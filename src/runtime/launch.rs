@@ -124,7 +124,26 @@ pub fn launch(
             "re-import the image",
         ));
     }
-    let lower = lowerdir(layers)?;
+    let mut lower = lowerdir(layers)?;
+    // The mount options must fit in a page: a deep stack (100+ layers of 70-byte paths) is
+    // named by descriptors instead, which the child opens in its own mount namespace (overlay
+    // refuses layers reached through another namespace's mounts) and names relative to
+    // /proc/self/fd ("12:13:…", see child.rs).
+    let mut lower_deep = Vec::new();
+    if lower.len() + upper.as_os_str().len() + work.as_os_str().len() + 64 > 4000 {
+        // 4 bytes a layer ("NNN:") plus the rest must fit too.
+        if layers.len() * 5 + upper.as_os_str().len() + work.as_os_str().len() + 64 > 4000 {
+            return Err(runtime_err(
+                format!(
+                    "the image has {} layers, more than overlay can stack",
+                    layers.len()
+                ),
+                "use an image with fewer layers (overlay stacks at most 500)",
+            ));
+        }
+        lower_deep = layers.clone();
+        lower = String::new();
+    }
     for p in [&upper, &work] {
         if p.to_str().is_none_or(|s| s.contains([',', ':'])) {
             anyhow::bail!(
@@ -197,6 +216,7 @@ pub fn launch(
             .iter()
             .map(|d| (PathBuf::from(&d.host_path), d.path.clone()))
             .collect(),
+        lower_deep,
     };
 
     // The cgroup first, with its limits, so that the child is born in it or joins it

@@ -35,6 +35,11 @@ pub trait RootfsOps {
     ) -> io::Result<()>;
     /// Creates a directory under a host path (the write layer on its tmpfs).
     fn mkdir_host(&mut self, host: &Path) -> io::Result<()>;
+    /// Opens a stack of layers too deep to name by path in one page of mount options, and
+    /// returns their names for `lowerdir=` (descriptors, relative to `/proc/self/fd`, which
+    /// becomes the working directory). Opened in the container's mount namespace: overlay
+    /// refuses a layer reached through a mount of another namespace.
+    fn deep_lower(&mut self, layers: &[PathBuf]) -> io::Result<String>;
     /// Takes the overlay mounted at `host` as the new root.
     fn open_root(&mut self, host: &Path) -> io::Result<()>;
     /// Creates `dest` (a `kind`) in the root and mounts a filesystem on it.
@@ -100,9 +105,15 @@ pub fn build(
     } else {
         (spec.upper.clone(), spec.work.clone())
     };
+    let lower = if spec.lower_deep.is_empty() {
+        spec.lower.clone()
+    } else {
+        ops.deep_lower(&spec.lower_deep)
+            .map_err(|e| err("cannot open the image's layers", e))?
+    };
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        spec.lower,
+        lower,
         upper.display(),
         work.display()
     );
@@ -240,6 +251,8 @@ fn kernel_filesystems(
 #[derive(Default)]
 pub struct HostOps {
     root: Option<OwnedFd>,
+    /// A deep stack's layers, open until the overlay is mounted (and the child execs).
+    deep: Vec<OwnedFd>,
 }
 
 impl HostOps {
@@ -265,6 +278,27 @@ impl RootfsOps for HostOps {
 
     fn mkdir_host(&mut self, host: &Path) -> io::Result<()> {
         std::fs::create_dir(host)
+    }
+
+    fn deep_lower(&mut self, layers: &[PathBuf]) -> io::Result<String> {
+        let mut names = String::with_capacity(layers.len() * 4);
+        for l in layers {
+            let fd = nix::fcntl::open(
+                l.as_path(),
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| io::Error::other(format!("{}: {e}", l.display())))?;
+            if !names.is_empty() {
+                names.push(':');
+            }
+            names.push_str(&fd.as_raw_fd().to_string());
+            self.deep.push(fd);
+        }
+        nix::unistd::chdir("/proc/self/fd")?;
+        Ok(names)
     }
 
     fn open_root(&mut self, host: &Path) -> io::Result<()> {
@@ -431,6 +465,13 @@ mod tests {
             self.calls.push(format!("mkdir {}", host.display()));
             Ok(())
         }
+        fn deep_lower(&mut self, layers: &[PathBuf]) -> io::Result<String> {
+            self.calls.push(format!("deep {}", layers.len()));
+            Ok((3..3 + layers.len())
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(":"))
+        }
         fn open_root(&mut self, host: &Path) -> io::Result<()> {
             self.calls.push(format!("root {}", host.display()));
             Ok(())
@@ -532,6 +573,7 @@ mod tests {
             rlimits: Vec::new(),
             init: false,
             devices: vec![(PathBuf::from("/dev/fuse"), "/dev/fuse".into())],
+            lower_deep: Vec::new(),
         }
     }
 

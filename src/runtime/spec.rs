@@ -482,11 +482,46 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
             "give -w an absolute path such as /tmp",
         ));
     }
-    let volumes = opts
+    let mut volumes = opts
         .volumes
         .iter()
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>>>()?;
+    // The image's Volumes become anonymous volumes, as docker makes them, unless the
+    // command line mounts something there.
+    for path in image.volumes.keys() {
+        let dest = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path.as_str()
+        };
+        if dest.starts_with('/') && dest != "/" && !volumes.iter().any(|v| v.destination == dest) {
+            volumes.push(parse_volume(dest)?);
+        }
+    }
+    // The image's Healthcheck, unless the command line gives one; ["NONE"] disables it.
+    let healthcheck = match (&opts.healthcheck, &image.healthcheck) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Some(h)) if !h.test.is_empty() && h.test[0] != "NONE" => {
+            let d = |ns: Option<u64>| ns.map(std::time::Duration::from_nanos);
+            Some(
+                crate::model::HealthConfig::new(
+                    &h.test,
+                    d(h.interval),
+                    d(h.timeout),
+                    h.retries.filter(|&r| r > 0),
+                    d(h.start_period),
+                )
+                .map_err(|e| {
+                    runtime_error(
+                        format!("the image's Healthcheck is invalid: {e:#}"),
+                        "override it with --health-cmd",
+                    )
+                })?,
+            )
+        }
+        _ => None,
+    };
     for c in opts.cap_add.iter().chain(opts.cap_drop.iter()) {
         parse_cap(c)?;
     }
@@ -511,7 +546,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         limits: opts.limits.clone(),
         auto_remove: opts.auto_remove,
         restart: opts.restart,
-        healthcheck: opts.healthcheck.clone(),
+        healthcheck,
         tmpfs: opts.tmpfs.clone(),
         shm_size: opts.shm_size,
         ulimits: {

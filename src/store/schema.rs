@@ -168,4 +168,17 @@ pub const MIGRATIONS: &[&str] = &[
         reason       TEXT NOT NULL
     );
     "#,
+    // 5: where pulled images came from: a repository's manifest digest (docker's RepoDigests),
+    // with the manifest's bytes (push and save send them unchanged).
+    r#"
+    CREATE TABLE repo_digests (
+        repo        TEXT NOT NULL,             -- normalized, e.g. docker.io/library/alpine
+        digest      TEXT NOT NULL,             -- "sha256:<hex>" of the manifest
+        image_id    TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        manifest    BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (repo, digest)
+    );
+    CREATE INDEX repo_digests_by_image ON repo_digests(image_id);
+    "#,
 ];

@@ -69,6 +69,42 @@ pub fn probes() -> &'static Path {
     })
 }
 
+/// Multi-layer images made by umoci and skopeo (scripts/make-image-fixtures.sh, once per
+/// `cargo test` run): `layout/` (an OCI layout with `:multi` and `:deep`), `multi-docker.tar`,
+/// `multi-oci.tar`.
+pub fn image_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let busybox = busybox_tar();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("image-fixtures");
+        fs::create_dir_all(&dir).expect("create image fixtures dir");
+        let lock = File::create(dir.join(".lock")).expect("create image fixtures lock");
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("lock image fixtures");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-image-fixtures.sh");
+        // Rebuilt when the script changes: DONE holds the digest of the script that made them.
+        let version = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(
+                fs::read(&script).expect("read the script"),
+            ))
+        };
+        if fs::read_to_string(dir.join("DONE")).ok().as_deref() != Some(version.as_str()) {
+            let st = Command::new("bash")
+                .arg(&script)
+                .arg(&dir)
+                .arg(&busybox)
+                .status()
+                .expect("run make-image-fixtures.sh");
+            assert!(st.success(), "scripts/make-image-fixtures.sh failed");
+            fs::write(dir.join("DONE"), &version).expect("write DONE");
+        }
+        drop(lock);
+        dir
+    })
+}
+
 pub fn busybox_tar() -> PathBuf {
     fixtures().join("busybox-rootfs.tar")
 }

@@ -284,3 +284,68 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::stream::encode_all(data, 3).expect("zstd")
 }
+
+/// Writes an OCI layout at `dir` (made) of one image whose layers are `layers` (plain tars,
+/// bottom first), each stored gzip-compressed; its config has `Cmd ["/bin/sh"]`. Returns the
+/// layers' blob paths.
+pub fn oci_layout(dir: &Path, layers: &[Vec<u8>]) -> Vec<PathBuf> {
+    oci_layout_with(dir, layers, serde_json::json!({"Cmd": ["/bin/sh"]}))
+}
+
+/// [`oci_layout`] with `run_config` as the config's `config` member.
+pub fn oci_layout_with(
+    dir: &Path,
+    layers: &[Vec<u8>],
+    run_config: serde_json::Value,
+) -> Vec<PathBuf> {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("mkdir blobs");
+    let put = |data: &[u8]| -> (String, PathBuf) {
+        let hex = sha256_hex(data);
+        let p = blobs.join(&hex);
+        fs::write(&p, data).expect("write blob");
+        (format!("sha256:{hex}"), p)
+    };
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut paths = Vec::new();
+    for l in layers {
+        diff_ids.push(format!("sha256:{}", sha256_hex(l)));
+        let gz = gzip(l);
+        let (digest, p) = put(&gz);
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest, "size": gz.len(),
+        }));
+        paths.push(p);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": run_config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("config json");
+    let (cdigest, _) = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cdigest, "size": config.len()},
+        "layers": descs,
+    }))
+    .expect("manifest json");
+    let (mdigest, _) = put(&manifest);
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "digest": mdigest, "size": manifest.len(),
+                           "annotations": {"org.opencontainers.image.ref.name": "wharf.test/crafted:1"}}],
+        }))
+        .expect("index json"),
+    )
+    .expect("write index");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    paths
+}
