@@ -87,6 +87,7 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "Running": running || restarting,
             "Restarting": restarting,
             "Pid": if running { r.pid.unwrap_or(0) } else { 0 },
+            "Paused": super::control::is_paused(&r),
             "ExitCode": r.exit_code.unwrap_or(0),
             "OOMKilled": r.oom_killed,
             "StartedAt": r.started_at.map(rfc3339),
