@@ -296,215 +296,278 @@ pub fn plan(
     now: i64,
 ) -> Result<RetentionPlan> {
     let inv = prune::inventory(store)?;
-    let db = store.db();
     let all_gens = journal::all_generations(store, None)?;
     let (rollback_images, rollback_rows) = rollback_needs(store, &all_gens)?;
-    let project = scope.project.as_deref();
-    let mut out = RetentionPlan {
-        scope: project.unwrap_or_default().to_string(),
-        items: Vec::new(),
+    let facts = Facts {
+        store,
+        inv: &inv,
+        all_gens: &all_gens,
+        rollback_images: &rollback_images,
+        rollback_rows: &rollback_rows,
+        scope,
+        project: scope.project.as_deref(),
+        now,
     };
-
-    // Images.
+    let mut items = Vec::new();
     if let Some(ip) = &policy.images {
-        let mut referenced: BTreeSet<String> = BTreeSet::new();
-        for r in &scope.refs {
-            if let Ok(id) = crate::image::resolve(store, r) {
+        items.extend(doomed_images(&facts, ip)?);
+    }
+    if let Some(cp) = &policy.containers {
+        items.extend(doomed_containers(&facts, cp)?);
+    }
+    if let Some(jp) = &policy.journal {
+        items.extend(doomed_journal(&facts, jp)?);
+    }
+    Ok(RetentionPlan {
+        scope: facts.project.unwrap_or_default().to_string(),
+        items,
+    })
+}
+
+/// What the policies are evaluated against: the store's inventory, every generation, what
+/// a rollback would need, and the scope.
+struct Facts<'a> {
+    store: &'a Store,
+    inv: &'a prune::Inventory,
+    all_gens: &'a [journal::Generation],
+    rollback_images: &'a BTreeSet<String>,
+    rollback_rows: &'a BTreeSet<i64>,
+    scope: &'a PolicyScope,
+    project: Option<&'a str>,
+    now: i64,
+}
+
+/// The images policy: facts (uses, references, repositories of generations) → removals.
+fn doomed_images(f: &Facts<'_>, ip: &ImageRetention) -> Result<Vec<Doomed>> {
+    let store = f.store;
+    let inv = f.inv;
+    let all_gens = f.all_gens;
+    let rollback_images = f.rollback_images;
+    let scope = f.scope;
+    let project = f.project;
+    let now = f.now;
+    let db = f.store.db();
+    let mut out = Vec::new();
+    let mut referenced: BTreeSet<String> = BTreeSet::new();
+    for r in &scope.refs {
+        if let Ok(id) = crate::image::resolve(store, r) {
+            referenced.insert(id);
+        }
+    }
+    // Every project's references are protected, whichever policy runs.
+    for (_, _, refs) in project_policies(store)? {
+        for r in refs {
+            if let Ok(id) = crate::image::resolve(store, &r) {
                 referenced.insert(id);
             }
         }
-        // Every project's references are protected, whichever policy runs.
-        for (_, _, refs) in project_policies(store)? {
-            for r in refs {
-                if let Ok(id) = crate::image::resolve(store, &r) {
-                    referenced.insert(id);
-                }
+    }
+    let used: BTreeSet<&str> = inv.containers.iter().map(|c| c.image_id.as_str()).collect();
+    let mut last_used: BTreeMap<String, i64> = BTreeMap::new();
+    for c in &inv.containers {
+        let e = last_used.entry(c.image_id.clone()).or_insert(c.created_at);
+        *e = (*e).max(c.created_at);
+    }
+    let runs: Vec<(String, i64)> = db
+        .prepare("SELECT image_id, MAX(started_at) FROM runs GROUP BY image_id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, at) in runs {
+        let e = last_used.entry(id).or_insert(at);
+        *e = (*e).max(at);
+    }
+    // An image whose tag moved on is still a version of its repository.
+    let mut gen_repos: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for g in all_gens {
+        gen_repos
+            .entry(g.image_id.as_str())
+            .or_default()
+            .insert(repo_of(&g.image_ref));
+        let e = last_used.entry(g.image_id.clone()).or_insert(g.created_at);
+        *e = (*e).max(g.created_at);
+    }
+    let governed: Option<BTreeSet<String>> =
+        project.map(|_| scope.refs.iter().map(|r| repo_of(r)).collect());
+    let facts: Vec<ImageFact> = inv
+        .images
+        .iter()
+        .map(|i| {
+            let mut repos: BTreeSet<String> = i.tags.iter().map(|t| repo_of(t)).collect();
+            if let Some(g) = gen_repos.get(i.id.as_str()) {
+                repos.extend(g.iter().cloned());
             }
-        }
-        let used: BTreeSet<&str> = inv.containers.iter().map(|c| c.image_id.as_str()).collect();
-        let mut last_used: BTreeMap<String, i64> = BTreeMap::new();
-        for c in &inv.containers {
-            let e = last_used.entry(c.image_id.clone()).or_insert(c.created_at);
-            *e = (*e).max(c.created_at);
-        }
-        let runs: Vec<(String, i64)> = db
-            .prepare("SELECT image_id, MAX(started_at) FROM runs GROUP BY image_id")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (id, at) in runs {
-            let e = last_used.entry(id).or_insert(at);
-            *e = (*e).max(at);
-        }
-        // An image whose tag moved on is still a version of its repository.
-        let mut gen_repos: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-        for g in &all_gens {
-            gen_repos
-                .entry(g.image_id.as_str())
-                .or_default()
-                .insert(repo_of(&g.image_ref));
-            let e = last_used.entry(g.image_id.clone()).or_insert(g.created_at);
-            *e = (*e).max(g.created_at);
-        }
-        let governed: Option<BTreeSet<String>> =
-            project.map(|_| scope.refs.iter().map(|r| repo_of(r)).collect());
-        let facts: Vec<ImageFact> = inv
+            ImageFact {
+                id: i.id.clone(),
+                repos: repos.into_iter().collect(),
+                imported_at: i.created_at,
+                last_used: last_used.get(&i.id).copied(),
+                protected: used.contains(i.id.as_str())
+                    || referenced.contains(&i.id)
+                    || rollback_images.contains(&i.id),
+            }
+        })
+        .filter(|f| {
+            governed
+                .as_ref()
+                .is_none_or(|g| f.repos.iter().any(|r| g.contains(r)))
+        })
+        .collect();
+    for sel in images(ip, &facts, now) {
+        let tags = inv
             .images
             .iter()
-            .map(|i| {
-                let mut repos: BTreeSet<String> = i.tags.iter().map(|t| repo_of(t)).collect();
-                if let Some(g) = gen_repos.get(i.id.as_str()) {
-                    repos.extend(g.iter().cloned());
-                }
-                ImageFact {
-                    id: i.id.clone(),
-                    repos: repos.into_iter().collect(),
-                    imported_at: i.created_at,
-                    last_used: last_used.get(&i.id).copied(),
-                    protected: used.contains(i.id.as_str())
-                        || referenced.contains(&i.id)
-                        || rollback_images.contains(&i.id),
-                }
-            })
-            .filter(|f| {
-                governed
-                    .as_ref()
-                    .is_none_or(|g| f.repos.iter().any(|r| g.contains(r)))
-            })
-            .collect();
-        for sel in images(ip, &facts, now) {
-            let tags = inv
-                .images
+            .find(|i| i.id == sel.key)
+            .map(|i| i.tags.join(", "))
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "<none>".into());
+        out.push(Doomed {
+            kind: RetentionKind::Image,
+            detail: format!("{} {tags}", crate::image::short(&sel.key)),
+            key: sel.key,
+            reason: sel.reason,
+        });
+    }
+
+    Ok(out)
+}
+
+/// The containers policy: `wharf run` containers under the root policy; under a project's,
+/// its generation records (the project's containers are its current generations: removing
+/// one would only make the next apply create it again).
+fn doomed_containers(f: &Facts<'_>, cp: &ContainerRetention) -> Result<Vec<Doomed>> {
+    let store = f.store;
+    let inv = f.inv;
+    let all_gens = f.all_gens;
+    let rollback_rows = f.rollback_rows;
+    let project = f.project;
+    let now = f.now;
+    let db = f.store.db();
+    let mut out = Vec::new();
+    let finished: BTreeMap<String, Option<i64>> = db
+        .prepare("SELECT id, finished_at FROM containers")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let projects: BTreeMap<String, Option<String>> = db
+        .prepare("SELECT id, project FROM containers")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut facts: Vec<ContainerFact> = Vec::new();
+    if project.is_none() {
+        for c in &inv.containers {
+            if projects.get(&c.id).cloned().flatten().is_some() {
+                continue;
+            }
+            facts.push(ContainerFact {
+                id: c.id.clone(),
+                declared: None,
+                active: c.running,
+                finished_at: finished.get(&c.id).copied().flatten(),
+                created_at: c.created_at,
+                protected: false,
+            });
+        }
+    }
+    let gen_facts: Vec<ContainerFact> = all_gens
+        .iter()
+        .filter(|g| project.is_none_or(|p| g.project == p))
+        .filter(|g| project.is_some() || !project_policies_has(store, &g.project))
+        .map(|g| ContainerFact {
+            id: format!("gen:{}", g.id),
+            declared: Some(format!("{}/{}", g.project, g.name)),
+            active: g.superseded_at.is_none(),
+            finished_at: g.superseded_at,
+            created_at: g.created_at,
+            protected: rollback_rows.contains(&g.id),
+        })
+        .collect();
+    facts.extend(gen_facts);
+    for sel in containers(cp, &facts, now) {
+        if let Some(gid) = sel.key.strip_prefix("gen:") {
+            let g = all_gens.iter().find(|g| g.id.to_string() == gid);
+            out.push(Doomed {
+                kind: RetentionKind::Generation,
+                detail: g.map_or_else(String::new, |g| {
+                    format!(
+                        "{}/{} generation {} ({})",
+                        g.project, g.name, g.seq, g.image_ref
+                    )
+                }),
+                key: gid.to_string(),
+                reason: sel.reason,
+            });
+        } else {
+            let name = inv
+                .containers
                 .iter()
-                .find(|i| i.id == sel.key)
-                .map(|i| i.tags.join(", "))
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| "<none>".into());
-            out.items.push(Doomed {
-                kind: RetentionKind::Image,
-                detail: format!("{} {tags}", crate::image::short(&sel.key)),
+                .find(|c| c.id == sel.key)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            out.push(Doomed {
+                kind: RetentionKind::Container,
+                detail: format!("{} {name}", crate::image::short(&sel.key)),
                 key: sel.key,
                 reason: sel.reason,
             });
         }
     }
 
-    // Containers: `wharf run` containers under the root policy; under a project's, its
-    // generation records (the project's containers are its current generations: removing
-    // one would only make the next apply create it again).
-    if let Some(cp) = &policy.containers {
-        let finished: BTreeMap<String, Option<i64>> = db
-            .prepare("SELECT id, finished_at FROM containers")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let projects: BTreeMap<String, Option<String>> = db
-            .prepare("SELECT id, project FROM containers")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut facts: Vec<ContainerFact> = Vec::new();
-        if project.is_none() {
-            for c in &inv.containers {
-                if projects.get(&c.id).cloned().flatten().is_some() {
-                    continue;
-                }
-                facts.push(ContainerFact {
-                    id: c.id.clone(),
-                    declared: None,
-                    active: c.running,
-                    finished_at: finished.get(&c.id).copied().flatten(),
-                    created_at: c.created_at,
-                    protected: false,
-                });
-            }
-        }
-        let gen_facts: Vec<ContainerFact> = all_gens
-            .iter()
-            .filter(|g| project.is_none_or(|p| g.project == p))
-            .filter(|g| project.is_some() || !project_policies_has(store, &g.project))
-            .map(|g| ContainerFact {
-                id: format!("gen:{}", g.id),
-                declared: Some(format!("{}/{}", g.project, g.name)),
-                active: g.superseded_at.is_none(),
-                finished_at: g.superseded_at,
-                created_at: g.created_at,
-                protected: rollback_rows.contains(&g.id),
+    Ok(out)
+}
+
+/// The journal policy: finished runs and finished applies. The root config's covers what no
+/// recorded project policy does, so the runs and applies of a downed project too.
+fn doomed_journal(f: &Facts<'_>, jp: &JournalRetention) -> Result<Vec<Doomed>> {
+    let scope = f.scope;
+    let project = f.project;
+    let now = f.now;
+    let db = f.store.db();
+    let mut out = Vec::new();
+    let runs: Vec<EntryFact> = db
+        .prepare(
+            "SELECT id, started_at FROM runs WHERE finished_at IS NOT NULL AND \
+             (CASE WHEN ?1 IS NULL \
+               THEN container_id NOT IN (SELECT container_id FROM generations WHERE \
+                 project IN (SELECT project FROM project_policies)) \
+               ELSE container_id IN (SELECT container_id FROM generations WHERE project = ?1) END)",
+        )?
+        .query_map([project], |r| {
+            Ok(EntryFact {
+                id: r.get(0)?,
+                at: r.get(1)?,
             })
-            .collect();
-        facts.extend(gen_facts);
-        for sel in containers(cp, &facts, now) {
-            if let Some(gid) = sel.key.strip_prefix("gen:") {
-                let g = all_gens.iter().find(|g| g.id.to_string() == gid);
-                out.items.push(Doomed {
-                    kind: RetentionKind::Generation,
-                    detail: g.map_or_else(String::new, |g| {
-                        format!(
-                            "{}/{} generation {} ({})",
-                            g.project, g.name, g.seq, g.image_ref
-                        )
-                    }),
-                    key: gid.to_string(),
-                    reason: sel.reason,
-                });
-            } else {
-                let name = inv
-                    .containers
-                    .iter()
-                    .find(|c| c.id == sel.key)
-                    .map(|c| c.name.clone())
-                    .unwrap_or_default();
-                out.items.push(Doomed {
-                    kind: RetentionKind::Container,
-                    detail: format!("{} {name}", crate::image::short(&sel.key)),
-                    key: sel.key,
-                    reason: sel.reason,
-                });
-            }
-        }
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for sel in journal(jp, &runs, now) {
+        out.push(Doomed {
+            kind: RetentionKind::Run,
+            detail: format!("run {}", sel.key),
+            key: sel.key.to_string(),
+            reason: sel.reason,
+        });
+    }
+    let applies: Vec<EntryFact> = db
+        .prepare(
+            "SELECT id, at FROM applies WHERE finished_at IS NOT NULL AND id IS NOT ?2 \
+             AND (CASE WHEN ?1 IS NULL \
+               THEN project NOT IN (SELECT project FROM project_policies) \
+               ELSE project = ?1 END)",
+        )?
+        .query_map(params![project, scope.current_apply], |r| {
+            Ok(EntryFact {
+                id: r.get(0)?,
+                at: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for sel in journal(jp, &applies, now) {
+        out.push(Doomed {
+            kind: RetentionKind::Apply,
+            detail: format!("apply {}", sel.key),
+            key: sel.key.to_string(),
+            reason: sel.reason,
+        });
     }
 
-    // Journal: finished runs and finished applies. The root config's covers what no recorded
-    // project policy does, so the runs and applies of a downed project too.
-    if let Some(jp) = &policy.journal {
-        let runs: Vec<EntryFact> = db
-            .prepare(
-                "SELECT id, started_at FROM runs WHERE finished_at IS NOT NULL AND \
-                 (CASE WHEN ?1 IS NULL \
-                   THEN container_id NOT IN (SELECT container_id FROM generations WHERE \
-                     project IN (SELECT project FROM project_policies)) \
-                   ELSE container_id IN (SELECT container_id FROM generations WHERE project = ?1) END)",
-            )?
-            .query_map([project], |r| Ok(EntryFact { id: r.get(0)?, at: r.get(1)? }))?
-            .collect::<rusqlite::Result<_>>()?;
-        for sel in journal(jp, &runs, now) {
-            out.items.push(Doomed {
-                kind: RetentionKind::Run,
-                detail: format!("run {}", sel.key),
-                key: sel.key.to_string(),
-                reason: sel.reason,
-            });
-        }
-        let applies: Vec<EntryFact> = db
-            .prepare(
-                "SELECT id, at FROM applies WHERE finished_at IS NOT NULL AND id IS NOT ?2 \
-                 AND (CASE WHEN ?1 IS NULL \
-                   THEN project NOT IN (SELECT project FROM project_policies) \
-                   ELSE project = ?1 END)",
-            )?
-            .query_map(params![project, scope.current_apply], |r| {
-                Ok(EntryFact {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        for sel in journal(jp, &applies, now) {
-            out.items.push(Doomed {
-                kind: RetentionKind::Apply,
-                detail: format!("apply {}", sel.key),
-                key: sel.key.to_string(),
-                reason: sel.reason,
-            });
-        }
-    }
     Ok(out)
 }
 
