@@ -279,7 +279,23 @@ fn cross_check(
     problems: &mut Vec<Problem>,
     sources: &mut BTreeMap<PathBuf, String>,
 ) -> String {
-    // project
+    let project = project_name(loaded, docs, default_project, problems);
+    check_duplicates(loaded, docs, problems);
+    let tags = image_tags(loaded, docs, problems);
+    check_image_sources(loaded, docs, opts, problems);
+    let volumes = declared_volumes(docs);
+    check_reserved_labels(loaded, docs, problems);
+    check_containers(loaded, docs, &tags, &volumes, host, opts, problems, sources);
+    project
+}
+
+/// The project's name: `project =` (one name across the files), else `default_project`.
+fn project_name(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    default_project: &str,
+    problems: &mut Vec<Problem>,
+) -> String {
     let mut project: Option<(String, Location)> = None;
     for (i, doc) in docs {
         let src = &loaded[*i];
@@ -327,8 +343,15 @@ fn cross_check(
             default_project.to_string()
         }
     };
+    project
+}
 
-    // duplicates across (and within) files
+/// Duplicate names across (and within) files.
+fn check_duplicates(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    problems: &mut Vec<Problem>,
+) {
     let mut seen: BTreeMap<String, Location> = BTreeMap::new();
     for (i, doc) in docs {
         let src = &loaded[*i];
@@ -345,8 +368,14 @@ fn cross_check(
             dup("retention", &src.path, span, &mut seen, problems);
         }
     }
+}
 
-    // image tags provided by [images]
+/// The image tags `[images]` provides, where each is declared.
+fn image_tags(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Location> {
     let mut tags: BTreeMap<String, Location> = BTreeMap::new();
     for (i, doc) in docs {
         let src = &loaded[*i];
@@ -383,8 +412,16 @@ fn cross_check(
             }
         }
     }
+    tags
+}
 
-    // image sources: who may write them decides what runs
+/// Image sources: who may write them decides what runs.
+fn check_image_sources(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    opts: LoadOptions,
+    problems: &mut Vec<Problem>,
+) {
     for (i, doc) in docs {
         let src = &loaded[*i];
         let Some(images) = get(doc.get_ref(), "images").and_then(table) else {
@@ -410,16 +447,25 @@ fn cross_check(
             }
         }
     }
+}
 
-    // declared volumes
+/// The volumes `[volumes]` declares.
+fn declared_volumes(docs: &[(usize, Spanned<DeTable<'_>>)]) -> BTreeSet<String> {
     let mut volumes: BTreeSet<String> = BTreeSet::new();
     for (_, doc) in docs {
         if let Some(t) = get(doc.get_ref(), "volumes").and_then(table) {
             volumes.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
         }
     }
+    volumes
+}
 
-    // reserved labels
+/// Labels starting with `wharf.` are wharf's own.
+fn check_reserved_labels(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    problems: &mut Vec<Problem>,
+) {
     for (i, doc) in docs {
         let src = &loaded[*i];
         for section in ["containers", "volumes"] {
@@ -449,8 +495,21 @@ fn cross_check(
             }
         }
     }
+}
 
-    // per container: image references, named volumes, env files
+/// Per container: image references, named volumes, env files, limits the host refuses,
+/// the seccomp profile.
+#[allow(clippy::too_many_arguments)]
+fn check_containers(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    tags: &BTreeMap<String, Location>,
+    volumes: &BTreeSet<String>,
+    host: &dyn Host,
+    opts: LoadOptions,
+    problems: &mut Vec<Problem>,
+    sources: &mut BTreeMap<PathBuf, String>,
+) {
     for (i, doc) in docs {
         let src = &loaded[*i];
         let Some(containers) = get(doc.get_ref(), "containers").and_then(table) else {
@@ -589,7 +648,6 @@ fn cross_check(
             }
         }
     }
-    project
 }
 
 /// `memory_swap` includes memory, so it cannot be below it (docker refuses this too).
