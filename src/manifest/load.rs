@@ -329,7 +329,7 @@ fn project_name(
             }
         }
     }
-    let project = match project {
+    match project {
         Some((p, _)) => p,
         None => {
             if check_name(default_project).is_err() {
@@ -342,8 +342,7 @@ fn project_name(
             }
             default_project.to_string()
         }
-    };
-    project
+    }
 }
 
 /// Duplicate names across (and within) files.
