@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::{self, Outcome, Owner};
 use crate::error::{exit, user};
-use crate::model::HealthConfig;
+use crate::model::{HealthConfig, Stats};
+use crate::runtime::cgroup::ContainerCgroup;
 use crate::runtime::health::{self, HealthState, Probe};
 use crate::runtime::launch::{self, Launched};
 use crate::runtime::logs::{LogWriter, Stream};
@@ -357,27 +358,7 @@ fn run_once(
     let (store, rec) = (sh.store, sh.rec);
     let cfg = &rec.config;
     let detached = sh.detached;
-    // Descriptors for the container's stdio without a tty, and what we read from.
-    let mut outputs: Vec<(OwnedFd, Stream)> = Vec::new();
-    let mut child_ends: Vec<OwnedFd> = Vec::new();
-    let stdio: [RawFd; 3] = if detached && !cfg.tty {
-        let (r1, w1) = sys::pipe()?;
-        let (r2, w2) = sys::pipe()?;
-        outputs.push((r1, Stream::Stdout));
-        outputs.push((r2, Stream::Stderr));
-        let fds = [sh.devnull.as_raw_fd(), w1.as_raw_fd(), w2.as_raw_fd()];
-        child_ends.push(w1);
-        child_ends.push(w2);
-        fds
-    } else {
-        let stdin = if sh.attach_stdin && !detached {
-            0
-        } else {
-            sh.devnull.as_raw_fd()
-        };
-        [stdin, 1, 2]
-    };
-
+    let (mut outputs, child_ends, stdio) = container_stdio(sh)?;
     let winsize = if cfg.tty && !detached {
         sys::get_winsize(0).or_else(|| sys::get_winsize(1))
     } else {
@@ -401,10 +382,82 @@ fn run_once(
         c.save(store, &rec.id);
     }
 
-    // The terminal: raw mode on ours, the size copied now and on SIGWINCH.
+    let (raw, stdin_open) = attach_terminal(sh, master.as_ref(), &mut outputs);
+    let Relayed {
+        status,
+        user_stop,
+        unhealthy,
+    } = relay(
+        sh,
+        sink,
+        pid,
+        master.as_ref(),
+        outputs,
+        stdin_open,
+        &mut health,
+        started,
+    )?;
+    drop(raw);
+    drop(master);
+    if let Some(c) = &mut health {
+        c.abandon();
+    }
+
+    let (exit_code, signal, stats) = run_outcome(status, cgroup.as_deref(), rec);
+    Ok(RunEnd {
+        run_id,
+        out: Outcome {
+            exit_code,
+            signal,
+            stats,
+        },
+        user_stop,
+        unhealthy,
+    })
+}
+
+/// The container's stdio without a tty: pipes the monitor reads (detached), or this
+/// process's own descriptors (foreground). Returns what to read from, the child's ends
+/// (closed once it is launched) and its 0, 1, 2.
+#[allow(clippy::type_complexity)]
+fn container_stdio(sh: &Shared<'_>) -> Result<(Vec<(OwnedFd, Stream)>, Vec<OwnedFd>, [RawFd; 3])> {
+    let cfg = &sh.rec.config;
+    let detached = sh.detached;
+    let mut outputs: Vec<(OwnedFd, Stream)> = Vec::new();
+    let mut child_ends: Vec<OwnedFd> = Vec::new();
+    let stdio: [RawFd; 3] = if detached && !cfg.tty {
+        let (r1, w1) = sys::pipe()?;
+        let (r2, w2) = sys::pipe()?;
+        outputs.push((r1, Stream::Stdout));
+        outputs.push((r2, Stream::Stderr));
+        let fds = [sh.devnull.as_raw_fd(), w1.as_raw_fd(), w2.as_raw_fd()];
+        child_ends.push(w1);
+        child_ends.push(w2);
+        fds
+    } else {
+        let stdin = if sh.attach_stdin && !detached {
+            0
+        } else {
+            sh.devnull.as_raw_fd()
+        };
+        [stdin, 1, 2]
+    };
+
+    Ok((outputs, child_ends, stdio))
+}
+
+/// The terminal of a `-t` run in the foreground: ours in raw mode (with `-i`), the pty's size
+/// copied from it; the master is read like any output. Returns the raw mode guard and
+/// whether our stdin is forwarded.
+fn attach_terminal(
+    sh: &Shared<'_>,
+    master: Option<&OwnedFd>,
+    outputs: &mut Vec<(OwnedFd, Stream)>,
+) -> (Option<RawMode>, bool) {
+    let detached = sh.detached;
     let mut raw = None;
     let mut stdin_open = false;
-    if let Some(m) = &master {
+    if let Some(m) = master {
         if !detached {
             if let Some(ws) = sys::get_winsize(0).or_else(|| sys::get_winsize(1)) {
                 sys::set_winsize(m.as_raw_fd(), &ws);
@@ -420,6 +473,32 @@ fn run_once(
         }
     }
 
+    (raw, stdin_open)
+}
+
+/// How the relay of one run ended.
+struct Relayed {
+    /// The init's wait status.
+    status: Option<libc::c_int>,
+    user_stop: bool,
+    unhealthy: bool,
+}
+
+/// The poll loop of a run: signals (forwarded, SIGCHLD reaped, SIGWINCH copied), output to
+/// the sink, our stdin to the pty, health probes; until the init is reaped and its outputs
+/// are drained (at most 2 s more).
+#[allow(clippy::too_many_arguments)]
+fn relay(
+    sh: &Shared<'_>,
+    sink: &mut Sink,
+    pid: i32,
+    master: Option<&OwnedFd>,
+    mut outputs: Vec<(OwnedFd, Stream)>,
+    mut stdin_open: bool,
+    health: &mut Option<Checker>,
+    started: Instant,
+) -> Result<Relayed> {
+    let (store, rec) = (sh.store, sh.rec);
     let mut status: Option<libc::c_int> = None;
     let mut user_stop = false;
     let mut unhealthy = false;
@@ -487,12 +566,12 @@ fn run_once(
                     for (p, st) in reap_all() {
                         if p == pid {
                             status = Some(st);
-                        } else if let Some(c) = &mut health {
+                        } else if let Some(c) = health {
                             c.reaped(p, st);
                         }
                     }
                 } else if sig == libc::SIGWINCH {
-                    if let (Some(m), Some(ws)) = (&master, sys::get_winsize(0)) {
+                    if let (Some(m), Some(ws)) = (master, sys::get_winsize(0)) {
                         sys::set_winsize(m.as_raw_fd(), &ws);
                     }
                 } else {
@@ -527,7 +606,7 @@ fn run_once(
         if stdin_idx < pfds.len() && pfds[stdin_idx].revents != 0 {
             match sys::read(0, &mut buf) {
                 Ok(n) if n > 0 => {
-                    if let Some(m) = &master {
+                    if let Some(m) = master {
                         let _ = sys::write_all(m.as_raw_fd(), &buf[..n]);
                     }
                 }
@@ -537,7 +616,7 @@ fn run_once(
         // Health checks.
         if status.is_none()
             && !unhealthy
-            && let Some(c) = &mut health
+            && let Some(c) = health.as_mut()
             && c.step(store, &rec.id, started)
         {
             unhealthy = true;
@@ -551,12 +630,20 @@ fn run_once(
             drain_deadline = Some(Instant::now() + Duration::from_secs(2));
         }
     }
-    drop(raw);
-    drop(master);
-    if let Some(c) = &mut health {
-        c.abandon();
-    }
+    Ok(Relayed {
+        status,
+        user_stop,
+        unhealthy,
+    })
+}
 
+/// The run's exit code (128+N for signal N) and signal, and its cgroup's figures (the
+/// cgroup is removed).
+fn run_outcome(
+    status: Option<libc::c_int>,
+    cgroup: Option<&dyn ContainerCgroup>,
+    rec: &container::Record,
+) -> (i32, Option<i32>, Stats) {
     let status = status.unwrap_or(0);
     let (exit_code, signal) = if libc::WIFSIGNALED(status) {
         let s = libc::WTERMSIG(status);
@@ -564,7 +651,7 @@ fn run_once(
     } else {
         (libc::WEXITSTATUS(status), None)
     };
-    let stats = match &cgroup {
+    let stats = match cgroup {
         Some(cg) => {
             let s = cg.stats();
             if let Err(e) = cg.destroy() {
@@ -574,16 +661,7 @@ fn run_once(
         }
         None => Default::default(),
     };
-    Ok(RunEnd {
-        run_id,
-        out: Outcome {
-            exit_code,
-            signal,
-            stats,
-        },
-        user_stop,
-        unhealthy,
-    })
+    (exit_code, signal, stats)
 }
 
 /// Reaps every exited child (the container's init, health probes, orphans we adopted as a
