@@ -131,6 +131,7 @@ timed "skopeo copy" 'rm -rf "$B/run-skopeo"' \
     'skopeo copy -q --src-tls-verify=false "docker://$H/bench/big:1" "oci:$B/run-skopeo:big"'
 timed "skopeo copy + tar -x" 'rm -rf "$B/run-skopeo-x"' '
     set -e
+    mkdir -p "$B/run-skopeo-x"
     skopeo copy -q --src-tls-verify=false "docker://$H/bench/big:1" "oci:$B/run-skopeo-x/oci:big"
     m=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[\"manifests\"][0][\"digest\"][7:])" "$B/run-skopeo-x/oci/index.json")
     for l in $(python3 -c "import json,sys; print(\" \".join(x[\"digest\"][7:] for x in json.load(open(sys.argv[1]))[\"layers\"]))" "$B/run-skopeo-x/oci/blobs/sha256/$m"); do
