@@ -160,8 +160,10 @@ const COLUMNS: &str = "id, name, image_id, image_ref, config, created_at, state,
      monitor_pid, monitor_start, started_at, finished_at, exit_code, oom_killed, labels, project, \
      spec_hash, spec, restart_count, health";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, (String, String))> {
-    let cfg: String = r.get(4)?;
+/// A row's record; its config and labels come back as JSON, parsed by [`finish_row`] (a
+/// config selected as NULL, as `list_for_ps` does, leaves the default).
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, (Option<String>, String))> {
+    let cfg: Option<String> = r.get(4)?;
     Ok((
         Record {
             id: r.get(0)?,
@@ -209,13 +211,15 @@ fn observed(mut rec: Record) -> Record {
     rec
 }
 
-fn finish_observed(row: (Record, (String, String))) -> Result<Record> {
+fn finish_observed(row: (Record, (Option<String>, String))) -> Result<Record> {
     finish_row(row).map(observed)
 }
 
-fn finish_row((mut rec, (cfg, labels)): (Record, (String, String))) -> Result<Record> {
-    rec.config = serde_json::from_str(&cfg)
-        .with_context(|| format!("the stored config of container {} is corrupt", rec.id))?;
+fn finish_row((mut rec, (cfg, labels)): (Record, (Option<String>, String))) -> Result<Record> {
+    if let Some(cfg) = cfg {
+        rec.config = serde_json::from_str(&cfg)
+            .with_context(|| format!("the stored config of container {} is corrupt", rec.id))?;
+    }
     rec.labels = serde_json::from_str(&labels)
         .with_context(|| format!("the stored labels of container {} are corrupt", rec.id))?;
     Ok(rec)
@@ -252,37 +256,14 @@ pub fn list_for_ps(store: &Store, args_cap: Option<usize>) -> Result<Vec<Record>
     let cap = args_cap.map(|c| c as i64);
     let mut stmt = store.db().prepare_cached(&sql)?;
     let rows = stmt.query_map([cap], |r| {
-        let labels: String = r.get(15)?;
         let parts: (Option<String>, Option<String>, Option<String>) =
             (r.get(21)?, r.get(22)?, r.get(23)?);
-        let rec = Record {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            image_id: r.get(2)?,
-            image_ref: r.get(3)?,
-            config: ContainerConfig::default(),
-            created_at: r.get(5)?,
-            state: r.get(6)?,
-            pid: r.get(7)?,
-            pid_start: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-            monitor_pid: r.get(9)?,
-            monitor_start: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
-            started_at: r.get(11)?,
-            finished_at: r.get(12)?,
-            exit_code: r.get(13)?,
-            oom_killed: r.get::<_, i64>(14)? != 0,
-            labels: BTreeMap::new(),
-            project: r.get(16)?,
-            spec_hash: r.get(17)?,
-            spec: None,
-            restart_count: r.get(19)?,
-            health: r.get(20)?,
-        };
-        Ok((rec, labels, parts))
+        Ok((from_row(r)?, parts))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (mut rec, labels, (args, volumes, network)) = row?;
+        let (row, (args, volumes, network)) = row?;
+        let mut rec = finish_row(row)?;
         let corrupt = |what: &str| format!("the stored {what} of container {} is corrupt", rec.id);
         if let Some(a) = args {
             rec.config.args = serde_json::from_str(&a).with_context(|| corrupt("command"))?;
@@ -293,7 +274,6 @@ pub fn list_for_ps(store: &Store, args_cap: Option<usize>) -> Result<Vec<Record>
         if let Some(n) = network {
             rec.config.network = serde_json::from_str(&n).with_context(|| corrupt("network"))?;
         }
-        rec.labels = serde_json::from_str(&labels).with_context(|| corrupt("labels"))?;
         out.push(observed(rec));
     }
     Ok(out)

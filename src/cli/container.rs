@@ -581,7 +581,7 @@ fn grace(t: Option<u64>) -> Option<Duration> {
 }
 
 /// Runs `f` on each container argument; errors are printed, and the last one's code returned.
-fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+pub(crate) fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut code = exit::OK;
     for n in names {
         if let Err(e) = f(n) {

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::Ctx;
+use super::container::each;
 use super::output::{print_json, table};
 use crate::container;
 use crate::error::{exit, user};
@@ -115,18 +116,6 @@ pub struct UpdateArgs {
     /// Containers: names, ids or id prefixes
     #[arg(required = true)]
     containers: Vec<String>,
-}
-
-/// Runs `f` on each container argument; errors are printed, and the last one's code returned.
-fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
-    let mut code = exit::OK;
-    for n in names {
-        if let Err(e) = f(n) {
-            eprintln!("{}", crate::error::render(&e));
-            code = crate::error::exit_code(&e);
-        }
-    }
-    Ok(code)
 }
 
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
