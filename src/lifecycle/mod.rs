@@ -214,7 +214,11 @@ pub fn start_record(store: &Store, rec: &Record, mode: StartMode) -> Result<Star
         };
     }
     let me = my_owner()?;
-    if !container::claim(store, &rec.id, me)? {
+    // A row this process inserted to start it at once (`run`, apply) is claimed already:
+    // the insert recorded it as the owner. Anything else is claimed by compare-and-swap.
+    let inserted_by_me = rec.state == ContainerState::Created
+        && rec.monitor_pid.zip(rec.monitor_start) == Some((me.pid, me.start));
+    if !inserted_by_me && !container::claim(store, &rec.id, me)? {
         // Lost the race with another starter (or a run began since we read the row).
         return match mode {
             StartMode::Detached => Ok(Started::AlreadyRunning),

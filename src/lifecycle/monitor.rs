@@ -201,7 +201,8 @@ fn run_inner(
     attach_stdin: bool,
 ) -> Result<i32> {
     let me = Owner::me().context("cannot read this process's start time from /proc")?;
-    if !container::hand_over(store, id, from, me)? {
+    // A foreground run is its own monitor: the claim is already ours.
+    if from != me && !container::hand_over(store, id, from, me)? {
         let name = container::find(store, id).map_or_else(|_| id.to_string(), |r| r.name);
         return Err(user(format!("container {name} is owned by another wharf"))
             .hint("it is running or being started: `wharf ps -a` shows it")
