@@ -429,7 +429,7 @@ fn manifest_fields_for_the_run_flags() {
             "tmpfs = [\"/scratch:size=1m\"]\nshm_size = \"8MiB\"\ninit = true\n\
              stop_signal = \"USR1\"\nstop_grace_period = \"20s\"\n\
              ulimits = { nofile = { soft = 256, hard = 512 }, core = 0 }\n\
-             devices = [\"/dev/loop-control:/dev/lc:r\"]\n",
+             devices = [\"/dev/null:/dev/lc:r\"]\n",
         ),
     )
     .expect("write");
