@@ -237,7 +237,7 @@ pub fn list(store: &Store) -> Result<Vec<Record>> {
 }
 
 /// Every container of the store, oldest first, with only what `ps` shows or filters on:
-/// the config holds `args`, `volumes` and `network` (the rest default) and `spec` is not
+/// the config holds `args`, `volumes`, `network` and `net` (the rest default) and `spec` is not
 /// read. With `args_cap`, at most that many arguments of at most that many characters each
 /// (enough for a truncated COMMAND column): SQLite's JSON functions pick them out, so a
 /// record holding megabytes of command or environment is not copied and parsed whole.
@@ -250,19 +250,23 @@ pub fn list_for_ps(store: &Store, args_cap: Option<usize>) -> Result<Vec<Record>
            CASE WHEN ?1 IS NULL THEN config -> '$.args' ELSE \
              (SELECT json_group_array(substr(value, 1, ?1)) FROM \
                (SELECT value FROM json_each(config, '$.args') LIMIT ?1)) END, \
-           config -> '$.volumes', config -> '$.network' \
+           config -> '$.volumes', config -> '$.network', config -> '$.net' \
          FROM containers ORDER BY created_at, id"
     );
     let cap = args_cap.map(|c| c as i64);
     let mut stmt = store.db().prepare_cached(&sql)?;
     let rows = stmt.query_map([cap], |r| {
-        let parts: (Option<String>, Option<String>, Option<String>) =
-            (r.get(21)?, r.get(22)?, r.get(23)?);
+        let parts: (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = (r.get(21)?, r.get(22)?, r.get(23)?, r.get(24)?);
         Ok((from_row(r)?, parts))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (row, (args, volumes, network)) = row?;
+        let (row, (args, volumes, network, net)) = row?;
         let mut rec = finish_row(row)?;
         let corrupt = |what: &str| format!("the stored {what} of container {} is corrupt", rec.id);
         if let Some(a) = args {
@@ -273,6 +277,9 @@ pub fn list_for_ps(store: &Store, args_cap: Option<usize>) -> Result<Vec<Record>
         }
         if let Some(n) = network {
             rec.config.network = serde_json::from_str(&n).with_context(|| corrupt("network"))?;
+        }
+        if let Some(n) = net {
+            rec.config.net = serde_json::from_str(&n).with_context(|| corrupt("networks"))?;
         }
         out.push(observed(rec));
     }

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod model;
 pub mod names;
+pub mod network;
 pub mod policy;
 pub mod reconcile;
 pub mod reference;

@@ -138,15 +138,223 @@ text_enum! {
     }
 }
 
-/// What the container's network namespace is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// What the container's network namespace is (`--network`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// A new network namespace with only `lo`, up.
+    /// A new network namespace with only `lo`, up (`--network none`; rows written before
+    /// networks existed load as this).
     #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// A new network namespace on bridge networks (`NetOptions::networks`, the default
+    /// network `wharf` unless named), set up by netavark.
+    Bridge,
+    /// Another container's network namespace (`--network container:NAME`), by its id.
+    Container(String),
+}
+
+impl Network {
+    /// docker's NetworkMode string: `none`, `host`, `bridge`, `container:<id>`.
+    pub fn mode(&self) -> String {
+        match self {
+            Network::None => "none".into(),
+            Network::Host => "host".into(),
+            Network::Bridge => "bridge".into(),
+            Network::Container(id) => format!("container:{id}"),
+        }
+    }
+}
+
+/// A port's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// One `-p [ip:][hostPort:]containerPort[/proto]` (a range is `range` ports counting up).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// The host address to listen on; None: every address (0.0.0.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    /// None: a free port is picked at each start (`-p 80`, `-P`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    /// How many consecutive ports (1 for a single port).
+    pub range: u16,
+    pub protocol: Protocol,
+}
+
+impl PortSpec {
+    /// Parses docker's `-p` syntax: `80`, `8080:80`, `127.0.0.1:8080:80`, `127.0.0.1::80`,
+    /// `8000-8009:80-89/udp`. The error says what is wrong, without the spec.
+    pub fn parse(spec: &str) -> Result<PortSpec, String> {
+        let (addr, proto) = match spec.rsplit_once('/') {
+            Some((a, "tcp")) => (a, Protocol::Tcp),
+            Some((a, "udp")) => (a, Protocol::Udp),
+            Some((_, p)) => return Err(format!("unknown protocol {p:?} (tcp or udp)")),
+            None => (spec, Protocol::Tcp),
+        };
+        let parts: Vec<&str> = addr.split(':').collect();
+        let (ip, host, cont) = match parts.as_slice() {
+            [c] => (None, None, *c),
+            [h, c] => (None, Some(*h), *c),
+            [ip, h, c] => (Some(*ip), Some(*h).filter(|h| !h.is_empty()), *c),
+            _ => return Err("expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]".into()),
+        };
+        let host_ip = match ip {
+            None | Some("") => None,
+            Some(ip) => Some(
+                ip.parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| format!("{ip:?} is not an IPv4 address"))?,
+            ),
+        };
+        let range = |s: &str| -> Result<(u16, u16), String> {
+            let num = |n: &str| match n.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(format!("{n:?} is not a port (1-65535)")),
+            };
+            match s.split_once('-') {
+                None => num(s).map(|p| (p, 1)),
+                Some((a, b)) => {
+                    let (a, b) = (num(a)?, num(b)?);
+                    if b < a {
+                        return Err(format!("the range {s} ends before it starts"));
+                    }
+                    Ok((a, b - a + 1))
+                }
+            }
+        };
+        let (container_port, n) = range(cont)?;
+        let host_port = match host {
+            None => None,
+            Some(h) => {
+                let (p, hn) = range(h)?;
+                if hn != n {
+                    return Err(format!(
+                        "the host range holds {hn} ports and the container range {n}"
+                    ));
+                }
+                Some(p)
+            }
+        };
+        if host_port.is_none() && n > 1 {
+            return Err("a container port range needs a host port range of the same size".into());
+        }
+        Ok(PortSpec {
+            host_ip,
+            host_port,
+            container_port,
+            range: n,
+            protocol: proto,
+        })
+    }
+}
+
+impl fmt::Display for PortSpec {
+    /// Back in `-p` syntax.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = |p: u16| {
+            if self.range > 1 {
+                format!("{p}-{}", p + (self.range - 1))
+            } else {
+                p.to_string()
+            }
+        };
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+            if self.host_port.is_none() {
+                f.write_str(":")?;
+            }
+        }
+        if let Some(h) = self.host_port {
+            write!(f, "{}:", r(h))?;
+        }
+        write!(f, "{}/{}", r(self.container_port), self.protocol)
+    }
+}
+
+/// One network a bridge-mode container joins, with the names it answers to there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    pub network: String,
+    /// `--network-alias`: more DNS names for the container on this network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// A container's network settings besides its mode: networks, published ports, names and
+/// resolvers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetOptions {
+    /// Bridge mode: the networks joined, in interface order (eth0 first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+    /// `-p`, and `-P` (the image's ExposedPorts on free host ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// `--add-host NAME:IP`, as "NAME:IP".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_hosts: Vec<String>,
+    /// `--dns`: the container's resolvers (on a DNS network, aardvark-dns forwards to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
+    /// `--dns-search`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+}
+
+impl NetOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == NetOptions::default()
+    }
+}
+
+impl ContainerConfig {
+    /// The networks as `ps` and `--filter network=` name them: the joined networks in bridge
+    /// mode (`wharf` when none is named), else the mode.
+    pub fn network_names(&self) -> Vec<String> {
+        match &self.network {
+            Network::Bridge if self.net.networks.is_empty() => vec!["wharf".into()],
+            Network::Bridge => self
+                .net
+                .networks
+                .iter()
+                .map(|a| a.network.clone())
+                .collect(),
+            other => vec![other.mode()],
+        }
+    }
+}
+
+/// Checks `--add-host NAME:IP` (docker's `host-gateway` is not known here).
+pub fn check_add_host(s: &str) -> Result<(), String> {
+    let Some((name, ip)) = s.split_once(':') else {
+        return Err("expected NAME:IP".into());
+    };
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("{name:?} is not a host name"));
+    }
+    ip.parse::<std::net::IpAddr>()
+        .map(|_| ())
+        .map_err(|_| format!("{ip:?} is not an IP address"))
 }
 
 /// One `-v` mount.
@@ -241,6 +449,9 @@ pub struct ContainerConfig {
     /// `--log-opt max-size/max-file`: over retention's log policy, field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_opts: Option<LogPolicy>,
+    /// Networks, published ports, extra hosts and resolvers.
+    #[serde(default, skip_serializing_if = "NetOptions::is_empty")]
+    pub net: NetOptions,
 }
 
 /// Resource limits of a container. `None` leaves the host default.
@@ -695,6 +906,42 @@ pub fn format_cpu_list(set: &BTreeSet<u32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_specs_read_dockers_syntax_and_print_back() {
+        let p = PortSpec::parse("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(p.host_ip, Some(std::net::Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            (p.host_port, p.container_port, p.range),
+            (Some(8080), 80, 1)
+        );
+        assert_eq!(p.protocol, Protocol::Udp);
+        assert_eq!(p.to_string(), "127.0.0.1:8080:80/udp");
+        let r = PortSpec::parse("8000-8009:80-89").unwrap();
+        assert_eq!(
+            (r.host_port, r.container_port, r.range),
+            (Some(8000), 80, 10)
+        );
+        assert_eq!(r.to_string(), "8000-8009:80-89/tcp");
+        let e = PortSpec::parse("127.0.0.1::53").unwrap();
+        assert_eq!((e.host_port, e.container_port), (None, 53));
+        assert_eq!(e.to_string(), "127.0.0.1::53/tcp");
+        for bad in [
+            "",
+            "0",
+            "70000",
+            "80/sctp",
+            "a:b:c:d",
+            "8000-8001:80",
+            "80-81",
+            "x.y:1:2",
+            "9-8:9-8",
+        ] {
+            assert!(PortSpec::parse(bad).is_err(), "{bad}");
+        }
+        assert!(check_add_host("db:10.0.0.2").is_ok());
+        assert!(check_add_host("db").is_err() && check_add_host("db:nope").is_err());
+    }
 
     #[test]
     fn test_forms_follow_docker() {

@@ -415,6 +415,8 @@ pub enum NameKind {
     Container,
     /// At most 255 bytes: a volume's name is a directory name.
     Volume,
+    /// At most 64 bytes: a network's name names aardvark-dns's file of it.
+    Network,
 }
 
 impl NameKind {
@@ -422,6 +424,7 @@ impl NameKind {
         match self {
             NameKind::Container => 128,
             NameKind::Volume => 255,
+            NameKind::Network => 64,
         }
     }
 
@@ -429,6 +432,7 @@ impl NameKind {
         match self {
             NameKind::Container => "container name",
             NameKind::Volume => "volume name",
+            NameKind::Network => "network name",
         }
     }
 }

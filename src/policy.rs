@@ -28,6 +28,39 @@ struct RootConfig {
     /// `[import]`: read by [`import_max_size`].
     #[serde(default)]
     import: ImportLimits,
+    /// `[network]`: read by [`default_network`].
+    #[serde(default)]
+    network: NetworkDefaults,
+}
+
+/// `[network]` of the root config.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkDefaults {
+    /// The `--network` of a container that gives none: "bridge" (docker's default), "none",
+    /// "host", or a network's name.
+    #[serde(default)]
+    default: Option<String>,
+}
+
+/// The `--network` of a `run`/`create` that gives none: `[network] default` of the root
+/// config, else "bridge".
+pub fn default_network(root: &Path) -> Result<String> {
+    let path = root.join(ROOT_CONFIG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("bridge".into()),
+        Err(e) => return Err(user(format!("cannot read {}: {e}", path.display())).into()),
+    };
+    let file: RootConfig = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or_else(String::new, |sp| {
+            let (l, c) = crate::manifest::diag::line_col(&text, sp.start);
+            format!(":{l}:{c}")
+        });
+        user(format!("{}{at}: {}", path.display(), e.message()))
+            .hint("write [network] default = \"bridge\" (or \"none\", \"host\", a network's name)")
+    })?;
+    Ok(file.network.default.unwrap_or_else(|| "bridge".into()))
 }
 
 /// The journal's default outside projects: the newest 10,000 runs (and applies) are kept.

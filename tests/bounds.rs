@@ -51,18 +51,12 @@ fn a_sparse_bomb_is_written_sparse_and_counted_at_its_real_size() {
     assert_eq!(env.ok(&["images", "-q"]), "");
 
     // The root config's [import] max_size does the same.
-    fs::write(
-        env.root.join("config.toml"),
-        "[import]\nmax_size = \"2GiB\"\n",
-    )
-    .expect("write config");
+    env.write_config("[import]\nmax_size = \"2GiB\"\n")
+        .expect("write config");
     let e = env.fails(&["import", s(&tgz), "bomb:1"]);
     assert!(e.contains("2147483648 bytes"), "{e}");
-    fs::write(
-        env.root.join("config.toml"),
-        "[import]\nmax_size = \"12Q\"\n",
-    )
-    .expect("write");
+    env.write_config("[import]\nmax_size = \"12Q\"\n")
+        .expect("write");
     let e = env.fails(&["import", s(&tgz), "bomb:1"]);
     assert!(e.contains("config.toml") && e.contains("max_size"), "{e}");
     fs::remove_file(env.root.join("config.toml")).expect("rm");
@@ -220,15 +214,12 @@ fn the_run_journal_keeps_ten_thousand_runs_by_default() {
     assert_eq!(real, 1, "the newest run was removed");
 
     // [retention.journal] changes it.
-    fs::write(
-        env.root.join("config.toml"),
-        "[retention.journal]\nmax_entries = 5\n",
-    )
-    .expect("write");
+    env.write_config("[retention.journal]\nmax_entries = 5\n")
+        .expect("write");
     env.ok(&["system", "prune", "--policy", "-f"]);
     assert_eq!(count(), 5);
     // An empty table keeps everything.
-    fs::write(env.root.join("config.toml"), "[retention.journal]\n").expect("write");
+    env.write_config("[retention.journal]\n").expect("write");
     env.ok(&["run", "--rm", "bb:1", "true"]);
     env.ok(&["system", "prune", "--policy", "-f"]);
     assert_eq!(count(), 6);

@@ -10,21 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-fn monitor_pid(env: &Env, name: &str) -> i32 {
-    wait_until(20, "a monitor pid", || {
-        rusqlite::Connection::open(env.root.join("wharf.db"))
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT monitor_pid FROM containers WHERE name = ?1",
-                    [name],
-                    |r| r.get::<_, Option<i32>>(0),
-                )
-            })
-            .ok()
-            .flatten()
-    })
-}
-
 /// SIGKILLs the monitor of `name` and waits for its container to die with it.
 fn kill_monitor(env: &Env, name: &str) {
     let pid = running_pid(env, name);

@@ -149,9 +149,7 @@ fn retention_keeps_exactly_what_the_policies_say() {
     }
     t.env
         .ok(&["run", "-d", "--name", "live", "app:4", "sleep", "60"]);
-    fs::write(
-        t.env.root.join("config.toml"),
-        "[retention.containers]\nmax_age = \"1ms\"\n\n[retention.images]\nunused_for = \"1ms\"\n\n\
+    t.env.write_config("[retention.containers]\nmax_age = \"1ms\"\n\n[retention.images]\nunused_for = \"1ms\"\n\n\
          [retention.journal]\nmax_entries = 1\n",
     )
     .expect("config");
@@ -230,11 +228,9 @@ fn runs_of_a_downed_project_fall_under_the_root_journal_policy() {
         vec![0],
         "down forgot the project's policy"
     );
-    fs::write(
-        t.env.root.join("config.toml"),
-        "[retention.journal]\nmax_entries = 1\n",
-    )
-    .expect("config");
+    t.env
+        .write_config("[retention.journal]\nmax_entries = 1\n")
+        .expect("config");
     let out = t.env.ok(&["system", "prune", "--policy", "-f"]);
     assert!(
         out.contains("objects removed") || out.contains("object removed"),
@@ -254,11 +250,8 @@ fn a_bad_root_config_is_refused_with_its_position() {
     require_root!();
     let env = Env::new();
     env.ok(&["images"]);
-    fs::write(
-        env.root.join("config.toml"),
-        "[retention.images]\nkeep = 3\nkeeep = 4\n",
-    )
-    .expect("config");
+    env.write_config("[retention.images]\nkeep = 3\nkeeep = 4\n")
+        .expect("config");
     let err = env.fails(&["system", "prune", "--policy", "-f"]);
     assert!(err.contains("config.toml:3:1"), "{err}");
     assert!(err.contains("keeep"), "{err}");
@@ -270,11 +263,8 @@ fn log_rotation_follows_the_root_config() {
     require_root!();
     let env = Env::new();
     env.import(&common::busybox_tar(), "bb:1");
-    fs::write(
-        env.root.join("config.toml"),
-        "[retention.logs]\nmax_size = \"2KiB\"\nmax_files = 3\n",
-    )
-    .expect("config");
+    env.write_config("[retention.logs]\nmax_size = \"2KiB\"\nmax_files = 3\n")
+        .expect("config");
     let id = env
         .ok(&[
             "run",

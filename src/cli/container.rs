@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use super::Ctx;
 use crate::container;
@@ -47,14 +47,6 @@ pub enum Commands {
     /// (internal) the monitor of a detached container
     #[command(name = "__monitor", hide = true)]
     Monitor(MonitorArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum NetworkArg {
-    /// A new network namespace with only loopback
-    None,
-    /// The host's network
-    Host,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,9 +100,35 @@ pub struct CreateArgs {
     /// Container hostname (default: the short id)
     #[arg(long)]
     hostname: Option<String>,
-    /// Network: none (loopback only) or host
-    #[arg(long, value_enum, default_value_t = NetworkArg::None)]
-    network: NetworkArg,
+    /// Network: bridge (the default network wharf), none (loopback only), host,
+    /// container:NAME (share its network), or a network's name (repeatable)
+    #[arg(long = "network", visible_alias = "net", value_name = "NETWORK")]
+    network: Vec<String>,
+    /// Another DNS name of the container on its user networks
+    #[arg(
+        long = "network-alias",
+        visible_alias = "net-alias",
+        value_name = "ALIAS"
+    )]
+    network_alias: Vec<String>,
+    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Add a line to /etc/hosts: NAME:IP
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// A DNS server for the container
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
+    /// A DNS search domain
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// A resolv.conf option (ndots:2, ...)
+    #[arg(long = "dns-option", visible_alias = "dns-opt", value_name = "OPTION")]
+    dns_option: Vec<String>,
     /// Mount a volume: NAME:/path, or /host/path:/path[:ro]
     #[arg(short, long = "volume", value_name = "SRC:DEST[:ro]")]
     volume: Vec<String>,
@@ -322,6 +340,112 @@ fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
 
+/// `--network` (default: the state root's `[network] default`, else bridge), `-p`,
+/// `--network-alias`, `--add-host`, `--dns*`, as the run options take them. A named network
+/// and `container:NAME` are looked up when the container is created.
+fn network_options(ctx: &Ctx, a: &CreateArgs) -> Result<(Network, crate::model::NetOptions)> {
+    use crate::model::{NetOptions, NetworkAttachment, PortSpec};
+    let given = if a.network.is_empty() {
+        vec![crate::policy::default_network(&ctx.root)?]
+    } else {
+        a.network.clone()
+    };
+    let mut networks = Vec::new();
+    let mut mode = Network::Bridge;
+    for n in &given {
+        let m = match n.as_str() {
+            "none" => Network::None,
+            "host" => Network::Host,
+            "bridge" | "default" => {
+                networks.push(crate::network::DEFAULT_NETWORK.to_string());
+                Network::Bridge
+            }
+            c if c.starts_with("container:") => {
+                let target = &c["container:".len()..];
+                if target.is_empty() {
+                    return Err(runtime_usage(
+                        "--network container: names no container".into(),
+                        "write --network container:NAME",
+                    ));
+                }
+                Network::Container(target.to_string())
+            }
+            name => {
+                networks.push(name.to_string());
+                Network::Bridge
+            }
+        };
+        if m != Network::Bridge && given.len() > 1 {
+            return Err(runtime_usage(
+                format!("--network {n} cannot be combined with other networks"),
+                "give it alone, or join several bridge networks by name",
+            ));
+        }
+        mode = m;
+    }
+    let ports = a
+        .publish
+        .iter()
+        .map(|p| {
+            PortSpec::parse(p).map_err(|e| {
+                runtime_usage(
+                    format!("invalid -p {p:?}: {e}"),
+                    "write -p [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp], e.g. -p 8080:80",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let dns = a
+        .dns
+        .iter()
+        .map(|d| {
+            d.parse().map_err(|_| {
+                runtime_usage(
+                    format!("invalid --dns {d:?}"),
+                    "give an IP address such as 10.0.0.53",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The default network alone is named by the mode (old rows and docker's `bridge`).
+    let networks: Vec<NetworkAttachment> = if networks.len() == 1
+        && networks[0] == crate::network::DEFAULT_NETWORK
+    {
+        if !a.network_alias.is_empty() {
+            return Err(runtime_usage(
+                "--network-alias needs a user network".into(),
+                "the default network has no DNS: create one (`wharf network create NAME`) and give --network NAME",
+            ));
+        }
+        Vec::new()
+    } else {
+        networks
+            .into_iter()
+            .map(|n| NetworkAttachment {
+                network: n,
+                aliases: a.network_alias.clone(),
+            })
+            .collect()
+    };
+    if mode != Network::Bridge && !a.network_alias.is_empty() {
+        return Err(runtime_usage(
+            "--network-alias needs a user network".into(),
+            "give --network NAME of a network made with `wharf network create`",
+        ));
+    }
+    Ok((
+        mode,
+        NetOptions {
+            networks,
+            ports,
+            add_hosts: a.add_host.clone(),
+            dns,
+            dns_search: a.dns_search.clone(),
+            dns_options: a.dns_option.clone(),
+        },
+    ))
+}
+
 /// `--label-file`s, then `--label`s (a later one wins).
 fn labels(a: &CreateArgs) -> Result<BTreeMap<String, String>> {
     let mut all = Vec::new();
@@ -364,7 +488,8 @@ fn write_cidfile(a: &CreateArgs, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn options(a: &CreateArgs) -> Result<RunOptions> {
+fn options(ctx: &Ctx, a: &CreateArgs) -> Result<RunOptions> {
+    let (network, net) = network_options(ctx, a)?;
     let memory = a
         .memory
         .as_deref()
@@ -462,10 +587,9 @@ fn options(a: &CreateArgs) -> Result<RunOptions> {
         hostname: a.hostname.clone(),
         tty: a.tty,
         interactive: a.interactive,
-        network: match a.network {
-            NetworkArg::None => Network::None,
-            NetworkArg::Host => Network::Host,
-        },
+        network,
+        net,
+        publish_all: a.publish_all,
         volumes,
         read_only: a.read_only,
         cap_add: a.cap_add.clone(),
@@ -597,7 +721,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         Commands::Run(r) => {
             let (detach, a) = (r.detach, &r.create);
             // Every failure of `run` before the command runs is wharf's: 125.
-            let opts = options(a)?;
+            let opts = options(ctx, a)?;
             check_cidfile(a)?;
             let store = ctx.store().map_err(as_runtime)?;
             let meta = CreateMeta {
@@ -626,7 +750,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             }
         }
         Commands::Create(a) => {
-            let opts = options(&a)?;
+            let opts = options(ctx, &a)?;
             check_cidfile(&a)?;
             let store = ctx.store().map_err(as_runtime)?;
             let meta = CreateMeta {
@@ -778,7 +902,37 @@ mod tests {
 
     fn opts(args: &[&str]) -> Result<RunOptions> {
         let c = Create::try_parse_from(["create"].iter().chain(args).chain(&["img"]))?;
-        options(&c.a)
+        let ctx = Ctx {
+            root: std::path::PathBuf::from("/nonexistent-wharf-root"),
+            format: super::super::Format::Table,
+            debug: false,
+        };
+        options(&ctx, &c.a)
+    }
+
+    #[test]
+    fn network_flags_give_the_mode_and_the_networks() {
+        let o = opts(&["-p", "8080:80", "-p", "127.0.0.1::53/udp"]).unwrap();
+        assert_eq!(o.network, Network::Bridge);
+        assert!(
+            o.net.networks.is_empty(),
+            "the default network is the mode's"
+        );
+        assert_eq!(o.net.ports.len(), 2);
+        let o = opts(&["--network", "backend", "--network-alias", "db"]).unwrap();
+        assert_eq!(o.net.networks[0].network, "backend");
+        assert_eq!(o.net.networks[0].aliases, ["db"]);
+        let o = opts(&["--network", "container:web"]).unwrap();
+        assert_eq!(o.network, Network::Container("web".into()));
+        for bad in [
+            &["-p", "99999:80"][..],
+            &["--network", "host", "--network", "backend"],
+            &["--network-alias", "x"],
+            &["--dns", "not-an-ip"],
+        ] {
+            let e = opts(bad).unwrap_err();
+            assert_eq!(crate::error::exit_code(&e), exit::RUNTIME, "{bad:?}: {e:#}");
+        }
     }
 
     #[test]

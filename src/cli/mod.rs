@@ -11,6 +11,7 @@ mod container;
 mod docs;
 mod files;
 mod image;
+mod network;
 pub mod output;
 mod ps;
 mod system;
@@ -73,6 +74,8 @@ pub enum Command {
     #[command(flatten)]
     Volume(volume::Commands),
     #[command(flatten)]
+    Network(network::Commands),
+    #[command(flatten)]
     Apply(apply::Commands),
     #[command(flatten)]
     Watch(watch::Commands),
@@ -118,6 +121,7 @@ pub fn main() -> i32 {
         Command::Container(cmd) => container::run(&ctx, cmd),
         Command::System(cmd) => system::run(&ctx, cmd),
         Command::Volume(cmd) => volume::run(&ctx, cmd),
+        Command::Network(cmd) => network::run(&ctx, cmd),
         Command::Apply(cmd) => apply::run(&ctx, cmd),
         Command::Watch(cmd) => watch::run(&ctx, cmd),
         Command::Verbs(cmd) => verbs::run(&ctx, cmd),

@@ -176,10 +176,7 @@ impl Filters {
                     .any(|m| m.source == v || m.destination == v)
             })
             && any(&self.networks, &|n| {
-                n == match r.config.network {
-                    crate::model::Network::None => "none",
-                    crate::model::Network::Host => "host",
-                }
+                r.config.network_names().iter().any(|m| m == n)
             })
             && self.before.is_none_or(|t| r.created_at < t)
             && self.since.is_none_or(|t| r.created_at > t)
@@ -264,9 +261,9 @@ struct PsJson<'a> {
     started_at: Option<String>,
     finished_at: Option<String>,
     labels: &'a BTreeMap<String, String>,
-    ports: &'a str,
+    ports: String,
     mounts: Vec<&'a str>,
-    networks: &'a str,
+    networks: String,
     restart_count: i64,
 }
 
@@ -337,17 +334,14 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                 started_at: r.started_at.map(rfc3339),
                 finished_at: r.finished_at.map(rfc3339),
                 labels: &r.labels,
-                ports: "",
+                ports: ports_column(&store, r),
                 mounts: r
                     .config
                     .volumes
                     .iter()
                     .map(|v| v.destination.as_str())
                     .collect(),
-                networks: match r.config.network {
-                    crate::model::Network::None => "none",
-                    crate::model::Network::Host => "host",
-                },
+                networks: r.config.network_names().join(","),
                 restart_count: r.restart_count,
             })
             .collect();
@@ -369,7 +363,7 @@ pub fn run(ctx: &Ctx, a: PsArgs) -> Result<i32> {
                 command_column(&r.config.args, a.no_trunc),
                 ago(r.created_at),
                 status(r, now),
-                String::new(),
+                ports_column(&store, r),
                 r.name.clone(),
             ]
         })
@@ -398,6 +392,14 @@ fn write_out(b: &[u8]) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// docker's PORTS: the published ports of a running container (`0.0.0.0:8080->80/tcp`).
+fn ports_column(store: &Store, r: &Record) -> String {
+    if r.config.net.ports.is_empty() || r.live_pid().is_none() {
+        return String::new();
+    }
+    crate::network::ports::column(&crate::network::sandbox::bindings(store, &r.id))
 }
 
 /// A running container whose cgroup is frozen (`wharf pause`) is `paused`: one freezer read

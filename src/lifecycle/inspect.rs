@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::container;
 use crate::image;
-use crate::model::{ContainerState, Network, RestartPolicy, VolumeKind};
+use crate::model::{ContainerState, RestartPolicy, VolumeKind};
 use crate::store::Store;
 use crate::util::rfc3339;
 
@@ -114,10 +114,7 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "ReadonlyRootfs": c.read_only,
             "CapAdd": c.cap_add,
             "CapDrop": c.cap_drop,
-            "NetworkMode": match c.network {
-                Network::None => "none",
-                Network::Host => "host",
-            },
+            "NetworkMode": c.network.mode(),
             "AutoRemove": c.auto_remove,
             "RestartPolicy": {
                 "Name": policy,
@@ -134,5 +131,61 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
         },
         "UpperDir": upper,
         "LogPath": container::log_path(store, &r.id),
+        "NetworkSettings": network_settings(store, &r, running),
     }))
+}
+
+/// docker's NetworkSettings: the published ports (`{"80/tcp": [{"HostIp", "HostPort"}]}`) and
+/// the address on each network, while the container runs.
+fn network_settings(store: &Store, r: &container::Record, running: bool) -> serde_json::Value {
+    let st = running
+        .then(|| crate::network::sandbox::state(store, &r.id))
+        .flatten();
+    let mut ports = serde_json::Map::new();
+    for p in &r.config.net.ports {
+        for i in 0..p.range {
+            ports.insert(
+                format!("{}/{}", p.container_port + i, p.protocol),
+                json!(null),
+            );
+        }
+    }
+    let mut networks = serde_json::Map::new();
+    if let Some(st) = &st {
+        for b in &st.ports {
+            let key = format!("{}/{}", b.container_port, b.protocol);
+            let entry =
+                json!({"HostIp": b.host_ip.to_string(), "HostPort": b.host_port.to_string()});
+            match ports.get_mut(&key) {
+                Some(serde_json::Value::Array(v)) => v.push(entry),
+                _ => {
+                    ports.insert(key, json!([entry]));
+                }
+            }
+        }
+        for (name, ep) in &st.addresses {
+            networks.insert(
+                name.clone(),
+                json!({
+                    "NetworkID": ep.network_id,
+                    "IPAddress": ep.address.to_string(),
+                    "IPPrefixLen": ep.prefix,
+                    "Gateway": ep.gateway.to_string(),
+                    "MacAddress": ep.mac,
+                    "Aliases": ep.aliases,
+                }),
+            );
+        }
+    }
+    let first = st
+        .as_ref()
+        .and_then(|s| s.addresses.values().next().cloned());
+    json!({
+        "Ports": ports,
+        "Networks": networks,
+        "IPAddress": first.as_ref().map(|e| e.address.to_string()).unwrap_or_default(),
+        "Gateway": first.as_ref().map(|e| e.gateway.to_string()).unwrap_or_default(),
+        "MacAddress": first.map(|e| e.mac).unwrap_or_default(),
+        "SandboxKey": st.map(|s| s.netns.display().to_string()).unwrap_or_default(),
+    })
 }

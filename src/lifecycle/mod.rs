@@ -97,7 +97,8 @@ pub fn create(
     let image_id = image::resolve(store, image_ref).map_err(as_runtime)?;
     let image_cfg = image::load_config(store, &image_id)?;
     let id = random_hex(32);
-    let cfg = spec::build(&id, &image_cfg.config, opts)?;
+    let mut cfg = spec::build(&id, &image_cfg.config, opts)?;
+    resolve_network(store, &mut cfg).map_err(as_runtime)?;
     let name = match name {
         Some(n) => {
             crate::names::validate(n).map_err(|e| anyhow::Error::new(e.code(exit::RUNTIME)))?;
@@ -124,10 +125,50 @@ pub fn create(
     container::find(store, &id)
 }
 
+/// Checks the container's networks exist (the default network is made on first use) and
+/// names a shared network's container by its id, as docker records it.
+fn resolve_network(store: &Store, cfg: &mut crate::model::ContainerConfig) -> Result<()> {
+    match &cfg.network {
+        crate::model::Network::Container(target) => {
+            let rec = container::find(store, target)?;
+            if matches!(rec.config.network, crate::model::Network::Container(_)) {
+                return Err(user(format!(
+                    "container {} shares another container's network itself",
+                    rec.name
+                ))
+                .hint("share the network of the container that owns it")
+                .into());
+            }
+            cfg.network = crate::model::Network::Container(rec.id);
+        }
+        crate::model::Network::Bridge => {
+            for a in &cfg.net.networks {
+                let n = crate::network::find(store, &a.network)?;
+                if !n.dns && !a.aliases.is_empty() {
+                    return Err(user(format!(
+                        "the network {} has no DNS for --network-alias",
+                        n.name
+                    ))
+                    .hint("give aliases on a network made with `wharf network create`")
+                    .into());
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Resolves what the runtime needs to launch `rec` from the store: its image's layer
 /// directories, its volumes' data directories (a named volume is created on first use), and
-/// its directories. A bind mount's source must exist.
-pub fn prepare<'a>(store: &Store, rec: &'a Record) -> Result<crate::runtime::launch::Prepared<'a>> {
+/// its directories, and its network: the namespace of `net` (the monitor's sandbox on bridge
+/// networks) or of the container it shares (`container:NAME`), /etc/hosts and resolv.conf.
+/// A bind mount's source must exist.
+pub fn prepare<'a>(
+    store: &Store,
+    rec: &'a Record,
+    net: Option<&crate::network::Sandbox>,
+) -> Result<crate::runtime::launch::Prepared<'a>> {
     let runtime_err = |msg: String, hint: &str| -> anyhow::Error {
         user(msg).hint(hint).code(exit::RUNTIME).into()
     };
@@ -155,6 +196,23 @@ pub fn prepare<'a>(store: &Store, rec: &'a Record) -> Result<crate::runtime::lau
         };
         volumes.push((src, v.destination.clone(), v.read_only));
     }
+    let (netns, state, hostname) = match (&rec.config.network, net) {
+        (crate::model::Network::Container(target), _) => {
+            let (f, st, host) = crate::network::sandbox::join_container(store, target)?;
+            (Some(f), st, host)
+        }
+        (_, Some(sb)) => (
+            Some(
+                std::fs::File::open(&sb.state.netns)
+                    .with_context(|| format!("cannot open {}", sb.state.netns.display()))?,
+            ),
+            Some(sb.state.clone()),
+            rec.config.hostname.clone(),
+        ),
+        _ => (None, None, rec.config.hostname.clone()),
+    };
+    let (hosts, resolv) =
+        crate::network::sandbox::etc_files(&rec.config, state.as_ref(), &hostname);
     Ok(crate::runtime::launch::Prepared {
         id: &rec.id,
         config: &rec.config,
@@ -163,6 +221,9 @@ pub fn prepare<'a>(store: &Store, rec: &'a Record) -> Result<crate::runtime::lau
         container_dir: store.make_container_dir(&rec.id)?,
         run_dir: store.make_run_dir()?,
         seccomp_cache: store.root().to_path_buf(),
+        netns,
+        hosts,
+        resolv,
     })
 }
 

@@ -260,13 +260,27 @@ fn run_inner(
         detached,
         attach_stdin,
     };
-    let finish = |run_id: Option<i64>, out: &Outcome| super::finish_run(store, &rec, run_id, out);
+    // The container's networks, once for all its runs (the same addresses and ports across
+    // restarts); torn down before the run is finished (a --rm container's files go then).
+    let sandbox = std::cell::RefCell::new(crate::network::sandbox::attach(store, &rec)?);
+    let finish = |run_id: Option<i64>, out: &Outcome| {
+        if let Some(sb) = sandbox.borrow_mut().take() {
+            sb.detach(store);
+        }
+        super::finish_run(store, &rec, run_id, out)
+    };
 
     let mut restarts: u32 = 0;
     let mut last_delay = None;
     loop {
         let began = Instant::now();
-        let end = match run_once(&shared, &mut sink, ready, restarts > 0) {
+        let end = match run_once(
+            &shared,
+            &mut sink,
+            ready,
+            restarts > 0,
+            sandbox.borrow().as_ref(),
+        ) {
             Ok(end) => end,
             Err(e) => {
                 let code = crate::error::exit_code(&e);
@@ -355,6 +369,7 @@ fn run_once(
     sink: &mut Sink,
     ready: &mut Option<OwnedFd>,
     is_restart: bool,
+    net: Option<&crate::network::Sandbox>,
 ) -> Result<RunEnd> {
     let (store, rec) = (sh.store, sh.rec);
     let cfg = &rec.config;
@@ -366,7 +381,7 @@ fn run_once(
         None
     };
     let launched =
-        super::prepare(store, rec).and_then(|prep| launch::launch(&prep, stdio, winsize));
+        super::prepare(store, rec, net).and_then(|prep| launch::launch(&prep, stdio, winsize));
     drop(child_ends);
     let Launched {
         pid,

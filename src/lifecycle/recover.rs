@@ -55,6 +55,10 @@ pub fn recover(store: &Store) -> Result<()> {
             signal: None,
             stats,
         };
+        // The network it was given goes first (a --rm container's files go below).
+        if let Err(e) = crate::network::detach(store, &rec.id) {
+            tracing::warn!("cannot tear down the network of {}: {e:#}", rec.short_id());
+        }
         if rec.config.auto_remove {
             finish_run(store, &rec, run_id, &out)?;
         } else {

@@ -436,6 +436,7 @@ pub(crate) fn object_name_schema(kind: crate::names::NameKind) -> serde_json::Va
     let what = match kind {
         crate::names::NameKind::Container => "A container name",
         crate::names::NameKind::Volume => "A volume name",
+        crate::names::NameKind::Network => "A network name",
     };
     serde_json::json!({
         "description": format!("{what}: a letter or digit, then at least one letter, digit, '_', '.' or '-'; at most {} characters.", kind.max_len()),

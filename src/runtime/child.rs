@@ -38,6 +38,8 @@ pub struct ChildSpec {
     pub user: Option<String>,
     pub tty: bool,
     pub new_net: bool,
+    /// A network namespace to join (a bridge network's, another container's).
+    pub join_net: Option<RawFd>,
     pub read_only: bool,
     pub privileged: bool,
     /// Capabilities kept (bit i = capability i).
@@ -150,6 +152,15 @@ fn setup(spec: &ChildSpec, sync: &OwnedFd) -> Result<Never, ChildError> {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::umask(0o022);
+    }
+    if let Some(ns) = spec.join_net {
+        // SAFETY: setns on a descriptor of a network namespace the parent opened.
+        if unsafe { libc::setns(ns, libc::CLONE_NEWNET) } < 0 {
+            return Err(err(
+                "cannot join the container's network namespace",
+                io::Error::last_os_error(),
+            ));
+        }
     }
     // Into the container's cgroups before anything is charged: "0" moves this thread alone,
     // which needs no global lock (the parent made the cgroups and set the limits already).

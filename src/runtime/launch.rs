@@ -52,24 +52,27 @@ fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
 
 /// The content of the container's /etc/hostname, /etc/hosts and /etc/resolv.conf. The child
 /// writes them into its /dev tmpfs and bind-mounts them (no file on the host's disk).
-fn etc_files(hostname: &str, network: Network) -> [(Vec<u8>, &'static str); 3] {
-    let hosts = format!(
+fn etc_files(
+    hostname: &str,
+    hosts_extra: &[String],
+    resolv: &[u8],
+) -> [(Vec<u8>, &'static str); 3] {
+    let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
-         ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+         ff02::2\tip6-allrouters\n",
     );
-    let host_resolv = fs::read("/etc/resolv.conf").ok();
-    let resolv = match network {
-        Network::Host => host_resolv,
-        // The host's local resolver (127.0.0.53 and the like) is unreachable from a new
-        // network namespace: then give docker's fallback.
-        Network::None => host_resolv.filter(|r| !String::from_utf8_lossy(r).contains("127.0.0.")),
+    if hosts_extra.is_empty() || !hosts_extra[0].ends_with(&format!("\t{hostname}")) {
+        hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
     }
-    .unwrap_or_else(|| b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec());
+    for l in hosts_extra {
+        hosts.push_str(l);
+        hosts.push('\n');
+    }
     [
         (format!("{hostname}\n").into_bytes(), "/etc/hostname"),
         (hosts.into_bytes(), "/etc/hosts"),
-        (resolv, "/etc/resolv.conf"),
+        (resolv.to_vec(), "/etc/resolv.conf"),
     ]
 }
 
@@ -89,6 +92,13 @@ pub struct Prepared<'a> {
     pub run_dir: PathBuf,
     /// Where compiled seccomp filters are cached (the state root).
     pub seccomp_cache: PathBuf,
+    /// The network namespace to join (bridge networks, `container:NAME`); None: a new one
+    /// with loopback only (`none`) or the host's (`host`).
+    pub netns: Option<fs::File>,
+    /// /etc/hosts lines after localhost's (the container's addresses, `--add-host`).
+    pub hosts: Vec<String>,
+    /// /etc/resolv.conf.
+    pub resolv: Vec<u8>,
 }
 
 /// Starts the prepared container. `stdio` are the descriptors for its 0, 1, 2 without a tty.
@@ -168,7 +178,7 @@ pub fn launch(
         work,
         tmp_layer,
         hostname: cfg.hostname.clone(),
-        etc_files: etc_files(&cfg.hostname, cfg.network),
+        etc_files: etc_files(&cfg.hostname, &prep.hosts, &prep.resolv),
         volumes,
         args,
         env: cfg.env.clone(),
@@ -176,6 +186,7 @@ pub fn launch(
         user: cfg.user.clone(),
         tty: cfg.tty,
         new_net: cfg.network == Network::None,
+        join_net: prep.netns.as_ref().map(|f| f.as_raw_fd()),
         read_only: cfg.read_only,
         privileged: cfg.privileged,
         caps,
@@ -267,6 +278,7 @@ pub fn launch(
     // rooted at the container's own cgroup on every path and no `/..` is ever shown.
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    // A namespace to join is joined by the child (`setns`), before anything else.
     if cfg.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }

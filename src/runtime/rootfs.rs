@@ -556,6 +556,7 @@ mod tests {
             user: None,
             tty: true,
             new_net: true,
+            join_net: None,
             read_only: true,
             privileged: false,
             caps: 0,

@@ -72,6 +72,11 @@ pub struct RunOptions {
     pub devices: Vec<String>,
     /// `--log-opt max-size/max-file`.
     pub log_opts: Option<crate::model::LogPolicy>,
+    /// `-p`, `--network NAME`, `--network-alias`, `--add-host`, `--dns*`. `-P` is resolved
+    /// by [`build`] (`publish_all`).
+    pub net: crate::model::NetOptions,
+    /// `-P`: every ExposedPort of the image on a free host port.
+    pub publish_all: bool,
 }
 
 /// `--device /dev/HOST[:/dev/CONTAINER][:rwm]` (docker's syntax); the host path must be a
@@ -452,10 +457,17 @@ fn runtime_error(msg: String, hint: &str) -> anyhow::Error {
 /// Builds the effective config of a new container with id `id`.
 pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<ContainerConfig> {
     let args = resolve_args(image, opts.entrypoint.as_deref(), &opts.command)?;
-    let hostname = opts
-        .hostname
-        .clone()
-        .unwrap_or_else(|| id[..12].to_string());
+    // With the host's network, the host's name (as docker does); else the short id.
+    let hostname = opts.hostname.clone().unwrap_or_else(|| {
+        if opts.network == crate::model::Network::Host {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| id[..12].to_string())
+        } else {
+            id[..12].to_string()
+        }
+    });
     let mut env: Vec<String> = vec![
         format!("PATH={DEFAULT_PATH}"),
         format!("HOSTNAME={hostname}"),
@@ -537,7 +549,7 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
         hostname,
         tty: opts.tty,
         interactive: opts.interactive,
-        network: opts.network,
+        network: opts.network.clone(),
         volumes,
         read_only: opts.read_only,
         cap_add: opts.cap_add.clone(),
@@ -580,7 +592,61 @@ pub fn build(id: &str, image: &RunConfig, opts: &RunOptions) -> Result<Container
             .collect::<Result<Vec<_>>>()?,
         log_opts: opts.log_opts,
         security: opts.security.clone(),
+        net: build_net(image, opts)?,
     })
+}
+
+/// The container's network options: `-P` expanded to the image's ExposedPorts, each checked
+/// against the network mode (ports and aliases need a bridge network).
+fn build_net(image: &RunConfig, opts: &RunOptions) -> Result<crate::model::NetOptions> {
+    use crate::model::{Network, PortSpec};
+    let mut net = opts.net.clone();
+    if opts.publish_all {
+        for key in image.exposed_ports.keys() {
+            let spec = PortSpec::parse(key).map_err(|e| {
+                runtime_error(
+                    format!("the image's ExposedPorts entry {key:?} is invalid: {e}"),
+                    "publish its ports one by one with -p",
+                )
+            })?;
+            if !net.ports.iter().any(|p| {
+                p.protocol == spec.protocol
+                    && (p.container_port..p.container_port + p.range).contains(&spec.container_port)
+            }) {
+                net.ports.push(spec);
+            }
+        }
+    }
+    let bridge = opts.network == Network::Bridge;
+    if !bridge && !net.ports.is_empty() {
+        return Err(runtime_error(
+            format!("--network {} cannot publish ports", opts.network.mode()),
+            "publish ports from a bridge network (the default), or drop -p/-P",
+        ));
+    }
+    if !bridge && net.networks.iter().any(|a| !a.aliases.is_empty()) {
+        return Err(runtime_error(
+            "--network-alias needs a bridge network".into(),
+            "give --network NAME of a network made with `wharf network create`",
+        ));
+    }
+    if matches!(opts.network, Network::Container(_))
+        && (!net.dns.is_empty() || !net.add_hosts.is_empty())
+    {
+        return Err(runtime_error(
+            "--dns and --add-host cannot be given with --network container:NAME".into(),
+            "the container shares the other container's network, names and resolvers",
+        ));
+    }
+    for h in &net.add_hosts {
+        crate::model::check_add_host(h).map_err(|e| {
+            runtime_error(
+                format!("invalid --add-host {h:?}: {e}"),
+                "write --add-host NAME:IP",
+            )
+        })?;
+    }
+    Ok(net)
 }
 
 /// The command and environment fit what `execve` takes: each string shorter than

@@ -181,4 +181,27 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX repo_digests_by_image ON repo_digests(image_id);
     "#,
+    // 6: networks (netavark bridges) and the addresses handed out on them.
+    r#"
+    CREATE TABLE networks (
+        id          TEXT PRIMARY KEY,          -- 64 hex digits
+        name        TEXT NOT NULL UNIQUE,
+        driver      TEXT NOT NULL,             -- "bridge"
+        interface   TEXT NOT NULL UNIQUE,      -- the host bridge, e.g. wharf0
+        subnet      TEXT NOT NULL,             -- "10.89.7.0/24"
+        gateway     TEXT NOT NULL,
+        dns         INTEGER NOT NULL,          -- aardvark-dns answers container names
+        internal    INTEGER NOT NULL,          -- no outbound NAT
+        project     TEXT,                      -- made by apply for this project
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE net_addresses (
+        network      TEXT NOT NULL REFERENCES networks(id),
+        address      TEXT NOT NULL,
+        container_id TEXT NOT NULL,
+        PRIMARY KEY (network, address)
+    );
+    CREATE INDEX net_addresses_by_container ON net_addresses(container_id);
+    "#,
 ];

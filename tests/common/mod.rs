@@ -130,7 +130,20 @@ impl Env {
         // root and meet its own modes. A container's non-root user needs no access to it.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).ok();
         let root = dir.path().join("root");
-        Env { dir, root }
+        let env = Env { dir, root };
+        env.write_config("").expect("write config.toml");
+        env
+    }
+
+    /// Writes the root's config.toml: `extra`, then `[network] default = "none"`. The tests
+    /// run their containers with loopback only unless they ask for a network (tests/network.rs
+    /// does): bridge networks need netavark, and roots run side by side.
+    pub fn write_config(&self, extra: &str) -> std::io::Result<()> {
+        fs::create_dir_all(&self.root)?;
+        fs::write(
+            self.root.join("config.toml"),
+            format!("{extra}\n[network]\ndefault = \"none\"\n"),
+        )
     }
 
     /// `wharf --root <root>` with a clean environment for the variables wharf reads.
@@ -427,4 +440,20 @@ pub fn await_ready(env: &Env, name: &str) {
     wait_until(20, "the container's /ready", || {
         (code(&env.run(&["exec", name, "test", "-f", "/ready"])) == 0).then_some(())
     });
+}
+
+/// The pid of the monitor that owns `name`'s run, from the store (waits up to 20 s).
+pub fn monitor_pid(env: &Env, name: &str) -> i32 {
+    wait_until(20, "a monitor pid", || {
+        rusqlite::Connection::open(env.root.join("wharf.db"))
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT monitor_pid FROM containers WHERE name = ?1",
+                    [name],
+                    |r| r.get::<_, Option<i32>>(0),
+                )
+            })
+            .ok()
+            .flatten()
+    })
 }
