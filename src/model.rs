@@ -284,7 +284,12 @@ impl fmt::Display for PortSpec {
         if let Some(h) = self.host_port {
             write!(f, "{}:", r(h))?;
         }
-        write!(f, "{}/{}", r(self.container_port), self.protocol)
+        f.write_str(&r(self.container_port))?;
+        // tcp is the default: left out, as a user writes it.
+        match self.protocol {
+            Protocol::Tcp => Ok(()),
+            p => write!(f, "/{p}"),
+        }
     }
 }
 
@@ -922,10 +927,10 @@ mod tests {
             (r.host_port, r.container_port, r.range),
             (Some(8000), 80, 10)
         );
-        assert_eq!(r.to_string(), "8000-8009:80-89/tcp");
+        assert_eq!(r.to_string(), "8000-8009:80-89");
         let e = PortSpec::parse("127.0.0.1::53").unwrap();
         assert_eq!((e.host_port, e.container_port), (None, 53));
-        assert_eq!(e.to_string(), "127.0.0.1::53/tcp");
+        assert_eq!(e.to_string(), "127.0.0.1::53");
         for bad in [
             "",
             "0",

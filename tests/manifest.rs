@@ -131,6 +131,7 @@ fn a_version_bump_plans_import_and_recreate() {
         }],
         volumes: vec![],
         image_configs: Default::default(),
+        networks: Default::default(),
     };
     assert_eq!(
         plan(&v1, &observed).to_string(),
@@ -449,4 +450,60 @@ fn problems_as_json() {
     assert_eq!(j[0]["column"], 11);
     assert_eq!(j[0]["end_column"], 22);
     assert!(j[0]["hint"].as_str().unwrap().contains("on-failure:N"));
+}
+
+#[test]
+fn network_and_port_mistakes_are_reported_where_they_are() {
+    let m = "[networks.back]\nsubnet = \"10.89.7.0/24\"\n\n\
+             [networks.other]\nsubnet = \"10.89.7.128/25\"\n\n\
+             [containers.web]\nimage = \"app:1\"\nports = [\"8080:80\", \"80/sctp\"]\nnetworks = [\"bakc\"]\n\n\
+             [containers.api]\nimage = \"app:1\"\nports = [\"8080:8080\"]\n\n\
+             [containers.hosty]\nimage = \"app:1\"\nnetwork = \"host\"\nports = [\"9090:90\"]\n";
+    let (_d, r) = load_files(&[("n.toml", m)], "n.toml");
+    let (text, positions) = errors(r);
+    for want in [
+        "the subnet 10.89.7.128/25 overlaps network `back`'s 10.89.7.0/24",
+        "\"80/sctp\" is not a port mapping",
+        "unknown network `bakc`",
+        "did you mean \"back\"",
+        "the host port 8080/tcp is published by `api` too",
+        "`ports` needs the bridge network, not network = \"host\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // file:line:col of each: the bad port is on line 9.
+    assert!(
+        positions.iter().any(|p| p.ends_with("n.toml:9:21")),
+        "{positions:?}"
+    );
+}
+
+#[test]
+fn containers_join_the_projects_default_network_unless_told_otherwise() {
+    let m = "project = \"pn\"\n[networks.back]\n\n\
+             [containers.aa]\nimage = \"app:1\"\n\n\
+             [containers.bb]\nimage = \"app:1\"\nnetworks = [\"back\", \"default\"]\nports = [\"8080:80\"]\n\n\
+             [containers.cc]\nimage = \"app:1\"\nnetwork = \"none\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, m).unwrap();
+    /// A store that has every image, on a root whose default network is bridge.
+    struct Bridged;
+    impl manifest::Host for Bridged {
+        fn has_image(&self, _: &str) -> bool {
+            true
+        }
+        fn default_network(&self) -> manifest::Network {
+            manifest::Network::Bridge
+        }
+    }
+    let m = manifest::load(&path, &Bridged).expect("valid");
+    let d = wharf::reconcile::Desired::from_manifest(&m, |_| Ok::<_, ()>("0".repeat(64))).unwrap();
+    let spec = |n: &str| &d.containers.iter().find(|c| c.name == n).unwrap().spec;
+    assert_eq!(spec("aa").networks, ["pn_default"]);
+    assert_eq!(spec("bb").networks, ["pn_back", "pn_default"]);
+    assert_eq!(spec("bb").ports, ["8080:80"]);
+    assert!(spec("cc").networks.is_empty());
+    let names: Vec<&str> = d.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["pn_back", "pn_default"]);
 }

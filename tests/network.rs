@@ -564,3 +564,89 @@ fn two_hundred_runs_with_a_published_port_leave_nothing_behind() {
     assert_eq!(leftovers(&env), Vec::<String>::new());
     assert_eq!(env.ok(&["ps", "-aq"]), "");
 }
+
+/// A manifest of project `name`: `db` serving on 5432, `front` published on 127.0.0.1:port.
+fn project(env: &Env, name: &str, subnet: &str, port: u16) -> std::path::PathBuf {
+    let vol = www(env, "from the project\n");
+    let path = env.dir.path().join(format!("{name}.toml"));
+    fs::write(
+        &path,
+        format!(
+            "project = \"{name}\"\n\n[networks.default]\nsubnet = \"{subnet}\"\n\n\
+             [containers.{name}-db]\nimage = \"bb:1\"\n\
+             command = [\"httpd\", \"-f\", \"-p\", \"5432\", \"-h\", \"/www\"]\nvolumes = [\"{vol}\"]\n\n\
+             [containers.{name}-front]\nimage = \"bb:1\"\n\
+             command = [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\nvolumes = [\"{vol}\"]\n\
+             ports = [\"127.0.0.1:{port}:80\"]\n"
+        ),
+    )
+    .expect("manifest");
+    path
+}
+
+#[test]
+fn a_project_gets_its_own_network_its_names_resolve_and_down_removes_it() {
+    let Some((_g, env)) = net_env() else { return };
+    let _c = Cleanup::new(&env, &["pn-db", "pn-front", "pm-db", "pm-front"]);
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (p1, p2) = (free(), free());
+    let m = project(&env, "pn", "10.89.210.0/24", p1);
+    let out = env.ok(&["apply", "-f", common::s(&m)]);
+    assert!(
+        out.contains("+ network pn_default (10.89.210.0/24)"),
+        "{out}"
+    );
+    assert!(http_get(p1).contains("from the project"));
+    // The containers of one project reach each other by name.
+    let got = wait_until(20, "pn-db by name from pn-front", || {
+        let o = env.run(&["exec", "pn-front", "wget", "-qO-", "http://pn-db:5432/"]);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    assert_eq!(got, "from the project\n");
+    // A changed port: the plan says so field by field, and the container is recreated.
+    let text = fs::read_to_string(&m)
+        .unwrap()
+        .replace(&format!(":{p1}:"), &format!(":{p2}:"));
+    fs::write(&m, text).unwrap();
+    let out = env.ok(&["apply", "-f", common::s(&m)]);
+    let change = format!("ports [\"127.0.0.1:{p1}:80\"] → [\"127.0.0.1:{p2}:80\"]");
+    assert!(
+        out.contains("~ recreate pn-front") && out.contains(&change),
+        "{out}"
+    );
+    assert!(http_get(p2).contains("from the project"));
+    // Another project claiming the same host port: a conflict in the plan, nothing started.
+    let other = project(&env, "pm", "10.89.211.0/24", p2);
+    let o = env.run(&["apply", "-f", common::s(&other)]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        all.contains(&format!(
+            "host port {p2}/tcp is published by container pn-front of project pn"
+        )),
+        "{all}"
+    );
+    assert!(
+        env.run(&["inspect", "pm-front"]).status.code() != Some(0),
+        "pm-front was created"
+    );
+    env.ok(&["down", "-f", common::s(&other)]);
+    env.ok(&["down", "-f", common::s(&m)]);
+    let nets = env.ok(&["network", "ls", "-q"]);
+    assert!(
+        !nets.contains("pn_default") && !nets.contains("pm_default"),
+        "{nets}"
+    );
+    assert_eq!(leftovers(&env), Vec::<String>::new());
+}

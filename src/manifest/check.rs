@@ -507,6 +507,26 @@ fn semantic(ctx: &Ctx<'_>, def: &str, v: &DeValue<'_>) -> Result<(), ValueError>
             message,
             hint: None,
         }),
+        "Port" => crate::model::PortSpec::parse(s)
+            .map(|_| ())
+            .map_err(|message| ValueError {
+                message: format!("{s:?} is not a port mapping: {message}"),
+                hint: Some(
+                    "write \"[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]\", e.g. \"8080:80\""
+                        .into(),
+                ),
+            }),
+        "Subnet" => match s.parse::<ipnet::Ipv4Net>() {
+            Ok(n) if n.prefix_len() <= 30 => Ok(()),
+            Ok(_) => Err(ValueError {
+                message: format!("the subnet {s} is too small"),
+                hint: Some("give /30 or larger, e.g. \"10.89.7.0/24\"".into()),
+            }),
+            Err(_) => Err(ValueError {
+                message: format!("{s:?} is not an IPv4 subnet"),
+                hint: Some("write it in CIDR form, e.g. \"10.89.7.0/24\"".into()),
+            }),
+        },
         "ImageRef" => Reference::parse(s).map(|_| ()).map_err(user_to_value),
         "ImageTag" => Reference::parse_named(s)
             .map_err(user_to_value)

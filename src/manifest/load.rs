@@ -10,7 +10,9 @@ use toml::de::{DeTable, DeValue};
 use super::check::{Ctx, check_document, did_you_mean};
 use super::diag::{Location, ManifestErrors, Problem};
 use super::trust::{self, Kind, LoadOptions};
-use super::types::{ContainerSection, ImageSection, ManifestFile, Retention, VolumeSection};
+use super::types::{
+    ContainerSection, ImageSection, ManifestFile, Network, NetworkSection, Retention, VolumeSection,
+};
 use super::values::{VolumeSource, check_name, parse_volume};
 use crate::reference::Reference;
 
@@ -28,6 +30,10 @@ pub struct Manifest {
     pub containers: BTreeMap<String, ContainerSection>,
     /// Named volumes.
     pub volumes: BTreeMap<String, VolumeSection>,
+    /// The project's networks, by section name (created as `<project>_<name>`).
+    pub networks: BTreeMap<String, NetworkSection>,
+    /// The network of a container that names none ([`Host::default_network`]).
+    pub default_network: Network,
     /// Retention policies (all empty when no file has a `[retention]` table).
     pub retention: Retention,
     /// Which file defined each entry: keys like `containers.web`, `images.app`, `volumes.data`.
@@ -72,7 +78,7 @@ struct Source {
 /// What validation asks of the store and the host, answered by the caller
 /// (`reconcile::execute::load_manifest` asks the store and the runtime): the manifest module
 /// itself touches neither. A closure `Fn(&str) -> bool` is a `Host` that answers
-/// `has_image` and skips the host checks.
+/// `has_image`, skips the host checks and defaults containers to `network = "none"`.
 pub trait Host {
     /// Whether the store has an image by this reference.
     fn has_image(&self, reference: &str) -> bool;
@@ -96,11 +102,20 @@ pub trait Host {
     fn check_device(&self, _spec: &str) -> Result<(), String> {
         Ok(())
     }
+    /// The network of a container that names none and publishes nothing: the state root's
+    /// `[network] default` (bridge: the project's networks).
+    fn default_network(&self) -> Network {
+        Network::Bridge
+    }
 }
 
 impl<F: Fn(&str) -> bool> Host for F {
     fn has_image(&self, reference: &str) -> bool {
         self(reference)
+    }
+    /// Loopback only, as the tests' state roots: a closure knows no state root.
+    fn default_network(&self) -> Network {
+        Network::None
     }
 }
 
@@ -193,6 +208,7 @@ pub fn load_with(
     let mut m = Manifest {
         project,
         files: files.clone(),
+        default_network: host.default_network(),
         ..Manifest::default()
     };
     for src in &loaded {
@@ -286,7 +302,153 @@ fn cross_check(
     let volumes = declared_volumes(docs);
     check_reserved_labels(loaded, docs, problems);
     check_containers(loaded, docs, &tags, &volumes, host, opts, problems, sources);
+    check_networks(loaded, docs, problems);
     project
+}
+
+/// Networks and ports: a container joins declared networks (or `default`); ports and
+/// networks need the bridge network; two containers of the project may not publish one
+/// host port; declared subnets may not overlap.
+fn check_networks(
+    loaded: &[Source],
+    docs: &[(usize, Spanned<DeTable<'_>>)],
+    problems: &mut Vec<Problem>,
+) {
+    let mut declared: BTreeMap<String, ()> = BTreeMap::new();
+    let mut subnets: Vec<(ipnet::Ipv4Net, String, Location)> = Vec::new();
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        let Some(t) = get(doc.get_ref(), "networks").and_then(table) else {
+            continue;
+        };
+        for (k, v) in t.iter() {
+            declared.insert(k.get_ref().to_string(), ());
+            let Some(sub) = table(v).and_then(|n| get(n, "subnet")) else {
+                continue;
+            };
+            let Some(net) = sub
+                .get_ref()
+                .as_str()
+                .and_then(|s| s.parse::<ipnet::Ipv4Net>().ok())
+            else {
+                continue;
+            };
+            let net = net.trunc();
+            if let Some((o, name, loc)) = subnets
+                .iter()
+                .find(|(o, _, _)| o.contains(&net.network()) || net.contains(&o.network()))
+            {
+                problems.push(
+                    Problem::new(format!(
+                        "network `{}`: the subnet {net} overlaps network `{name}`'s {o}",
+                        k.get_ref()
+                    ))
+                    .at(&src.path, sub.span())
+                    .label("overlapping subnet")
+                    .also(&loc.file, loc.span.clone(), "the other subnet")
+                    .hint(Some("give each network its own subnet")),
+                );
+                continue;
+            }
+            subnets.push((
+                net,
+                k.get_ref().to_string(),
+                Location {
+                    file: src.path.clone(),
+                    span: sub.span(),
+                },
+            ));
+        }
+    }
+    // (protocol, host port) → the container and where it was published first.
+    let mut published: BTreeMap<(String, u16), (String, Location)> = BTreeMap::new();
+    for (i, doc) in docs {
+        let src = &loaded[*i];
+        let Some(containers) = get(doc.get_ref(), "containers").and_then(table) else {
+            continue;
+        };
+        for (name, c) in containers.iter() {
+            let Some(c) = table(c) else { continue };
+            let name = name.get_ref();
+            let mode = get(c, "network")
+                .and_then(|v| v.get_ref().as_str().map(|s| (s.to_string(), v.span())));
+            for key in ["ports", "networks"] {
+                if let (Some((m, span)), Some(v)) = (&mode, get(c, key))
+                    && matches!(m.as_str(), "none" | "host")
+                    && v.get_ref().as_array().is_some_and(|a| !a.is_empty())
+                {
+                    problems.push(
+                        Problem::new(format!(
+                            "container `{name}`: `{key}` needs the bridge network, not network = {m:?}"
+                        ))
+                        .at(&src.path, v.span())
+                        .label(format!("{key} of a container on network {m:?}"))
+                        .also(&src.path, span.clone(), "the network is set here")
+                        .hint(Some("drop `network` (the project's network is the default), or drop these")),
+                    );
+                }
+            }
+            if let Some(nets) = get(c, "networks").and_then(|v| v.get_ref().as_array()) {
+                for n in nets.iter() {
+                    let Some(s) = n.get_ref().as_str() else {
+                        continue;
+                    };
+                    if s != "default" && !declared.contains_key(s) {
+                        let hint = match did_you_mean(s, declared.keys().map(String::as_str)) {
+                            Some(m) => format!("did you mean {m:?}? Or declare [networks.{s}]"),
+                            None => format!(
+                                "declare [networks.{s}] (`external = true` for a network made with `wharf network create`), or join \"default\""
+                            ),
+                        };
+                        problems.push(
+                            Problem::new(format!("container `{name}`: unknown network `{s}`"))
+                                .at(&src.path, n.span())
+                                .label("not a network of the project")
+                                .hint(Some(hint)),
+                        );
+                    }
+                }
+            }
+            let Some(ports) = get(c, "ports").and_then(|v| v.get_ref().as_array()) else {
+                continue;
+            };
+            for p in ports.iter() {
+                let Some(spec) = p
+                    .get_ref()
+                    .as_str()
+                    .and_then(|s| crate::model::PortSpec::parse(s).ok())
+                else {
+                    continue;
+                };
+                let Some(host) = spec.host_port else { continue };
+                for k in 0..spec.range {
+                    let key = (spec.protocol.to_string(), host + k);
+                    let here = Location {
+                        file: src.path.clone(),
+                        span: p.span(),
+                    };
+                    match published.get(&key) {
+                        Some((other, loc)) => {
+                            problems.push(
+                                Problem::new(format!(
+                                    "container `{name}`: the host port {}/{} is published by `{other}` too",
+                                    key.1, key.0
+                                ))
+                                .at(&src.path, p.span())
+                                .label("second publication")
+                                .also(&loc.file, loc.span.clone(), "first publication")
+                                .hint(Some("publish another host port")),
+                            );
+                            break;
+                        }
+                        None => {
+                            published.insert(key, (name.to_string(), here));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The project's name: `project =` (one name across the files), else `default_project`.
@@ -354,7 +516,7 @@ fn check_duplicates(
     let mut seen: BTreeMap<String, Location> = BTreeMap::new();
     for (i, doc) in docs {
         let src = &loaded[*i];
-        for section in ["images", "containers", "volumes"] {
+        for section in ["images", "containers", "volumes", "networks"] {
             let Some(t) = get(doc.get_ref(), section).and_then(table) else {
                 continue;
             };
@@ -844,6 +1006,11 @@ fn merge(
         m.defined_in
             .insert(format!("volumes.{name}"), src.path.clone());
         m.volumes.insert(name, v);
+    }
+    for (name, n) in file.networks {
+        m.defined_in
+            .insert(format!("networks.{name}"), src.path.clone());
+        m.networks.insert(name, n);
     }
     for (name, mut c) in file.containers {
         if let Some(ef) = &mut c.env_file {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::values::{
     AbsPath, ByteSize, CapabilityName, CpuSet, DeviceSpec, HumanDuration, ImageRef, ImageTag,
-    RelPath, RestartPolicy, SignalName, SwapLimit, TmpfsSpec, VolumeSpec,
+    PortMapping, RelPath, RestartPolicy, SignalName, Subnet, SwapLimit, TmpfsSpec, VolumeSpec,
 };
 
 /// A wharf manifest: images to import, volumes, and containers that should exist, for one
@@ -39,9 +39,32 @@ pub struct ManifestFile {
     #[schemars(extend("propertyNames" = { "$ref": "#/definitions/VolumeName" }))]
     pub volumes: BTreeMap<String, VolumeSection>,
 
+    /// Networks of the project, by a name of your choosing: created as `<project>_<name>`
+    /// (compose's naming) unless `external`. Containers join them with `networks`; a
+    /// container that names none joins `<project>_default`, made without a section.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = { "$ref": "#/definitions/Name" }))]
+    pub networks: BTreeMap<String, NetworkSection>,
+
     /// What to keep and what to prune after each converge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+}
+
+/// A bridge network of the project (DNS between its containers by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// The subnet (default: the first free /24 of 10.89.0.0 to 10.127.255.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Subnet>,
+    /// No outbound NAT and no published ports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    /// A network made outside the project (`wharf network create NAME`), joined by its own
+    /// name; apply neither creates nor removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// An image imported from a tarball of a root filesystem.
@@ -82,11 +105,13 @@ pub enum DesiredState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
-    /// Its own network namespace with only loopback (the default).
+    /// Its own network namespace with only loopback.
     #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// The project's bridge networks (`networks`, else `<project>_default`).
+    Bridge,
 }
 
 /// A container that should exist.
@@ -137,9 +162,17 @@ pub struct ContainerSection {
     /// Labels of your own (keys starting with "wharf." are reserved).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// The network: "none" (loopback only, the default) or "host".
-    #[serde(default)]
-    pub network: Network,
+    /// The network: "bridge" (the project's networks; the default unless the state root's
+    /// config.toml says `[network] default = "none"`), "none" (loopback only) or "host".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// The project's networks to join (keys of `[networks]`, or "default"), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = { "$ref": "#/definitions/Name" }))]
+    pub networks: Vec<String>,
+    /// Published ports (compose's `ports`): "8080:80", "127.0.0.1:5353:53/udp".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
     /// Whether the container should be running (default) or stopped.
     #[serde(default)]
     pub state: DesiredState,

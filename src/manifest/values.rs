@@ -492,6 +492,30 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// A published port, docker's `-p` syntax (`8080:80`, `127.0.0.1:5353:53/udp`).
+    PortMapping,
+    "Port",
+    {
+        "description": "A published port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp], ranges as 8000-8009:80-89; without a host port, a free one is picked at each start.",
+        "type": "string",
+        "minLength": 1,
+        "examples": ["8080:80", "127.0.0.1:5353:53/udp"]
+    }
+);
+
+string_newtype!(
+    /// An IPv4 subnet in CIDR form (`10.89.7.0/24`).
+    Subnet,
+    "Subnet",
+    {
+        "description": "An IPv4 subnet in CIDR form, /30 or larger.",
+        "type": "string",
+        "pattern": "^[0-9.]+/[0-9]+$",
+        "examples": ["10.89.7.0/24"]
+    }
+);
+
+string_newtype!(
     /// An image reference (`name[:tag]`, `name@sha256:...`, or an image id).
     ImageRef,
     "ImageRef",

@@ -163,6 +163,13 @@ fn call(root: &Path, verb: &str, netns: &Path, opts: &Options) -> Result<Vec<u8>
     let (netavark, aardvark) = binaries()?;
     let dir = config_dir(root);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // One netavark at a time per state root: two first containers of a network started side
+    // by side would both create its bridge and its firewall chains.
+    let lock = std::fs::File::create(dir.join("wharf.lock"))
+        .with_context(|| format!("cannot create {}", dir.join("wharf.lock").display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("cannot lock netavark's config dir")?;
     let input = serde_json::to_vec(opts)?;
     // netavark starts aardvark-dns, which lives on: it must hold none of our descriptors (a
     // pipe it kept open would never reach EOF, and `run -d` waits for its ready pipe's), so

@@ -182,6 +182,16 @@ impl manifest::Host for StoreHost<'_> {
             .map(|_| ())
             .map_err(|e| user_message(&e))
     }
+    fn default_network(&self) -> manifest::Network {
+        let given = self
+            .store
+            .and_then(|s| crate::policy::default_network(s.root()).ok());
+        match given.as_deref() {
+            Some("none") => manifest::Network::None,
+            Some("host") => manifest::Network::Host,
+            _ => manifest::Network::Bridge,
+        }
+    }
 }
 
 /// The message of a user error (its hint dropped: the manifest's own hint follows).
@@ -318,6 +328,19 @@ pub fn down(
         "DELETE FROM project_policies WHERE project = ?1",
         [&m.project],
     )?;
+    // The project's networks go with its containers (as compose's down).
+    for n in crate::network::list(store)? {
+        if n.project.as_deref() == Some(m.project.as_str()) {
+            let res = crate::network::remove(store, &n.name);
+            outcome.results.push(ActionResult {
+                action: format!("- network {}", n.name),
+                ok: res.is_ok(),
+                error: res.err().map(|e| format!("{e:#}")),
+                id: None,
+            });
+        }
+    }
+    outcome.summary = summarize(&outcome.results, &outcome.conflicts);
     if volumes {
         for (name, res) in remove_project_volumes(store, &m.project)? {
             outcome.results.push(ActionResult {
@@ -573,6 +596,11 @@ fn execute_steps(
         }
         let mut made_id = None;
         let res: Result<()> = match a {
+            Action::CreateNetwork {
+                name,
+                subnet,
+                internal,
+            } => create_network(store, &p.project, name, subnet.as_deref(), *internal),
             Action::CreateVolume { name, labels } => create_volume(store, &p.project, name, labels),
             Action::Import {
                 source,
@@ -794,6 +822,33 @@ fn import_source(
     Ok(())
 }
 
+/// Creates a network of the project (`<project>_<name>`).
+fn create_network(
+    store: &Store,
+    project: &str,
+    name: &str,
+    subnet: Option<&str>,
+    internal: bool,
+) -> Result<()> {
+    let subnet = subnet
+        .map(|s| {
+            s.parse::<ipnet::Ipv4Net>()
+                .map_err(|_| anyhow::anyhow!("the subnet {s:?} is invalid"))
+        })
+        .transpose()?;
+    crate::network::create(
+        store,
+        name,
+        &crate::network::CreateOptions {
+            subnet,
+            internal,
+            project: Some(project.to_string()),
+            ..crate::network::CreateOptions::default()
+        },
+    )
+    .map(|_| ())
+}
+
 /// The run options of a spec.
 pub fn run_options(spec: &ContainerSpec) -> RunOptions {
     RunOptions {
@@ -806,6 +861,24 @@ pub fn run_options(spec: &ContainerSpec) -> RunOptions {
         network: match spec.network {
             manifest::Network::None => Network::None,
             manifest::Network::Host => Network::Host,
+            manifest::Network::Bridge => Network::Bridge,
+        },
+        net: crate::model::NetOptions {
+            networks: spec
+                .networks
+                .iter()
+                .map(|n| crate::model::NetworkAttachment {
+                    network: n.clone(),
+                    aliases: Vec::new(),
+                })
+                .collect(),
+            // Validated by the manifest's checks.
+            ports: spec
+                .ports
+                .iter()
+                .filter_map(|p| crate::model::PortSpec::parse(p).ok())
+                .collect(),
+            ..crate::model::NetOptions::default()
         },
         volumes: spec.volumes.iter().map(ToString::to_string).collect(),
         read_only: spec.read_only,

@@ -64,6 +64,17 @@ pub struct DesiredContainer {
     pub state: DesiredState,
 }
 
+/// A network the manifest's containers join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredNetwork {
+    /// The full name (`shop_default`, or an external network's own).
+    pub name: String,
+    pub subnet: Option<String>,
+    pub internal: bool,
+    /// Made outside the project: it must exist; apply neither creates nor removes it.
+    pub external: bool,
+}
+
 /// What the manifest wants, with source digests filled in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Desired {
@@ -71,6 +82,8 @@ pub struct Desired {
     pub images: Vec<DesiredImage>,
     pub volumes: Vec<DesiredVolume>,
     pub containers: Vec<DesiredContainer>,
+    #[serde(default)]
+    pub networks: Vec<DesiredNetwork>,
 }
 
 impl Desired {
@@ -105,16 +118,50 @@ impl Desired {
                 labels: v.labels.clone(),
             })
             .collect();
-        let containers = m
+        let containers: Vec<DesiredContainer> = m
             .containers
             .iter()
-            .map(|(name, c)| DesiredContainer::new(name, ContainerSpec::from_section(c), c.state))
+            .map(|(name, c)| {
+                let spec =
+                    ContainerSpec::from_section(c, &m.project, &m.networks, m.default_network);
+                DesiredContainer::new(name, spec, c.state)
+            })
             .collect();
+        // The networks the containers join, and every declared one.
+        let mut networks: Vec<DesiredNetwork> = Vec::new();
+        let full = |key: &str, external: bool| {
+            if external {
+                key.to_string()
+            } else {
+                format!("{}_{key}", m.project)
+            }
+        };
+        for (key, n) in &m.networks {
+            networks.push(DesiredNetwork {
+                name: full(key, n.external),
+                subnet: n.subnet.as_ref().map(|s| s.0.clone()),
+                internal: n.internal,
+                external: n.external,
+            });
+        }
+        for c in &containers {
+            for n in &c.spec.networks {
+                if !networks.iter().any(|d| d.name == *n) {
+                    networks.push(DesiredNetwork {
+                        name: n.clone(),
+                        subnet: None,
+                        internal: false,
+                        external: false,
+                    });
+                }
+            }
+        }
         Ok(Desired {
             project: m.project.clone(),
             images,
             volumes,
             containers,
+            networks,
         })
     }
 }
@@ -184,12 +231,21 @@ pub struct Observed {
     /// section's is imported again with the new config (its layer is reused).
     #[serde(default)]
     pub image_configs: BTreeMap<String, ImageConfig>,
+    /// Every network: name → (owning project, subnet).
+    #[serde(default)]
+    pub networks: BTreeMap<String, (Option<String>, String)>,
 }
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
+    /// Create a bridge network of the project.
+    CreateNetwork {
+        name: String,
+        subnet: Option<String>,
+        internal: bool,
+    },
     CreateVolume {
         name: String,
         labels: BTreeMap<String, String>,
@@ -242,16 +298,23 @@ pub enum Action {
 }
 
 /// A declared container that cannot be planned: its name is taken by a container this project
-/// does not own.
+/// does not own, a host port it publishes is another project's, or a network it needs is
+/// not there as declared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
     pub name: String,
     /// The owner: another project, or `None` for a `wharf run` container.
     pub owner: Option<String>,
+    /// What else blocks it (None: its name is taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(r) = &self.reason {
+            return write!(f, "container {}: {r}", self.name);
+        }
         match &self.owner {
             Some(p) => write!(
                 f,
@@ -265,6 +328,88 @@ impl fmt::Display for Conflict {
             ),
         }
     }
+}
+
+/// Why `d` cannot be planned besides its name: a network it joins is missing (external) or
+/// exists with another subnet or owner, or a host port it publishes is published by a
+/// container of another project (or of `wharf run`).
+fn network_conflict(
+    project: &str,
+    d: &DesiredContainer,
+    desired: &Desired,
+    observed: &Observed,
+) -> Option<String> {
+    for n in &d.spec.networks {
+        let want = desired.networks.iter().find(|w| w.name == *n);
+        match (observed.networks.get(n), want) {
+            (None, Some(w)) if w.external => {
+                return Some(format!(
+                    "the external network {n} does not exist; create it first (`wharf network create {n}`)"
+                ));
+            }
+            (Some((owner, _)), Some(w)) if !w.external && owner.as_deref() != Some(project) => {
+                return Some(format!(
+                    "a network named {n} exists already and is not this project's; remove it or rename the project"
+                ));
+            }
+            (Some((_, subnet)), Some(w))
+                if !w.external && w.subnet.as_ref().is_some_and(|s| s != subnet) =>
+            {
+                return Some(format!(
+                    "the network {n} exists with the subnet {subnet}, not {}; `wharf down` the project to change it",
+                    w.subnet.as_deref().unwrap_or_default()
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mine: Vec<crate::model::PortSpec> = d
+        .spec
+        .ports
+        .iter()
+        .filter_map(|p| crate::model::PortSpec::parse(p).ok())
+        .filter(|p| p.host_port.is_some())
+        .collect();
+    if mine.is_empty() {
+        return None;
+    }
+    for o in &observed.containers {
+        if o.project.as_deref() == Some(project) {
+            continue;
+        }
+        let Some(spec) = &o.spec else { continue };
+        for theirs in spec
+            .ports
+            .iter()
+            .filter_map(|p| crate::model::PortSpec::parse(p).ok())
+        {
+            for p in &mine {
+                if let Some(port) = overlap(p, &theirs) {
+                    let owner = o
+                        .project
+                        .as_deref()
+                        .map_or_else(|| "`wharf run`".to_string(), |p| format!("project {p}"));
+                    return Some(format!(
+                        "the host port {port}/{} is published by container {} of {owner}; publish another port",
+                        p.protocol, o.name
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The first host port two publications share (same protocol, overlapping addresses).
+fn overlap(a: &crate::model::PortSpec, b: &crate::model::PortSpec) -> Option<u16> {
+    let (ha, hb) = (a.host_port?, b.host_port?);
+    let ip_overlap = a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip;
+    if a.protocol != b.protocol || !ip_overlap {
+        return None;
+    }
+    let (a_end, b_end) = (ha as u32 + a.range as u32, hb as u32 + b.range as u32);
+    let start = ha.max(hb) as u32;
+    (start < a_end.min(b_end)).then_some(start as u16)
 }
 
 /// The actions that converge observed to desired, in dependency order: volumes, imports and
@@ -290,7 +435,9 @@ impl Plan {
         for a in &self.actions {
             match a {
                 Action::Import { .. } => s.import += 1,
-                Action::Create { .. } | Action::CreateVolume { .. } => s.create += 1,
+                Action::Create { .. }
+                | Action::CreateVolume { .. }
+                | Action::CreateNetwork { .. } => s.create += 1,
                 Action::Recreate { .. } => s.recreate += 1,
                 Action::RemoveOrphan { .. } => s.remove += 1,
                 Action::Tag { .. } | Action::Start { .. } | Action::Stop { .. } => s.other += 1,
@@ -323,6 +470,17 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         project: project.to_string(),
         ..Plan::default()
     };
+
+    // Networks: the project's, created when missing (an external one must exist).
+    for n in &desired.networks {
+        if !n.external && !observed.networks.contains_key(&n.name) {
+            p.actions.push(Action::CreateNetwork {
+                name: n.name.clone(),
+                subnet: n.subnet.clone(),
+                internal: n.internal,
+            });
+        }
+    }
 
     // Volumes: create what is missing; an existing volume is used whoever owns it.
     let existing: BTreeSet<&str> = observed.volumes.iter().map(|v| v.name.as_str()).collect();
@@ -396,6 +554,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     wanted.sort_by(|a, b| a.name.cmp(&b.name));
     for d in wanted {
         let want_running = d.state == DesiredState::Running;
+        if let Some(reason) = network_conflict(project, d, desired, observed) {
+            p.conflicts.push(Conflict {
+                name: d.name.clone(),
+                owner: None,
+                reason: Some(reason),
+            });
+            continue;
+        }
         let Some(o) = by_name.get(d.name.as_str()) else {
             creates.push(Action::Create {
                 name: d.name.clone(),
@@ -409,6 +575,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             p.conflicts.push(Conflict {
                 name: d.name.clone(),
                 owner: o.project.clone(),
+                reason: None,
             });
             continue;
         }
@@ -486,6 +653,10 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::CreateVolume { name, .. } => write!(f, "+ volume {name}"),
+            Action::CreateNetwork { name, subnet, .. } => match subnet {
+                Some(s) => write!(f, "+ network {name} ({s})"),
+                None => write!(f, "+ network {name}"),
+            },
             Action::Import {
                 source,
                 digest,

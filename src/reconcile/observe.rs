@@ -76,12 +76,17 @@ pub fn observe(store: &Store) -> Result<Observed> {
             }
         })
         .collect();
+    let networks = crate::network::list(store)?
+        .into_iter()
+        .map(|n| (n.name, (n.project, n.subnet.to_string())))
+        .collect();
     Ok(Observed {
         tags,
         sources,
         containers,
         volumes,
         image_configs: BTreeMap::new(),
+        networks,
     })
 }
 

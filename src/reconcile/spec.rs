@@ -152,11 +152,54 @@ pub struct ContainerSpec {
     pub init: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    // Issue 13's fields, skipped when empty likewise.
+    /// The networks joined in bridge mode, by their full names (`shop_default`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Published ports in `-p` syntax, normalized (`8080:80`, `127.0.0.1:53:53/udp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 impl ContainerSpec {
-    /// The effective spec of a loaded (validated, paths resolved) container section.
-    pub fn from_section(c: &ContainerSection) -> ContainerSpec {
+    /// The effective spec of a loaded (validated, paths resolved) container section of
+    /// `project`. A container without `network` is on `default` (the root's default network
+    /// mode), unless it publishes ports or names networks, which need the bridge: then it
+    /// joins its `networks` (`<project>_<name>`, or an external network's own name), else
+    /// `<project>_default`.
+    pub fn from_section(
+        c: &ContainerSection,
+        project: &str,
+        networks: &BTreeMap<String, crate::manifest::NetworkSection>,
+        default: Network,
+    ) -> ContainerSpec {
+        let network = c
+            .network
+            .unwrap_or(if c.ports.is_empty() && c.networks.is_empty() {
+                default
+            } else {
+                Network::Bridge
+            });
+        let joined = if network != Network::Bridge {
+            Vec::new()
+        } else if c.networks.is_empty() {
+            vec![format!("{project}_default")]
+        } else {
+            c.networks
+                .iter()
+                .map(|n| match networks.get(n) {
+                    Some(sec) if sec.external => n.clone(),
+                    _ => format!("{project}_{n}"),
+                })
+                .collect()
+        };
+        let ports = c
+            .ports
+            .iter()
+            .map(|p| {
+                crate::model::PortSpec::parse(&p.0).map_or_else(|_| p.0.clone(), |s| s.to_string())
+            })
+            .collect();
         let caps = |list: &[crate::manifest::CapabilityName]| {
             let mut v: Vec<String> = list
                 .iter()
@@ -191,7 +234,7 @@ impl ContainerSpec {
             cap_add: caps(&c.cap_add),
             cap_drop: caps(&c.cap_drop),
             restart: c.restart,
-            network: c.network,
+            network,
             labels: c.labels.clone(),
             health: c.health.as_ref().map(SpecHealth::from),
             security: c.security.as_ref().map(spec_security).unwrap_or_default(),
@@ -202,6 +245,8 @@ impl ContainerSpec {
             stop_timeout: c.stop_grace_period.map(|d| d.0.as_secs()),
             init: c.init,
             devices: c.devices.iter().map(|d| d.0.clone()).collect(),
+            networks: joined,
+            ports,
         }
     }
 
@@ -408,12 +453,25 @@ pub fn diff(old: &ContainerSpec, new: &ContainerSpec) -> Vec<Reason> {
         let name = |n: Network| match n {
             Network::None => "none".to_string(),
             Network::Host => "host".to_string(),
+            Network::Bridge => "bridge".to_string(),
         };
         r.push(Reason::new(
             "network",
             Some(name(old.network)),
             Some(name(new.network)),
         ));
+    }
+    for (field, o, n) in [
+        ("networks", &old.networks, &new.networks),
+        ("ports", &old.ports, &new.ports),
+    ] {
+        if o != n {
+            r.push(Reason::new(
+                field,
+                Some(format!("{o:?}")),
+                Some(format!("{n:?}")),
+            ));
+        }
     }
     diff_map(&mut r, "labels", &old.labels, &new.labels);
     if old.tmpfs != new.tmpfs {

@@ -19,6 +19,7 @@ fn desired(containers: Vec<DesiredContainer>) -> Desired {
         images: vec![],
         volumes: vec![],
         containers,
+        networks: vec![],
     }
 }
 
@@ -46,6 +47,7 @@ fn observed(containers: Vec<ObservedContainer>) -> Observed {
         containers,
         volumes: vec![],
         image_configs: BTreeMap::new(),
+        networks: BTreeMap::new(),
     }
 }
 
@@ -254,6 +256,7 @@ fn import_tag_and_volumes_come_first() {
             },
         ],
         containers: vec![want("web", spec("new:1"))],
+        networks: vec![],
     };
     let o = Observed {
         tags: BTreeMap::from([("same:1".into(), "9".repeat(64))]),
@@ -267,6 +270,7 @@ fn import_tag_and_volumes_come_first() {
             project: Some(P.into()),
         }],
         image_configs: BTreeMap::new(),
+        networks: BTreeMap::new(),
     };
     let plan = plan(&d, &o);
     let text = plan.to_string();
@@ -388,4 +392,70 @@ fn limits_convert_to_cgroup_limits() {
     assert_eq!(l.memory, Some(1 << 20));
     assert_eq!(l.memory_swap, Some(-1));
     assert_eq!(l.cpuset_cpus.as_deref(), Some("0-1"));
+}
+
+#[test]
+fn project_networks_are_created_first_and_a_port_change_recreates_field_by_field() {
+    let mut s = spec("app:1.0");
+    s.network = crate::manifest::Network::Bridge;
+    s.networks = vec![format!("{P}_default")];
+    s.ports = vec!["8080:80".into()];
+    let mut d = desired(vec![want("web", s.clone())]);
+    d.networks.push(DesiredNetwork {
+        name: format!("{P}_default"),
+        subnet: None,
+        internal: false,
+        external: false,
+    });
+    let p = plan(&d, &observed(vec![]));
+    assert!(
+        matches!(&p.actions[0], Action::CreateNetwork { name, .. } if *name == format!("{P}_default")),
+        "{p}"
+    );
+    // Changed port: recreate, with the old and new lists.
+    let mut o = observed(vec![have("web", &s, ObservedState::Running)]);
+    o.networks.insert(
+        format!("{P}_default"),
+        (Some(P.into()), "10.89.0.0/24".into()),
+    );
+    let mut s2 = s.clone();
+    s2.ports = vec!["8081:80".into()];
+    let mut d2 = desired(vec![want("web", s2)]);
+    d2.networks = d.networks.clone();
+    let text = plan(&d2, &o).to_string();
+    assert!(
+        text.contains("~ recreate web") && text.contains(r#"ports ["8080:80"] → ["8081:80"]"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_host_port_of_another_project_is_a_conflict_before_anything_starts() {
+    let mut theirs = spec("app:1.0");
+    theirs.ports = vec!["127.0.0.1:8000-8009:80-89".into()];
+    let mut other = have("their-web", &theirs, ObservedState::Running);
+    other.project = Some("other".into());
+    let mut mine = spec("app:1.0");
+    mine.ports = vec!["8005:80".into()];
+    let p = plan(
+        &desired(vec![want("web", mine.clone())]),
+        &observed(vec![other.clone()]),
+    );
+    assert_eq!(p.conflicts.len(), 1, "{p}");
+    let text = p.to_string();
+    assert!(
+        text.contains("host port 8005/tcp is published by container their-web of project other"),
+        "{text}"
+    );
+    assert!(
+        !p.actions.iter().any(|a| matches!(a, Action::Create { .. })),
+        "{p}"
+    );
+    // udp, or another address, does not collide.
+    mine.ports = vec!["8005:80/udp".into()];
+    assert!(
+        plan(&desired(vec![want("web", mine)]), &observed(vec![other]))
+            .conflicts
+            .is_empty()
+    );
 }

@@ -682,6 +682,7 @@ fn changes_text(p: &Plan) -> String {
         .iter()
         .map(|a| match a {
             Action::CreateVolume { name, .. } => format!("volume {name}"),
+            Action::CreateNetwork { name, .. } => format!("network {name}"),
             Action::Import { tag, .. } => format!("import {tag}"),
             Action::Tag { tag, .. } => format!("tag {tag}"),
             Action::Create { name, .. } => format!("create {name}"),

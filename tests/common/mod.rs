@@ -226,6 +226,23 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // aardvark-dns, which netavark started for this root's DNS networks, lives until
+        // their last container leaves; a failed test may leave one: stop it by its pid file.
+        let pidfile = self.root.join("netavark/aardvark-dns/aardvark.pid");
+        if let Some(pid) = fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+        {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let root = self.root.to_string_lossy().into_owned();
+            if String::from_utf8_lossy(&cmdline).contains(&root) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         unmount_below(self.dir.path());
     }
 }
