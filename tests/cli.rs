@@ -14,7 +14,6 @@ fn usage_errors_of_run_create_and_exec_exit_125() {
         &["run"],
         &["create", "--memory"],
         &["exec", "only-a-container"],
-        &["run", "--network", "bridge-of-nowhere", "img"],
     ] {
         let out = env.run(args);
         assert_eq!(code(&out), 125, "wharf {args:?}: {}", text(&out.stderr));
@@ -24,8 +23,15 @@ fn usage_errors_of_run_create_and_exec_exit_125() {
             err.contains(&format!("hint: `wharf {} --help`", args[0])),
             "a hint for {args:?}: {err}"
         );
-        assert!(!env.root.exists(), "a usage error touches no store");
+        assert!(
+            !env.root.join("wharf.db").exists(),
+            "a usage error touches no store"
+        );
     }
+    // A network is looked up when the container is created: an unknown one is wharf's
+    // failure (125), as docker's "network ... not found".
+    let out = env.run(&["run", "--network", "bridge-of-nowhere", "img"]);
+    assert_eq!(code(&out), 125);
 }
 
 #[test]

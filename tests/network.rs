@@ -153,6 +153,10 @@ fn a_published_tcp_port_answers_on_127_0_0_1_and_ps_port_and_inspect_show_it() {
         "/www",
     ]);
     assert!(http_get(port).contains("hello from the container"));
+    // The request and the page went through the container's interface.
+    let st = json(&env.ok(&["--format", "json", "stats", "--no-stream"]));
+    let net = st[0]["NetIO"].as_str().expect("NetIO").to_string();
+    assert!(net != "0B / 0B" && net != "--", "{net}");
     let ps = env.ok(&["ps"]);
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
     assert_eq!(

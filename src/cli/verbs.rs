@@ -318,8 +318,15 @@ struct StatsRow {
 }
 
 fn stats_row(rec: &container::Record, before: Option<&Sample>, after: Option<&Sample>) -> StatsRow {
-    // No network of its own yet: NET I/O is "--" until networking lands.
-    let net_io = "--".to_string();
+    // docker's "received / sent"; "--" on the host's network.
+    let net_io = match after.and_then(|a| a.net) {
+        Some((rx, tx)) => format!(
+            "{} / {}",
+            crate::util::human_size(rx),
+            crate::util::human_size(tx)
+        ),
+        None => "--".to_string(),
+    };
     let (Some(b), Some(a)) = (before, after) else {
         return StatsRow {
             id: rec.short_id().to_string(),

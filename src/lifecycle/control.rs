@@ -152,17 +152,23 @@ pub fn parse_ps(text: &str, pids: &BTreeSet<i32>) -> Result<Top> {
 pub struct Sample {
     pub usage: Usage,
     pub at: Instant,
+    /// Bytes received and sent on the container's interfaces (loopback left out); None
+    /// for `--network host` (the host's counters are not the container's).
+    pub net: Option<(u64, u64)>,
 }
 
 /// Reads the usage of each running container of `recs` (None for one not running).
 pub fn sample(recs: &[Record]) -> Vec<Option<Sample>> {
     recs.iter()
         .map(|r| {
-            r.live_pid()?;
+            let pid = r.live_pid()?;
             let cg = cgroup::open(&r.id)?;
             Some(Sample {
                 usage: cg.usage(),
                 at: Instant::now(),
+                net: (r.config.network != crate::model::Network::Host)
+                    .then(|| crate::network::sandbox::net_io(pid))
+                    .flatten(),
             })
         })
         .collect()
@@ -299,6 +305,7 @@ mod tests {
                 ..Default::default()
             },
             at,
+            net: None,
         };
         let p = cpu_percent(&s(0, at), &s(500_000_000, at + Duration::from_secs(1)));
         assert!((p - 50.0).abs() < 1e-9, "{p}");

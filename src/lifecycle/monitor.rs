@@ -274,13 +274,15 @@ fn run_inner(
     let mut last_delay = None;
     loop {
         let began = Instant::now();
-        let end = match run_once(
+        // (The sandbox's borrow ends before `finish` takes it.)
+        let ran = run_once(
             &shared,
             &mut sink,
             ready,
             restarts > 0,
             sandbox.borrow().as_ref(),
-        ) {
+        );
+        let end = match ran {
             Ok(end) => end,
             Err(e) => {
                 let code = crate::error::exit_code(&e);

@@ -30,14 +30,17 @@ const DIRS: [&str; 4] = [
 
 /// The netavark and aardvark-dns binaries, or an error saying how to install them.
 pub fn binaries() -> Result<(PathBuf, PathBuf)> {
-    let find = |name: &str| -> Option<PathBuf> {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        DIRS.iter()
-            .map(PathBuf::from)
-            .chain(std::env::split_paths(&path))
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = DIRS
+        .iter()
+        .map(PathBuf::from)
+        .chain(std::env::split_paths(&path))
+        .collect();
+    binaries_in(&dirs)
+}
+
+fn binaries_in(dirs: &[PathBuf]) -> Result<(PathBuf, PathBuf)> {
+    let find = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| p.is_file());
     match (find("netavark"), find("aardvark-dns")) {
         (Some(n), Some(a)) => Ok((n, a)),
         (n, _) => Err(user(format!(
@@ -269,6 +272,26 @@ pub fn teardown(root: &Path, netns: &Path, opts: &Options) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_backend_says_how_to_install_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = binaries_in(&[dir.path().to_path_buf()]).unwrap_err();
+        let u = crate::error::find_user_error(&e).unwrap();
+        assert!(
+            u.message.contains("netavark, which is not installed"),
+            "{}",
+            u.message
+        );
+        let hint = u.hint.as_deref().unwrap();
+        assert!(
+            hint.contains("apt-get install netavark aardvark-dns")
+                && hint.contains("--network none")
+        );
+        std::fs::write(dir.path().join("netavark"), "").unwrap();
+        let e = binaries_in(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(format!("{e:#}").contains("aardvark-dns"), "{e:#}");
+    }
 
     #[test]
     fn the_options_are_netavarks_json() {

@@ -404,6 +404,30 @@ pub fn bindings(store: &Store, id: &str) -> Vec<Binding> {
     state(store, id).map(|s| s.ports).unwrap_or_default()
 }
 
+/// Bytes received and sent by the network namespace of process `pid`, over its interfaces
+/// other than loopback (`/proc/<pid>/net/dev`: the reader's view is the process's namespace).
+pub fn net_io(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    let mut total = (0u64, 0u64);
+    for line in text.lines().skip(2) {
+        let Some((iface, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if iface.trim() == "lo" {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if f.len() >= 9 {
+            total.0 += f[0];
+            total.1 += f[8];
+        }
+    }
+    Some(total)
+}
+
 /// `<root>/netns`, where the namespace files live.
 pub fn netns_dir(root: &Path) -> PathBuf {
     root.join("netns")
