@@ -82,6 +82,7 @@ pub fn observe(store: &Store) -> Result<Observed> {
         containers,
         volumes,
         image_configs: BTreeMap::new(),
+        pulled: BTreeMap::new(),
     })
 }
 

@@ -181,4 +181,9 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX repo_digests_by_image ON repo_digests(image_id);
     "#,
+    // 6: the registry digest a generation's image was pulled by (`repo@sha256:…`), so a
+    // rollback can pull exactly those bytes again.
+    r#"
+    ALTER TABLE generations ADD COLUMN image_digest TEXT;
+    "#,
 ];
