@@ -401,11 +401,15 @@ fn push_sends_only_missing_blobs_and_is_reproducible() {
         digest.as_str(),
         "skopeo sees it"
     );
+    let uploads = "\"POST /v2/team/app/blobs/uploads/";
+    let sent = reg.requests(uploads);
+    assert!(sent >= 1, "the access log counts uploads");
     let again = ok(&env, &["push", "app:1", &dest]);
     assert!(
         again.contains("Layer already exists") && !again.contains(": Pushed"),
         "{again}"
     );
+    assert_eq!(reg.requests(uploads), sent, "the second push sends no blob");
     assert!(again.ends_with(&format!("digest: {digest}\n")), "{again}");
     // Another store importing the same tarball pushes the same digest.
     let other = Env::new();
@@ -692,4 +696,58 @@ fn bad_image_refs_in_manifests_are_positioned_errors() {
         &["validate", "-f", dir.join("ok.toml").to_str().unwrap()],
     );
     assert!(!env.root.join("layers").exists() || entries(&env.root.join("layers")).is_empty());
+}
+
+#[test]
+fn push_mounts_pulled_blobs_and_sends_a_regenerated_one_once() {
+    require_root!();
+    let env = Env::new();
+    let reg = Registry::plain(&env);
+    reg.push(&layout_ref("multi"), "team/multi:1", false);
+    let original = reg.inspect("team/multi:1", false)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let src = format!("{}/team/multi:1", reg.host());
+    ok(&env, &["pull", "-q", &src]);
+    // Another repository of the same registry: every layer is mounted, none sent, and the
+    // image keeps its manifest (the same digest).
+    let out = ok(
+        &env,
+        &["push", &src, &format!("{}/other/multi:1", reg.host())],
+    );
+    let mounted = out.matches(": Mounted from 127.0.0.1").count();
+    assert_eq!(mounted, 4, "{out}");
+    assert!(!out.contains(": Pushed"), "{out}");
+    assert!(out.ends_with(&format!("digest: {original}\n")), "{out}");
+    // The layers' mounts and the config's.
+    assert_eq!(
+        reg.requests("\"POST /v2/other/multi/blobs/uploads/?mount="),
+        5
+    );
+    assert_eq!(
+        reg.requests("\"PATCH /v2/other/multi/blobs/uploads/"),
+        0,
+        "no blob bytes sent"
+    );
+    // Another registry: the layers are made from their directories and sent once; the
+    // second push HEADs the blobs made the first time and sends nothing.
+    let other = Registry::plain(&env);
+    let dest = format!("{}/team/multi:1", other.host());
+    let first = ok(&env, &["push", &src, &dest]);
+    assert_eq!(first.matches(": Pushed").count(), 4, "{first}");
+    let uploads = "\"POST /v2/team/multi/blobs/uploads/";
+    let sent = other.requests(uploads);
+    let again = ok(&env, &["push", &src, &dest]);
+    assert_eq!(again.matches("Layer already exists").count(), 4, "{again}");
+    assert_eq!(other.requests(uploads), sent, "nothing sent again");
+    assert_eq!(
+        first.lines().last(),
+        again.lines().last(),
+        "the same digest on a second push"
+    );
+    // What was sent pulls back and runs in another store.
+    let third = Env::new();
+    ok(&third, &["pull", &dest]);
+    assert_eq!(ok(&third, &["run", "--rm", &dest]), "hi\n");
 }

@@ -308,6 +308,8 @@ pub struct Hashes {
     pub source_digest: String,
     pub tar_size: u64,
     pub compression: Compression,
+    /// Bytes as read (the compressed blob's size).
+    pub source_size: u64,
 }
 
 /// Counts and hashes the bytes that pass through it, advancing a progress bar.
@@ -315,11 +317,13 @@ struct Tee<R> {
     inner: R,
     hasher: Option<Sha256>,
     progress: Option<ProgressBar>,
+    count: u64,
 }
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.count += n as u64;
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
         }
@@ -360,6 +364,7 @@ fn read_and_hash(
         // A plain tar's source digest is its diff id: hash once.
         hasher: (compression != Compression::None).then(Sha256::new),
         progress,
+        count: 0,
     };
     let mut pump = Pump {
         tx: Some(tx),
@@ -388,12 +393,13 @@ fn read_and_hash(
         }
     };
     let diff_id = hex::encode(pump.hash.finalize());
-    let source_digest = match raw_tee {
-        None => diff_id.clone(),
+    let (source_digest, source_size) = match raw_tee {
+        None => (diff_id.clone(), pump.size),
         Some(mut tee) => {
             io::copy(&mut tee, &mut io::sink())
                 .map_err(|e| read_error("cannot read the input", e))?;
-            hex::encode(tee.hasher.take().unwrap_or_default().finalize())
+            let d = hex::encode(tee.hasher.take().unwrap_or_default().finalize());
+            (d, tee.count)
         }
     };
     Ok(Hashes {
@@ -401,6 +407,7 @@ fn read_and_hash(
         source_digest,
         tar_size: pump.size,
         compression,
+        source_size,
     })
 }
 

@@ -242,6 +242,9 @@ pub struct Assembly<'a> {
     pub parallel: usize,
     /// Progress bars, one per layer downloaded (the caller decides whether to show them).
     pub progress: Option<indicatif::MultiProgress>,
+    /// The repository the blobs come from (`host/name`: a pull), recorded for push's
+    /// cross-repository mounts.
+    pub blob_repo: Option<String>,
 }
 
 type Opener<'a> = dyn Fn(usize, &LayerSource) -> Result<Box<dyn Read + Send>> + Sync + 'a;
@@ -378,6 +381,18 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
         dirs.push(dir);
     }
 
+    // The blobs read and verified, as push will know them.
+    let blobs: Vec<super::LayerBlob> = staged
+        .values()
+        .map(|l| super::LayerBlob {
+            diff_id: l.hashes.diff_id.clone(),
+            digest: format!("sha256:{}", l.hashes.source_digest),
+            size: l.hashes.source_size,
+            media_type: super::layer_media_type(l.hashes.compression).to_string(),
+            tar_digest: l.hashes.diff_id.clone(),
+            repo: a.blob_repo.clone(),
+        })
+        .collect();
     let mut layers = Vec::with_capacity(hexes.len());
     for (i, h) in hexes.iter().enumerate() {
         layers.push(match staged.remove(&i) {
@@ -406,7 +421,7 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
             }
         });
     }
-    super::commit_image(
+    let committed = super::commit_image(
         store,
         NewImage {
             config: a.config,
@@ -417,7 +432,12 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
             source_digest: None,
             repo_digest: a.repo_digest,
         },
-    )
+    )?;
+    // After the image: a crash in between only costs a push its shortcut.
+    if let Err(e) = super::record_blobs(store, &blobs) {
+        tracing::warn!("cannot record the blobs of {}: {e:#}", a.what);
+    }
+    Ok(committed)
 }
 
 /// Reads, verifies and unpacks layer `i` into `staging`.

@@ -461,6 +461,7 @@ pub fn pull(store: &Store, input: &str, opts: &PullOptions) -> Result<Pulled> {
             repo_digest: Some((name.clone(), digest.clone(), bytes.clone())),
             parallel: opts.parallel,
             progress: opts.progress.clone(),
+            blob_repo: Some(name.clone()),
         },
         &|i, _| {
             let (d, size) = &digests[i];

@@ -78,7 +78,7 @@ impl Registry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
             dir.join("storage").display()
         );
         std::fs::write(dir.join("config.yml"), config).unwrap();
@@ -114,6 +114,16 @@ impl Registry {
             head.starts_with(b"HTTP/1.").then_some(())
         });
         child
+    }
+
+    /// How many requests of the registry's access log contain `pattern` (e.g.
+    /// `"POST /v2/team/app/blobs/uploads/`).
+    pub fn requests(&self, pattern: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(pattern))
+            .count()
     }
 
     /// Stops the registry (by its pid) and waits until its port refuses connections: what
