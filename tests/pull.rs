@@ -751,3 +751,35 @@ fn push_mounts_pulled_blobs_and_sends_a_regenerated_one_once() {
     ok(&third, &["pull", &dest]);
     assert_eq!(ok(&third, &["run", "--rm", &dest]), "hi\n");
 }
+
+#[test]
+fn pulled_and_loaded_layers_are_bounded_by_the_import_limit() {
+    require_root!();
+    let env = Env::new();
+    let reg = Registry::plain(&env);
+    reg.push(&layout_ref("multi"), "team/multi:1", false);
+    let name = format!("{}/team/multi:1", reg.host());
+    // The busybox layer's files are over 64 KiB.
+    fs::create_dir_all(&env.root).unwrap();
+    fs::write(
+        env.root.join("config.toml"),
+        "[import]\nmax_size = \"64KiB\"\n",
+    )
+    .unwrap();
+    let err = fails_clean(&env, &["pull", &name]);
+    assert!(
+        err.contains("import limit of 65536 bytes") && err.contains("max_size"),
+        "{err}"
+    );
+    let archive = image_fixtures().join("multi-docker.tar");
+    let err = fails_clean(&env, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(err.contains("import limit of 65536 bytes"), "{err}");
+    // Under a limit that fits, both work.
+    fs::write(
+        env.root.join("config.toml"),
+        "[import]\nmax_size = \"64MiB\"\n",
+    )
+    .unwrap();
+    ok(&env, &["pull", "-q", &name]);
+    ok(&env, &["load", "-i", archive.to_str().unwrap()]);
+}

@@ -233,8 +233,9 @@ pub enum StageMode {
     Import { max_size: u64 },
     /// An image archive to read (`wharf load`).
     Archive,
-    /// A layer of a stack: whiteouts in overlay's form.
-    Layer,
+    /// A layer of a stack: whiteouts in overlay's form; its files hold at most `max_size`
+    /// bytes (pull and load: `[import] max_size`).
+    Layer { max_size: u64 },
 }
 
 /// [`stage_layer`] into a staging dir made beforehand (the store is not touched: layers are
@@ -258,7 +259,7 @@ pub fn stage_into(
             .context("cannot start the import reader thread")?
     };
     let unpacked = match mode {
-        StageMode::Layer => unpack_layer(ChannelReader::new(rx), &layer),
+        StageMode::Layer { max_size } => unpack_layer(ChannelReader::new(rx), &layer, max_size),
         StageMode::Import { max_size } => {
             unpack_base(ChannelReader::new(rx), &layer, true, max_size).map(|s| (s, Vec::new()))
         }

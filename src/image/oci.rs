@@ -304,6 +304,8 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
             }
         }
     }
+    // Each layer is bounded as an import is: `[import] max_size`.
+    let max_size = crate::policy::import_max_size(store.root())?;
     let mut stagings = Vec::with_capacity(todo.len());
     for _ in &todo {
         stagings.push(Some(store.staging("layer")?));
@@ -330,7 +332,7 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
                         .ok()
                         .and_then(|mut v| v.get_mut(k).and_then(Option::take));
                     let r = match staging {
-                        Some(st) => fetch_layer(&a, i, &hexes[i], st, open),
+                        Some(st) => fetch_layer(&a, i, &hexes[i], st, max_size, open),
                         None => Err(anyhow::anyhow!("internal: layer {i} staged twice")),
                     };
                     if r.is_err() {
@@ -446,6 +448,7 @@ fn fetch_layer(
     i: usize,
     diff_hex: &str,
     staging: crate::store::Staging,
+    max_size: u64,
     open: &Opener<'_>,
 ) -> Result<StagedLayer> {
     let src = &a.layers[i];
@@ -475,8 +478,13 @@ fn fetch_layer(
         pb
     });
     let reader = open(i, src).with_context(|| format!("cannot read {what}"))?;
-    let staged = stage_into(staging, reader, pb.clone(), super::import::StageMode::Layer)
-        .with_context(|| what.clone())?;
+    let staged = stage_into(
+        staging,
+        reader,
+        pb.clone(),
+        super::import::StageMode::Layer { max_size },
+    )
+    .with_context(|| what.clone())?;
     if let Some(pb) = &pb {
         pb.finish();
     }
