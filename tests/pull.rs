@@ -607,6 +607,21 @@ fn apply_pulls_a_ref_once_and_pull_moves_it_to_a_new_digest() {
         ),
         first
     );
+    // Back to the new one, the first image removed: a rollback to it pulls the digest
+    // its generation recorded.
+    reg.restart();
+    ok(&env, &["rollback", "web"]);
+    ok(&env, &["rmi", &first]);
+    assert!(run(&env, &["image", "inspect", &first]).status.code() != Some(0));
+    ok(&env, &["rollback", "web", "--to", "1"]);
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            container_image(&env, "web").trim_start_matches("sha256:")
+        ),
+        first,
+        "pulled again by the recorded digest"
+    );
     assert!(entries(&env.root.join("tmp")).is_empty());
 }
 
