@@ -101,12 +101,12 @@ pub fn push(store: &Store, src: &str, dest: Option<&str>, tls_verify: bool) -> R
     };
 
     let staging = store.staging("push")?;
-    let mut chosen: Vec<(LayerBlob, Sent, Option<std::path::PathBuf>)> = Vec::new();
-    for (i, (diff_id, dir)) in diff_ids.iter().zip(&dirs).enumerate() {
-        let mut found = None;
+    let mut found: Vec<Option<(LayerBlob, Sent)>> = Vec::with_capacity(dirs.len());
+    for diff_id in &diff_ids {
+        let mut hit = None;
         for b in super::layer_blobs(store, diff_id)? {
             if exists(&b.digest)? {
-                found = Some((b, Sent::Exists));
+                hit = Some((b, Sent::Exists));
                 break;
             }
             if let Some(from) = b
@@ -118,18 +118,35 @@ pub fn push(store: &Store, src: &str, dest: Option<&str>, tls_verify: bool) -> R
                     .is_ok()
             {
                 let repo = crate::reference::familiar(&from);
-                found = Some((b, Sent::Mounted(repo)));
+                hit = Some((b, Sent::Mounted(repo)));
                 break;
             }
         }
-        if let Some((b, how)) = found {
+        found.push(hit);
+    }
+    // The layers the registry has no blob of are made from their directories, side by
+    // side (compression is the cost).
+    let missing: Vec<usize> = (0..dirs.len()).filter(|&i| found[i].is_none()).collect();
+    let paths: Vec<std::path::PathBuf> = missing
+        .iter()
+        .map(|i| staging.path().join(format!("layer-{i}.tar.gz")))
+        .collect();
+    let made = side_by_side(missing.len(), 3, |k| {
+        export::layer_blob(&dirs[missing[k]], &paths[k])
+    });
+    let mut chosen: Vec<(LayerBlob, Sent, Option<std::path::PathBuf>)> = Vec::new();
+    let mut made = missing.iter().zip(paths).zip(made);
+    for (i, hit) in found.into_iter().enumerate() {
+        if let Some((b, how)) = hit {
             chosen.push((b, how, None));
             continue;
         }
-        let path = staging.path().join(format!("layer-{i}.tar.gz"));
-        let (hex, size, tar_hex) = export::layer_blob(dir, &path)?;
+        let Some(((_, path), res)) = made.next() else {
+            anyhow::bail!("internal: layer {i} was not made");
+        };
+        let (hex, size, tar_hex) = res?;
         let b = LayerBlob {
-            diff_id: diff_id.clone(),
+            diff_id: diff_ids[i].clone(),
             digest: format!("sha256:{hex}"),
             size,
             media_type: super::layer_media_type(super::import::Compression::Gzip).to_string(),
@@ -215,6 +232,42 @@ pub fn push(store: &Store, src: &str, dest: Option<&str>, tls_verify: bool) -> R
             .collect(),
         reference: dest,
     })
+}
+
+/// `f(0..n)` on up to `workers` threads; the results in order.
+fn side_by_side<T: Send>(
+    n: usize,
+    workers: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    let slots: Vec<std::sync::Mutex<Option<Result<T>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if k >= n {
+                        break;
+                    }
+                    let r = f(k);
+                    if let Ok(mut slot) = slots[k].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(anyhow::anyhow!("a layer worker panicked")))
+        })
+        .collect()
 }
 
 /// The manifest to push and its media type: the one the image was pulled or loaded with when
