@@ -14,8 +14,10 @@
 #   WHARF=path                       the wharf binary (default: cargo build --release)
 #
 # Every run starts from a fresh state root / target dir, after `sync`. Pushes go to a new
-# repository each run (the registry has none of its blobs). The registry is stopped by PID
-# on exit. Nothing talks to anything but 127.0.0.1.
+# repository each run: of the registry the image was pulled from (its blobs can be mounted
+# from there), and of a second registry that never saw the image (each layer must be sent;
+# wharf pushes from a fresh root each run, so it makes every blob again). The registries are
+# stopped by PID on exit. Nothing talks to anything but 127.0.0.1.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,8 +34,10 @@ need_tools docker-registry skopeo umoci tar zcat python3
 build_wharf
 
 REG_PID=""
+REG2_PID=""
 cleanup() {
     if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
+    if [ -n "$REG2_PID" ]; then kill "$REG2_PID" 2>/dev/null || true; wait "$REG2_PID" 2>/dev/null || true; fi
     for d in "$B"/run-*; do [ -d "$d" ] && rm -rf "$d"; done
 }
 trap cleanup EXIT
@@ -81,10 +85,14 @@ EOF
 fi
 data_mb=$(du -sm "$L/blobs" | cut -f1)
 
-# ------------------------------------------------------------------ the registry
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-rm -rf "$B/registry"; mkdir -p "$B/registry"
-cat >"$B/registry/config.yml" <<EOF
+# ------------------------------------------------------------------ the registries
+# start_registry NAME: a docker-registry on a free port with its storage under $B/NAME;
+# sets PORT and STARTED_PID.
+start_registry() {
+    local name=$1
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    rm -rf "$B/$name"; mkdir -p "$B/$name"
+    cat >"$B/$name/config.yml" <<EOF
 version: 0.1
 log:
   level: error
@@ -92,17 +100,19 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $B/registry/storage
+    rootdirectory: $B/$name/storage
 http:
-  addr: 127.0.0.1:$port
+  addr: 127.0.0.1:$PORT
 EOF
-docker-registry serve "$B/registry/config.yml" >"$RES/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
-H=127.0.0.1:$port
+    docker-registry serve "$B/$name/config.yml" >"$RES/$name.log" 2>&1 &
+    STARTED_PID=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+}
+start_registry registry; REG_PID=$STARTED_PID; H=127.0.0.1:$PORT
+start_registry registry2; REG2_PID=$STARTED_PID; H2=127.0.0.1:$PORT
 skopeo copy -q --dest-tls-verify=false "oci:$L:big" "docker://$H/bench/big:1"
 
 # ------------------------------------------------------------------ timing
@@ -124,7 +134,7 @@ timed() {
     MEDIAN[$name]=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
 }
 
-export B H WHARF
+export B H H2 WHARF
 timed "wharf pull" 'rm -rf "$B/run-wharf"' \
     '"$WHARF" --root "$B/run-wharf" pull -q "$H/bench/big:1"'
 timed "skopeo copy" 'rm -rf "$B/run-skopeo"' \
@@ -150,12 +160,17 @@ timed "wharf push" ':' \
     '"$WHARF" --root "$B/run-push" push -q "$H/bench/big:1" "$H/bench/wharf-push-$RUN:1"'
 timed "skopeo copy (push)" ':' \
     'skopeo copy -q --dest-tls-verify=false "oci:$B/layout:big" "docker://$H/bench/skopeo-push-$RUN:1"'
+timed "wharf push (new registry)" 'rm -rf "$B/run-push2"; "$WHARF" --root "$B/run-push2" pull -q "$H/bench/big:1"' \
+    '"$WHARF" --root "$B/run-push2" push -q "$H/bench/big:1" "$H2/bench/wharf-push-$RUN:1"'
+timed "skopeo copy (push, new registry)" ':' \
+    'skopeo copy -q --dest-tls-verify=false "oci:$B/layout:big" "docker://$H2/bench/skopeo-push-$RUN:1"'
 
 # ------------------------------------------------------------------ results
 echo
 echo "image: 6 layers, ${data_mb} MB of compressed blobs; median of $RUNS runs"
-for k in "wharf pull" "skopeo copy" "skopeo copy + tar -x" "podman pull" "wharf push" "skopeo copy (push)"; do
-    [ -n "${MEDIAN[$k]:-}" ] && printf '%-24s %8s ms\n' "$k" "${MEDIAN[$k]}"
+for k in "wharf pull" "skopeo copy" "skopeo copy + tar -x" "podman pull" "wharf push" "skopeo copy (push)" \
+    "wharf push (new registry)" "skopeo copy (push, new registry)"; do
+    [ -n "${MEDIAN[$k]:-}" ] && printf '%-34s %8s ms\n' "$k" "${MEDIAN[$k]}"
 done
 if [ -n "${MEDIAN[wharf pull]:-}" ] && [ -n "${MEDIAN[skopeo copy + tar -x]:-}" ]; then
     python3 -c "import sys; print(f'wharf pull / (skopeo copy + tar -x) = {int(sys.argv[1])/int(sys.argv[2]):.2f}')" \

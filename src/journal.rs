@@ -191,6 +191,8 @@ pub struct Generation {
     pub error: Option<String>,
     /// When a later generation replaced it (None: current, or the container is gone).
     pub superseded_at: Option<i64>,
+    /// The registry manifest its image was pulled by (`repo@sha256:…`), for a pulled image.
+    pub image_digest: Option<String>,
 }
 
 impl Generation {
@@ -216,10 +218,12 @@ pub struct NewGeneration<'a> {
     pub rollback_of: Option<i64>,
     pub outcome: GenerationOutcome,
     pub error: Option<&'a str>,
+    /// `repo@sha256:…` of a pulled image.
+    pub image_digest: Option<&'a str>,
 }
 
 const GEN_COLS: &str = "id, project, name, seq, container_id, image_id, image_ref, spec, spec_hash, \
-     apply_id, git_commit, git_dirty, cause, rollback_of, created_at, outcome, error, superseded_at";
+     apply_id, git_commit, git_dirty, cause, rollback_of, created_at, outcome, error, superseded_at, image_digest";
 
 fn gen_from_row(r: &Row<'_>) -> rusqlite::Result<Generation> {
     let spec: String = r.get(7)?;
@@ -242,6 +246,7 @@ fn gen_from_row(r: &Row<'_>) -> rusqlite::Result<Generation> {
         outcome: r.get(15)?,
         error: r.get(16)?,
         superseded_at: r.get(17)?,
+        image_digest: r.get(18)?,
     })
 }
 
@@ -262,8 +267,9 @@ pub fn record_generation(store: &Store, g: &NewGeneration<'_>) -> Result<i64> {
     )?;
     tx.execute(
         "INSERT INTO generations (project, name, seq, container_id, image_id, image_ref, spec, \
-         spec_hash, apply_id, git_commit, git_dirty, cause, rollback_of, created_at, outcome, error) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         spec_hash, apply_id, git_commit, git_dirty, cause, rollback_of, created_at, outcome, error, \
+         image_digest) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             g.project,
             g.name,
@@ -281,6 +287,7 @@ pub fn record_generation(store: &Store, g: &NewGeneration<'_>) -> Result<i64> {
             now,
             g.outcome,
             g.error,
+            g.image_digest,
         ],
     )?;
     tx.commit()?;
@@ -469,6 +476,7 @@ mod tests {
             outcome: outcome.parse().expect("an outcome"),
             error: None,
             superseded_at: None,
+            image_digest: None,
         }
     }
 

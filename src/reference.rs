@@ -108,6 +108,27 @@ impl fmt::Display for Reference {
     }
 }
 
+/// A reference to an image in a registry, parsed with docker's normalisation (`alpine` →
+/// `docker.io/library/alpine:latest`): what `wharf pull` and a manifest's `ref` take.
+pub fn registry_ref(input: &str) -> Result<oci_client::Reference, UserError> {
+    input.parse().map_err(|e| {
+        user(format!("invalid reference format {input:?}: {e}"))
+            .hint("write [host[:port]/]name[:tag] or name@sha256:<digest>, e.g. alpine:3.20")
+    })
+}
+
+/// docker's familiar name of a registry repository, the name wharf tags a pulled image with:
+/// `docker.io/library/alpine` → `alpine`, `docker.io/me/app` → `me/app`; other registries
+/// keep their host (`127.0.0.1:5000/team/app`).
+pub fn familiar(r: &oci_client::Reference) -> String {
+    let repo = r.repository();
+    if r.registry() == "docker.io" {
+        repo.strip_prefix("library/").unwrap_or(repo).to_string()
+    } else {
+        format!("{}/{repo}", r.registry())
+    }
+}
+
 fn bad(input: &str, why: &str) -> UserError {
     user(format!("invalid reference format {input:?}: {why}"))
         .hint("write name[:tag] (lowercase, e.g. app:1.0), name@sha256:<digest>, or an image id")

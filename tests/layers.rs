@@ -356,6 +356,49 @@ fn an_image_config_gives_volumes_healthcheck_user_and_entrypoint() {
     env.ok(&["rm", "-v", "cfg-c", "cfg-d"]);
 }
 
+#[test]
+fn image_labels_are_the_containers_unless_it_sets_its_own() {
+    require_root!();
+    let env = Env::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("labelled");
+    oci_layout_with(
+        &dir,
+        &[fs::read(busybox_tar()).unwrap()],
+        serde_json::json!({
+            "Cmd": ["/bin/true"],
+            "Labels": {"org.example.team": "web", "tier": "image", "wharf.project": "spoof"},
+        }),
+    );
+    let id = loaded_ids(&load(&env, &dir)).pop().unwrap();
+    env.ok(&["create", "--name", "lab-a", "--label", "tier=mine", &id]);
+    env.ok(&["create", "--name", "lab-b", &id]);
+    let a = common::inspect(&env, "lab-a");
+    assert_eq!(a["Labels"]["org.example.team"], "web", "{a}");
+    assert_eq!(a["Labels"]["tier"], "mine", "the container's own wins: {a}");
+    assert!(
+        a["Labels"].get("wharf.project").is_none(),
+        "wharf's own: {a}"
+    );
+    let b = common::inspect(&env, "lab-b");
+    assert_eq!(b["Labels"]["tier"], "image", "{b}");
+    let ps = |filter: &str| {
+        let rows = common::json(&env.ok(&["--format", "json", "ps", "-a", "--filter", filter]));
+        let mut names: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Names"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(ps("label=org.example.team=web"), ["lab-a", "lab-b"]);
+    assert_eq!(ps("label=tier=image"), ["lab-b"]);
+    assert_eq!(ps("label=tier=mine"), ["lab-a"]);
+    env.ok(&["rm", "lab-a", "lab-b"]);
+}
+
 fn skopeo_inspect(target: &str) -> serde_json::Value {
     let out = std::process::Command::new("skopeo")
         .args(["inspect", target])

@@ -128,16 +128,6 @@ fn make_stale(env: &Env, name: &str) {
 }
 
 /// The bytes of the store's database files.
-fn db_bytes(env: &Env) -> Vec<(String, Vec<u8>)> {
-    ["wharf.db", "wharf.db-wal"]
-        .iter()
-        .map(|f| {
-            let p = env.root.join(f);
-            (f.to_string(), fs::read(&p).unwrap_or_default())
-        })
-        .collect()
-}
-
 #[test]
 fn reads_change_nothing_and_show_a_stale_run_as_exited() {
     require_root!();
@@ -155,7 +145,7 @@ fn reads_change_nothing_and_show_a_stale_run_as_exited() {
     make_stale(&env, "stale");
     // A read that checkpoints the WAL, so that what follows starts from settled files.
     env.ok(&["images"]);
-    let before = db_bytes(&env);
+    let before = env.db_bytes();
 
     let ps = env.ok(&["ps", "-a"]);
     assert!(
@@ -179,7 +169,7 @@ fn reads_change_nothing_and_show_a_stale_run_as_exited() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     assert_eq!(
-        db_bytes(&env),
+        env.db_bytes(),
         before,
         "ps, inspect, history, diff and apply --dry-run wrote to the database"
     );

@@ -82,7 +82,7 @@ fn examples_load() {
             .0,
         64 << 20
     );
-    assert!(Path::new(&web.images["web"].source.0).is_absolute());
+    assert!(Path::new(&web.images["web"].source.as_ref().unwrap().0).is_absolute());
 
     let shop = load(&m.join("shop")).unwrap();
     assert_eq!(shop.project, "shop");
@@ -132,6 +132,7 @@ fn a_version_bump_plans_import_and_recreate() {
         volumes: vec![],
         image_configs: Default::default(),
         networks: Default::default(),
+        pulled: Default::default(),
     };
     assert_eq!(
         plan(&v1, &observed).to_string(),

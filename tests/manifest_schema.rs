@@ -159,9 +159,33 @@ fn the_schema_rejects_what_the_loader_rejects() {
            image = "app:1"
            volumes = ["data"]"#,
         r#"bogus = 1"#,
+        r#"[images.web]
+           tag = "web:1""#,
+        r#"[images.web]
+           source = "web.tar""#,
+        r#"[images.web]
+           source = "web.tar"
+           tag = "web:1"
+           ref = "127.0.0.1:5000/team/web:1""#,
     ] {
         let value: toml::Value = toml::from_str(bad).unwrap();
         let json = serde_json::to_value(&value).unwrap();
         assert!(!validator.is_valid(&json), "schema accepted:\n{bad}");
     }
+    for good in [
+        r#"[images.web]
+           ref = "127.0.0.1:5000/team/web:1.4""#,
+        r#"[images.web]
+           ref = "127.0.0.1:5000/team/web:1.4"
+           tag = "web:1.4""#,
+        r#"[images.web]
+           source = "web.tar"
+           tag = "web:1""#,
+    ] {
+        let value: toml::Value = toml::from_str(good).unwrap();
+        let json = serde_json::to_value(&value).unwrap();
+        assert!(validator.is_valid(&json), "schema refused:\n{good}");
+    }
+    let img = &schema["definitions"]["ImageSection"]["properties"];
+    assert!(img["ref"].to_string().contains("RegistryRef"), "{img}");
 }

@@ -401,11 +401,15 @@ fn push_sends_only_missing_blobs_and_is_reproducible() {
         digest.as_str(),
         "skopeo sees it"
     );
+    let uploads = "\"POST /v2/team/app/blobs/uploads/";
+    let sent = reg.requests(uploads);
+    assert!(sent >= 1, "the access log counts uploads");
     let again = ok(&env, &["push", "app:1", &dest]);
     assert!(
         again.contains("Layer already exists") && !again.contains(": Pushed"),
         "{again}"
     );
+    assert_eq!(reg.requests(uploads), sent, "the second push sends no blob");
     assert!(again.ends_with(&format!("digest: {digest}\n")), "{again}");
     // Another store importing the same tarball pushes the same digest.
     let other = Env::new();
@@ -463,4 +467,334 @@ fn push_to_a_registry_with_auth_needs_a_login() {
     assert!(login(&env, &reg.host(), "alice", "s3cret").status.success());
     ok(&env, &["push", "app:1", &dest]);
     assert!(reg.inspect("team/app:1", false)["Digest"].is_string());
+}
+
+/// A manifest pulling `reference` as `web:1.4`, for a container `web` that keeps running.
+fn pull_manifest(env: &Env, reference: &str, image: &str) -> PathBuf {
+    let dir = env.dir.path().join("m");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pulled.toml");
+    fs::write(
+        &path,
+        format!(
+            "[images.web]\nref = \"{reference}\"\ntag = \"web:1.4\"\n\n\
+             [containers.web]\nimage = \"{image}\"\ncommand = {}\n",
+            common::SLEEPER
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn container_image(env: &Env, name: &str) -> String {
+    let out = ok(env, &["inspect", name]);
+    let v = common::json(&out);
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["Image"].as_str().unwrap_or_default().to_string()
+}
+
+fn short_digest(d: &str) -> String {
+    format!("sha256:{}…", &d.trim_start_matches("sha256:")[..12])
+}
+
+#[test]
+fn apply_pulls_a_ref_once_and_pull_moves_it_to_a_new_digest() {
+    require_root!();
+    let env = Env::new();
+    let _c = common::Cleanup::new(&env, &["web"]);
+    let mut reg = Registry::plain(&env);
+    reg.push(&layout_ref("multi"), "team/web:1.4", false);
+    let old = reg.inspect("team/web:1.4", false)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reference = format!("{}/team/web:1.4", reg.host());
+    let m = pull_manifest(&env, &reference, "web:1.4");
+    let m = m.to_str().unwrap();
+
+    // Reads first: they pull nothing and write nothing.
+    ok(&env, &["images"]);
+    let before = env.db_bytes();
+    let out = ok(&env, &["apply", "--dry-run", "-f", m]);
+    assert!(
+        out.contains(&format!("+ pull web:1.4 from {reference}")),
+        "{out}"
+    );
+    assert_eq!(
+        code(&run(&env, &["diff", "-f", m])),
+        2,
+        "diff sees a change"
+    );
+    assert_eq!(env.db_bytes(), before, "--dry-run and diff write nothing");
+    assert!(
+        entries(&env.root.join("layers")).is_empty(),
+        "nothing pulled"
+    );
+
+    let out = ok(&env, &["apply", "-f", m]);
+    assert!(out.contains("+ pull web:1.4"), "{out}");
+    let first = layout_image_id("multi");
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            container_image(&env, "web").trim_start_matches("sha256:")
+        ),
+        first
+    );
+    // The generation records the digest the tag had.
+    let gens = common::json(&ok(
+        &env,
+        &["--format", "json", "history", "--generations", "web"],
+    ));
+    assert!(
+        gens.to_string().contains(&format!("team/web@{old}")),
+        "the generation keeps the pulled digest: {gens}"
+    );
+
+    // Re-applying needs no registry: the tag was resolved once.
+    reg.stop();
+    let out = ok(&env, &["apply", "-f", m]);
+    assert!(out.contains("No changes"), "{out}");
+
+    // A new image under the same tag: only --pull sees it.
+    reg.restart();
+    reg.push(&layout_ref("deep"), "team/web:1.4", false);
+    let new = reg.inspect("team/web:1.4", false)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(old, new);
+    let out = ok(&env, &["apply", "-f", m]);
+    assert!(
+        out.contains("No changes"),
+        "without --pull the digest stands: {out}"
+    );
+    ok(&env, &["images"]);
+    let before = env.db_bytes();
+    let line = format!(
+        "image web:1.4 {} → {}",
+        short_digest(&old),
+        short_digest(&new)
+    );
+    let out = ok(&env, &["apply", "--dry-run", "--pull", "-f", m]);
+    assert!(
+        out.contains("~ recreate web") && out.contains(&line),
+        "{out}"
+    );
+    assert_eq!(env.db_bytes(), before, "--dry-run --pull only asks");
+    let out = ok(&env, &["apply", "--pull", "-f", m]);
+    assert!(
+        out.contains("~ recreate web") && out.contains(&line),
+        "{out}"
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            container_image(&env, "web").trim_start_matches("sha256:")
+        ),
+        layout_image_id("deep")
+    );
+    let out = ok(&env, &["apply", "--pull", "-f", m]);
+    assert!(out.contains("No changes"), "the same digest again: {out}");
+
+    // Rollback returns to the bytes the first generation ran, with no registry.
+    reg.stop();
+    ok(&env, &["rollback", "web"]);
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            container_image(&env, "web").trim_start_matches("sha256:")
+        ),
+        first
+    );
+    // Back to the new one, the first image removed: a rollback to it pulls the digest
+    // its generation recorded.
+    reg.restart();
+    ok(&env, &["rollback", "web"]);
+    ok(&env, &["rmi", &first]);
+    assert!(run(&env, &["image", "inspect", &first]).status.code() != Some(0));
+    ok(&env, &["rollback", "web", "--to", "1"]);
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            container_image(&env, "web").trim_start_matches("sha256:")
+        ),
+        first,
+        "pulled again by the recorded digest"
+    );
+    assert!(entries(&env.root.join("tmp")).is_empty());
+}
+
+#[test]
+fn a_digest_ref_is_never_asked_again() {
+    require_root!();
+    let env = Env::new();
+    let _c = common::Cleanup::new(&env, &["web"]);
+    let mut reg = Registry::plain(&env);
+    reg.push(&layout_ref("multi"), "team/pin:1", false);
+    let digest = reg.inspect("team/pin:1", false)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reference = format!("{}/team/pin@{digest}", reg.host());
+    // The container names the image by the ref itself.
+    let m = pull_manifest(&env, &reference, &reference);
+    let m = m.to_str().unwrap();
+    let out = ok(&env, &["apply", "-f", m]);
+    assert!(
+        out.contains(&format!("({})", short_digest(&digest))),
+        "{out}"
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            container_image(&env, "web").trim_start_matches("sha256:")
+        ),
+        layout_image_id("multi")
+    );
+    // The tag moves in the registry, and the registry goes away: --pull asks nothing.
+    reg.push(&layout_ref("deep"), "team/pin:1", false);
+    reg.stop();
+    let out = ok(&env, &["apply", "--pull", "-f", m]);
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(
+        ok(&env, &["images", "-q", "--no-trunc", "web:1.4"]).trim(),
+        layout_image_id("multi")
+    );
+}
+
+#[test]
+fn bad_image_refs_in_manifests_are_positioned_errors() {
+    require_root!();
+    let env = Env::new();
+    let dir = env.dir.path().join("m");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("root.tar"), b"").unwrap();
+    for (body, want) in [
+        (
+            "[images.web]\nref = \"Bad:Ref:x\"\n",
+            "not a valid image reference",
+        ),
+        (
+            "[images.web]\nref = \"127.0.0.1:5000/a:1\"\nsource = \"root.tar\"\ntag = \"a:1\"\n",
+            "both `source` and `ref`",
+        ),
+        (
+            "[images.web]\ntag = \"a:1\"\n",
+            "missing the required key `source`",
+        ),
+        (
+            "[images.web]\nref = \"127.0.0.1:5000/a:1\"\ncmd = [\"sh\"]\n",
+            "`cmd` is for a tarball image",
+        ),
+        (
+            "[images.web]\nsource = \"root.tar\"\n",
+            "required key `tag`",
+        ),
+    ] {
+        let path = dir.join("bad.toml");
+        fs::write(&path, body).unwrap();
+        let out = run(&env, &["validate", "-f", path.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{body}: {err}");
+        assert!(err.contains(want), "{body}: {err}");
+        assert!(err.contains("bad.toml:"), "file:line:col: {body}: {err}");
+    }
+    // A container may name the ref itself: validate knows the tag the pull gives.
+    fs::write(
+        dir.join("ok.toml"),
+        "[images.web]\nref = \"127.0.0.1:5000/team/web:1.4\"\n\n[containers.web]\nimage = \"127.0.0.1:5000/team/web:1.4\"\n",
+    )
+    .unwrap();
+    ok(
+        &env,
+        &["validate", "-f", dir.join("ok.toml").to_str().unwrap()],
+    );
+    assert!(!env.root.join("layers").exists() || entries(&env.root.join("layers")).is_empty());
+}
+
+#[test]
+fn push_mounts_pulled_blobs_and_sends_a_regenerated_one_once() {
+    require_root!();
+    let env = Env::new();
+    let reg = Registry::plain(&env);
+    reg.push(&layout_ref("multi"), "team/multi:1", false);
+    let original = reg.inspect("team/multi:1", false)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let src = format!("{}/team/multi:1", reg.host());
+    ok(&env, &["pull", "-q", &src]);
+    // Another repository of the same registry: every layer is mounted, none sent, and the
+    // image keeps its manifest (the same digest).
+    let out = ok(
+        &env,
+        &["push", &src, &format!("{}/other/multi:1", reg.host())],
+    );
+    let mounted = out.matches(": Mounted from 127.0.0.1").count();
+    assert_eq!(mounted, 4, "{out}");
+    assert!(!out.contains(": Pushed"), "{out}");
+    assert!(out.ends_with(&format!("digest: {original}\n")), "{out}");
+    // The layers' mounts and the config's.
+    assert_eq!(
+        reg.requests("\"POST /v2/other/multi/blobs/uploads/?mount="),
+        5
+    );
+    assert_eq!(
+        reg.requests("\"PATCH /v2/other/multi/blobs/uploads/"),
+        0,
+        "no blob bytes sent"
+    );
+    // Another registry: the layers are made from their directories and sent once; the
+    // second push HEADs the blobs made the first time and sends nothing.
+    let other = Registry::plain(&env);
+    let dest = format!("{}/team/multi:1", other.host());
+    let first = ok(&env, &["push", &src, &dest]);
+    assert_eq!(first.matches(": Pushed").count(), 4, "{first}");
+    let uploads = "\"POST /v2/team/multi/blobs/uploads/";
+    let sent = other.requests(uploads);
+    let again = ok(&env, &["push", &src, &dest]);
+    assert_eq!(again.matches("Layer already exists").count(), 4, "{again}");
+    assert_eq!(other.requests(uploads), sent, "nothing sent again");
+    assert_eq!(
+        first.lines().last(),
+        again.lines().last(),
+        "the same digest on a second push"
+    );
+    // What was sent pulls back and runs in another store.
+    let third = Env::new();
+    ok(&third, &["pull", &dest]);
+    assert_eq!(ok(&third, &["run", "--rm", &dest]), "hi\n");
+}
+
+#[test]
+fn pulled_and_loaded_layers_are_bounded_by_the_import_limit() {
+    require_root!();
+    let env = Env::new();
+    let reg = Registry::plain(&env);
+    reg.push(&layout_ref("multi"), "team/multi:1", false);
+    let name = format!("{}/team/multi:1", reg.host());
+    // The busybox layer's files are over 64 KiB.
+    fs::create_dir_all(&env.root).unwrap();
+    fs::write(
+        env.root.join("config.toml"),
+        "[import]\nmax_size = \"64KiB\"\n",
+    )
+    .unwrap();
+    let err = fails_clean(&env, &["pull", &name]);
+    assert!(
+        err.contains("import limit of 65536 bytes") && err.contains("max_size"),
+        "{err}"
+    );
+    let archive = image_fixtures().join("multi-docker.tar");
+    let err = fails_clean(&env, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(err.contains("import limit of 65536 bytes"), "{err}");
+    // Under a limit that fits, both work.
+    fs::write(
+        env.root.join("config.toml"),
+        "[import]\nmax_size = \"64MiB\"\n",
+    )
+    .unwrap();
+    ok(&env, &["pull", "-q", &name]);
+    ok(&env, &["load", "-i", archive.to_str().unwrap()]);
 }

@@ -97,6 +97,10 @@ pub struct ApplyArgs {
     /// Print no progress bar
     #[arg(short, long)]
     pub quiet: bool,
+    /// Ask the registries again for the images `ref` tags name; a changed digest is pulled
+    /// and recreates the containers that use it (with --dry-run: only asks)
+    #[arg(long)]
+    pub pull: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,7 +258,7 @@ fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
             continue;
         };
         if a.dry_run {
-            let p = execute::plan_only(&store, &m)?;
+            let p = execute::plan_only_with(&store, &m, a.pull)?;
             if ctx.json() {
                 print_json(&json!({ "project": p.project, "plan": p }))?;
             } else {
@@ -267,6 +271,7 @@ fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
         }
         let opts = ApplyOptions {
             stop_timeout: a.stop.timeout(),
+            pull: a.pull,
             ..ApplyOptions::default()
         };
         let applied = execute::apply(&store, &m, &opts, |p| {

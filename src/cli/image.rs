@@ -251,17 +251,25 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             if ctx.json() {
                 print_json(&serde_json::json!({
                     "Reference": p.reference, "Digest": p.digest,
-                    "Layers": p.layers.iter().map(|(d, sent)| serde_json::json!({"Digest": d, "Pushed": sent})).collect::<Vec<_>>(),
+                    "Layers": p.layers.iter().map(|(d, sent)| serde_json::json!({
+                        "Digest": d,
+                        "Pushed": *sent == image::push::Sent::Pushed,
+                        "MountedFrom": match sent { image::push::Sent::Mounted(r) => Some(r), _ => None },
+                    })).collect::<Vec<_>>(),
                 }))?;
             } else if a.quiet {
                 println!("{}", p.digest);
             } else {
                 for (d, sent) in &p.layers {
                     let hex = d.strip_prefix("sha256:").unwrap_or(d);
-                    if *sent {
-                        println!("{}: Pushed", short(hex));
-                    } else {
-                        println!("{}: Layer already exists", short(hex));
+                    match sent {
+                        image::push::Sent::Pushed => println!("{}: Pushed", short(hex)),
+                        image::push::Sent::Exists => {
+                            println!("{}: Layer already exists", short(hex))
+                        }
+                        image::push::Sent::Mounted(r) => {
+                            println!("{}: Mounted from {r}", short(hex))
+                        }
                     }
                 }
                 println!("{}: digest: {}", p.reference, p.digest);

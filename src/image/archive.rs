@@ -213,6 +213,7 @@ fn docker_archive(store: &Store, root: &Root, opts: &LoadOptions) -> Result<Vec<
                 repo_digest: None,
                 parallel: 3,
                 progress: opts.progress.clone(),
+                blob_repo: None,
             },
             &|i, _| Ok(Box::new(root.must_open(&paths[i])?) as Box<dyn Read + Send>),
         )?;
@@ -283,6 +284,7 @@ fn oci_layout(store: &Store, root: &Root, opts: &LoadOptions) -> Result<Vec<Load
                 repo_digest: None,
                 parallel: 3,
                 progress: opts.progress.clone(),
+                blob_repo: None,
             },
             &|_, l| {
                 let digest = l.blob_digest.as_deref().unwrap_or_default();

@@ -86,7 +86,8 @@ pub fn commit(
         staging,
         Box::new(std::fs::File::from(rd)),
         None,
-        StageMode::Layer,
+        // The container's own files, already on this disk.
+        StageMode::Layer { max_size: u64::MAX },
     );
     let written = writer
         .join()

@@ -84,23 +84,8 @@ pub fn export(store: &Store, id: &str) -> Result<Exported> {
             size: w.size,
         });
     }
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&original).context("the image config is not valid JSON")?;
-    let new_ids: Vec<String> = layers
-        .iter()
-        .map(|l| format!("sha256:{}", l.diff_id))
-        .collect();
-    let same = cfg["rootfs"]["diff_ids"].as_array().is_some_and(|a| {
-        a.iter()
-            .map(|v| v.as_str().unwrap_or(""))
-            .eq(new_ids.iter().map(String::as_str))
-    });
-    let config = if same {
-        original
-    } else {
-        cfg["rootfs"]["diff_ids"] = serde_json::json!(new_ids);
-        serde_json::to_vec(&cfg)?
-    };
+    let new_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let config = with_diff_ids(original, &new_ids)?;
     let new_id = hex::encode(Sha256::digest(&config));
     let tags = super::info(store, id)?.tags;
     Ok(Exported {
@@ -110,6 +95,51 @@ pub fn export(store: &Store, id: &str) -> Result<Exported> {
         layers,
         tags,
     })
+}
+
+/// The config `original` with these diff ids (sha256 hex, bottom first): unchanged bytes
+/// when they are its own, else its JSON with `rootfs.diff_ids` replaced.
+pub fn with_diff_ids(original: Vec<u8>, ids: &[&str]) -> Result<Vec<u8>> {
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&original).context("the image config is not valid JSON")?;
+    let new_ids: Vec<String> = ids.iter().map(|d| format!("sha256:{d}")).collect();
+    let same = cfg["rootfs"]["diff_ids"].as_array().is_some_and(|a| {
+        a.iter()
+            .map(|v| v.as_str().unwrap_or(""))
+            .eq(new_ids.iter().map(String::as_str))
+    });
+    if same {
+        return Ok(original);
+    }
+    cfg["rootfs"]["diff_ids"] = serde_json::json!(new_ids);
+    Ok(serde_json::to_vec(&cfg)?)
+}
+
+/// A layer blob made from its directory in one pass: the deterministic tar, gzip'd (level 1)
+/// with a fixed header (no name, mtime 0), into `out`. Returns (sha256 hex of the blob, its size,
+/// sha256 hex of the tar): the same directory always gives the same blob.
+pub fn layer_blob(dir: &Path, out: &Path) -> Result<(String, u64, String)> {
+    let f = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let blob = Hashing {
+        inner: BufWriter::with_capacity(256 * 1024, f),
+        hash: Sha256::new(),
+        size: 0,
+    };
+    // Level 1: push's cost is compression (level 6 is ~3x slower here for ~10% less).
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(blob, flate2::Compression::fast());
+    let mut tar = Hashing {
+        inner: gz,
+        hash: Sha256::new(),
+        size: 0,
+    };
+    layer_tar(dir, &mut tar)
+        .with_context(|| format!("cannot write the layer {}", dir.display()))?;
+    let tar_hex = hex::encode(tar.hash.finalize());
+    let mut blob = tar.inner.finish()?;
+    blob.flush()?;
+    Ok((hex::encode(blob.hash.finalize()), blob.size, tar_hex))
 }
 
 /// Writes the layer directory `dir` as a tar stream, deterministically.

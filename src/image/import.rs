@@ -233,8 +233,9 @@ pub enum StageMode {
     Import { max_size: u64 },
     /// An image archive to read (`wharf load`).
     Archive,
-    /// A layer of a stack: whiteouts in overlay's form.
-    Layer,
+    /// A layer of a stack: whiteouts in overlay's form; its files hold at most `max_size`
+    /// bytes (pull and load: `[import] max_size`).
+    Layer { max_size: u64 },
 }
 
 /// [`stage_layer`] into a staging dir made beforehand (the store is not touched: layers are
@@ -258,7 +259,7 @@ pub fn stage_into(
             .context("cannot start the import reader thread")?
     };
     let unpacked = match mode {
-        StageMode::Layer => unpack_layer(ChannelReader::new(rx), &layer),
+        StageMode::Layer { max_size } => unpack_layer(ChannelReader::new(rx), &layer, max_size),
         StageMode::Import { max_size } => {
             unpack_base(ChannelReader::new(rx), &layer, true, max_size).map(|s| (s, Vec::new()))
         }
@@ -308,6 +309,8 @@ pub struct Hashes {
     pub source_digest: String,
     pub tar_size: u64,
     pub compression: Compression,
+    /// Bytes as read (the compressed blob's size).
+    pub source_size: u64,
 }
 
 /// Counts and hashes the bytes that pass through it, advancing a progress bar.
@@ -315,11 +318,13 @@ struct Tee<R> {
     inner: R,
     hasher: Option<Sha256>,
     progress: Option<ProgressBar>,
+    count: u64,
 }
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.count += n as u64;
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
         }
@@ -360,6 +365,7 @@ fn read_and_hash(
         // A plain tar's source digest is its diff id: hash once.
         hasher: (compression != Compression::None).then(Sha256::new),
         progress,
+        count: 0,
     };
     let mut pump = Pump {
         tx: Some(tx),
@@ -388,12 +394,13 @@ fn read_and_hash(
         }
     };
     let diff_id = hex::encode(pump.hash.finalize());
-    let source_digest = match raw_tee {
-        None => diff_id.clone(),
+    let (source_digest, source_size) = match raw_tee {
+        None => (diff_id.clone(), pump.size),
         Some(mut tee) => {
             io::copy(&mut tee, &mut io::sink())
                 .map_err(|e| read_error("cannot read the input", e))?;
-            hex::encode(tee.hasher.take().unwrap_or_default().finalize())
+            let d = hex::encode(tee.hasher.take().unwrap_or_default().finalize());
+            (d, tee.count)
         }
     };
     Ok(Hashes {
@@ -401,6 +408,7 @@ fn read_and_hash(
         source_digest,
         tar_size: pump.size,
         compression,
+        source_size,
     })
 }
 

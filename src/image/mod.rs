@@ -495,6 +495,67 @@ pub fn gc_layers(store: &Store) -> Result<Vec<String>> {
     Ok(unused)
 }
 
+/// A compressed blob a layer is known by (`layer_blobs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub diff_id: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// sha256 hex of the tar it decompresses to: the diff id for the blob a layer was pulled
+    /// or loaded as; a push's regenerated tar otherwise.
+    pub tar_digest: String,
+    /// A repository known to hold it (`host/name`), for cross-repository mounts.
+    pub repo: Option<String>,
+}
+
+/// The OCI layer media type of a blob of this compression.
+pub fn layer_media_type(c: import::Compression) -> &'static str {
+    match c {
+        import::Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        import::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        import::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+    }
+}
+
+/// Records blobs of layers the store holds (one known already keeps its row; a repository
+/// given replaces the one recorded).
+pub fn record_blobs(store: &Store, blobs: &[LayerBlob]) -> Result<()> {
+    let tx = store.db().unchecked_transaction()?;
+    let now = now_ns();
+    for b in blobs {
+        tx.execute(
+            "INSERT INTO layer_blobs (diff_id, digest, size, media_type, tar_digest, repo, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (diff_id, digest) DO UPDATE SET repo = COALESCE(excluded.repo, repo)",
+            params![b.diff_id, b.digest, b.size as i64, b.media_type, b.tar_digest, b.repo, now],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The blobs a layer is known by: the original (its tar is the layer's) first, then the
+/// newest.
+pub fn layer_blobs(store: &Store, diff_id: &str) -> Result<Vec<LayerBlob>> {
+    let mut stmt = store.db().prepare_cached(
+        "SELECT digest, size, media_type, tar_digest, repo FROM layer_blobs WHERE diff_id = ?1 \
+         ORDER BY tar_digest = diff_id DESC, created_at DESC",
+    )?;
+    let rows = stmt.query_map([diff_id], |r| {
+        Ok(LayerBlob {
+            diff_id: diff_id.to_string(),
+            digest: r.get(0)?,
+            size: r.get::<_, i64>(1)? as u64,
+            media_type: r.get(2)?,
+            tar_digest: r.get(3)?,
+            repo: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// The 12-digit short form of an id.
 pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]

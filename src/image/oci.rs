@@ -242,6 +242,9 @@ pub struct Assembly<'a> {
     pub parallel: usize,
     /// Progress bars, one per layer downloaded (the caller decides whether to show them).
     pub progress: Option<indicatif::MultiProgress>,
+    /// The repository the blobs come from (`host/name`: a pull), recorded for push's
+    /// cross-repository mounts.
+    pub blob_repo: Option<String>,
 }
 
 type Opener<'a> = dyn Fn(usize, &LayerSource) -> Result<Box<dyn Read + Send>> + Sync + 'a;
@@ -301,6 +304,8 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
             }
         }
     }
+    // Each layer is bounded as an import is: `[import] max_size`.
+    let max_size = crate::policy::import_max_size(store.root())?;
     let mut stagings = Vec::with_capacity(todo.len());
     for _ in &todo {
         stagings.push(Some(store.staging("layer")?));
@@ -327,7 +332,7 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
                         .ok()
                         .and_then(|mut v| v.get_mut(k).and_then(Option::take));
                     let r = match staging {
-                        Some(st) => fetch_layer(&a, i, &hexes[i], st, open),
+                        Some(st) => fetch_layer(&a, i, &hexes[i], st, max_size, open),
                         None => Err(anyhow::anyhow!("internal: layer {i} staged twice")),
                     };
                     if r.is_err() {
@@ -378,6 +383,18 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
         dirs.push(dir);
     }
 
+    // The blobs read and verified, as push will know them.
+    let blobs: Vec<super::LayerBlob> = staged
+        .values()
+        .map(|l| super::LayerBlob {
+            diff_id: l.hashes.diff_id.clone(),
+            digest: format!("sha256:{}", l.hashes.source_digest),
+            size: l.hashes.source_size,
+            media_type: super::layer_media_type(l.hashes.compression).to_string(),
+            tar_digest: l.hashes.diff_id.clone(),
+            repo: a.blob_repo.clone(),
+        })
+        .collect();
     let mut layers = Vec::with_capacity(hexes.len());
     for (i, h) in hexes.iter().enumerate() {
         layers.push(match staged.remove(&i) {
@@ -406,7 +423,7 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
             }
         });
     }
-    super::commit_image(
+    let committed = super::commit_image(
         store,
         NewImage {
             config: a.config,
@@ -417,7 +434,12 @@ pub fn assemble(store: &Store, a: Assembly<'_>, open: &Opener<'_>) -> Result<Com
             source_digest: None,
             repo_digest: a.repo_digest,
         },
-    )
+    )?;
+    // After the image: a crash in between only costs a push its shortcut.
+    if let Err(e) = super::record_blobs(store, &blobs) {
+        tracing::warn!("cannot record the blobs of {}: {e:#}", a.what);
+    }
+    Ok(committed)
 }
 
 /// Reads, verifies and unpacks layer `i` into `staging`.
@@ -426,6 +448,7 @@ fn fetch_layer(
     i: usize,
     diff_hex: &str,
     staging: crate::store::Staging,
+    max_size: u64,
     open: &Opener<'_>,
 ) -> Result<StagedLayer> {
     let src = &a.layers[i];
@@ -455,8 +478,13 @@ fn fetch_layer(
         pb
     });
     let reader = open(i, src).with_context(|| format!("cannot read {what}"))?;
-    let staged = stage_into(staging, reader, pb.clone(), super::import::StageMode::Layer)
-        .with_context(|| what.clone())?;
+    let staged = stage_into(
+        staging,
+        reader,
+        pb.clone(),
+        super::import::StageMode::Layer { max_size },
+    )
+    .with_context(|| what.clone())?;
     if let Some(pb) = &pb {
         pb.finish();
     }

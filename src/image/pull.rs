@@ -65,28 +65,15 @@ pub struct Target {
 
 impl Target {
     pub fn parse(input: &str) -> Result<Target> {
-        let oci: OciRef = input.parse().map_err(|e| {
-            anyhow::Error::new(
-                user(format!("invalid reference format {input:?}: {e}")).hint(
-                    "write [host[:port]/]name[:tag] or name@sha256:<digest>, e.g. alpine:3.20",
-                ),
-            )
-        })?;
         Ok(Target {
-            oci,
+            oci: crate::reference::registry_ref(input)?,
             input: input.to_string(),
         })
     }
 
-    /// docker's familiar name: `docker.io/library/alpine` → `alpine`,
-    /// `docker.io/me/app` → `me/app`; other registries keep their host.
+    /// docker's familiar name (`crate::reference::familiar`).
     pub fn familiar(&self) -> String {
-        let repo = self.oci.repository();
-        if self.oci.registry() == "docker.io" {
-            repo.strip_prefix("library/").unwrap_or(repo).to_string()
-        } else {
-            format!("{}/{repo}", self.oci.registry())
-        }
+        crate::reference::familiar(&self.oci)
     }
 
     /// The registry host[:port] as written in credentials (`docker.io` for Docker Hub).
@@ -370,6 +357,13 @@ impl Read for BlobReader {
     }
 }
 
+/// The manifest digest a registry has for `input` now (one manifest GET; nothing is
+/// stored): what `apply --pull` compares with the digest an image was pulled by.
+pub fn resolve_digest(input: &str) -> Result<String> {
+    let s = Session::new(Target::parse(input)?, true)?;
+    Ok(s.manifest(&s.target.oci)?.1)
+}
+
 /// `wharf pull REF`.
 pub fn pull(store: &Store, input: &str, opts: &PullOptions) -> Result<Pulled> {
     let target = Target::parse(input)?;
@@ -467,6 +461,7 @@ pub fn pull(store: &Store, input: &str, opts: &PullOptions) -> Result<Pulled> {
             repo_digest: Some((name.clone(), digest.clone(), bytes.clone())),
             parallel: opts.parallel,
             progress: opts.progress.clone(),
+            blob_repo: Some(name.clone()),
         },
         &|i, _| {
             let (d, size) = &digests[i];

@@ -1,9 +1,22 @@
 //! `wharf push SRC [DEST]`: an image to a registry, layers first, then the config, then the
-//! manifest (OCI). Each layer is the deterministic tar of its directory (export.rs), gzip'd
-//! with a fixed header, so the same image always gives the same blobs and manifest digest;
-//! a blob the registry has is not sent.
+//! manifest.
+//!
+//! ```text
+//! each layer ─ the blobs it is known by (layer_blobs: the one it was pulled or loaded as,
+//!              the one an earlier push made), the original first:
+//!              HEAD in the destination ─ there? skip
+//!              └ known in another repository of the same registry? mount (POST ?mount=&from=)
+//!            ─ none: made from the layer directory in one pass (export::layer_blob: the
+//!              deterministic tar, gzip'd with a fixed header) and recorded, then sent
+//! config     ─ the image's own when every blob unpacks to its diff id, else with the
+//!              regenerated tars' diff ids
+//! manifest   ─ the bytes the image was pulled or loaded with when its blobs and config are
+//!              the ones sent, else a new OCI manifest
+//! ```
+//! A regenerated blob is recorded, so a second push HEADs it and sends nothing, and the
+//! same image always pushes the same manifest digest.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 
 use anyhow::{Context, Result};
 use oci_client::token_cache::RegistryOperation;
@@ -11,59 +24,37 @@ use sha2::{Digest, Sha256};
 
 use super::oci;
 use super::pull::{Session, Target};
+use super::{LayerBlob, export};
 use crate::error::user;
 use crate::reference::Reference;
 use crate::store::Store;
+
+/// What became of one layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Uploaded.
+    Pushed,
+    /// The registry had it.
+    Exists,
+    /// Mounted from another repository of the registry.
+    Mounted(String),
+}
 
 /// What a push did.
 #[derive(Debug, Clone)]
 pub struct Pushed {
     /// The manifest digest, `sha256:…`.
     pub digest: String,
-    /// Per layer: (blob digest, sent (false: the registry had it)).
-    pub layers: Vec<(String, bool)>,
+    /// Per layer: (blob digest, what was done).
+    pub layers: Vec<(String, Sent)>,
     pub reference: String,
 }
 
-struct Blob {
-    path: std::path::PathBuf,
-    digest: String,
-    size: u64,
-}
-
-/// gzip of a file into `out`, deterministic (no name, mtime 0), hashed.
-fn gzip_file(src: &std::path::Path, out: &std::path::Path) -> Result<(String, u64)> {
-    struct Hashing<W> {
-        inner: W,
-        hash: Sha256,
-        size: u64,
-    }
-    impl<W: Write> Write for Hashing<W> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.inner.write(buf)?;
-            self.hash.update(&buf[..n]);
-            self.size += n as u64;
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.inner.flush()
-        }
-    }
-    let f =
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let w = Hashing {
-        inner: BufWriter::with_capacity(256 * 1024, f),
-        hash: Sha256::new(),
-        size: 0,
-    };
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(w, flate2::Compression::default());
-    let mut input = std::fs::File::open(src)?;
-    std::io::copy(&mut input, &mut gz)?;
-    let mut w = gz.finish()?;
-    w.flush()?;
-    Ok((hex::encode(w.hash.finalize()), w.size))
+/// `repo` (`host/name`) as a reference in the destination's registry, if it is another
+/// repository of it.
+fn mount_source(dest: &Target, repo: &str) -> Option<oci_client::Reference> {
+    let r = crate::reference::registry_ref(repo).ok()?;
+    (r.registry() == dest.oci.registry() && r.repository() != dest.oci.repository()).then_some(r)
 }
 
 /// `wharf push SRC [DEST]`.
@@ -88,85 +79,243 @@ pub fn push(store: &Store, src: &str, dest: Option<&str>, tls_verify: bool) -> R
                 .into(),
         );
     }
-    let exported = super::export::export(store, &id)?;
-    let mut blobs = Vec::with_capacity(exported.layers.len());
-    for (i, l) in exported.layers.iter().enumerate() {
-        let path = exported.staging.path().join(format!("layer-{i}.tar.gz"));
-        let (hex, size) = gzip_file(&l.path, &path)?;
-        blobs.push(Blob {
-            path,
+    let config_path = store.blob_path(&id);
+    let original = std::fs::read(&config_path)
+        .with_context(|| format!("cannot read the image config {}", config_path.display()))?;
+    // layer_dirs is top first; a manifest lists layers bottom first.
+    let dirs: Vec<_> = super::layer_dirs(store, &id)?.into_iter().rev().collect();
+    let diff_ids: Vec<String> = dirs
+        .iter()
+        .map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect::<Option<_>>()
+        .context("a layer directory has no name")?;
+    let dest_repo = target.familiar();
+
+    let s = Session::new(target, tls_verify)?;
+    let r = s.target.oci.clone();
+    s.rt.block_on(s.client.auth(&r, &s.auth, RegistryOperation::Push))
+        .map_err(|e| s.explain("push", e))?;
+    let exists = |digest: &str| {
+        s.rt.block_on(s.client.blob_exists(&r, digest))
+            .map_err(|e| s.explain("push", e))
+    };
+
+    let staging = store.staging("push")?;
+    let mut found: Vec<Option<(LayerBlob, Sent)>> = Vec::with_capacity(dirs.len());
+    for diff_id in &diff_ids {
+        let mut hit = None;
+        for b in super::layer_blobs(store, diff_id)? {
+            if exists(&b.digest)? {
+                hit = Some((b, Sent::Exists));
+                break;
+            }
+            if let Some(from) = b
+                .repo
+                .as_deref()
+                .and_then(|repo| mount_source(&s.target, repo))
+                && s.rt
+                    .block_on(s.client.mount_blob(&r, &from, &b.digest))
+                    .is_ok()
+            {
+                let repo = crate::reference::familiar(&from);
+                hit = Some((b, Sent::Mounted(repo)));
+                break;
+            }
+        }
+        found.push(hit);
+    }
+    // The layers the registry has no blob of are made from their directories, side by
+    // side (compression is the cost).
+    let missing: Vec<usize> = (0..dirs.len()).filter(|&i| found[i].is_none()).collect();
+    let paths: Vec<std::path::PathBuf> = missing
+        .iter()
+        .map(|i| staging.path().join(format!("layer-{i}.tar.gz")))
+        .collect();
+    let made = side_by_side(missing.len(), 3, |k| {
+        export::layer_blob(&dirs[missing[k]], &paths[k])
+    });
+    let mut chosen: Vec<(LayerBlob, Sent, Option<std::path::PathBuf>)> = Vec::new();
+    let mut made = missing.iter().zip(paths).zip(made);
+    for (i, hit) in found.into_iter().enumerate() {
+        if let Some((b, how)) = hit {
+            chosen.push((b, how, None));
+            continue;
+        }
+        let Some(((_, path), res)) = made.next() else {
+            anyhow::bail!("internal: layer {i} was not made");
+        };
+        let (hex, size, tar_hex) = res?;
+        let b = LayerBlob {
+            diff_id: diff_ids[i].clone(),
             digest: format!("sha256:{hex}"),
             size,
-        });
+            media_type: super::layer_media_type(super::import::Compression::Gzip).to_string(),
+            tar_digest: tar_hex,
+            repo: None,
+        };
+        super::record_blobs(store, std::slice::from_ref(&b))?;
+        // Made before (an earlier push to another registry): the registry may have it.
+        if exists(&b.digest)? {
+            chosen.push((b, Sent::Exists, None));
+        } else {
+            chosen.push((b, Sent::Pushed, Some(path)));
+        }
     }
-    let config_digest = format!("sha256:{}", exported.id);
+
+    let tars: Vec<&str> = chosen.iter().map(|(b, ..)| b.tar_digest.as_str()).collect();
+    let config = export::with_diff_ids(original, &tars)?;
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+    let (manifest, media_type) = manifest_for(store, &id, &config, &config_digest, &chosen)?;
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+
+    for (b, _, path) in &chosen {
+        let Some(path) = path else { continue };
+        let mut f = std::fs::File::open(path)?;
+        let stream = futures_util::stream::poll_fn(move |_| {
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf) {
+                Ok(0) => std::task::Poll::Ready(None),
+                Ok(n) => {
+                    buf.truncate(n);
+                    std::task::Poll::Ready(Some(Ok(bytes::Bytes::from(buf))))
+                }
+                Err(e) => std::task::Poll::Ready(Some(Err(
+                    oci_client::errors::OciDistributionError::IoError(e),
+                ))),
+            }
+        });
+        s.rt.block_on(
+            s.client
+                .push_blob_stream(&r, stream, &b.digest, Some(b.size)),
+        )
+        .map_err(|e| s.explain("push", e))?;
+    }
+    if !exists(&config_digest)? {
+        // The config of a pulled image is in the repository it came from.
+        let repos: Vec<String> = store
+            .db()
+            .prepare_cached("SELECT repo FROM repo_digests WHERE image_id = ?1")?
+            .query_map([&id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mounted = repos
+            .iter()
+            .filter_map(|repo| mount_source(&s.target, repo))
+            .any(|from| {
+                s.rt.block_on(s.client.mount_blob(&r, &from, &config_digest))
+                    .is_ok()
+            });
+        if !mounted {
+            s.rt.block_on(s.client.push_blob(&r, config, &config_digest))
+                .map_err(|e| s.explain("push", e))?;
+        }
+    }
+    let mt = http::HeaderValue::from_str(&media_type)
+        .unwrap_or_else(|_| http::HeaderValue::from_static(oci::OCI_MANIFEST));
+    s.rt.block_on(s.client.push_manifest_raw(&r, manifest, mt))
+        .map_err(|e| s.explain("push", e))?;
+    // The destination holds them all now: a later push to its registry can mount them.
+    let held: Vec<LayerBlob> = chosen
+        .iter()
+        .map(|(b, ..)| LayerBlob {
+            repo: Some(dest_repo.clone()),
+            ..b.clone()
+        })
+        .collect();
+    if let Err(e) = super::record_blobs(store, &held) {
+        tracing::warn!("cannot record where the blobs of {dest} are: {e:#}");
+    }
+    Ok(Pushed {
+        digest,
+        layers: chosen
+            .into_iter()
+            .map(|(b, how, _)| (b.digest, how))
+            .collect(),
+        reference: dest,
+    })
+}
+
+/// `f(0..n)` on up to `workers` threads; the results in order.
+fn side_by_side<T: Send>(
+    n: usize,
+    workers: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    let slots: Vec<std::sync::Mutex<Option<Result<T>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if k >= n {
+                        break;
+                    }
+                    let r = f(k);
+                    if let Ok(mut slot) = slots[k].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(anyhow::anyhow!("a layer worker panicked")))
+        })
+        .collect()
+}
+
+/// The manifest to push and its media type: the one the image was pulled or loaded with when
+/// it lists exactly these blobs and this config, else a new OCI manifest.
+fn manifest_for(
+    store: &Store,
+    id: &str,
+    config: &[u8],
+    config_digest: &str,
+    chosen: &[(LayerBlob, Sent, Option<std::path::PathBuf>)],
+) -> Result<(Vec<u8>, String)> {
+    let kept: Vec<Vec<u8>> = store
+        .db()
+        .prepare_cached("SELECT manifest FROM repo_digests WHERE image_id = ?1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for bytes in kept {
+        let Ok(m) = oci::parse_manifest(&bytes, "a kept manifest") else {
+            continue;
+        };
+        let same = m.config.as_ref().is_some_and(|c| c.digest == config_digest)
+            && m.layers.len() == chosen.len()
+            && m.layers
+                .iter()
+                .zip(chosen)
+                .all(|(l, (b, ..))| l.digest == b.digest && l.size == b.size);
+        if same && !m.is_index() {
+            let mt = if m.media_type.is_empty() {
+                oci::OCI_MANIFEST.to_string()
+            } else {
+                m.media_type.clone()
+            };
+            return Ok((bytes, mt));
+        }
+    }
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": oci::OCI_MANIFEST,
         "config": {
             "mediaType": "application/vnd.oci.image.config.v1+json",
             "digest": config_digest,
-            "size": exported.config.len(),
+            "size": config.len(),
         },
-        "layers": blobs.iter().map(|b| serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+        "layers": chosen.iter().map(|(b, ..)| serde_json::json!({
+            "mediaType": b.media_type,
             "digest": b.digest,
             "size": b.size,
         })).collect::<Vec<_>>(),
     }))?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
-
-    let s = Session::new(target, tls_verify)?;
-    let r = s.target.oci.clone();
-    s.rt.block_on(s.client.auth(&r, &s.auth, RegistryOperation::Push))
-        .map_err(|e| s.explain("push", e))?;
-    let mut layers = Vec::new();
-    for b in &blobs {
-        let have =
-            s.rt.block_on(s.client.blob_exists(&r, &b.digest))
-                .map_err(|e| s.explain("push", e))?;
-        if !have {
-            let mut f = std::fs::File::open(&b.path)?;
-            let stream = futures_util::stream::poll_fn(move |_| {
-                let mut buf = vec![0u8; 1 << 20];
-                match f.read(&mut buf) {
-                    Ok(0) => std::task::Poll::Ready(None),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        std::task::Poll::Ready(Some(Ok(bytes::Bytes::from(buf))))
-                    }
-                    Err(e) => std::task::Poll::Ready(Some(Err(
-                        oci_client::errors::OciDistributionError::IoError(e),
-                    ))),
-                }
-            });
-            s.rt.block_on(
-                s.client
-                    .push_blob_stream(&r, stream, &b.digest, Some(b.size)),
-            )
-            .map_err(|e| s.explain("push", e))?;
-        }
-        layers.push((b.digest.clone(), !have));
-    }
-    let have_config =
-        s.rt.block_on(s.client.blob_exists(&r, &config_digest))
-            .map_err(|e| s.explain("push", e))?;
-    if !have_config {
-        s.rt.block_on(
-            s.client
-                .push_blob(&r, exported.config.clone(), &config_digest),
-        )
-        .map_err(|e| s.explain("push", e))?;
-    }
-    s.rt.block_on(s.client.push_manifest_raw(
-        &r,
-        manifest,
-        http::HeaderValue::from_static(oci::OCI_MANIFEST),
-    ))
-    .map_err(|e| s.explain("push", e))?;
-    Ok(Pushed {
-        digest,
-        layers,
-        reference: dest,
-    })
+    Ok((manifest, oci::OCI_MANIFEST.to_string()))
 }

@@ -107,9 +107,15 @@ pub struct LowerLink {
 /// Unpacks one layer of an image into `dest` in overlay's form: `.wh.NAME` becomes a 0/0
 /// character device `NAME`, `.wh..wh..opq` the `trusted.overlay.opaque` xattr on its
 /// directory (set at the end, so its place in the tar does not matter). A hardlink to a file
-/// this layer lacks is returned, for [`link_from_lowers`].
-pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<(UnpackStats, Vec<LowerLink>)> {
+/// this layer lacks is returned, for [`link_from_lowers`]. The layer's files may hold at most
+/// `max_size` bytes, as [`unpack_base`] counts them.
+pub fn unpack_layer<R: Read>(
+    reader: R,
+    dest: &Path,
+    max_size: u64,
+) -> Result<(UnpackStats, Vec<LowerLink>)> {
     let mut u = Unpacker::new(dest)?;
+    u.max_size = max_size;
     u.layer = Some(LayerState::default());
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().context("cannot read the tar stream")?;

@@ -99,6 +99,16 @@ pub fn create(
     let id = random_hex(32);
     let mut cfg = spec::build(&id, &image_cfg.config, opts)?;
     resolve_network(store, &mut cfg).map_err(as_runtime)?;
+    // The image's Labels, under the container's own (docker merges them at create too);
+    // `wharf.*` labels are wharf's own, never an image's.
+    let mut labels: BTreeMap<String, String> = image_cfg
+        .config
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with("wharf."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.extend(meta.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let name = match name {
         Some(n) => {
             crate::names::validate(n).map_err(|e| anyhow::Error::new(e.code(exit::RUNTIME)))?;
@@ -115,7 +125,7 @@ pub fn create(
             image_ref: meta.image_ref.unwrap_or(image_ref),
             config: &cfg,
             owner: if meta.start { Owner::me() } else { None },
-            labels: &meta.labels,
+            labels: &labels,
             project: meta.project,
             spec_hash: meta.spec_hash,
             spec: meta.spec,

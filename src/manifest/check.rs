@@ -370,7 +370,7 @@ fn short_label(def: &str) -> &'static str {
         "Duration" => "not a valid duration",
         "RestartPolicy" => "not a restart policy",
         "VolumeSpec" => "not a valid volume",
-        "ImageRef" | "ImageTag" => "not a valid image reference",
+        "ImageRef" | "ImageTag" | "RegistryRef" => "not a valid image reference",
         "Name" | "ContainerName" | "VolumeName" => "not a valid name",
         "RelativeFile" => "file not found",
         "Capability" => "unknown capability",
@@ -528,6 +528,9 @@ fn semantic(ctx: &Ctx<'_>, def: &str, v: &DeValue<'_>) -> Result<(), ValueError>
             }),
         },
         "ImageRef" => Reference::parse(s).map(|_| ()).map_err(user_to_value),
+        "RegistryRef" => crate::reference::registry_ref(s)
+            .map(|_| ())
+            .map_err(user_to_value),
         "ImageTag" => Reference::parse_named(s)
             .map_err(user_to_value)
             .and_then(|r| match r {

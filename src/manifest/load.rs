@@ -23,7 +23,8 @@ pub struct Manifest {
     pub project: String,
     /// The files it was loaded from, in merge order.
     pub files: Vec<PathBuf>,
-    /// Images by section name; `source` is an absolute path.
+    /// Images by section name; `source` is an absolute path, `tag` is set (a `ref` image
+    /// without one gets the ref's own name).
     pub images: BTreeMap<String, ImageSection>,
     /// Containers by name. `env_file` is an absolute path and its variables are merged into
     /// `env` (the `env` table wins); bind-mount sources in `volumes` are absolute paths.
@@ -45,7 +46,11 @@ impl Manifest {
     /// `watch`). Sorted, without duplicates.
     pub fn watched_paths(&self) -> Vec<PathBuf> {
         let mut v: BTreeSet<PathBuf> = self.files.iter().cloned().collect();
-        v.extend(self.images.values().map(|i| PathBuf::from(&i.source.0)));
+        v.extend(
+            self.images
+                .values()
+                .filter_map(|i| i.source.as_ref().map(|s| PathBuf::from(&s.0))),
+        );
         v.extend(
             self.containers
                 .values()
@@ -544,7 +549,18 @@ fn image_tags(
             continue;
         };
         for (_, img) in images.iter() {
-            let Some(tag) = table(img).and_then(|t| get(t, "tag")) else {
+            let Some(t) = table(img) else { continue };
+            // A `ref` image is tagged with its own name too (as `wharf pull` tags it).
+            let pulled = get(t, "ref").and_then(|r| Some((r, r.get_ref().as_str()?)));
+            if let Some((span, s)) = pulled
+                && let Some(norm) = ref_tag(s)
+            {
+                tags.entry(norm).or_insert(Location {
+                    file: src.path.clone(),
+                    span: span.span(),
+                });
+            }
+            let Some(tag) = get(t, "tag") else {
                 continue;
             };
             let Some(s) = tag.get_ref().as_str() else {
@@ -576,7 +592,52 @@ fn image_tags(
     tags
 }
 
-/// Image sources: who may write them decides what runs.
+/// The local tag a registry reference gives its image: docker's familiar name with the tag
+/// (`127.0.0.1:5000/team/web:1.4`, `alpine:latest`), or `name@sha256:…` for a digest.
+pub fn ref_tag(s: &str) -> Option<String> {
+    let r = crate::reference::registry_ref(s).ok()?;
+    let name = crate::reference::familiar(&r);
+    let local = match r.digest() {
+        Some(d) => format!("{name}@{d}"),
+        None => format!("{name}:{}", r.tag().unwrap_or("latest")),
+    };
+    Reference::parse_named(&local).ok().map(|r| r.to_string())
+}
+
+/// An image section is one of: `source` + `tag`, or `ref` (+ `tag`); the config keys
+/// (`cmd`, `entrypoint`, `env`, `workdir`) describe a rootfs tarball only. (The schema's
+/// `oneOf` reports a missing `source`, `ref` or `tag`.)
+fn check_image_kind(
+    path: &Path,
+    name: &Spanned<std::borrow::Cow<'_, str>>,
+    t: &DeTable<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    let n = name.get_ref();
+    match (get(t, "source"), get(t, "ref")) {
+        (Some(_), Some(r)) => problems.push(
+            Problem::new(format!("[images.{n}] has both `source` and `ref`"))
+                .at(path, r.span())
+                .label("second image origin")
+                .hint(Some("an image is imported from a tarball (`source`) or pulled from a registry (`ref`): keep one")),
+        ),
+        (None, Some(_)) => {
+            for key in ["cmd", "entrypoint", "env", "workdir"] {
+                if let Some(k) = key_span(t, key) {
+                    problems.push(
+                        Problem::new(format!("[images.{n}]: `{key}` is for a tarball image, not a pulled one"))
+                            .at(path, k)
+                            .label("not with `ref`")
+                            .hint(Some("a pulled image keeps its own config; set `command`, `entrypoint`, `env` or `workdir` in the [containers] section instead")),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Image sections: one origin each; sources: who may write them decides what runs.
 fn check_image_sources(
     loaded: &[Source],
     docs: &[(usize, Spanned<DeTable<'_>>)],
@@ -588,8 +649,10 @@ fn check_image_sources(
         let Some(images) = get(doc.get_ref(), "images").and_then(table) else {
             continue;
         };
-        for (_, img) in images.iter() {
-            let Some(source) = table(img).and_then(|t| get(t, "source")) else {
+        for (name, img) in images.iter() {
+            let Some(t) = table(img) else { continue };
+            check_image_kind(&src.path, name, t, problems);
+            let Some(source) = get(t, "source") else {
                 continue;
             };
             let Some(s) = source.get_ref().as_str() else {
@@ -995,9 +1058,14 @@ fn merge(
     problems: &mut Vec<Problem>,
 ) {
     for (name, mut img) in file.images {
-        img.source.0 = resolve(&src.base, &img.source)
-            .to_string_lossy()
-            .into_owned();
+        if let Some(source) = &mut img.source {
+            source.0 = resolve(&src.base, source).to_string_lossy().into_owned();
+        }
+        if img.tag.is_none()
+            && let Some(t) = img.r#ref.as_deref().and_then(ref_tag)
+        {
+            img.tag = Some(super::values::ImageTag(t));
+        }
         m.defined_in
             .insert(format!("images.{name}"), src.path.clone());
         m.images.insert(name, img);

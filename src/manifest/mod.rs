@@ -27,7 +27,7 @@ pub mod types;
 pub mod values;
 
 pub use diag::{ManifestErrors, Problem};
-pub use load::{Host, Manifest, load, load_with};
+pub use load::{Host, Manifest, load, load_with, ref_tag};
 pub use trust::LoadOptions;
 pub use types::*;
 pub use values::*;

@@ -35,6 +35,16 @@ fn generate() -> Value {
             object_name_schema(NameKind::Container),
         );
         defs.insert("VolumeName".into(), object_name_schema(NameKind::Volume));
+        // An image comes from a tarball (with its tag) or from a registry, never both.
+        if let Some(img) = defs.get_mut("ImageSection").and_then(Value::as_object_mut) {
+            img.insert(
+                "oneOf".into(),
+                serde_json::json!([
+                    { "required": ["source", "tag"] },
+                    { "required": ["ref"] }
+                ]),
+            );
+        }
     }
     if let Some(obj) = v.as_object_mut() {
         obj.insert(

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::values::{
     AbsPath, ByteSize, CapabilityName, CpuSet, DeviceSpec, HumanDuration, ImageRef, ImageTag,
-    PortMapping, RelPath, RestartPolicy, SignalName, Subnet, SwapLimit, TmpfsSpec, VolumeSpec,
+    PortMapping, RegistryRef, RelPath, RestartPolicy, SignalName, Subnet, SwapLimit, TmpfsSpec,
+    VolumeSpec,
 };
 
 /// A wharf manifest: images to import, volumes, and containers that should exist, for one
@@ -24,7 +25,7 @@ pub struct ManifestFile {
     #[schemars(extend("pattern" = "^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"))]
     pub project: Option<String>,
 
-    /// Images imported from tarballs, by a name of your choosing.
+    /// Images imported from tarballs or pulled from registries, by a name of your choosing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("propertyNames" = { "$ref": "#/definitions/Name" }))]
     pub images: BTreeMap<String, ImageSection>,
@@ -67,15 +68,26 @@ pub struct NetworkSection {
     pub external: bool,
 }
 
-/// An image imported from a tarball of a root filesystem.
+/// An image: imported from a tarball of a root filesystem (`source`), or pulled from a
+/// registry (`ref`). Exactly one of the two.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSection {
     /// The tarball, relative to this manifest file: a plain, gzip or zstd tar of a root
     /// filesystem. It is imported once per content digest.
-    pub source: RelPath,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RelPath>,
+    /// The image in a registry, pulled by `apply` when the store lacks it:
+    /// "host[:port]/name:tag" (docker's names: "alpine" is docker.io/library/alpine:latest),
+    /// or "name@sha256:<digest>". A tag is resolved once and its digest recorded;
+    /// `apply --pull` resolves it again. A digest never changes.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub r#ref: Option<RegistryRef>,
     /// The reference the image is tagged with, e.g. "app:1.1". Containers name it in `image`.
-    pub tag: ImageTag,
+    /// Required with `source`; with `ref`, the image is also tagged with the ref's own name
+    /// (as `wharf pull` tags it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<ImageTag>,
     /// The default command of the image (OCI Cmd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,

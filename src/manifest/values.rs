@@ -540,6 +540,18 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// An image in a registry (`host[:port]/name:tag`, `name@sha256:...`).
+    RegistryRef,
+    "RegistryRef",
+    {
+        "description": "An image in a registry: [host[:port]/]name[:tag] with docker's normalisation (\"alpine\" is docker.io/library/alpine:latest), or name@sha256:<digest>.",
+        "type": "string",
+        "minLength": 1,
+        "examples": ["127.0.0.1:5000/team/web:1.4", "alpine@sha256:0000000000000000000000000000000000000000000000000000000000000000"]
+    }
+);
+
+string_newtype!(
     /// A path to a file, relative to the manifest file that names it.
     RelPath,
     "RelativeFile",

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
+use rusqlite::OptionalExtension;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,8 @@ pub struct ApplyOptions {
     pub progress: Option<ProgressBar>,
     /// How many containers start at once.
     pub parallel_starts: usize,
+    /// `--pull`: ask the registries for the digest of each tag a manifest pulls again.
+    pub pull: bool,
 }
 
 impl Default for ApplyOptions {
@@ -56,6 +59,7 @@ impl Default for ApplyOptions {
             stop_timeout: Duration::from_secs(10),
             progress: None,
             parallel_starts: 8,
+            pull: false,
         }
     }
 }
@@ -119,9 +123,57 @@ pub fn desired(store: &Store, m: &Manifest) -> Result<Desired> {
     Desired::from_manifest(m, |p| source_digest(store, p))
 }
 
+/// `--pull`: the digest each tag a manifest pulls has in its registry now (a manifest GET
+/// each; nothing is written). A `@sha256:` reference is never asked.
+pub fn resolve_pulls(d: &mut Desired) -> Result<()> {
+    for p in d.pulls.iter_mut().filter(|p| p.pinned.is_none()) {
+        p.resolved = Some(image::pull::resolve_digest(&p.reference)?);
+    }
+    Ok(())
+}
+
+/// The images the store holds for the desired pulls: by the pinned digest, else by the
+/// ref's own tag (with the digest it was pulled by).
+fn observe_pulls(store: &Store, d: &Desired, o: &mut super::Observed) -> Result<()> {
+    let db = store.db();
+    for p in &d.pulls {
+        let found = match &p.pinned {
+            Some(digest) => db
+                .prepare_cached(
+                    "SELECT r.image_id FROM repo_digests r JOIN images i ON i.id = r.image_id \
+                     WHERE r.repo = ?1 AND r.digest = ?2",
+                )?
+                .query_row(rusqlite::params![p.repo, digest], |r| r.get::<_, String>(0))
+                .optional()?
+                .map(|id| super::ObservedPull {
+                    image_id: id,
+                    digest: Some(digest.clone()),
+                }),
+            None => match p.tags.first().and_then(|t| o.tags.get(t)) {
+                None => None,
+                Some(id) => Some(super::ObservedPull {
+                    image_id: id.clone(),
+                    digest: db
+                        .prepare_cached(
+                            "SELECT digest FROM repo_digests WHERE repo = ?1 AND image_id = ?2 \
+                             ORDER BY created_at DESC LIMIT 1",
+                        )?
+                        .query_row(rusqlite::params![p.repo, id], |r| r.get(0))
+                        .optional()?,
+                }),
+            },
+        };
+        if let Some(f) = found {
+            o.pulled.insert(p.reference.clone(), f);
+        }
+    }
+    Ok(())
+}
+
 /// Observes the store, with the configs of the images the desired sources were imported as.
 fn observe_for(store: &Store, d: &Desired) -> Result<super::Observed> {
     let mut o = observe(store)?;
+    observe_pulls(store, d, &mut o)?;
     for img in &d.images {
         if let Some(id) = o.sources.get(&img.source_digest)
             && !o.image_configs.contains_key(id)
@@ -149,7 +201,16 @@ fn observe_for(store: &Store, d: &Desired) -> Result<super::Observed> {
 
 /// Plans without changing anything (`--dry-run`, `diff`).
 pub fn plan_only(store: &Store, m: &Manifest) -> Result<Plan> {
-    let d = desired(store, m)?;
+    plan_only_with(store, m, false)
+}
+
+/// [`plan_only`]; with `pull`, asks the registries what `apply --pull` would pull (reads
+/// only: no pull, no store write).
+pub fn plan_only_with(store: &Store, m: &Manifest, pull: bool) -> Result<Plan> {
+    let mut d = desired(store, m)?;
+    if pull {
+        resolve_pulls(&mut d)?;
+    }
     Ok(plan(&d, &observe_for(store, &d)?))
 }
 
@@ -225,7 +286,11 @@ pub fn apply(
     opts: &ApplyOptions,
     on_plan: impl FnOnce(&Plan) -> Option<ProgressBar>,
 ) -> Result<Applied> {
-    let d = desired(store, m)?;
+    let mut d = desired(store, m)?;
+    // The registries are asked before the lock too.
+    if opts.pull {
+        resolve_pulls(&mut d)?;
+    }
     // Hashing the manifests and asking git take their time: done before the lock, so a
     // concurrent apply or a monitor waits for none of it.
     let inputs = JournalInputs::of(m)?;
@@ -278,6 +343,7 @@ fn enforce_retention(
 ) -> Result<crate::retention::RetentionReport> {
     use crate::retention;
     let mut refs: Vec<String> = d.images.iter().map(|i| i.tag.clone()).collect();
+    refs.extend(d.pulls.iter().flat_map(|p| p.tags.iter().cloned()));
     refs.extend(d.containers.iter().map(|c| c.spec.image.clone()));
     refs.sort();
     refs.dedup();
@@ -430,6 +496,15 @@ fn record_generation(
             [container_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
+    // A pulled image: the manifest it was pulled by, for a rollback to pull it again.
+    let image_digest: Option<String> = store
+        .db()
+        .prepare_cached(
+            "SELECT repo || '@' || digest FROM repo_digests WHERE image_id = ?1 \
+             ORDER BY created_at DESC LIMIT 1",
+        )?
+        .query_row([&image_id], |r| r.get(0))
+        .optional()?;
     journal::record_generation(
         store,
         &journal::NewGeneration {
@@ -455,6 +530,7 @@ fn record_generation(
                 GenerationOutcome::Created
             },
             error: start.then_some("not started yet"),
+            image_digest: image_digest.as_deref(),
         },
     )
 }
@@ -567,7 +643,10 @@ fn execute_steps(
         if !released
             && !matches!(
                 a,
-                Action::CreateVolume { .. } | Action::Import { .. } | Action::Tag { .. }
+                Action::CreateVolume { .. }
+                    | Action::Import { .. }
+                    | Action::Pull { .. }
+                    | Action::Tag { .. }
             )
         {
             released = true;
@@ -609,6 +688,12 @@ fn execute_steps(
                 ..
             } => import_source(store, source, tag, config).map_err(|e| {
                 broken_images.insert(tag.clone(), format!("{e:#}"));
+                e
+            }),
+            Action::Pull { pull, tags, .. } => pull_image(store, pull, tags).map_err(|e| {
+                for t in tags {
+                    broken_images.insert(t.clone(), format!("{e:#}"));
+                }
                 e
             }),
             Action::Tag { tag, image_id, .. } => {
@@ -849,6 +934,26 @@ fn create_network(
     .map(|_| ())
 }
 
+/// Pulls `what` (`repo@sha256:…` when the plan knows the digest, else the reference) and
+/// tags it with each of `tags`.
+fn pull_image(store: &Store, what: &str, tags: &[String]) -> Result<()> {
+    let pulled = image::pull::pull(
+        store,
+        what,
+        &image::pull::PullOptions {
+            platform: image::oci::host_platform(),
+            tls_verify: true,
+            progress: None,
+            parallel: 3,
+        },
+    )?;
+    // `repo@sha256:…` is no tag: the pull recorded that digest.
+    for t in tags.iter().filter(|t| !t.contains('@')) {
+        image::tag(store, &pulled.id, t)?;
+    }
+    Ok(())
+}
+
 /// The run options of a spec.
 pub fn run_options(spec: &ContainerSpec) -> RunOptions {
     RunOptions {
@@ -1077,6 +1182,13 @@ pub fn rollback(
             ))
         })?;
     let image_ref = format!("sha256:{}", target.image_id);
+    // A pulled image removed since: the exact manifest it was pulled by, pulled again.
+    if image::resolve(store, &image_ref).is_err()
+        && let Some(by) = &target.image_digest
+        && let Err(e) = pull_image(store, by, &[])
+    {
+        tracing::warn!("cannot pull {by} again: {e:#}");
+    }
     if image::resolve(store, &image_ref).is_err() {
         return Err(user(format!(
             "the image of generation {} of {name} ({}, {}) is no longer in the store",

@@ -47,6 +47,25 @@ pub struct DesiredImage {
     pub config: ImageConfig,
 }
 
+/// An image the manifest wants from a registry (`[images.NAME] ref = "..."`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredPull {
+    /// The `[images.NAME]` section name.
+    pub name: String,
+    /// The reference as written (`127.0.0.1:5000/team/web:1.4`, `name@sha256:…`).
+    pub reference: String,
+    /// The repository as wharf records it (docker's familiar name).
+    pub repo: String,
+    /// The digest the reference names (`sha256:…`): such an image never changes.
+    pub pinned: Option<String>,
+    /// The normalized local tags it gets: the ref's own (`repo:tag`, or `repo@sha256:…`) and
+    /// the section's `tag`.
+    pub tags: Vec<String>,
+    /// The digest the registry has for the tag now (`apply --pull`, filled by the caller;
+    /// `None`: not asked, the digest recorded at the first pull stands).
+    pub resolved: Option<String>,
+}
+
 /// A volume the manifest wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredVolume {
@@ -84,6 +103,9 @@ pub struct Desired {
     pub containers: Vec<DesiredContainer>,
     #[serde(default)]
     pub networks: Vec<DesiredNetwork>,
+    /// Images pulled from registries.
+    #[serde(default)]
+    pub pulls: Vec<DesiredPull>,
 }
 
 impl Desired {
@@ -94,14 +116,23 @@ impl Desired {
         mut digest_of: impl FnMut(&Path) -> Result<String, E>,
     ) -> Result<Desired, E> {
         let mut images = Vec::new();
+        let mut pulls = Vec::new();
         for (name, img) in &m.images {
-            let source = PathBuf::from(&img.source.0);
+            let tag = img.tag.as_deref().map(normalize_ref);
+            if let Some(r) = &img.r#ref {
+                pulls.extend(DesiredPull::new(name, r, tag));
+                continue;
+            }
+            let (Some(source), Some(tag)) = (&img.source, tag) else {
+                continue; // the loader refuses such a section
+            };
+            let source = PathBuf::from(&source.0);
             let source_digest = digest_of(&source)?;
             images.push(DesiredImage {
                 name: name.clone(),
                 source,
                 source_digest,
-                tag: normalize_ref(&img.tag),
+                tag,
                 config: ImageConfig {
                     cmd: img.cmd.clone(),
                     entrypoint: img.entrypoint.clone(),
@@ -162,7 +193,34 @@ impl Desired {
             volumes,
             containers,
             networks,
+            pulls,
         })
+    }
+}
+
+impl DesiredPull {
+    /// The pull of a `ref` (validated by the loader; `None` if it does not parse).
+    fn new(name: &str, reference: &str, tag: Option<String>) -> Option<DesiredPull> {
+        let r = crate::reference::registry_ref(reference).ok()?;
+        let mut tags: Vec<String> = crate::manifest::ref_tag(reference).into_iter().collect();
+        tags.extend(tag);
+        tags.dedup();
+        Some(DesiredPull {
+            name: name.to_string(),
+            reference: reference.to_string(),
+            repo: crate::reference::familiar(&r),
+            pinned: r.digest().map(str::to_string),
+            tags,
+            resolved: None,
+        })
+    }
+
+    /// What to pull: the digest the plan settled on, else the reference as written.
+    pub fn what(&self, digest: Option<&str>) -> String {
+        match digest {
+            Some(d) => format!("{}@{d}", self.repo),
+            None => self.reference.clone(),
+        }
     }
 }
 
@@ -234,6 +292,17 @@ pub struct Observed {
     /// Every network: name → (owning project, subnet).
     #[serde(default)]
     pub networks: BTreeMap<String, (Option<String>, String)>,
+    /// The images desired pulls have in the store, by reference as written.
+    #[serde(default)]
+    pub pulled: BTreeMap<String, ObservedPull>,
+}
+
+/// A pulled image the store holds for a manifest's `ref`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedPull {
+    pub image_id: String,
+    /// The manifest digest it was pulled by (`sha256:…`), when recorded.
+    pub digest: Option<String>,
 }
 
 /// One step of a plan.
@@ -257,6 +326,20 @@ pub enum Action {
         digest: String,
         tag: String,
         config: ImageConfig,
+    },
+    /// Pull an image from a registry (the store lacks it, or `--pull` found a new digest),
+    /// and tag it.
+    Pull {
+        image: String,
+        /// The reference as written.
+        reference: String,
+        /// What is pulled: `repo@digest` when the digest is known, else the reference.
+        pull: String,
+        /// The digest it will have (`None`: resolved by the pull itself).
+        digest: Option<String>,
+        /// The digest the store has for it now, when it is replaced.
+        previous: Option<String>,
+        tags: Vec<String>,
     },
     /// Point a tag at an image the store has (the source was imported before).
     Tag {
@@ -435,6 +518,7 @@ impl Plan {
         for a in &self.actions {
             match a {
                 Action::Import { .. } => s.import += 1,
+                Action::Pull { .. } => s.pull += 1,
                 Action::Create { .. }
                 | Action::CreateVolume { .. }
                 | Action::CreateNetwork { .. } => s.create += 1,
@@ -457,10 +541,17 @@ pub struct Summary {
     pub remove: usize,
     /// Tags, starts and stops.
     pub other: usize,
+    pub pull: usize,
 }
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// `sha256:ab12…`: a digest as a plan shows it.
+fn short_digest(d: &str) -> String {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    format!("sha256:{}…", hex.get(..12).unwrap_or(hex))
 }
 
 /// Diffs desired against observed. Pure: no I/O, same input, same plan.
@@ -524,6 +615,48 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 }
                 tag_target.insert(&img.tag, Some(id));
             }
+        }
+    }
+
+    // Pulled images: a tag whose digest is to change gets (old digest, new digest).
+    let mut pull_change: BTreeMap<&str, (Option<&str>, Option<&str>)> = BTreeMap::new();
+    for want in &desired.pulls {
+        let have = observed.pulled.get(&want.reference);
+        let stale = match have {
+            None => true,
+            Some(h) => {
+                want.pinned.is_none() && want.resolved.is_some() && h.digest != want.resolved
+            }
+        };
+        if stale {
+            let digest = want.pinned.as_deref().or(want.resolved.as_deref());
+            let previous = have.and_then(|h| h.digest.as_deref());
+            p.actions.push(Action::Pull {
+                image: want.name.clone(),
+                reference: want.reference.clone(),
+                pull: want.what(digest),
+                digest: digest.map(str::to_string),
+                previous: previous.map(str::to_string),
+                tags: want.tags.clone(),
+            });
+            for t in &want.tags {
+                tag_target.insert(t, None);
+                pull_change.insert(t, (previous, digest));
+            }
+            continue;
+        }
+        let Some(h) = have else { continue };
+        for t in &want.tags {
+            let current = observed.tags.get(t);
+            // `repo@sha256:…` is no tag: the pull recorded that digest.
+            if current != Some(&h.image_id) && !t.contains('@') {
+                p.actions.push(Action::Tag {
+                    tag: t.clone(),
+                    image_id: h.image_id.clone(),
+                    previous: current.cloned(),
+                });
+            }
+            tag_target.insert(t, Some(&h.image_id));
         }
     }
 
@@ -596,7 +729,21 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 Some(t) => Some(*t),
                 None => observed.tags.get(&d.spec.image).map(|s| Some(s.as_str())),
             };
+            let change = pull_change.get(d.spec.image.as_str());
             match target {
+                Some(None) if change.is_some() => {
+                    let (old, new) = change.copied().unwrap_or_default();
+                    let old = match old {
+                        Some(o) => short_digest(o),
+                        None => format!("({})", short(&o.image_id)),
+                    };
+                    reasons.push(Reason {
+                        field: "image".into(),
+                        old: Some(format!("{} {old}", d.spec.image)),
+                        new: Some(new.map_or_else(|| "(new pull)".into(), short_digest)),
+                        show_values: true,
+                    });
+                }
                 Some(None) => reasons.push(Reason {
                     field: "image".into(),
                     old: Some(format!("{} ({})", d.spec.image, short(&o.image_id))),
@@ -668,6 +815,27 @@ impl fmt::Display for Action {
                 source.display(),
                 short(digest)
             ),
+            Action::Pull {
+                reference,
+                digest,
+                previous,
+                tags,
+                ..
+            } => {
+                let tag = tags.last().map_or(reference.as_str(), String::as_str);
+                match (previous, digest) {
+                    (Some(old), Some(new)) => write!(
+                        f,
+                        "~ pull {tag} from {reference}: {} → {}",
+                        short_digest(old),
+                        short_digest(new)
+                    ),
+                    (_, Some(new)) => {
+                        write!(f, "+ pull {tag} from {reference} ({})", short_digest(new))
+                    }
+                    (_, None) => write!(f, "+ pull {tag} from {reference}"),
+                }
+            }
             Action::Tag {
                 tag,
                 image_id,
@@ -722,9 +890,13 @@ impl fmt::Display for Plan {
             writeln!(f, "{a}")?;
         }
         let s = self.summary();
+        f.write_str("\nPlan: ")?;
+        if s.pull > 0 {
+            write!(f, "{} to pull, ", s.pull)?;
+        }
         write!(
             f,
-            "\nPlan: {} to import, {} to create, {} to recreate, {} to remove, {} to change otherwise.",
+            "{} to import, {} to create, {} to recreate, {} to remove, {} to change otherwise.",
             s.import, s.create, s.recreate, s.remove, s.other
         )
     }

@@ -87,6 +87,7 @@ pub fn observe(store: &Store) -> Result<Observed> {
         volumes,
         image_configs: BTreeMap::new(),
         networks,
+        pulled: BTreeMap::new(),
     })
 }
 

@@ -20,6 +20,7 @@ fn desired(containers: Vec<DesiredContainer>) -> Desired {
         volumes: vec![],
         containers,
         networks: vec![],
+        pulls: vec![],
     }
 }
 
@@ -48,6 +49,7 @@ fn observed(containers: Vec<ObservedContainer>) -> Observed {
         volumes: vec![],
         image_configs: BTreeMap::new(),
         networks: BTreeMap::new(),
+        pulled: BTreeMap::new(),
     }
 }
 
@@ -257,6 +259,7 @@ fn import_tag_and_volumes_come_first() {
         ],
         containers: vec![want("web", spec("new:1"))],
         networks: vec![],
+        pulls: vec![],
     };
     let o = Observed {
         tags: BTreeMap::from([("same:1".into(), "9".repeat(64))]),
@@ -271,6 +274,7 @@ fn import_tag_and_volumes_come_first() {
         }],
         image_configs: BTreeMap::new(),
         networks: BTreeMap::new(),
+        pulled: BTreeMap::new(),
     };
     let plan = plan(&d, &o);
     let text = plan.to_string();
@@ -457,5 +461,65 @@ fn a_host_port_of_another_project_is_a_conflict_before_anything_starts() {
         plan(&desired(vec![want("web", mine)]), &observed(vec![other]))
             .conflicts
             .is_empty()
+    );
+}
+
+fn pull_of(resolved: Option<&str>) -> DesiredPull {
+    DesiredPull {
+        name: "app".into(),
+        reference: "127.0.0.1:5000/team/app:1.0".into(),
+        repo: "127.0.0.1:5000/team/app".into(),
+        pinned: None,
+        tags: vec!["127.0.0.1:5000/team/app:1.0".into(), "app:1.0".into()],
+        resolved: resolved.map(str::to_string),
+    }
+}
+
+#[test]
+fn a_pulled_tag_is_kept_until_pull_finds_a_new_digest() {
+    let s = spec("app:1.0");
+    let old = format!("sha256:{}", "a".repeat(64));
+    let new = format!("sha256:{}", "b".repeat(64));
+    let mut o = observed(vec![have("web", &s, ObservedState::Running)]);
+    o.tags
+        .insert("127.0.0.1:5000/team/app:1.0".into(), "i1".repeat(32));
+    o.pulled.insert(
+        "127.0.0.1:5000/team/app:1.0".into(),
+        ObservedPull {
+            image_id: "i1".repeat(32),
+            digest: Some(old.clone()),
+        },
+    );
+    let mut d = desired(vec![want("web", s.clone())]);
+    // Not asked (no --pull), or asked and the same: nothing to do.
+    for resolved in [None, Some(old.as_str())] {
+        d.pulls = vec![pull_of(resolved)];
+        let p = plan(&d, &o);
+        assert!(p.is_empty(), "{p}");
+    }
+    // A new digest: pulled by digest, and the container recreated with both digests shown.
+    d.pulls = vec![pull_of(Some(&new))];
+    let p = plan(&d, &o);
+    assert!(
+        matches!(&p.actions[0], Action::Pull { pull, .. } if *pull == format!("127.0.0.1:5000/team/app@{new}")),
+        "{p:?}"
+    );
+    let text = p.to_string();
+    assert!(
+        text.contains(
+            "~ recreate web\n    image app:1.0 sha256:aaaaaaaaaaaa… → sha256:bbbbbbbbbbbb…"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("Plan: 1 to pull, 0 to import"), "{text}");
+    // Missing from the store: pulled by the reference (the pull resolves it).
+    let p = plan(&desired(vec![]), &observed(vec![]));
+    assert!(p.is_empty());
+    let mut d = desired(vec![]);
+    d.pulls = vec![pull_of(None)];
+    let p = plan(&d, &observed(vec![]));
+    assert_eq!(
+        p.to_string().lines().next(),
+        Some("+ pull app:1.0 from 127.0.0.1:5000/team/app:1.0")
     );
 }

@@ -181,7 +181,25 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX repo_digests_by_image ON repo_digests(image_id);
     "#,
-    // 6: networks (netavark bridges) and the addresses handed out on them.
+    // 6: the registry digest a generation's image was pulled by (`repo@sha256:…`), so a
+    // rollback can pull exactly those bytes again; the blobs each layer is known by (push).
+    r#"
+    ALTER TABLE generations ADD COLUMN image_digest TEXT;
+    -- the compressed blobs a layer is known by: the one it was pulled or loaded as (its
+    -- uncompressed digest is the diff id), and the one a push made of it (its tar may
+    -- differ: tar_digest); a push sends none a registry has
+    CREATE TABLE layer_blobs (
+        diff_id     TEXT NOT NULL REFERENCES layers(diff_id) ON DELETE CASCADE,
+        digest      TEXT NOT NULL,             -- "sha256:<hex>" of the blob
+        size        INTEGER NOT NULL,
+        media_type  TEXT NOT NULL,
+        tar_digest  TEXT NOT NULL,             -- sha256 hex of the tar it decompresses to
+        repo        TEXT,                      -- a repository known to hold it (host/name)
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (diff_id, digest)
+    );
+    "#,
+    // 7: networks (netavark bridges) and the addresses handed out on them.
     r#"
     CREATE TABLE networks (
         id          TEXT PRIMARY KEY,          -- 64 hex digits

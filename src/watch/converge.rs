@@ -684,6 +684,7 @@ fn changes_text(p: &Plan) -> String {
             Action::CreateVolume { name, .. } => format!("volume {name}"),
             Action::CreateNetwork { name, .. } => format!("network {name}"),
             Action::Import { tag, .. } => format!("import {tag}"),
+            Action::Pull { reference, .. } => format!("pull {reference}"),
             Action::Tag { tag, .. } => format!("tag {tag}"),
             Action::Create { name, .. } => format!("create {name}"),
             Action::Recreate { name, .. } => format!("recreate {name}"),

@@ -191,6 +191,19 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// The store database's bytes (and its WAL's): a read must leave them as they were.
+    pub fn db_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        ["wharf.db", "wharf.db-wal"]
+            .iter()
+            .map(|f| {
+                (
+                    f.to_string(),
+                    fs::read(self.root.join(f)).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     /// Imports a fixture tarball as `reference`; returns the image id (sha256:...).
     pub fn import(&self, tar: &Path, reference: &str) -> String {
         self.ok(&["import", tar.to_str().expect("utf-8 path"), reference])

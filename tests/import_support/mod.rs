@@ -192,7 +192,14 @@ pub fn assert_store_empty(env: &Env) {
         assert!(left.is_empty(), "{sub}/ not empty: {left:?}");
     }
     let db = rusqlite::Connection::open(env.root.join("wharf.db")).expect("open db");
-    for table in ["images", "tags", "layers", "image_layers", "sources"] {
+    for table in [
+        "images",
+        "tags",
+        "layers",
+        "image_layers",
+        "sources",
+        "layer_blobs",
+    ] {
         let n: i64 = db
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .expect("count");

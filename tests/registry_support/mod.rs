@@ -78,11 +78,26 @@ impl Registry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
             dir.join("storage").display()
         );
         std::fs::write(dir.join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = Registry::spawn(&dir, port);
+        Registry {
+            child,
+            port,
+            dir,
+            auth,
+        }
+    }
+
+    /// Starts `docker-registry` on `dir`'s config and waits until it answers on `port`.
+    fn spawn(dir: &Path, port: u16) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
         let child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(dir.join("config.yml"))
@@ -91,12 +106,6 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let reg = Registry {
-            child,
-            port,
-            dir,
-            auth,
-        };
         wait_until(20, "the registry to listen", || {
             let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
             s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").ok()?;
@@ -104,7 +113,35 @@ impl Registry {
             s.read_exact(&mut head).ok()?;
             head.starts_with(b"HTTP/1.").then_some(())
         });
-        reg
+        child
+    }
+
+    /// How many requests of the registry's access log contain `pattern` (e.g.
+    /// `"POST /v2/team/app/blobs/uploads/`).
+    pub fn requests(&self, pattern: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(pattern))
+            .count()
+    }
+
+    /// Stops the registry (by its pid) and waits until its port refuses connections: what
+    /// runs now must do without it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        wait_until(20, "the registry's port to close", || {
+            TcpStream::connect(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        });
+    }
+
+    /// Starts the stopped registry again, same port and storage.
+    pub fn restart(&mut self) {
+        self.child = Registry::spawn(&self.dir, self.port);
     }
 
     pub fn plain(env: &Env) -> Registry {
