@@ -157,6 +157,10 @@ impl Network {
     }
 }
 
+/// The lock every wharf takes around a netavark call (the state root's when /run is not
+/// writable).
+const HOST_LOCK: &str = "/run/wharf-netavark.lock";
+
 /// netavark's config dir under the state root (aardvark-dns's files are in it).
 pub fn config_dir(root: &Path) -> PathBuf {
     root.join("netavark")
@@ -166,10 +170,14 @@ fn call(root: &Path, verb: &str, netns: &Path, opts: &Options) -> Result<Vec<u8>
     let (netavark, aardvark) = binaries()?;
     let dir = config_dir(root);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // One netavark at a time per state root: two first containers of a network started side
-    // by side would both create its bridge and its firewall chains.
-    let lock = std::fs::File::create(dir.join("wharf.lock"))
-        .with_context(|| format!("cannot create {}", dir.join("wharf.lock").display()))?;
+    // One netavark at a time on the host: two first containers of a network started side by
+    // side would both create its bridge and firewall chains, and a teardown removing a
+    // network's chains would race a setup appending to them (the default network `wharf`
+    // of two state roots shares its bridge and chains).
+    let lock_path = Path::new(HOST_LOCK);
+    let lock = std::fs::File::create(lock_path)
+        .or_else(|_| std::fs::File::create(dir.join("wharf.lock")))
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .context("cannot lock netavark's config dir")?;
