@@ -4,8 +4,8 @@
 //! 200 runs.
 //!
 //! Traffic goes only to 127.0.0.1 and to the containers and networks these tests create. The
-//! tests take one lock: they share the default network's bridge (`wharf0`) and the host's
-//! firewall, and each root hands out its own addresses.
+//! tests take one lock: they share the host's firewall, and their roots' default networks
+//! pick their /16s without seeing each other's (their bridges come and go).
 
 mod common;
 

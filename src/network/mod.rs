@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::error::user;
 use crate::names::{self, NameKind};
@@ -140,7 +141,10 @@ pub fn find(store: &Store, name: &str) -> Result<Net> {
 }
 
 /// The default network `wharf`, made on first use: the first free /16 of 10.88.0.0/16,
-/// 10.87.0.0/16, … on the bridge `wharf0`, without DNS (as docker's default bridge).
+/// 10.87.0.0/16, … down to 10.49.0.0/16, without DNS (as docker's default bridge). The
+/// default state root's is on the bridge `wharf0`; another root's (tests, a second wharf)
+/// gets a bridge of its own and starts its search at an offset from its path, so two roots
+/// never share a bridge with two address allocators, and rarely a subnet.
 pub fn ensure_default(store: &Store) -> Result<Net> {
     if let Some(n) = lookup(store, DEFAULT_NETWORK)? {
         return Ok(n);
@@ -150,17 +154,27 @@ pub fn ensure_default(store: &Store) -> Result<Net> {
         return Ok(n);
     }
     let taken = taken_subnets(store)?;
+    let id = random_hex(32);
+    let main_root = store.root() == std::path::Path::new(crate::store::DEFAULT_ROOT);
+    let (interface, offset) = if main_root {
+        (DEFAULT_INTERFACE.to_string(), 0)
+    } else {
+        let h = sha2::Sha256::digest(store.root().as_os_str().as_encoded_bytes());
+        (format!("wharf-{}", &id[..8]), h[0] % 40)
+    };
     let subnet = (0..40u8)
+        .map(|i| (offset + i) % 40)
         .map(|i| Ipv4Net::new(Ipv4Addr::new(10, 88 - i, 0, 0), 16).expect("a /16 is valid"))
         .find(|s| !taken.iter().any(|t| overlaps(s, t)))
         .ok_or_else(|| {
             user("no free /16 in 10.49.0.0-10.88.255.255 for the default network")
                 .hint("free one, or run containers with --network none")
         })?;
-    insert(
+    insert_with_id(
         store,
+        &id,
         DEFAULT_NETWORK,
-        DEFAULT_INTERFACE,
+        &interface,
         subnet,
         first_host(&subnet),
         &CreateOptions {
@@ -266,25 +280,6 @@ pub fn create(store: &Store, name: &str, opts: &CreateOptions) -> Result<Net> {
     // A bridge name is at most 15 bytes; from the id, so roots never collide.
     let interface = format!("wharf-{}", &id[..8]);
     insert_with_id(store, &id, name, &interface, subnet, gateway, opts)
-}
-
-fn insert(
-    store: &Store,
-    name: &str,
-    interface: &str,
-    subnet: Ipv4Net,
-    gateway: Ipv4Addr,
-    opts: &CreateOptions,
-) -> Result<Net> {
-    insert_with_id(
-        store,
-        &random_hex(32),
-        name,
-        interface,
-        subnet,
-        gateway,
-        opts,
-    )
 }
 
 fn insert_with_id(
