@@ -74,6 +74,15 @@ pub struct RunArgs {
     /// Run in the background and print the container id
     #[arg(short, long)]
     detach: bool,
+    /// The keys that detach the terminal and leave the container running, with -i
+    /// (docker's syntax: a comma-separated list of a character or ctrl-<c>)
+    #[arg(long, value_name = "KEYS", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
+    /// Forward the signals wharf gets to the container (without -t); =false leaves them
+    /// to wharf (Ctrl-C then detaches)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    sig_proxy: bool,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -220,6 +229,10 @@ pub struct StartArgs {
     /// Attach stdin too (implies -a)
     #[arg(short, long)]
     interactive: bool,
+    /// The keys that detach the terminal and leave the container running, with -ai
+    /// (docker's syntax: a comma-separated list of a character or ctrl-<c>)
+    #[arg(long, value_name = "KEYS", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -316,6 +329,28 @@ pub struct MonitorArgs {
     id: String,
     #[arg(long)]
     ready_fd: i32,
+    /// A connected attach socket (the `run -i` that spawned the monitor).
+    #[arg(long)]
+    attach_fd: Option<i32>,
+    /// ROWSxCOLS: the pty's size from the start.
+    #[arg(long, value_parser = parse_tty_size)]
+    tty_size: Option<(u16, u16)>,
+}
+
+fn parse_tty_size(s: &str) -> Result<(u16, u16), String> {
+    s.split_once('x')
+        .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)))
+        .ok_or_else(|| format!("{s:?} is not ROWSxCOLS"))
+}
+
+/// `--detach-keys`, parsed (a usage error of `run` exits 125).
+pub(crate) fn detach_keys(s: &str) -> Result<Vec<u8>> {
+    lifecycle::parse_detach_keys(s).map_err(|e| {
+        runtime_usage(
+            format!("invalid --detach-keys {s:?}: {e}"),
+            "for example --detach-keys ctrl-x,x (docker's syntax)",
+        )
+    })
 }
 
 fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
@@ -598,6 +633,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             let (detach, a) = (r.detach, &r.create);
             // Every failure of `run` before the command runs is wharf's: 125.
             let opts = options(a)?;
+            let detach_keys = detach_keys(&r.detach_keys)?;
             check_cidfile(a)?;
             let store = ctx.store().map_err(as_runtime)?;
             let meta = CreateMeta {
@@ -613,9 +649,11 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             let mode = if detach {
                 StartMode::Detached
             } else {
-                StartMode::Attached {
+                StartMode::Attached(lifecycle::Attaching {
                     stdin: rec.config.interactive,
-                }
+                    detach_keys,
+                    sig_proxy: r.sig_proxy,
+                })
             };
             match lifecycle::start_record(&store, &rec, mode).map_err(as_runtime)? {
                 Started::Exited(code) => Ok(code),
@@ -651,9 +689,11 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                             .into(),
                     );
                 }
-                let mode = StartMode::Attached {
+                let mode = StartMode::Attached(lifecycle::Attaching {
                     stdin: a.interactive,
-                };
+                    detach_keys: detach_keys(&a.detach_keys)?,
+                    sig_proxy: true,
+                });
                 return match lifecycle::start(&store, &a.containers[0], mode)? {
                     Started::Exited(code) => Ok(code),
                     _ => Ok(exit::OK),
@@ -747,7 +787,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Monitor(a) => {
             let store = ctx.store()?;
-            lifecycle::monitor::detached_main(&store, &a.id, a.ready_fd)
+            lifecycle::monitor::detached_main(&store, &a.id, a.ready_fd, a.attach_fd, a.tty_size)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `wait`, `rename`, `pause`, `unpause`, `top`, `stats` and `update` (issue 14): docker's
+//! `attach`, `wait`, `rename`, `pause`, `unpause`, `top`, `stats` and `update` (issue 14): docker's
 //! verbs over a container's live processes and record. The work is in `lifecycle::control`.
 
 use std::io::{IsTerminal, Write};
@@ -18,6 +18,8 @@ use crate::runtime::cgroup::Usage;
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
+    /// Attach the terminal to a running container's stdio (detach: ctrl-p ctrl-q)
+    Attach(AttachArgs),
     /// Block until containers stop, then print their exit codes
     Wait(NamesArgs),
     /// Rename a container
@@ -48,6 +50,23 @@ pub struct EventsArgs {
     /// image=REF, project=NAME
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The keys that detach the terminal and leave the container running (docker's
+    /// syntax: a comma-separated list of a character or ctrl-<c>)
+    #[arg(long, value_name = "KEYS", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
+    /// Do not attach stdin (output only)
+    #[arg(long)]
+    no_stdin: bool,
+    /// Forward the signals wharf gets to the container (without a tty)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    /// The container: name, id or id prefix
+    container: String,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +140,17 @@ pub struct UpdateArgs {
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     let store = ctx.store()?;
     match cmd {
+        Commands::Attach(a) => {
+            let opts = crate::lifecycle::AttachOptions {
+                stdin: !a.no_stdin,
+                detach_keys: crate::lifecycle::parse_detach_keys(&a.detach_keys).map_err(|e| {
+                    user(format!("invalid --detach-keys {:?}: {e}", a.detach_keys))
+                        .hint("for example --detach-keys ctrl-x,x (docker's syntax)")
+                })?,
+                sig_proxy: a.sig_proxy,
+            };
+            crate::lifecycle::attach(&store, &a.container, &opts)
+        }
         Commands::Wait(a) => each(&a.containers, |n| {
             let code = control::wait(&store, n)?;
             println!("{code}");

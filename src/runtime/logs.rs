@@ -141,6 +141,64 @@ impl LogWriter {
     }
 }
 
+/// Chunks a [`LogThread`] holds before the relay waits for it (2 MiB of 32 KiB reads).
+const LOG_QUEUE: usize = 64;
+
+/// A [`LogWriter`] on a thread of its own, so the log is off the relay's hot path: the
+/// relay writes the terminal first, then hands the chunk over a bounded channel and goes on.
+/// It waits only when the writer is [`LOG_QUEUE`] chunks behind (json-file's blocking mode:
+/// the log loses nothing). The thread lives for one run: the container's init is forked
+/// from a single-threaded monitor.
+pub struct LogThread {
+    tx: Option<std::sync::mpsc::SyncSender<(Stream, Vec<u8>)>>,
+    handle: Option<std::thread::JoinHandle<LogWriter>>,
+}
+
+impl LogThread {
+    pub fn spawn(mut w: LogWriter) -> io::Result<LogThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Stream, Vec<u8>)>(LOG_QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("log".into())
+            .spawn(move || {
+                let mut failed = false;
+                for (stream, data) in rx {
+                    if let Err(e) = w.write(stream, &data)
+                        && !failed
+                    {
+                        failed = true;
+                        tracing::warn!("cannot write the log: {e}");
+                    }
+                }
+                w
+            })?;
+        Ok(LogThread {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    pub fn write(&self, stream: Stream, data: &[u8]) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((stream, data.to_vec()));
+        }
+    }
+
+    /// Waits for the thread to write what it was given; returns the writer for the next run.
+    pub fn finish(mut self) -> Option<LogWriter> {
+        self.tx = None;
+        self.handle.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl Drop for LogThread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Removes `log.json.N` for every N ≥ `files` (the current file counts as one of `files`).
 fn remove_beyond(path: &Path, files: u32) -> io::Result<()> {
     let mut n = files.max(1);
