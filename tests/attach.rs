@@ -72,7 +72,10 @@ fn run_it_detaches_on_the_keys_and_attach_takes_the_terminal_back() {
         "printf 'two\\nquit\\n' | {w} attach d1; echo rc=$?"
     ));
     assert!(s.contains("got:two"), "{s}");
-    assert!(s.contains("rc=7"), "attach exits with the container's code: {s}");
+    assert!(
+        s.contains("rc=7"),
+        "attach exits with the container's code: {s}"
+    );
     assert_eq!(state(&env, "d1"), "exited");
     assert_eq!(inspect(&env, "d1")["State"]["ExitCode"], 7);
 
@@ -95,9 +98,22 @@ fn detached_containers_are_attachable_with_and_without_a_tty() {
     let env = setup();
     let _c = Cleanup::new(&env, &["tty1", "pipe1", "quiet"]);
     // -dit: the pty, through pipes on our side (no terminal here).
-    env.ok(&["run", "-dit", "--name", "tty1", "bb:1", "sh", "-c", &echoer(5)]);
+    env.ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "tty1",
+        "bb:1",
+        "sh",
+        "-c",
+        &echoer(5),
+    ]);
     let out = attach_with_input(&env, &["attach", "tty1"], b"hello\nquit\n");
-    assert!(text(&out.stdout).contains("got:hello"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("got:hello"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(code(&out), 5, "{}", text(&out.stderr));
     let err = env.fails(&["attach", "tty1"]);
     assert!(err.contains("not running"), "{err}");
@@ -127,14 +143,21 @@ fn detached_containers_are_attachable_with_and_without_a_tty() {
         let mut r = BufReader::new(c.0.stdout.take().expect("stdout"));
         let mut line = String::new();
         r.read_line(&mut line).expect("read");
-        assert!(line.starts_with("tick-"), "each client gets the output: {line:?}");
+        assert!(
+            line.starts_with("tick-"),
+            "each client gets the output: {line:?}"
+        );
         // Keep reading in the background, so the monitor never holds output back.
         std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
     }
     env.ok(&["stop", "quiet"]);
     for c in [&mut a, &mut b] {
         let st = c.0.wait().expect("wait");
-        assert_eq!(st.code(), Some(3), "each client exits with the container's code");
+        assert_eq!(
+            st.code(),
+            Some(3),
+            "each client exits with the container's code"
+        );
     }
 }
 
@@ -209,7 +232,11 @@ fn bad_detach_keys_are_usage_errors() {
     let env = setup();
     let out = env.run(&["run", "-it", "--detach-keys", "ctrl-1", "bb:1", "true"]);
     assert_eq!(code(&out), 125, "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--detach-keys"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--detach-keys"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         env.run(&["ps", "-aq"]).stdout.is_empty(),
         "nothing is created"
@@ -235,7 +262,11 @@ fn foreground_runs_are_logged_with_their_streams() {
         "echo to-out; echo to-err >&2; exit 2",
     ]);
     assert_eq!(code(&out), 2);
-    assert_eq!(text(&out.stdout), "to-out\n", "the terminal gets it as before");
+    assert_eq!(
+        text(&out.stdout),
+        "to-out\n",
+        "the terminal gets it as before"
+    );
     assert_eq!(text(&out.stderr), "to-err\n");
     let logs = env.run(&["logs", "fg1"]);
     assert_eq!(text(&logs.stdout), "to-out\n");

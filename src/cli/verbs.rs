@@ -111,24 +111,8 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    /// Memory limit (64m, 1g)
-    #[arg(short, long, value_name = "BYTES")]
-    memory: Option<String>,
-    /// Memory plus swap limit (-1: unlimited swap)
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
-    memory_swap: Option<String>,
-    /// CPUs (0.5 = half a CPU)
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Relative CPU weight (default 1024)
-    #[arg(long)]
-    cpu_shares: Option<u64>,
-    /// Maximum number of processes (-1: unlimited)
-    #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
-    /// CPUs the container may use (0-1, 0,2)
-    #[arg(long)]
-    cpuset_cpus: Option<String>,
+    #[command(flatten)]
+    limits: super::container::LimitArgs,
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped
     #[arg(long, value_name = "POLICY")]
     restart: Option<String>,
@@ -215,23 +199,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
 }
 
 fn update(store: &crate::store::Store, a: &UpdateArgs) -> Result<i32> {
-    let memory = a
-        .memory
-        .as_deref()
-        .map(|s| size_arg("--memory", s))
-        .transpose()?;
-    let memory_swap = match a.memory_swap.as_deref() {
-        None => None,
-        Some("-1") => Some(-1),
-        Some(s) => Some(size_arg("--memory-swap", s)? as i64),
-    };
-    if let Some(c) = a.cpus
-        && !(c.is_finite() && c > 0.0)
-    {
-        return Err(user(format!("invalid --cpus {c}"))
-            .hint("give a positive number such as 0.5 or 2")
-            .into());
-    }
+    let limits = a.limits.parse(exit::ERROR)?;
     let restart =
         a.restart
             .as_deref()
@@ -243,13 +211,7 @@ fn update(store: &crate::store::Store, a: &UpdateArgs) -> Result<i32> {
                 })
             })
             .transpose()?;
-    let nothing = memory.is_none()
-        && memory_swap.is_none()
-        && a.cpus.is_none()
-        && a.cpu_shares.is_none()
-        && a.pids_limit.is_none()
-        && a.cpuset_cpus.is_none()
-        && restart.is_none();
+    let nothing = limits == crate::model::Limits::default() && restart.is_none();
     if nothing {
         return Err(user("nothing to update")
             .hint("give at least one of -m, --memory-swap, --cpus, --cpu-shares, --pids-limit, --cpuset-cpus, --restart")
@@ -257,25 +219,7 @@ fn update(store: &crate::store::Store, a: &UpdateArgs) -> Result<i32> {
     }
     each(&a.containers, |n| {
         control::update(store, n, |c| {
-            let l = &mut c.limits;
-            if memory.is_some() {
-                l.memory = memory;
-            }
-            if memory_swap.is_some() {
-                l.memory_swap = memory_swap;
-            }
-            if a.cpus.is_some() {
-                l.cpus = a.cpus;
-            }
-            if a.cpu_shares.is_some() {
-                l.cpu_shares = a.cpu_shares;
-            }
-            if a.pids_limit.is_some() {
-                l.pids = a.pids_limit;
-            }
-            if a.cpuset_cpus.is_some() {
-                l.cpuset_cpus = a.cpuset_cpus.clone();
-            }
+            super::container::overlay_limits(&mut c.limits, &limits);
             if let Some(r) = restart {
                 c.restart = r;
             }
@@ -385,15 +329,6 @@ fn stats_row(rec: &container::Record, before: Option<&Sample>, after: Option<&Sa
         ),
         pids: u.pids.to_string(),
     }
-}
-
-/// A size flag, docker's and the manifest's forms (`util::parse_size`).
-fn size_arg(flag: &str, s: &str) -> Result<u64> {
-    crate::util::parse_size(s).map_err(|e| {
-        crate::error::user(format!("invalid {flag}: {}", e.message(s)))
-            .hint(e.hint)
-            .into()
-    })
 }
 
 fn stats(ctx: &Ctx, store: &crate::store::Store, a: &StatsArgs) -> Result<i32> {

@@ -31,8 +31,8 @@ pub mod monitor;
 mod recover;
 mod revive;
 
-pub use attach::{AttachOptions, attach};
 pub use crate::runtime::attach::parse_detach_keys;
+pub use attach::{AttachOptions, attach};
 pub use inspect::inspect;
 pub use recover::{finish_run, recover};
 pub use revive::revive;

@@ -64,12 +64,14 @@ pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>, String> {
             continue;
         }
         let lower = key.to_ascii_lowercase();
-        let code = lower.strip_prefix("ctrl-").and_then(|c| match c.as_bytes() {
-            [c @ b'a'..=b'z'] => Some(c - b'a' + 1),
-            [b'@'] => Some(0),
-            [c @ (b'[' | b'\\' | b']' | b'^' | b'_')] => Some(c - b'[' + 27),
-            _ => None,
-        });
+        let code = lower
+            .strip_prefix("ctrl-")
+            .and_then(|c| match c.as_bytes() {
+                [c @ b'a'..=b'z'] => Some(c - b'a' + 1),
+                [b'@'] => Some(0),
+                [c @ (b'[' | b'\\' | b']' | b'^' | b'_')] => Some(c - b'[' + 27),
+                _ => None,
+            });
         match code {
             Some(c) => out.push(c),
             None => {
@@ -130,8 +132,11 @@ impl Detacher {
 
 /// `/proc/self/fd/<dir>/attach.sock`: the socket's address through an open directory.
 fn socket_addr(dir: &OwnedFd) -> io::Result<UnixAddr> {
-    UnixAddr::new(&PathBuf::from(format!("/proc/self/fd/{}/{SOCKET}", dir.as_raw_fd())))
-        .map_err(io::Error::from)
+    UnixAddr::new(&PathBuf::from(format!(
+        "/proc/self/fd/{}/{SOCKET}",
+        dir.as_raw_fd()
+    )))
+    .map_err(io::Error::from)
 }
 
 fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
@@ -223,11 +228,7 @@ impl Server {
     /// Listens on `<dir>/attach.sock` (a stale one is replaced), 0600.
     pub fn bind(dir: &Path) -> io::Result<Server> {
         let dfd = open_dir(dir)?;
-        let _ = nix::unistd::unlinkat(
-            &dfd,
-            SOCKET,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
+        let _ = nix::unistd::unlinkat(&dfd, SOCKET, nix::unistd::UnlinkatFlags::NoRemoveDir);
         let fd = socket::socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -369,7 +370,8 @@ impl Server {
         }
         let deadline = Instant::now() + STALL;
         loop {
-            self.clients.retain_mut(|c| c.flush() && !c.queue.is_empty());
+            self.clients
+                .retain_mut(|c| c.flush() && !c.queue.is_empty());
             let now = Instant::now();
             if self.clients.is_empty() || now >= deadline {
                 break;
@@ -394,11 +396,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let (Some(d), Some(_)) = (&self.dir, &self.listener) {
-            let _ = nix::unistd::unlinkat(
-                d,
-                SOCKET,
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            let _ = nix::unistd::unlinkat(d, SOCKET, nix::unistd::UnlinkatFlags::NoRemoveDir);
         }
     }
 }
@@ -679,7 +677,10 @@ mod tests {
             decode_input(&[RESIZE, 24, 0, 80, 0]),
             Some(Input::Resize { rows: 24, cols: 80 })
         );
-        assert_eq!(decode_input(&[SIGNAL, 15, 0, 0, 0]), Some(Input::Signal(15)));
+        assert_eq!(
+            decode_input(&[SIGNAL, 15, 0, 0, 0]),
+            Some(Input::Signal(15))
+        );
         assert_eq!(decode_input(&[RESIZE, 1]), None);
         assert_eq!(decode_input(&[]), None);
         assert_eq!(decode_input(&[200, 1, 2]), None);
