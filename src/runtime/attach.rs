@@ -48,6 +48,8 @@ pub const CHUNK: usize = 32 * 1024;
 const HIGH_WATER: usize = 1 << 20;
 /// A client that takes nothing for this long while data waits for it is dropped.
 const STALL: Duration = Duration::from_secs(30);
+/// How long a run's end waits for its clients to take what is queued for them.
+const END_FLUSH: Duration = Duration::from_secs(5);
 
 /// docker's default `--detach-keys`.
 pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
@@ -361,14 +363,14 @@ impl Server {
     }
 
     /// The run ended with `code` (and is recorded): every client gets what is queued for it
-    /// and the code (for at most `STALL`), then is let go.
+    /// and the code (for at most [`END_FLUSH`]), then is let go.
     pub fn end_run(&mut self, code: i32) {
         let mut msg = vec![EXIT];
         msg.extend_from_slice(&code.to_le_bytes());
         for c in &mut self.clients {
             c.push(msg.clone());
         }
-        let deadline = Instant::now() + STALL;
+        let deadline = Instant::now() + END_FLUSH;
         loop {
             self.clients
                 .retain_mut(|c| c.flush() && !c.queue.is_empty());
