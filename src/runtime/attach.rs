@@ -215,6 +215,8 @@ pub struct Server {
     dir: Option<OwnedFd>,
     listener: Option<OwnedFd>,
     clients: Vec<Client>,
+    /// For the clients' messages (allocated at the first).
+    buf: Vec<u8>,
 }
 
 impl Server {
@@ -224,6 +226,7 @@ impl Server {
             dir: None,
             listener: None,
             clients: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -249,6 +252,7 @@ impl Server {
             dir: Some(dfd),
             listener: Some(fd),
             clients: Vec::new(),
+            buf: Vec::new(),
         })
     }
 
@@ -310,7 +314,7 @@ impl Server {
         }
         let now = Instant::now();
         let mut gone = Vec::new();
-        let mut buf = vec![0u8; CHUNK + 64];
+        let buf = &mut self.buf;
         for (k, c) in self.clients.iter_mut().enumerate() {
             let Some(p) = pfds.get(i + k) else { break };
             if p.revents & libc::POLLOUT != 0 && !c.flush() {
@@ -318,7 +322,10 @@ impl Server {
                 continue;
             }
             if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                match socket::recv(c.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                if buf.is_empty() {
+                    buf.resize(CHUNK + 64, 0);
+                }
+                match socket::recv(c.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
                     Ok(0) => gone.push(k),
                     Ok(n) => inputs.extend(decode_input(&buf[..n])),
                     Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
@@ -351,8 +358,16 @@ impl Server {
         msg.push(if stderr { STDERR } else { STDOUT });
         msg.extend_from_slice(data);
         let mut gone = Vec::new();
+        let last = self.clients.len() - 1;
+        let mut msg = Some(msg);
         for (k, c) in self.clients.iter_mut().enumerate() {
-            c.push(msg.clone());
+            // The last client takes the message itself: no copy for the usual one client.
+            let m = if k == last {
+                msg.take().unwrap_or_default()
+            } else {
+                msg.clone().unwrap_or_default()
+            };
+            c.push(m);
             if !c.flush() {
                 gone.push(k);
             }
@@ -556,7 +571,10 @@ fn relay(sock: &OwnedFd, sigfd: &OwnedFd, opts: &ClientOptions) -> io::Result<En
                 }
             }
         }
-        if pfds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        // What the socket holds, a few messages at a wakeup.
+        let mut burst = 0;
+        while burst < 16 && pfds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            burst += 1;
             match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Ok(Ended::Lost),
                 Ok(n) => match buf[..n].split_first() {
@@ -567,7 +585,8 @@ fn relay(sock: &OwnedFd, sigfd: &OwnedFd, opts: &ClientOptions) -> io::Result<En
                     }
                     _ => {}
                 },
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => return Ok(Ended::Lost),
             }
         }

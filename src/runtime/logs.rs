@@ -91,7 +91,10 @@ impl LogWriter {
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
         let time = rfc3339(crate::store::now_ns());
         // The entry's end, the same for every line of the chunk.
-        let tail = format!("\",\"stream\":\"{}\",\"time\":\"{time}\"}}\n", stream.name());
+        let tail = format!(
+            "\",\"stream\":\"{}\",\"time\":\"{time}\"}}\n",
+            stream.name()
+        );
         let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 96);
         let mut entry = Vec::with_capacity(256);
         for line in data.split_inclusive(|&b| b == b'\n') {
