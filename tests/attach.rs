@@ -295,3 +295,36 @@ fn foreground_runs_are_logged_with_their_streams() {
     assert_eq!(lines[19999], "line-19999");
     assert_eq!(text(&out.stdout).lines().count(), 20000);
 }
+
+#[test]
+fn the_window_size_follows_the_attached_terminal() {
+    require_root!();
+    if !has_script() {
+        return;
+    }
+    let env = setup();
+    let _c = Cleanup::new(&env, &["ws1"]);
+    let w = wharf_cmd(&env);
+    // run -it: the pty has the terminal's size from the start (the monitor is detached).
+    let s = under_script(&format!(
+        "stty rows 31 cols 99; printf '' | {w} run -it --rm bb:1 stty size; echo rc=$?"
+    ));
+    assert!(s.contains("31 99"), "{s}");
+    assert!(s.contains("rc=0"), "{s}");
+    // attach: the size of the attaching terminal is sent to the pty.
+    env.ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "ws1",
+        "bb:1",
+        "sh",
+        "-c",
+        "read l; stty size; exit 2",
+    ]);
+    let s = under_script(&format!(
+        "stty rows 27 cols 88; printf 'go\\n' | {w} attach ws1; echo rc=$?"
+    ));
+    assert!(s.contains("27 88"), "{s}");
+    assert!(s.contains("rc=2"), "{s}");
+}
