@@ -328,3 +328,61 @@ fn the_window_size_follows_the_attached_terminal() {
     assert!(s.contains("27 88"), "{s}");
     assert!(s.contains("rc=2"), "{s}");
 }
+
+#[test]
+fn junk_on_the_attach_socket_is_ignored() {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, send, socket,
+    };
+    use std::os::fd::AsRawFd;
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["junk"]);
+    let id = env.ok(&[
+        "run",
+        "-di",
+        "--name",
+        "junk",
+        "bb:1",
+        "sh",
+        "-c",
+        &echoer(4),
+    ]);
+    let dir = env.root.join("containers").join(id.trim());
+    let dfd = std::fs::File::open(&dir).expect("open the container's dir");
+    let addr = UnixAddr::new(&std::path::PathBuf::from(format!(
+        "/proc/self/fd/{}/attach.sock",
+        dfd.as_raw_fd()
+    )))
+    .expect("address");
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    connect(sock.as_raw_fd(), &addr).expect("connect");
+    let big = vec![16u8; 200 * 1024];
+    let junk: [&[u8]; 7] = [
+        &[],
+        &[200, 1, 2, 3],
+        &[19, 1],                      // a short signal
+        &[19, 0xff, 0xff, 0xff, 0x7f], // no such signal
+        &[19, 0, 0, 0, 0],             // signal 0
+        &[18, 0, 0],                   // a short resize
+        &big,                          // more than one message may hold
+    ];
+    for m in junk {
+        let _ = send(sock.as_raw_fd(), m, MsgFlags::MSG_NOSIGNAL);
+    }
+    drop(sock);
+    assert_eq!(state(&env, "junk"), "running", "the monitor shrugs it off");
+    let out = attach_with_input(&env, &["attach", "junk"], b"ok\nquit\n");
+    assert!(
+        text(&out.stdout).contains("got:ok"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(code(&out), 4, "{}", text(&out.stderr));
+}
