@@ -251,6 +251,22 @@ fn update_writes_the_cgroup_and_the_record() {
         env.fails(&["update", "updated"])
             .contains("nothing to update")
     );
+    // The swap forms `run` takes: -1 and unlimited (update's flags are run's).
+    for unlimited in ["unlimited", "-1"] {
+        env.ok(&["update", "--memory-swap", unlimited, "updated"]);
+        assert_eq!(
+            inspect(&env, "updated")["HostConfig"]["MemorySwap"],
+            -1,
+            "{unlimited}"
+        );
+    }
+    let out = env.run(&["update", "--memory-swap", "lots", "updated"]);
+    assert_eq!(code(&out), 1, "a usage error of update exits 1");
+    assert!(
+        text(&out.stderr).contains("--memory-swap"),
+        "{}",
+        text(&out.stderr)
+    );
     // A stopped container: the record, used by the next start.
     env.ok(&["create", "--name", "stopped", "bb:1", "sleep", "30"]);
     env.ok(&[

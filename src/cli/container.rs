@@ -66,6 +66,15 @@ pub struct RunArgs {
     /// Run in the background and print the container id
     #[arg(short, long)]
     detach: bool,
+    /// The keys that detach the terminal and leave the container running, with -i
+    /// (docker's syntax: a comma-separated list of a character or ctrl-<c>)
+    #[arg(long, value_name = "KEYS", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
+    /// Forward the signals wharf gets to the container (without -t); =false leaves them
+    /// to wharf (Ctrl-C then detaches)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    sig_proxy: bool,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -144,24 +153,8 @@ pub struct CreateArgs {
     /// Give the container every capability and no no_new_privs
     #[arg(long)]
     privileged: bool,
-    /// Memory limit (64m, 1g)
-    #[arg(short, long, value_name = "BYTES")]
-    memory: Option<String>,
-    /// Memory plus swap limit (-1: unlimited swap)
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
-    memory_swap: Option<String>,
-    /// CPUs (0.5 = half a CPU)
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Relative CPU weight (default 1024)
-    #[arg(long)]
-    cpu_shares: Option<u64>,
-    /// Maximum number of processes
-    #[arg(long)]
-    pids_limit: Option<i64>,
-    /// CPUs the container may use (0-1, 0,2)
-    #[arg(long)]
-    cpuset_cpus: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped
     #[arg(long, value_name = "POLICY", default_value = "no")]
     restart: String,
@@ -220,7 +213,7 @@ pub struct CreateArgs {
     /// Give the container a host device: /dev/HOST[:/dev/IN_CONTAINER][:rwm]
     #[arg(long, value_name = "DEVICE")]
     device: Vec<String>,
-    /// Log rotation of a detached container: max-size=SIZE, max-file=N (json-file's)
+    /// Log rotation: max-size=SIZE, max-file=N (json-file's)
     #[arg(long, value_name = "OPT=VALUE")]
     log_opt: Vec<String>,
     /// The image: name[:tag], or an id
@@ -228,6 +221,98 @@ pub struct CreateArgs {
     /// The command and its arguments (default: the image's)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// The resource limits `run`, `create` and `update` take: one set of flags, one parser.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Memory limit (64m, 1g)
+    #[arg(short, long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1 or unlimited: unlimited swap)
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPUs (0.5 = half a CPU)
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight (default 1024)
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// CPUs the container may use (0-1, 0,2)
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+}
+
+impl LimitArgs {
+    /// The limits given, parsed and checked; a bad value is a user error with `code` (125
+    /// for `run`/`create`, 1 for `update`). Absent flags stay None.
+    pub fn parse(&self, code: i32) -> Result<Limits> {
+        let bad =
+            |msg: String, hint: &str| -> anyhow::Error { user(msg).hint(hint).code(code).into() };
+        let size = |flag: &str, s: &str| {
+            crate::util::parse_size(s)
+                .map_err(|e| bad(format!("invalid {flag}: {}", e.message(s)), e.hint))
+        };
+        let memory = self
+            .memory
+            .as_deref()
+            .map(|s| size("--memory", s))
+            .transpose()?;
+        let memory_swap = match self.memory_swap.as_deref() {
+            None => None,
+            Some(s) => Some(
+                parse_swap(s)
+                    .map_err(|e| {
+                        bad(
+                            format!("invalid --memory-swap: {}", e.message),
+                            e.hint.as_deref().unwrap_or(crate::util::SIZE_HINT),
+                        )
+                    })?
+                    .as_i64(),
+            ),
+        };
+        if let Some(c) = self.cpus
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(bad(
+                format!("invalid --cpus {c}"),
+                "give a positive number such as 0.5 or 2",
+            ));
+        }
+        Ok(Limits {
+            memory,
+            memory_swap,
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+            pids: self.pids_limit,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+        })
+    }
+}
+
+/// Sets in `to` each limit `given` has (`update`: what is not given stays as it was).
+pub fn overlay_limits(to: &mut Limits, given: &Limits) {
+    if given.memory.is_some() {
+        to.memory = given.memory;
+    }
+    if given.memory_swap.is_some() {
+        to.memory_swap = given.memory_swap;
+    }
+    if given.cpus.is_some() {
+        to.cpus = given.cpus;
+    }
+    if given.cpu_shares.is_some() {
+        to.cpu_shares = given.cpu_shares;
+    }
+    if given.pids.is_some() {
+        to.pids = given.pids;
+    }
+    if given.cpuset_cpus.is_some() {
+        to.cpuset_cpus = given.cpuset_cpus.clone();
+    }
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +323,10 @@ pub struct StartArgs {
     /// Attach stdin too (implies -a)
     #[arg(short, long)]
     interactive: bool,
+    /// The keys that detach the terminal and leave the container running, with -ai
+    /// (docker's syntax: a comma-separated list of a character or ctrl-<c>)
+    #[arg(long, value_name = "KEYS", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -334,6 +423,28 @@ pub struct MonitorArgs {
     id: String,
     #[arg(long)]
     ready_fd: i32,
+    /// A connected attach socket (the `run -i` that spawned the monitor).
+    #[arg(long)]
+    attach_fd: Option<i32>,
+    /// ROWSxCOLS: the pty's size from the start.
+    #[arg(long, value_parser = parse_tty_size)]
+    tty_size: Option<(u16, u16)>,
+}
+
+fn parse_tty_size(s: &str) -> Result<(u16, u16), String> {
+    s.split_once('x')
+        .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)))
+        .ok_or_else(|| format!("{s:?} is not ROWSxCOLS"))
+}
+
+/// `--detach-keys`, parsed (a usage error of `run` exits 125).
+pub(crate) fn detach_keys(s: &str) -> Result<Vec<u8>> {
+    lifecycle::parse_detach_keys(s).map_err(|e| {
+        runtime_usage(
+            format!("invalid --detach-keys {s:?}: {e}"),
+            "for example --detach-keys ctrl-x,x (docker's syntax)",
+        )
+    })
 }
 
 fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
@@ -490,32 +601,7 @@ fn write_cidfile(a: &CreateArgs, id: &str) -> Result<()> {
 
 fn options(ctx: &Ctx, a: &CreateArgs) -> Result<RunOptions> {
     let (network, net) = network_options(ctx, a)?;
-    let memory = a
-        .memory
-        .as_deref()
-        .map(|s| size_flag("--memory", s))
-        .transpose()?;
-    let memory_swap = match a.memory_swap.as_deref() {
-        None => None,
-        Some(s) => Some(
-            parse_swap(s)
-                .map_err(|e| {
-                    runtime_usage(
-                        format!("invalid --memory-swap: {}", e.message),
-                        e.hint.as_deref().unwrap_or(crate::util::SIZE_HINT),
-                    )
-                })?
-                .as_i64(),
-        ),
-    };
-    if let Some(c) = a.cpus
-        && !(c.is_finite() && c > 0.0)
-    {
-        return Err(runtime_usage(
-            format!("invalid --cpus {c}"),
-            "give a positive number such as 0.5 or 2",
-        ));
-    }
+    let limits = a.limits.parse(exit::RUNTIME)?;
     let restart = parse_restart(&a.restart).map_err(|e| {
         runtime_usage(
             format!("invalid --restart {:?}", a.restart),
@@ -595,14 +681,7 @@ fn options(ctx: &Ctx, a: &CreateArgs) -> Result<RunOptions> {
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
         privileged: a.privileged,
-        limits: Limits {
-            memory,
-            memory_swap,
-            cpus: a.cpus,
-            cpu_shares: a.cpu_shares,
-            pids: a.pids_limit,
-            cpuset_cpus: a.cpuset_cpus.clone(),
-        },
+        limits,
         auto_remove: a.rm,
         restart,
         healthcheck: healthcheck(a)?,
@@ -722,6 +801,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             let (detach, a) = (r.detach, &r.create);
             // Every failure of `run` before the command runs is wharf's: 125.
             let opts = options(ctx, a)?;
+            let detach_keys = detach_keys(&r.detach_keys)?;
             check_cidfile(a)?;
             let store = ctx.store().map_err(as_runtime)?;
             let meta = CreateMeta {
@@ -737,9 +817,11 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
             let mode = if detach {
                 StartMode::Detached
             } else {
-                StartMode::Attached {
+                StartMode::Attached(lifecycle::Attaching {
                     stdin: rec.config.interactive,
-                }
+                    detach_keys,
+                    sig_proxy: r.sig_proxy,
+                })
             };
             match lifecycle::start_record(&store, &rec, mode).map_err(as_runtime)? {
                 Started::Exited(code) => Ok(code),
@@ -775,9 +857,11 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                             .into(),
                     );
                 }
-                let mode = StartMode::Attached {
+                let mode = StartMode::Attached(lifecycle::Attaching {
                     stdin: a.interactive,
-                };
+                    detach_keys: detach_keys(&a.detach_keys)?,
+                    sig_proxy: true,
+                });
                 return match lifecycle::start(&store, &a.containers[0], mode)? {
                     Started::Exited(code) => Ok(code),
                     _ => Ok(exit::OK),
@@ -871,7 +955,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
         }
         Commands::Monitor(a) => {
             let store = ctx.store()?;
-            lifecycle::monitor::detached_main(&store, &a.id, a.ready_fd)
+            lifecycle::monitor::detached_main(&store, &a.id, a.ready_fd, a.attach_fd, a.tty_size)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `wait`, `rename`, `pause`, `unpause`, `top`, `stats` and `update` (issue 14): docker's
+//! `attach`, `wait`, `rename`, `pause`, `unpause`, `top`, `stats` and `update` (issue 14): docker's
 //! verbs over a container's live processes and record. The work is in `lifecycle::control`.
 
 use std::io::{IsTerminal, Write};
@@ -18,6 +18,8 @@ use crate::runtime::cgroup::Usage;
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
+    /// Attach the terminal to a running container's stdio (detach: ctrl-p ctrl-q)
+    Attach(AttachArgs),
     /// Block until containers stop, then print their exit codes
     Wait(NamesArgs),
     /// Rename a container
@@ -48,6 +50,23 @@ pub struct EventsArgs {
     /// image=REF, project=NAME
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The keys that detach the terminal and leave the container running (docker's
+    /// syntax: a comma-separated list of a character or ctrl-<c>)
+    #[arg(long, value_name = "KEYS", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
+    /// Do not attach stdin (output only)
+    #[arg(long)]
+    no_stdin: bool,
+    /// Forward the signals wharf gets to the container (without a tty)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    /// The container: name, id or id prefix
+    container: String,
 }
 
 #[derive(Debug, Args)]
@@ -92,24 +111,8 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    /// Memory limit (64m, 1g)
-    #[arg(short, long, value_name = "BYTES")]
-    memory: Option<String>,
-    /// Memory plus swap limit (-1: unlimited swap)
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
-    memory_swap: Option<String>,
-    /// CPUs (0.5 = half a CPU)
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Relative CPU weight (default 1024)
-    #[arg(long)]
-    cpu_shares: Option<u64>,
-    /// Maximum number of processes (-1: unlimited)
-    #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
-    /// CPUs the container may use (0-1, 0,2)
-    #[arg(long)]
-    cpuset_cpus: Option<String>,
+    #[command(flatten)]
+    limits: super::container::LimitArgs,
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped
     #[arg(long, value_name = "POLICY")]
     restart: Option<String>,
@@ -121,6 +124,17 @@ pub struct UpdateArgs {
 pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
     let store = ctx.store()?;
     match cmd {
+        Commands::Attach(a) => {
+            let opts = crate::lifecycle::AttachOptions {
+                stdin: !a.no_stdin,
+                detach_keys: crate::lifecycle::parse_detach_keys(&a.detach_keys).map_err(|e| {
+                    user(format!("invalid --detach-keys {:?}: {e}", a.detach_keys))
+                        .hint("for example --detach-keys ctrl-x,x (docker's syntax)")
+                })?,
+                sig_proxy: a.sig_proxy,
+            };
+            crate::lifecycle::attach(&store, &a.container, &opts)
+        }
         Commands::Wait(a) => each(&a.containers, |n| {
             let code = control::wait(&store, n)?;
             println!("{code}");
@@ -185,23 +199,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
 }
 
 fn update(store: &crate::store::Store, a: &UpdateArgs) -> Result<i32> {
-    let memory = a
-        .memory
-        .as_deref()
-        .map(|s| size_arg("--memory", s))
-        .transpose()?;
-    let memory_swap = match a.memory_swap.as_deref() {
-        None => None,
-        Some("-1") => Some(-1),
-        Some(s) => Some(size_arg("--memory-swap", s)? as i64),
-    };
-    if let Some(c) = a.cpus
-        && !(c.is_finite() && c > 0.0)
-    {
-        return Err(user(format!("invalid --cpus {c}"))
-            .hint("give a positive number such as 0.5 or 2")
-            .into());
-    }
+    let limits = a.limits.parse(exit::ERROR)?;
     let restart =
         a.restart
             .as_deref()
@@ -213,13 +211,7 @@ fn update(store: &crate::store::Store, a: &UpdateArgs) -> Result<i32> {
                 })
             })
             .transpose()?;
-    let nothing = memory.is_none()
-        && memory_swap.is_none()
-        && a.cpus.is_none()
-        && a.cpu_shares.is_none()
-        && a.pids_limit.is_none()
-        && a.cpuset_cpus.is_none()
-        && restart.is_none();
+    let nothing = limits == crate::model::Limits::default() && restart.is_none();
     if nothing {
         return Err(user("nothing to update")
             .hint("give at least one of -m, --memory-swap, --cpus, --cpu-shares, --pids-limit, --cpuset-cpus, --restart")
@@ -227,25 +219,7 @@ fn update(store: &crate::store::Store, a: &UpdateArgs) -> Result<i32> {
     }
     each(&a.containers, |n| {
         control::update(store, n, |c| {
-            let l = &mut c.limits;
-            if memory.is_some() {
-                l.memory = memory;
-            }
-            if memory_swap.is_some() {
-                l.memory_swap = memory_swap;
-            }
-            if a.cpus.is_some() {
-                l.cpus = a.cpus;
-            }
-            if a.cpu_shares.is_some() {
-                l.cpu_shares = a.cpu_shares;
-            }
-            if a.pids_limit.is_some() {
-                l.pids = a.pids_limit;
-            }
-            if a.cpuset_cpus.is_some() {
-                l.cpuset_cpus = a.cpuset_cpus.clone();
-            }
+            super::container::overlay_limits(&mut c.limits, &limits);
             if let Some(r) = restart {
                 c.restart = r;
             }
@@ -362,15 +336,6 @@ fn stats_row(rec: &container::Record, before: Option<&Sample>, after: Option<&Sa
         ),
         pids: u.pids.to_string(),
     }
-}
-
-/// A size flag, docker's and the manifest's forms (`util::parse_size`).
-fn size_arg(flag: &str, s: &str) -> Result<u64> {
-    crate::util::parse_size(s).map_err(|e| {
-        crate::error::user(format!("invalid {flag}: {}", e.message(s)))
-            .hint(e.hint)
-            .into()
-    })
 }
 
 fn stats(ctx: &Ctx, store: &crate::store::Store, a: &StatsArgs) -> Result<i32> {

@@ -23,6 +23,7 @@
 //! - [`revive`]: `always`/`unless-stopped` containers whose monitor died, started again by
 //!   the next apply, watch or `start` (there is no daemon to do it at boot).
 
+mod attach;
 pub mod control;
 pub mod files;
 mod inspect;
@@ -30,6 +31,8 @@ pub mod monitor;
 mod recover;
 mod revive;
 
+pub use crate::runtime::attach::parse_detach_keys;
+pub use attach::{AttachOptions, attach};
 pub use inspect::inspect;
 pub use recover::{finish_run, recover};
 pub use revive::revive;
@@ -249,12 +252,32 @@ pub enum Started {
 }
 
 /// How to start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartMode {
     /// Under a detached monitor (`run -d`, `start`, apply, watch, `restart`).
     Detached,
-    /// In this process, to the end (`run`, `start -a`; `stdin`: `-i` forwards it).
-    Attached { stdin: bool },
+    /// In the foreground, to the end (`run`, `start -a`). Without `-i` this process is the
+    /// monitor; with `-i` (or `--sig-proxy=false`) it spawns a detached monitor and attaches
+    /// to it, so that the detach keys leave the container running.
+    Attached(Attaching),
+}
+
+/// How a foreground start attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attaching {
+    /// `-i`: our stdin is forwarded (its EOF closes the container's).
+    pub stdin: bool,
+    /// The detach sequence (`--detach-keys`, parsed by `runtime::attach::parse_detach_keys`).
+    pub detach_keys: Vec<u8>,
+    /// `--sig-proxy`: the signals we get go to the container (docker's default: on).
+    pub sig_proxy: bool,
+}
+
+impl Attaching {
+    /// Through an attach to a detached monitor, rather than as the monitor itself.
+    fn through_socket(&self) -> bool {
+        self.stdin || !self.sig_proxy
+    }
 }
 
 fn my_owner() -> Result<Owner> {
@@ -276,12 +299,12 @@ pub fn start_record(store: &Store, rec: &Record, mode: StartMode) -> Result<Star
         return match mode {
             StartMode::Detached => Ok(Started::AlreadyRunning),
             // A detached run writes its log: follow it to the end, as docker attaches.
-            StartMode::Attached { stdin: false }
-                if rec.live_monitor().is_some_and(is_detached_monitor) =>
+            StartMode::Attached(a)
+                if !a.stdin && rec.live_monitor().is_some_and(is_detached_monitor) =>
             {
                 follow_log(store, rec).map(Started::Exited)
             }
-            StartMode::Attached { .. } => Err(already_running(rec)),
+            StartMode::Attached(_) => Err(already_running(rec)),
         };
     }
     let me = my_owner()?;
@@ -293,7 +316,7 @@ pub fn start_record(store: &Store, rec: &Record, mode: StartMode) -> Result<Star
         // Lost the race with another starter (or a run began since we read the row).
         return match mode {
             StartMode::Detached => Ok(Started::AlreadyRunning),
-            StartMode::Attached { .. } => Err(user(format!(
+            StartMode::Attached(_) => Err(user(format!(
                 "container {} is being started by another wharf",
                 rec.name
             ))
@@ -302,11 +325,14 @@ pub fn start_record(store: &Store, rec: &Record, mode: StartMode) -> Result<Star
         };
     }
     match mode {
-        StartMode::Attached { stdin } => {
-            monitor::run(store, &rec.id, me, Attach::Foreground { stdin }).map(Started::Exited)
+        StartMode::Attached(a) if a.through_socket() => {
+            attach::start_attached(store, rec, me, &a).map(Started::Exited)
+        }
+        StartMode::Attached(_) => {
+            monitor::run(store, &rec.id, me, Attach::Foreground).map(Started::Exited)
         }
         StartMode::Detached => {
-            let res = spawn_monitor(store.root(), &rec.id);
+            let res = spawn_monitor(store.root(), &rec.id, None);
             if res.is_err() {
                 // The monitor may have died before taking the run over: release our claim,
                 // so the container reads as it was, not as a crashed run.
@@ -362,7 +388,7 @@ pub fn start_all(
                 while let Some((i, id)) =
                     claimed.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                 {
-                    let res = spawn_monitor(root, id);
+                    let res = spawn_monitor(root, id, None);
                     on_done();
                     if let Ok(mut v) = spawned.lock() {
                         v.push((*i, res));
@@ -436,12 +462,17 @@ fn follow_log(store: &Store, rec: &Record) -> Result<i32> {
                 .unwrap_or(false)
         },
     )?;
+    last_exit_code(store, &rec.id)
+}
+
+/// The exit code of the container's last run (125 when it has none).
+fn last_exit_code(store: &Store, id: &str) -> Result<i32> {
     let code: Option<i32> = store
         .db()
         .prepare_cached(
             "SELECT exit_code FROM runs WHERE container_id = ?1 ORDER BY started_at DESC LIMIT 1",
         )?
-        .query_row([&rec.id], |r| r.get(0))
+        .query_row([id], |r| r.get(0))
         .optional()?
         .flatten();
     Ok(code.unwrap_or(exit::RUNTIME))
@@ -449,10 +480,31 @@ fn follow_log(store: &Store, rec: &Record) -> Result<i32> {
 
 /// Spawns the detached monitor of a claimed container (`wharf __monitor`, in its own
 /// session), which takes the claim over from us; returns once the command runs, or with the
-/// error that stopped it.
-fn spawn_monitor(root: &Path, id: &str) -> Result<()> {
+/// error that stopped it. `client`: an attach socket the monitor serves from the start (its
+/// fd 4), and the terminal size for the container's pty.
+fn spawn_monitor(
+    root: &Path,
+    id: &str,
+    client: Option<(&std::os::fd::OwnedFd, Option<libc::winsize>)>,
+) -> Result<()> {
     let (r, w) = sys::pipe().context("cannot create a pipe")?;
+    // Above the descriptors the child's dup2 writes (3, 4), so neither overwrites the other.
+    let high = |fd: std::os::fd::BorrowedFd<'_>| -> std::io::Result<std::os::fd::OwnedFd> {
+        let d = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))?;
+        // SAFETY: a new descriptor owned by nothing else.
+        Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) })
+    };
+    use std::os::fd::AsFd;
+    let w = {
+        let orig = w;
+        high(orig.as_fd()).context("cannot duplicate a pipe")?
+    };
+    let c = client
+        .map(|(c, _)| high(c.as_fd()))
+        .transpose()
+        .context("cannot duplicate the attach socket")?;
     let wfd = w.as_raw_fd();
+    let cfd = c.as_ref().map(|c| c.as_raw_fd());
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("--root")
         .arg(root)
@@ -463,18 +515,29 @@ fn spawn_monitor(root: &Path, id: &str) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some((_, ws)) = client {
+        cmd.arg("--attach-fd").arg("4");
+        if let Some(ws) = ws {
+            cmd.arg("--tty-size")
+                .arg(format!("{}x{}", ws.ws_row, ws.ws_col));
+        }
+    }
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // syscalls (setsid, dup2, fcntl, close_range) on descriptors this process owns.
+    // syscalls (setsid, dup2, close_range) on descriptors this process owns.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            if wfd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else if libc::dup2(wfd, 3) < 0 {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(c) = cfd
+                && libc::dup2(c, 4) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // Nothing the caller left open follows the monitor.
-            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            let first: u32 = if cfd.is_some() { 5 } else { 4 };
+            libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32);
             Ok(())
         });
     }
@@ -482,6 +545,7 @@ fn spawn_monitor(root: &Path, id: &str) -> Result<()> {
         .spawn()
         .context("cannot start the container's monitor")?;
     drop(w);
+    drop(c);
     // The monitor outlives us (init adopts it); while we live, it is our child, reaped by
     // [`reap_monitors`] (a long-lived `wharf watch`).
     if let Ok(mut m) = MONITORS.lock() {

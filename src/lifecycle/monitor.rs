@@ -6,8 +6,13 @@
 //! is `wharf __monitor <id>` (re-exec of /proc/self/exe by `run -d`, in its own session, a
 //! child subreaper) whose stdio is /dev/null: it writes the container's output to the log.
 //!
-//! Everything is one thread and one `poll` loop over a signalfd, the container's output
-//! (pty master or pipes) and, when attached with `-i`, our stdin.
+//! Every monitor serves the container's stdio on `containers/<id>/attach.sock`
+//! ([`crate::runtime::attach`]): `wharf attach`, and the `run -i` / `start -ai` that spawned
+//! a detached monitor and attached to it at once (so their detach keys leave it running).
+//!
+//! One `poll` loop over a signalfd, the container's output (pty master or pipes), the
+//! attach socket and its clients. During a run, a second thread writes the log
+//! ([`LogThread`]): the relay writes the terminal first, the log is off its hot path.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -22,22 +27,28 @@ use serde::{Deserialize, Serialize};
 use crate::container::{self, Outcome, Owner};
 use crate::error::{exit, user};
 use crate::model::{HealthConfig, Stats};
+use crate::runtime::attach::{self, Input};
 use crate::runtime::cgroup::ContainerCgroup;
 use crate::runtime::health::{self, HealthState, Probe};
 use crate::runtime::launch::{self, Launched};
-use crate::runtime::logs::{LogWriter, Stream};
+use crate::runtime::logs::{LogThread, LogWriter, Stream};
 use crate::runtime::restart::{self, Backoff, Decision, Ended};
 use crate::runtime::sys;
-use crate::runtime::tty::{RawMode, read_signals, signal_fd};
+use crate::runtime::tty::{read_signals, signal_fd};
 use crate::store::{Store, now_ns};
 
 /// How the monitor is attached to the caller.
 pub enum Attach {
-    /// `wharf run` or `wharf start -a` in the foreground: the container uses our terminal
-    /// or stdio; our stdin is forwarded with `stdin` (`-i`).
-    Foreground { stdin: bool },
+    /// `wharf run` or `wharf start -a` without `-i` in the foreground: the container's
+    /// output goes to our stdout and stderr (and its log).
+    Foreground,
     /// A detached monitor: output goes to the log; `ready` hears a [`Ready`] message.
-    Detached { ready: OwnedFd },
+    /// `client`: the attach of the `run -i` that spawned us, `winsize` its terminal's.
+    Detached {
+        ready: OwnedFd,
+        client: Option<OwnedFd>,
+        winsize: Option<libc::winsize>,
+    },
 }
 
 /// What a detached monitor tells the `wharf` that spawned it, once, over the ready pipe
@@ -97,34 +108,45 @@ fn open_devnull() -> Result<File> {
         .context("cannot open /dev/null")
 }
 
-/// Where output goes.
-enum Sink {
-    Fds,
-    Log(LogWriter),
-    /// A foreground run with a tty: the terminal first, then the log, as docker's
-    /// json-file driver logs every container.
-    Tee(LogWriter),
+/// Where output goes: our stdout/stderr (a foreground run) first, then the log (docker's
+/// json-file driver logs every container), then the attached clients.
+struct Sink {
+    term: bool,
+    /// The log between runs.
+    log: Option<LogWriter>,
+    /// The log's thread during a run.
+    thread: Option<LogThread>,
 }
 
 impl Sink {
+    fn logs(&self) -> bool {
+        self.log.is_some() || self.thread.is_some()
+    }
+
+    /// A run begins: the log's thread starts (after the fork of the container's init).
+    fn begin(&mut self) {
+        if let Some(w) = self.log.take() {
+            match LogThread::spawn(w) {
+                Ok(t) => self.thread = Some(t),
+                Err(e) => tracing::warn!("cannot start the log's thread: {e}; not logged"),
+            }
+        }
+    }
+
+    /// The run's output is all read: the log's thread writes the rest and ends.
+    fn end(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.log = t.finish();
+        }
+    }
+
     fn write(&mut self, stream: Stream, data: &[u8]) {
-        match self {
-            Sink::Fds => {
-                let fd = if stream == Stream::Stderr { 2 } else { 1 };
-                let _ = sys::write_all(fd, data);
-            }
-            Sink::Log(w) => {
-                if let Err(e) = w.write(stream, data) {
-                    tracing::warn!("cannot write the log: {e}");
-                }
-            }
-            Sink::Tee(w) => {
-                let fd = if stream == Stream::Stderr { 2 } else { 1 };
-                let _ = sys::write_all(fd, data);
-                if let Err(e) = w.write(stream, data) {
-                    tracing::warn!("cannot write the log: {e}");
-                }
-            }
+        if self.term {
+            let fd = if stream == Stream::Stderr { 2 } else { 1 };
+            let _ = sys::write_all(fd, data);
+        }
+        if let Some(t) = &self.thread {
+            t.write(stream, data);
         }
     }
 }
@@ -136,11 +158,15 @@ impl Sink {
 /// run), or the `wharf` that spawned this detached monitor; the monitor takes the claim over
 /// from it by compare-and-swap, and refuses to run a container someone else owns.
 pub fn run(store: &Store, id: &str, from: Owner, attach: Attach) -> Result<i32> {
-    let (mut ready, stdin) = match attach {
-        Attach::Detached { ready } => (Some(ready), false),
-        Attach::Foreground { stdin } => (None, stdin),
+    let (mut ready, client, winsize) = match attach {
+        Attach::Detached {
+            ready,
+            client,
+            winsize,
+        } => (Some(ready), client, winsize),
+        Attach::Foreground => (None, None, None),
     };
-    let res = run_inner(store, id, from, &mut ready, stdin);
+    let res = run_inner(store, id, from, &mut ready, client, winsize);
     if let (Err(e), Some(ready)) = (&res, &ready) {
         // Not started yet: tell `run -d` why.
         let code = crate::error::exit_code(e);
@@ -184,7 +210,8 @@ struct Shared<'a> {
     sigfd: &'a OwnedFd,
     devnull: &'a File,
     detached: bool,
-    attach_stdin: bool,
+    /// The terminal size of a detached `-t` run's first client.
+    winsize: Option<libc::winsize>,
 }
 
 /// `ready` is taken (written `ok` and closed) once the command runs.
@@ -198,7 +225,8 @@ fn run_inner(
     id: &str,
     from: Owner,
     ready: &mut Option<OwnedFd>,
-    attach_stdin: bool,
+    client: Option<OwnedFd>,
+    winsize: Option<libc::winsize>,
 ) -> Result<i32> {
     let me = Owner::me().context("cannot read this process's start time from /proc")?;
     // A foreground run is its own monitor: the claim is already ours.
@@ -217,48 +245,59 @@ fn run_inner(
     let mut sink = if detached {
         let path = container::log_path(store, &rec.id);
         store.make_container_dir(&rec.id)?;
-        Sink::Log(
-            LogWriter::with_policy(
-                &path,
-                rec.config
-                    .log_opts
-                    .unwrap_or_default()
-                    .over(crate::policy::log_policy(store, rec.project.as_deref())),
-            )
-            .with_context(|| format!("cannot open {}", path.display()))?,
-        )
-    } else if rec.config.tty && !rec.config.auto_remove {
-        // A foreground run with a terminal is relayed through the pty anyway: its output
-        // is logged too (`wharf logs` after `run -it`). Without -t the container writes
-        // to our stdout itself (no relay, the fastest terminal), and is not logged; a
-        // --rm container's log would go with it at once, so that hot path writes none.
-        let path = container::log_path(store, &rec.id);
-        let _ = std::fs::create_dir_all(store.container_dir(&rec.id));
-        let policy = rec
-            .config
-            .log_opts
-            .unwrap_or_default()
-            .over(crate::policy::log_policy(store, rec.project.as_deref()));
-        match LogWriter::with_policy(&path, policy) {
-            Ok(w) => Sink::Tee(w),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot open {}: {e}; this run is not logged",
-                    path.display()
-                );
-                Sink::Fds
-            }
+        let w = LogWriter::with_policy(&path, log_policy(store, &rec))
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Sink {
+            term: false,
+            log: Some(w),
+            thread: None,
         }
     } else {
-        Sink::Fds
+        // A foreground run is logged too (`wharf logs` after `run`), by the log's thread;
+        // a --rm container's log would go with it at once, so that hot path writes none
+        // (and, without -t, its output goes to our stdout directly, with no relay).
+        let log = if rec.config.auto_remove {
+            None
+        } else {
+            let path = container::log_path(store, &rec.id);
+            let _ = store.make_container_dir(&rec.id);
+            LogWriter::with_policy(&path, log_policy(store, &rec))
+                .map_err(|e| {
+                    tracing::warn!(
+                        "cannot open {}: {e}; this run is not logged",
+                        path.display()
+                    )
+                })
+                .ok()
+        };
+        Sink {
+            term: true,
+            log,
+            thread: None,
+        }
     };
+    // `wharf attach` reaches the container through this socket.
+    let mut server = match store
+        .make_container_dir(&rec.id)
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))
+        .and_then(|dir| attach::Server::bind(&dir))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot serve attach for {}: {e}", rec.short_id());
+            attach::Server::none()
+        }
+    };
+    if let Some(c) = client {
+        server.add(c);
+    }
     let shared = Shared {
         store,
         rec: &rec,
         sigfd: &sigfd,
         devnull: &devnull,
         detached,
-        attach_stdin,
+        winsize,
     };
     // The container's networks, once for all its runs (the same addresses and ports across
     // restarts); torn down before the run is finished (a --rm container's files go then).
@@ -278,6 +317,7 @@ fn run_inner(
         let ran = run_once(
             &shared,
             &mut sink,
+            &mut server,
             ready,
             restarts > 0,
             sandbox.borrow().as_ref(),
@@ -295,6 +335,7 @@ fn run_inner(
                     ..Outcome::default()
                 };
                 let _ = finish(None, &out);
+                server.end_run(out.exit_code);
                 return Err(e);
             }
         };
@@ -310,12 +351,16 @@ fn run_inner(
         let after =
             match restart::decide(cfg.restart, ended, restarts, last_delay, Backoff::default()) {
                 Decision::Stay => {
-                    finish(end.run_id, &end.out)?;
+                    let done = finish(end.run_id, &end.out);
+                    server.end_run(code);
+                    done?;
                     return Ok(code);
                 }
                 Decision::Restart { after } => after,
             };
-        container::mark_restarting(store, &rec.id, end.run_id, &end.out)?;
+        let marked = container::mark_restarting(store, &rec.id, end.run_id, &end.out);
+        server.end_run(code);
+        marked?;
         tracing::info!(
             "container {} exited with {code}; restarting it in {after:?} (policy {})",
             rec.short_id(),
@@ -327,6 +372,8 @@ fn run_inner(
             finish(None, &end.out)?;
             return Ok(code);
         }
+        // Clients attached during the wait hear this run's end.
+        server.end_run(code);
         restarts += 1;
         last_delay = Some(after);
     }
@@ -369,6 +416,7 @@ fn wait_backoff(store: &Store, id: &str, sigfd: &OwnedFd, after: Duration) -> Re
 fn run_once(
     sh: &Shared<'_>,
     sink: &mut Sink,
+    server: &mut attach::Server,
     ready: &mut Option<OwnedFd>,
     is_restart: bool,
     net: Option<&crate::network::Sandbox>,
@@ -376,11 +424,11 @@ fn run_once(
     let (store, rec) = (sh.store, sh.rec);
     let cfg = &rec.config;
     let detached = sh.detached;
-    let (mut outputs, child_ends, stdio) = container_stdio(sh)?;
-    let winsize = if cfg.tty && !detached {
-        sys::get_winsize(0).or_else(|| sys::get_winsize(1))
-    } else {
-        None
+    let (mut outputs, child_ends, stdio, stdin_w) = container_stdio(sh, sink.logs())?;
+    let winsize = match (cfg.tty, detached) {
+        (false, _) => None,
+        (true, false) => sys::get_winsize(0).or_else(|| sys::get_winsize(1)),
+        (true, true) => sh.winsize,
     };
     let launched =
         super::prepare(store, rec, net).and_then(|prep| launch::launch(&prep, stdio, winsize));
@@ -400,22 +448,25 @@ fn run_once(
         c.save(store, &rec.id);
     }
 
-    let (raw, stdin_open) = attach_terminal(sh, master.as_ref(), &mut outputs);
+    attach_terminal(sh, master.as_ref(), &mut outputs);
+    sink.begin();
+    let relayed = relay(
+        sh,
+        sink,
+        server,
+        pid,
+        master.as_ref(),
+        outputs,
+        stdin_w,
+        &mut health,
+        started,
+    );
+    sink.end();
     let Relayed {
         status,
         user_stop,
         unhealthy,
-    } = relay(
-        sh,
-        sink,
-        pid,
-        master.as_ref(),
-        outputs,
-        stdin_open,
-        &mut health,
-        started,
-    )?;
-    drop(raw);
+    } = relayed?;
     drop(master);
     if let Some(c) = &mut health {
         c.abandon();
@@ -434,64 +485,83 @@ fn run_once(
     })
 }
 
-/// The container's stdio without a tty: pipes the monitor reads (detached), or this
-/// process's own descriptors (foreground). Returns what to read from, the child's ends
-/// (closed once it is launched) and its 0, 1, 2.
+/// The log policy of `rec`: its `--log-opt`, over its project's (or the root's).
+fn log_policy(store: &Store, rec: &container::Record) -> crate::model::LogPolicy {
+    rec.config
+        .log_opts
+        .unwrap_or_default()
+        .over(crate::policy::log_policy(store, rec.project.as_deref()))
+}
+
+/// The container's stdio without a tty: pipes the monitor reads (detached, or a logged
+/// foreground run), or this process's own descriptors (a --rm foreground run); a pipe the
+/// monitor writes the clients' input to (a detached `-i` container). Returns what to read
+/// from, the child's ends (closed once it is launched), its 0, 1, 2, and the stdin pipe.
 #[allow(clippy::type_complexity)]
-fn container_stdio(sh: &Shared<'_>) -> Result<(Vec<(OwnedFd, Stream)>, Vec<OwnedFd>, [RawFd; 3])> {
+fn container_stdio(
+    sh: &Shared<'_>,
+    logged: bool,
+) -> Result<(
+    Vec<(OwnedFd, Stream)>,
+    Vec<OwnedFd>,
+    [RawFd; 3],
+    Option<OwnedFd>,
+)> {
     let cfg = &sh.rec.config;
-    let detached = sh.detached;
     let mut outputs: Vec<(OwnedFd, Stream)> = Vec::new();
     let mut child_ends: Vec<OwnedFd> = Vec::new();
-    let stdio: [RawFd; 3] = if detached && !cfg.tty {
+    let devnull = sh.devnull.as_raw_fd();
+    if cfg.tty {
+        return Ok((outputs, child_ends, [devnull, devnull, devnull], None));
+    }
+    let mut stdin_w = None;
+    let stdin = if sh.detached && cfg.interactive {
+        let (r, w) = sys::pipe()?;
+        // The monitor never blocks on a container that does not read its input.
+        nix::fcntl::fcntl(
+            &w,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        stdin_w = Some(w);
+        let fd = r.as_raw_fd();
+        child_ends.push(r);
+        fd
+    } else {
+        devnull
+    };
+    let stdio: [RawFd; 3] = if sh.detached || logged {
         let (r1, w1) = sys::pipe()?;
         let (r2, w2) = sys::pipe()?;
         outputs.push((r1, Stream::Stdout));
         outputs.push((r2, Stream::Stderr));
-        let fds = [sh.devnull.as_raw_fd(), w1.as_raw_fd(), w2.as_raw_fd()];
+        let fds = [stdin, w1.as_raw_fd(), w2.as_raw_fd()];
         child_ends.push(w1);
         child_ends.push(w2);
         fds
     } else {
-        let stdin = if sh.attach_stdin && !detached {
-            0
-        } else {
-            sh.devnull.as_raw_fd()
-        };
         [stdin, 1, 2]
     };
-
-    Ok((outputs, child_ends, stdio))
+    Ok((outputs, child_ends, stdio, stdin_w))
 }
 
-/// The terminal of a `-t` run in the foreground: ours in raw mode (with `-i`), the pty's size
-/// copied from it; the master is read like any output. Returns the raw mode guard and
-/// whether our stdin is forwarded.
+/// The terminal of a `-t` run: in the foreground, the pty's size copied from ours; the
+/// master is read like any output.
 fn attach_terminal(
     sh: &Shared<'_>,
     master: Option<&OwnedFd>,
     outputs: &mut Vec<(OwnedFd, Stream)>,
-) -> (Option<RawMode>, bool) {
-    let detached = sh.detached;
-    let mut raw = None;
-    let mut stdin_open = false;
+) {
     if let Some(m) = master {
-        if !detached {
-            if let Some(ws) = sys::get_winsize(0).or_else(|| sys::get_winsize(1)) {
-                sys::set_winsize(m.as_raw_fd(), &ws);
-            }
-            if sh.attach_stdin {
-                raw = RawMode::enter(0);
-                stdin_open = true;
-            }
+        if !sh.detached
+            && let Some(ws) = sys::get_winsize(0).or_else(|| sys::get_winsize(1))
+        {
+            sys::set_winsize(m.as_raw_fd(), &ws);
         }
         match m.try_clone() {
             Ok(c) => outputs.push((c, Stream::Stdout)),
             Err(e) => tracing::warn!("cannot duplicate the pty master: {e}"),
         }
     }
-
-    (raw, stdin_open)
 }
 
 /// How the relay of one run ended.
@@ -502,31 +572,40 @@ struct Relayed {
     unhealthy: bool,
 }
 
+/// Input queued for a container's stdin pipe past which the clients' input waits.
+const STDIN_QUEUE: usize = 64 * 1024;
+
 /// The poll loop of a run: signals (forwarded, SIGCHLD reaped, SIGWINCH copied), output to
-/// the sink, our stdin to the pty, health probes; until the init is reaped and its outputs
-/// are drained (at most 2 s more).
+/// the sink and the attached clients, their input to the pty or the stdin pipe, health
+/// probes; until the init is reaped and its outputs are drained (at most 2 s more).
 #[allow(clippy::too_many_arguments)]
 fn relay(
     sh: &Shared<'_>,
     sink: &mut Sink,
+    server: &mut attach::Server,
     pid: i32,
     master: Option<&OwnedFd>,
     mut outputs: Vec<(OwnedFd, Stream)>,
-    mut stdin_open: bool,
+    mut stdin_w: Option<OwnedFd>,
     health: &mut Option<Checker>,
     started: Instant,
 ) -> Result<Relayed> {
     let (store, rec) = (sh.store, sh.rec);
+    let interactive = rec.config.interactive;
     let mut status: Option<libc::c_int> = None;
     let mut user_stop = false;
     let mut unhealthy = false;
     let mut drain_deadline: Option<Instant> = None;
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; attach::CHUNK];
+    // Input for the stdin pipe that it did not take yet; close it once written.
+    let mut stdin_queue: Vec<u8> = Vec::new();
+    let mut close_stdin = false;
     loop {
         if status.is_some() && outputs.is_empty() {
             break;
         }
-        let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(outputs.len() + 2);
+        let held_back = server.held_back();
+        let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(outputs.len() + 4);
         pfds.push(libc::pollfd {
             fd: sh.sigfd.as_raw_fd(),
             events: libc::POLLIN,
@@ -534,19 +613,22 @@ fn relay(
         });
         for (fd, _) in &outputs {
             pfds.push(libc::pollfd {
-                fd: fd.as_raw_fd(),
+                // A client's queue is full: the output waits (poll skips a negative fd).
+                fd: if held_back { -1 } else { fd.as_raw_fd() },
                 events: libc::POLLIN,
                 revents: 0,
             });
         }
-        let stdin_idx = pfds.len();
-        if stdin_open && status.is_none() {
+        if let Some(w) = &stdin_w
+            && !stdin_queue.is_empty()
+        {
             pfds.push(libc::pollfd {
-                fd: 0,
-                events: libc::POLLIN,
+                fd: w.as_raw_fd(),
+                events: libc::POLLOUT,
                 revents: 0,
             });
         }
+        let first_client = server.poll_fds(&mut pfds, stdin_queue.len() < STDIN_QUEUE);
         let now = Instant::now();
         if let Some(d) = drain_deadline
             && d <= now
@@ -560,6 +642,7 @@ fn relay(
                 .as_ref()
                 .filter(|_| status.is_none() && !unhealthy)
                 .map(Checker::wake),
+            server.wake(),
         ]
         .into_iter()
         .flatten()
@@ -614,21 +697,70 @@ fn relay(
             }
             match sys::read(fd.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(_) => closed.push(i),
-                Ok(n) => sink.write(*stream, &buf[..n]),
+                Ok(n) => {
+                    sink.write(*stream, &buf[..n]);
+                    server.broadcast(*stream == Stream::Stderr, &buf[..n]);
+                }
             }
         }
         for i in closed.into_iter().rev() {
             outputs.remove(i);
         }
-        // Input.
-        if stdin_idx < pfds.len() && pfds[stdin_idx].revents != 0 {
-            match sys::read(0, &mut buf) {
-                Ok(n) if n > 0 => {
+        // The clients: their input, resizes and signals.
+        for input in server.handle(&pfds, first_client) {
+            match input {
+                Input::Stdin(data) if interactive => match master {
+                    Some(m) => {
+                        let _ = sys::write_all(m.as_raw_fd(), &data);
+                    }
+                    None if stdin_w.is_some() => stdin_queue.extend_from_slice(&data),
+                    None => {}
+                },
+                Input::Stdin(_) => {}
+                Input::CloseStdin => close_stdin = true,
+                Input::Resize { rows, cols } => {
                     if let Some(m) = master {
-                        let _ = sys::write_all(m.as_raw_fd(), &buf[..n]);
+                        let ws = libc::winsize {
+                            ws_row: rows,
+                            ws_col: cols,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        sys::set_winsize(m.as_raw_fd(), &ws);
                     }
                 }
-                _ => stdin_open = false,
+                Input::Signal(sig) => {
+                    if ENDING.contains(&sig) {
+                        user_stop = true;
+                    }
+                    if status.is_none() && (1..=64).contains(&sig) {
+                        // SAFETY: kill on our own child, which has not been reaped yet.
+                        unsafe { libc::kill(pid, sig) };
+                    }
+                }
+            }
+        }
+        // The stdin pipe: what it takes now; closed after the last byte once asked.
+        if let Some(w) = &stdin_w
+            && (!stdin_queue.is_empty() || close_stdin)
+        {
+            let mut gone = false;
+            while !stdin_queue.is_empty() {
+                match nix::unistd::write(w, &stdin_queue) {
+                    Ok(n) => {
+                        stdin_queue.drain(..n);
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(_) => {
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            if gone || (close_stdin && stdin_queue.is_empty()) {
+                stdin_w = None;
+                stdin_queue.clear();
             }
         }
         // Health checks.
@@ -904,13 +1036,41 @@ impl Checker {
 
 /// Entry point of `wharf __monitor <id>`: make this process a child subreaper that the OOM
 /// killer spares, then run the container, reporting the start on `ready_fd`.
-pub fn detached_main(store: &Store, id: &str, ready_fd: RawFd) -> Result<i32> {
-    // SAFETY: prctl with plain integers; ready_fd was handed to us by `run -d` and is ours.
-    let ready = unsafe {
+///
+/// `attach_fd`: a connected attach socket, the `run -i` that spawned us (`winsize`: its
+/// terminal's size, for the pty from the start).
+pub fn detached_main(
+    store: &Store,
+    id: &str,
+    ready_fd: RawFd,
+    attach_fd: Option<RawFd>,
+    winsize: Option<(u16, u16)>,
+) -> Result<i32> {
+    // SAFETY: prctl with plain integers; ready_fd and attach_fd were handed to us by the
+    // wharf that spawned us and are ours.
+    let (ready, client) = unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        OwnedFd::from_raw_fd(ready_fd)
+        (
+            OwnedFd::from_raw_fd(ready_fd),
+            attach_fd.map(|fd| OwnedFd::from_raw_fd(fd)),
+        )
     };
     let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     let from = Owner::parent().context("the wharf that started this monitor is gone")?;
-    run(store, id, from, Attach::Detached { ready })
+    let winsize = winsize.map(|(rows, cols)| libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
+    run(
+        store,
+        id,
+        from,
+        Attach::Detached {
+            ready,
+            client,
+            winsize,
+        },
+    )
 }

@@ -90,17 +90,18 @@ impl LogWriter {
     /// Writes `data` as one entry per line (a trailing partial line is its own entry).
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
         let time = rfc3339(crate::store::now_ns());
-        let mut out = Vec::with_capacity(data.len() + 96);
+        // The entry's end, the same for every line of the chunk.
+        let tail = format!(
+            "\",\"stream\":\"{}\",\"time\":\"{time}\"}}\n",
+            stream.name()
+        );
+        let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 96);
         let mut entry = Vec::with_capacity(256);
         for line in data.split_inclusive(|&b| b == b'\n') {
-            let e = Entry {
-                log: String::from_utf8_lossy(line),
-                stream: stream.name().into(),
-                time: time.clone(),
-            };
             entry.clear();
-            serde_json::to_writer(&mut entry, &e).map_err(io::Error::other)?;
-            entry.push(b'\n');
+            entry.extend_from_slice(b"{\"log\":\"");
+            push_json_str(&mut entry, &String::from_utf8_lossy(line));
+            entry.extend_from_slice(tail.as_bytes());
             // Rotate between entries, so a burst of output respects the cap too.
             let pending = self.size + out.len() as u64;
             if pending > 0 && pending + entry.len() as u64 > self.max {
@@ -139,6 +140,96 @@ impl LogWriter {
         self.size = 0;
         Ok(())
     }
+}
+
+/// Chunks a [`LogThread`] holds before the relay waits for it (2 MiB of 32 KiB reads).
+const LOG_QUEUE: usize = 64;
+
+/// A [`LogWriter`] on a thread of its own, so the log is off the relay's hot path: the
+/// relay writes the terminal first, then hands the chunk over a bounded channel and goes on.
+/// It waits only when the writer is [`LOG_QUEUE`] chunks behind (json-file's blocking mode:
+/// the log loses nothing). The thread lives for one run: the container's init is forked
+/// from a single-threaded monitor.
+pub struct LogThread {
+    tx: Option<std::sync::mpsc::SyncSender<(Stream, Vec<u8>)>>,
+    handle: Option<std::thread::JoinHandle<LogWriter>>,
+}
+
+impl LogThread {
+    pub fn spawn(mut w: LogWriter) -> io::Result<LogThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Stream, Vec<u8>)>(LOG_QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("log".into())
+            .spawn(move || {
+                let mut failed = false;
+                for (stream, data) in rx {
+                    if let Err(e) = w.write(stream, &data)
+                        && !failed
+                    {
+                        failed = true;
+                        tracing::warn!("cannot write the log: {e}");
+                    }
+                }
+                w
+            })?;
+        Ok(LogThread {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    pub fn write(&self, stream: Stream, data: &[u8]) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((stream, data.to_vec()));
+        }
+    }
+
+    /// Waits for the thread to write what it was given; returns the writer for the next run.
+    pub fn finish(mut self) -> Option<LogWriter> {
+        self.tx = None;
+        self.handle.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl Drop for LogThread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// `s` escaped as a JSON string's contents, as serde_json escapes it (the entries are
+/// written by hand: per line, serde's struct serialization was the relay's bottleneck).
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let short: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&b[start..i]);
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(short);
+        start = i + 1;
+    }
+    out.extend_from_slice(&b[start..]);
 }
 
 /// Removes `log.json.N` for every N ≥ `files` (the current file counts as one of `files`).
@@ -368,6 +459,33 @@ fn follow_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_the_json_serde_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.json");
+        let mut w = LogWriter::open(&p).unwrap();
+        let mut data: Vec<u8> = (0u8..=0x7f).collect();
+        data.extend_from_slice("é ü 日本 \\ \" end\n".as_bytes());
+        data.extend_from_slice(b"bad \xff\xfe utf8\n");
+        w.write(Stream::Stderr, &data).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut logged = String::new();
+        for l in &lines {
+            let e: Entry<'_> = serde_json::from_str(l).unwrap();
+            assert_eq!(e.stream, "stderr");
+            // Byte for byte what serde_json makes of the same entry.
+            let again = Entry {
+                log: e.log.clone(),
+                stream: e.stream.clone(),
+                time: e.time.clone(),
+            };
+            assert_eq!(serde_json::to_string(&again).unwrap(), *l);
+            logged.push_str(&e.log);
+        }
+        assert_eq!(logged, String::from_utf8_lossy(&data));
+    }
 
     #[test]
     fn entries_round_trip_and_rotate() {

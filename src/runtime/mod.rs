@@ -9,8 +9,10 @@
 //! - [`restart`]: restart policies and their backoff (pure decisions the monitor follows).
 //! - [`health`]: the health-check state machine (the monitor runs the probes).
 //! - [`seccomp`]: docker's default seccomp profile (or the user's), compiled and cached.
+//! - [`attach`]: the attach socket a monitor serves and its client.
 //! - [`logs`]: the json-file log; [`tty`]: signals and raw mode; [`sys`]: raw syscalls.
 
+pub mod attach;
 pub mod cgroup;
 pub mod channel;
 pub mod child;

@@ -18,12 +18,19 @@ pub const FORWARDED: [libc::c_int; 6] = [
 /// Blocks the signals the monitor handles and returns a signalfd for them. The child
 /// unblocks them before exec.
 pub fn signal_fd() -> Result<OwnedFd> {
+    let mut sigs = FORWARDED.to_vec();
+    sigs.extend([libc::SIGCHLD, libc::SIGWINCH]);
+    signal_fd_of(&sigs)
+}
+
+/// Blocks `sigs` and returns a signalfd for them (`wharf attach`'s own set).
+pub fn signal_fd_of(sigs: &[libc::c_int]) -> Result<OwnedFd> {
     // SAFETY: a sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t; the signals are valid numbers.
     let fd = unsafe {
         libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGCHLD, libc::SIGWINCH]) {
+        for s in sigs {
             libc::sigaddset(&mut set, *s);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
