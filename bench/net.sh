@@ -22,6 +22,10 @@
 # unmounts what is left under the temp dir and deletes it. The host-wide side effects are
 # netavark's own (see README "Networking"): the NETAVARK_* firewall chains it creates stay,
 # empty, as podman leaves them; the bridges go with their last container.
+#
+# Do not run it alongside tests/network.rs or other wharf roots with bridge containers: every
+# root's default network is the bridge wharf0, but each root hands out its own addresses
+# (two roots made while wharf0 is down both take 10.88.0.0/16 and both give out 10.88.0.2).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
