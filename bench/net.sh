@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# bench/net.sh — what networking costs, side by side, in one run:
+#
+#   start    wharf run --rm bb:1 /bin/true   --network none | the default (bridge) | -p 127.0.0.1::80
+#            podman run --rm ... /bin/true   --network none | bridge | -p 127.0.0.1::80
+#            (podman calls the same netavark: the fair peer; SKIP_SLOW=1 skips it)
+#   transfer curl of a XFER_MB file from 127.0.0.1 through a published port, served by busybox
+#            httpd in a wharf container (and in a podman one), against the same server on the
+#            host's loopback
+#
+# Prints the start medians with each row's ratio to wharf's --network none, and the transfer
+# medians in MB/s with each row's ratio to loopback. Needs root, hyperfine, jq and curl
+# (apt-get installs them when missing, and podman unless SKIP_SLOW=1 or SKIP_INSTALL=1).
+#
+# Knobs: RUNS=30  ROUNDS=5  RUNS_SLOW=10  XFER_MB=200  XFER_RUNS=5  SKIP_SLOW=1  SKIP_INSTALL=1
+#        WHARF=<binary> (skips the release build)  KEEP=1 (keeps the temp dir)
+#
+# Everything lives in one temp dir (wharf's state root, podman's storage, network configs and
+# run dirs, the served file): nothing of the host's podman or wharf state is read or written.
+# Traffic goes only to 127.0.0.1 and to the containers and networks made here. On any exit
+# the trap removes the containers (wharf's and podman's), stops the host server by PID,
+# unmounts what is left under the temp dir and deletes it. The host-wide side effects are
+# netavark's own (see README "Networking"): the NETAVARK_* firewall chains it creates stay,
+# empty, as podman leaves them; the bridges go with their last container.
+#
+# Do not run it alongside tests/network.rs or other wharf roots with bridge containers: every
+# root's default network is the bridge wharf0, but each root hands out its own addresses
+# (two roots made while wharf0 is down both take 10.88.0.0/16 and both give out 10.88.0.2).
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib.sh"
+RUNS=${RUNS:-30}
+ROUNDS=${ROUNDS:-5}
+RUNS_SLOW=${RUNS_SLOW:-10}
+XFER_MB=${XFER_MB:-200}
+XFER_RUNS=${XFER_RUNS:-5}
+need_root
+B=$(mktemp -d /tmp/wharf-bench-net.XXXXXX)
+RES=$B/results
+mkdir -p "$RES"
+
+WROOT=$B/wharf-root
+HTTPD_PID=""
+PODMAN_ON=""
+cleanup() {
+    local rc=$? ids
+    if [ -n "$HTTPD_PID" ]; then kill "$HTTPD_PID" 2>/dev/null; wait "$HTTPD_PID" 2>/dev/null; fi
+    if [ -n "${WHARF:-}" ] && [ -d "$WROOT" ]; then
+        ids=$("$WHARF" --root "$WROOT" ps -aq 2>/dev/null)
+        [ -z "$ids" ] || "$WHARF" --root "$WROOT" rm -f $ids >/dev/null 2>&1
+        "$WHARF" --root "$WROOT" network prune -f >/dev/null 2>&1
+    fi
+    if [ -n "$PODMAN_ON" ]; then
+        podman rm -af -t 0 >/dev/null 2>&1
+        podman network prune -f >/dev/null 2>&1
+        podman system reset -f >/dev/null 2>&1 # unmounts its storage
+    fi
+    # Whatever is still mounted below the temp dir (deepest first), then the dir itself.
+    findmnt -rn -o TARGET | grep "^$B/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+    if [ -n "${KEEP:-}" ]; then echo "kept $B" >&2; else rm -rf --one-file-system "$B"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${SKIP_INSTALL:-}" ]; then
+    want=(hyperfine jq curl busybox-static)
+    [ -z "${SKIP_SLOW:-}" ] && want+=(podman runc)
+    install_missing "${want[@]}"
+fi
+need_tools hyperfine jq curl busybox
+[ -x /usr/lib/podman/netavark ] || [ -x /usr/libexec/podman/netavark ] ||
+    { echo "$BENCH_NAME: needs netavark (apt-get install netavark aardvark-dns)" >&2; exit 1; }
+
+say "build wharf (release) and fixtures"
+build_wharf
+"$REPO/scripts/make-rootfs.sh" "$B/fixtures" >/dev/null || exit 1
+BB_TAR=$B/fixtures/busybox-rootfs.tar
+W="$WHARF --root $WROOT"
+$W import -q "$BB_TAR" bb:1 >/dev/null || exit 1
+# The default network is made on first use: make it outside the timing.
+$W run --rm bb:1 /bin/true || { echo "$BENCH_NAME: a bridge run fails here" >&2; exit 1; }
+
+# podman with private storage, config and network dirs; its default network on a subnet
+# wharf never picks (wharf: 10.49-10.127), runc as in bench/run.sh (crun refuses this
+# hybrid cgroup host).
+if [ -z "${SKIP_SLOW:-}" ] && command -v podman >/dev/null; then
+    P=$B/podman
+    mkdir -p "$P/networks" "$P/tmp"
+    cat >"$P/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[network]
+network_backend = "netavark"
+network_config_dir = "$P/networks"
+default_subnet = "10.231.0.0/24"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$P/events.log"
+runtime = "runc"
+tmp_dir = "$P/tmp"
+EOF
+    printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$P" "$P" >"$P/storage.conf"
+    export CONTAINERS_CONF=$P/containers.conf CONTAINERS_STORAGE_CONF=$P/storage.conf
+    PODMAN_ON=1
+    if podman import -q "$BB_TAR" localhost/bench-bb >/dev/null 2>"$RES/podman-import.log" &&
+        podman run --rm --network bridge localhost/bench-bb /bin/true >"$RES/podman-probe.log" 2>&1; then
+        :
+    else
+        note "podman does not run here: $(tail -1 "$RES/podman-import.log" "$RES/podman-probe.log" 2>/dev/null | tr '\n' ' ')"
+        PODMAN_ON=""
+    fi
+elif [ -z "${SKIP_SLOW:-}" ]; then
+    note "podman is not installed (apt-get install podman): no podman rows"
+fi
+
+# ---------------------------------------------------------------- start
+# The rows take turns: ROUNDS rounds, each starting one row later (as bench/run.sh), so that
+# other work on a shared machine weighs on them alike.
+ROWS=()
+add() { ROWS+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"); } # add KEY LABEL RUNS CMD
+add none "wharf --network none" "$RUNS" "$W run --rm --network none bb:1 /bin/true"
+add bridge "wharf (default: bridge)" "$RUNS" "$W run --rm bb:1 /bin/true"
+add port "wharf -p 127.0.0.1::80" "$RUNS" "$W run --rm -p 127.0.0.1::80 bb:1 /bin/true"
+if [ -n "$PODMAN_ON" ]; then
+    add pnone "podman --network none" "$RUNS_SLOW" "podman run --rm --network none localhost/bench-bb /bin/true"
+    add pbridge "podman --network bridge" "$RUNS_SLOW" "podman run --rm --network bridge localhost/bench-bb /bin/true"
+    add pport "podman -p 127.0.0.1::80" "$RUNS_SLOW" "podman run --rm --network bridge -p 127.0.0.1::80 localhost/bench-bb /bin/true"
+fi
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+say "start: $ROUNDS rounds"
+declare -A FAILED=()
+n=${#ROWS[@]}
+for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+        IFS=$'\t' read -r key label runs cmd <<<"${ROWS[$(( (i + r) % n ))]}"
+        [ -n "${FAILED[$key]:-}" ] && continue
+        [ "$r" = 0 ] && echo "   $label: $cmd" >&2
+        per=$(( (runs + ROUNDS - 1) / ROUNDS ))
+        if ! hyperfine -N --warmup 1 --runs "$per" --export-json "$RES/start-$key-r$r.json" "$cmd" >"$RES/start-$key.log" 2>&1; then
+            FAILED[$key]=1
+            note "$label failed: $(tail -3 "$RES/start-$key.log" | tr '\n' ' ')"
+        fi
+    done
+done
+
+# ---------------------------------------------------------------- transfer
+say "transfer: $XFER_MB MB, $XFER_RUNS fetches per row"
+mkdir -p "$B/www"
+head -c "$((XFER_MB * 1024 * 1024))" /dev/urandom >"$B/www/big" || exit 1
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# await_http PORT: until GET / answers (the server starts after `run -d` returns)
+await_http() {
+    local _
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+XROWS=()
+HPORT=$(free_port)
+busybox httpd -f -p "127.0.0.1:$HPORT" -h "$B/www" &
+HTTPD_PID=$!
+if await_http "$HPORT"; then XROWS+=("loop"$'\t'"host loopback (busybox httpd)"$'\t'"$HPORT"); else note "the host httpd did not answer"; fi
+
+if $W run -d --name netbench-httpd -p 127.0.0.1::80 -v "$B/www:/www:ro" bb:1 httpd -f -p 80 -h /www >/dev/null 2>"$RES/wharf-httpd.log" &&
+    WPORT=$($W port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$WPORT"; then
+    XROWS+=("wport"$'\t'"wharf -p 127.0.0.1::80"$'\t'"$WPORT")
+else
+    note "the wharf httpd container did not answer: $(tail -2 "$RES/wharf-httpd.log" | tr '\n' ' ')"
+fi
+if [ -n "$PODMAN_ON" ] &&
+    podman run -d --name netbench-httpd --network bridge -p 127.0.0.1::80 -v "$B/www:/www:ro" localhost/bench-bb httpd -f -p 80 -h /www >/dev/null 2>"$RES/podman-httpd.log" &&
+    PPORT=$(podman port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$PPORT"; then
+    XROWS+=("pport"$'\t'"podman -p 127.0.0.1::80"$'\t'"$PPORT")
+elif [ -n "$PODMAN_ON" ]; then
+    note "the podman httpd container did not answer: $(tail -2 "$RES/podman-httpd.log" | tr '\n' ' ')"
+fi
+
+# XFER_RUNS rounds, the rows taking turns; each fetch's MB/s (curl's own figure) in a file.
+for ((r = 0; r < XFER_RUNS; r++)); do
+    for x in "${XROWS[@]}"; do
+        IFS=$'\t' read -r key label port <<<"$x"
+        s=$(curl -s -o /dev/null --max-time 120 -w '%{size_download} %{speed_download}' "http://127.0.0.1:$port/big") ||
+            { note "$label: a fetch failed"; continue; }
+        read -r size speed <<<"$s"
+        [ "$size" = "$((XFER_MB * 1024 * 1024))" ] || { note "$label: $size bytes instead of $((XFER_MB * 1024 * 1024))"; continue; }
+        awk -v s="$speed" 'BEGIN { printf "%.1f\n", s / 1e6 }' >>"$RES/xfer-$key.txt"
+    done
+done
+$W rm -f netbench-httpd >/dev/null 2>&1
+[ -z "$PODMAN_ON" ] || podman rm -f -t 0 netbench-httpd >/dev/null 2>&1
+
+# ---------------------------------------------------------------- results
+say "results"
+# median, min and max in ms over every run of a row
+STATS='[.[].results[0].times[]] | sort | map(. * 1000) | [(if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end), .[0], .[-1], length] | @tsv'
+med_of() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+{
+    echo "# bench/net.sh ($(date -u +%Y-%m-%dT%H:%M:%SZ)), $(nproc) cores, kernel $(uname -r), netavark $(/usr/lib/podman/netavark --version 2>/dev/null | cut -d' ' -f2), load $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
+    echo
+    printf '| %-26s | %9s | %8s | %8s | %4s | %12s |\n' start "median ms" "min ms" "max ms" runs "× wharf none"
+    printf '|%s|\n' "----------------------------|-----------|----------|----------|------|--------------"
+    NONE=""
+    for row in "${ROWS[@]}"; do
+        IFS=$'\t' read -r key label runs cmd <<<"$row"
+        [ -n "${FAILED[$key]:-}" ] && continue
+        IFS=$'\t' read -r med mn mx cnt < <(jq -rs "$STATS" "$RES"/start-"$key"-r*.json)
+        [ "$key" = none ] && NONE=$med
+        ratio=$(awk -v a="$med" -v w="${NONE:-0}" 'BEGIN { if (w > 0) printf "%.2f", a / w; else print "-" }')
+        printf '| %-26s | %9.1f | %8.1f | %8.1f | %4s | %12s |\n' "$label" "$med" "$mn" "$mx" "$cnt" "$ratio"
+    done
+    echo
+    printf '| %-30s | %12s | %8s | %8s | %4s | %10s |\n' "transfer ($XFER_MB MB)" "median MB/s" min max runs "× loopback"
+    printf '|%s|\n' "--------------------------------|--------------|----------|----------|------|------------"
+    LOOP=""
+    for x in "${XROWS[@]}"; do
+        IFS=$'\t' read -r key label port <<<"$x"
+        [ -s "$RES/xfer-$key.txt" ] || continue
+        med=$(med_of <"$RES/xfer-$key.txt")
+        [ "$key" = loop ] && LOOP=$med
+        ratio=$(awk -v a="$med" -v w="${LOOP:-0}" 'BEGIN { if (w > 0) printf "%.2f", a / w; else print "-" }')
+        printf '| %-30s | %12.1f | %8.1f | %8.1f | %4s | %10s |\n' "$label" "$med" \
+            "$(sort -n "$RES/xfer-$key.txt" | head -1)" "$(sort -n "$RES/xfer-$key.txt" | tail -1)" \
+            "$(wc -l <"$RES/xfer-$key.txt")" "$ratio"
+    done
+    print_notes
+} | tee "$B/net-table.md"
+cp "$B/net-table.md" /tmp/wharf-bench-net-table.md
