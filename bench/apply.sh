@@ -52,6 +52,7 @@ build_wharf
 "$REPO/scripts/make-rootfs.sh" "$B/fixtures" || exit 1
 cp -f "$B/fixtures/busybox-rootfs.tar" "$A/busybox.tar"
 WROOT=$A/wharf-root
+loopback_root "$WROOT"
 
 # gen_wharf NAME N: a project of N containers in $A/NAME.toml
 gen_wharf() {

@@ -31,6 +31,7 @@ build_wharf
 cp -f "$B/fixtures/busybox-rootfs.tar" "$D/busybox.tar"
 WROOT=$D/wharf-root
 rm -rf "$WROOT"
+loopback_root "$WROOT"
 W() { "$WHARF" --root "$WROOT" "$@"; }
 cleanup() { W ps -aq 2>/dev/null | xargs -r "$WHARF" --root "$WROOT" rm -f >/dev/null 2>&1; }
 trap cleanup EXIT

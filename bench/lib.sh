@@ -58,3 +58,11 @@ build_wharf() {
     fi
     [ -x "$WHARF" ] || { echo "$BENCH_NAME: no wharf binary at $WHARF" >&2; exit 1; }
 }
+
+# loopback_root DIR: a wharf state root whose containers have loopback only (`[network]
+# default = "none"`), as the peers beside them run without networking; bench/net.sh
+# measures the networks.
+loopback_root() {
+    mkdir -p "$1"
+    printf '[network]\ndefault = "none"\n' > "$1/config.toml"
+}

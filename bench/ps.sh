@@ -41,6 +41,7 @@ build_wharf
 "$REPO/scripts/make-rootfs.sh" "$B/fixtures" || exit 1
 BB_TAR=$B/fixtures/busybox-rootfs.tar
 WROOT=$B/wharf-root
+loopback_root "$WROOT"
 
 DOCKERD_PID=""
 DOCKER=""

@@ -42,6 +42,7 @@ build_wharf
 "$REPO/scripts/make-rootfs.sh" "$B/fixtures" || exit 1
 BB_TAR=$B/fixtures/busybox-rootfs.tar
 WROOT=$B/wharf-root
+loopback_root "$WROOT"
 "$WHARF" --root "$WROOT" import -q "$BB_TAR" bench:1 >/dev/null || exit 1
 
 DOCKERD_PID=""

@@ -36,6 +36,7 @@ fi
 rm -rf "$B"
 mkdir -p "$B/m"
 ROOT=$B/root
+loopback_root "$ROOT"
 M=$B/m
 cp "$FIX/busybox-rootfs.tar" "$M/busybox.tar"
 W() { "$WHARF" --root "$ROOT" "$@"; }
