@@ -532,6 +532,14 @@ fn container_stdio(
     let stdio: [RawFd; 3] = if sh.detached || logged {
         let (r1, w1) = sys::pipe()?;
         let (r2, w2) = sys::pipe()?;
+        // Our read ends (their own open files: the container's ends stay blocking) are
+        // non-blocking, so that one wakeup drains a burst of small writes.
+        for r in [&r1, &r2] {
+            nix::fcntl::fcntl(
+                r,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )?;
+        }
         outputs.push((r1, Stream::Stdout));
         outputs.push((r2, Stream::Stderr));
         let fds = [stdin, w1.as_raw_fd(), w2.as_raw_fd()];
@@ -596,10 +604,20 @@ fn relay(
     let mut user_stop = false;
     let mut unhealthy = false;
     let mut drain_deadline: Option<Instant> = None;
-    let mut buf = vec![0u8; attach::CHUNK];
+    let mut buf = vec![0u8; 8 * attach::CHUNK];
     // Input for the stdin pipe that it did not take yet; close it once written.
     let mut stdin_queue: Vec<u8> = Vec::new();
     let mut close_stdin = false;
+    // The pipes are non-blocking and drained at each wakeup; the pty master is blocking (its
+    // input is written with blocking writes): one read a wakeup.
+    let mut drains: Vec<bool> = outputs
+        .iter()
+        .map(|(fd, _)| {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).is_ok_and(|fl| {
+                nix::fcntl::OFlag::from_bits_truncate(fl).contains(nix::fcntl::OFlag::O_NONBLOCK)
+            })
+        })
+        .collect();
     loop {
         if status.is_some() && outputs.is_empty() {
             break;
@@ -696,8 +714,17 @@ fn relay(
                 continue;
             }
             match sys::read(fd.as_raw_fd(), &mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Ok(0) | Err(_) => closed.push(i),
-                Ok(n) => {
+                Ok(mut n) => {
+                    // What else the pipe holds now, up to the buffer: one pass for a burst
+                    // (its end of file is seen at the next wakeup).
+                    while drains[i] && n < buf.len() {
+                        match sys::read(fd.as_raw_fd(), &mut buf[n..]) {
+                            Ok(m) if m > 0 => n += m,
+                            _ => break,
+                        }
+                    }
                     sink.write(*stream, &buf[..n]);
                     server.broadcast(*stream == Stream::Stderr, &buf[..n]);
                 }
@@ -705,6 +732,7 @@ fn relay(
         }
         for i in closed.into_iter().rev() {
             outputs.remove(i);
+            drains.remove(i);
         }
         // The clients: their input, resizes and signals.
         for input in server.handle(&pfds, first_client) {

@@ -349,8 +349,14 @@ impl Server {
         inputs
     }
 
-    /// Queues the container's output for every client.
+    /// Queues the container's output for every client, in messages of at most [`CHUNK`].
     pub fn broadcast(&mut self, stderr: bool, data: &[u8]) {
+        if data.len() > CHUNK {
+            for part in data.chunks(CHUNK) {
+                self.broadcast(stderr, part);
+            }
+            return;
+        }
         if self.clients.is_empty() {
             return;
         }
