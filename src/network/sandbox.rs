@@ -184,36 +184,14 @@ pub fn attach(store: &Store, rec: &Record) -> Result<Option<Sandbox>> {
     let mut addresses = BTreeMap::new();
     for (i, (n, aliases)) in nets.iter().enumerate() {
         let addr = super::allocate(store, n, &rec.id).map_err(undo)?;
-        let interface = format!("eth{i}");
-        let mut names = aliases.clone();
-        for extra in [&rec.config.hostname, &rec.id[..12].to_string()] {
-            if *extra != rec.name && !names.contains(extra) {
-                names.push(extra.clone());
-            }
-        }
-        options.networks.insert(
-            n.name.clone(),
-            PerNetwork {
-                aliases: names,
-                interface_name: interface.clone(),
-                static_ips: vec![IpAddr::V4(addr)],
-            },
-        );
-        options
-            .network_info
-            .insert(n.name.clone(), netavark::Network::of(n));
-        addresses.insert(
-            n.name.clone(),
-            Endpoint {
-                network_id: n.id.clone(),
-                interface,
-                address: addr,
-                gateway: n.gateway,
-                prefix: n.subnet.prefix_len(),
-                mac: String::new(),
-                aliases: aliases.clone(),
-                dns: n.dns,
-            },
+        join(
+            &mut options,
+            &mut addresses,
+            rec,
+            n,
+            aliases,
+            format!("eth{i}"),
+            addr,
         );
     }
     let netns = store.root().join("netns").join(&rec.id);
@@ -246,6 +224,50 @@ pub fn attach(store: &Store, rec: &Record) -> Result<Option<Sandbox>> {
         _ports: reserved,
         done: false,
     }))
+}
+
+/// Adds network `n` (the container's address `addr` on it, as `interface`) to netavark's
+/// options and to the container's endpoints: its DNS names are its aliases, its hostname and
+/// short id (netavark adds the container's name).
+fn join(
+    options: &mut Options,
+    addresses: &mut BTreeMap<String, Endpoint>,
+    rec: &Record,
+    n: &Net,
+    aliases: &[String],
+    interface: String,
+    addr: Ipv4Addr,
+) {
+    let mut names = aliases.to_vec();
+    for extra in [&rec.config.hostname, &rec.id[..12].to_string()] {
+        if *extra != rec.name && !names.contains(extra) {
+            names.push(extra.clone());
+        }
+    }
+    options.networks.insert(
+        n.name.clone(),
+        PerNetwork {
+            aliases: names,
+            interface_name: interface.clone(),
+            static_ips: vec![IpAddr::V4(addr)],
+        },
+    );
+    options
+        .network_info
+        .insert(n.name.clone(), netavark::Network::of(n));
+    addresses.insert(
+        n.name.clone(),
+        Endpoint {
+            network_id: n.id.clone(),
+            interface,
+            address: addr,
+            gateway: n.gateway,
+            prefix: n.subnet.prefix_len(),
+            mac: String::new(),
+            aliases: aliases.to_vec(),
+            dns: n.dns,
+        },
+    );
 }
 
 /// Tears down what [`attach`] set up for container `id`, from its `network.json`: netavark's
@@ -504,19 +526,15 @@ pub fn connect(store: &Store, input: &str, network: &str, aliases: &[String]) ->
     {
         let addr = super::allocate(store, &n, &rec.id)?;
         let interface = format!("eth{}", st.addresses.len());
-        let mut names = aliases.to_vec();
-        names.push(rec.id[..12].to_string());
-        st.options.networks.insert(
-            n.name.clone(),
-            PerNetwork {
-                aliases: names,
-                interface_name: interface.clone(),
-                static_ips: vec![IpAddr::V4(addr)],
-            },
+        join(
+            &mut st.options,
+            &mut st.addresses,
+            &rec,
+            &n,
+            aliases,
+            interface.clone(),
+            addr,
         );
-        st.options
-            .network_info
-            .insert(n.name.clone(), netavark::Network::of(&n));
         let one = one_network(&st, &n.name);
         let status = match netavark::setup(store.root(), &st.netns, &one) {
             Ok(s) => s,
@@ -535,19 +553,9 @@ pub fn connect(store: &Store, input: &str, network: &str, aliases: &[String]) ->
             })
             .unwrap_or_default();
         st.status.extend(status);
-        st.addresses.insert(
-            n.name.clone(),
-            Endpoint {
-                network_id: n.id.clone(),
-                interface,
-                address: addr,
-                gateway: n.gateway,
-                prefix: n.subnet.prefix_len(),
-                mac,
-                aliases: aliases.to_vec(),
-                dns: n.dns,
-            },
-        );
+        if let Some(ep) = st.addresses.get_mut(&n.name) {
+            ep.mac = mac;
+        }
         save(store, &rec.id, &st)?;
     }
     crate::container::set_config(store, &rec.id, &cfg)
