@@ -55,6 +55,8 @@ pub struct Record {
     pub restart_count: i64,
     /// Health-check status, when the container has one.
     pub health: Option<String>,
+    /// Why its last start failed (cleared by a start that runs the command).
+    pub error: Option<String>,
 }
 
 impl Record {
@@ -158,7 +160,7 @@ impl Record {
 
 const COLUMNS: &str = "id, name, image_id, image_ref, config, created_at, state, pid, pid_start, \
      monitor_pid, monitor_start, started_at, finished_at, exit_code, oom_killed, labels, project, \
-     spec_hash, spec, restart_count, health";
+     spec_hash, spec, restart_count, health, error";
 
 /// A row's record; its config and labels come back as JSON, parsed by [`finish_row`] (a
 /// config selected as NULL, as `list_for_ps` does, leaves the default).
@@ -187,6 +189,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, (Option<String>,
             spec: r.get(18)?,
             restart_count: r.get(19)?,
             health: r.get(20)?,
+            error: r.get(21)?,
         },
         (cfg, r.get(15)?),
     ))
@@ -261,7 +264,7 @@ pub fn list_for_ps(store: &Store, args_cap: Option<usize>) -> Result<Vec<Record>
             Option<String>,
             Option<String>,
             Option<String>,
-        ) = (r.get(21)?, r.get(22)?, r.get(23)?, r.get(24)?);
+        ) = (r.get(22)?, r.get(23)?, r.get(24)?, r.get(25)?);
         Ok((from_row(r)?, parts))
     })?;
     let mut out = Vec::new();
@@ -498,6 +501,16 @@ pub fn release(store: &Store, id: &str, owner: Owner) -> Result<()> {
     Ok(())
 }
 
+/// Records why the container could not be started (or restarted): inspect's `State.Error`
+/// until a start runs its command. A container already gone (`--rm`) has nothing to keep it.
+pub fn set_error(store: &Store, rec_id: &str, error: &str) -> Result<()> {
+    store
+        .db()
+        .prepare_cached("UPDATE containers SET error = ?2 WHERE id = ?1")?
+        .execute(params![rec_id, error])?;
+    Ok(())
+}
+
 /// Records that the container's init runs as `pid`, and opens its row in `runs` (`restart`:
 /// started by the restart policy, counted in `restart_count`). Returns the run's row id.
 pub fn mark_running(store: &Store, rec_id: &str, pid: i32, restart: bool) -> Result<i64> {
@@ -506,7 +519,7 @@ pub fn mark_running(store: &Store, rec_id: &str, pid: i32, restart: bool) -> Res
     let tx = store.db().unchecked_transaction()?;
     tx.prepare_cached(
         "UPDATE containers SET state = ?6, pid = ?2, pid_start = ?3, started_at = ?4, \
-         finished_at = NULL, exit_code = NULL, oom_killed = 0, \
+         finished_at = NULL, exit_code = NULL, oom_killed = 0, error = NULL, \
          restart_count = restart_count + ?5, \
          health = CASE WHEN json_extract(config, '$.healthcheck') IS NULL THEN NULL \
          ELSE 'starting' END WHERE id = ?1",

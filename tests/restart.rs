@@ -54,7 +54,7 @@ fn on_failure_2_stops_after_exactly_two_restarts_and_start_resets_the_count() {
     ]);
     let v = await_settled(&env, "flaky");
     assert_eq!(v["RestartCount"], 2);
-    assert_eq!(v["State"]["ExitCode"], 3);
+    assert_eq!(v["State"]["ExitCode"], 3, "{v:#}");
     assert_eq!(v["State"]["Restarting"], false);
     assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
     assert_eq!(v["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 2);
@@ -154,7 +154,7 @@ fn unless_stopped_respects_stop_during_a_backoff_wait_and_ps_shows_restarting() 
     env.ok(&["stop", "crashy"]);
     let took = t.elapsed();
     let v = await_settled(&env, "crashy");
-    assert_eq!(v["State"]["ExitCode"], 5);
+    assert_eq!(v["State"]["ExitCode"], 5, "{v:#}");
     assert_eq!(
         history(&env, "crashy").len(),
         before,
@@ -307,12 +307,44 @@ fn a_monitor_killed_during_the_backoff_is_recovered_as_exited() {
     // Reads show what crash recovery will make of it: exited with its last run's code, not 125.
     let v = inspect(&env, "orphan");
     assert_eq!(v["State"]["Status"], "exited");
-    assert_eq!(v["State"]["ExitCode"], 6);
+    assert_eq!(v["State"]["ExitCode"], 6, "{v:#}");
     // And it starts again by hand.
     env.ok(&["start", "orphan"]);
     wait_until(30, "a run after the start", || {
         (inspect(&env, "orphan")["RestartCount"].as_i64() >= Some(1)).then_some(())
     });
+}
+
+#[test]
+fn a_restart_that_cannot_start_says_why_in_inspect() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["selfrm"]);
+    // The first run deletes the shell from its write layer; the restart cannot exec it.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "selfrm",
+        "--restart",
+        "on-failure:3",
+        "bb:1",
+        "sh",
+        "-c",
+        "rm /bin/sh; exit 1",
+    ]);
+    let v = await_settled(&env, "selfrm");
+    assert_eq!(v["State"]["ExitCode"], 127, "{v:#}");
+    let err = v["State"]["Error"].as_str().unwrap_or("");
+    assert!(err.contains(r#"exec: "sh""#), "no reason kept: {v:#}");
+    // A start by hand fails the same way, on the terminal and in the record.
+    let out = env.run(&["start", "-a", "selfrm"]);
+    assert_eq!(code(&out), 127, "{}", text(&out.stderr));
+    assert!(
+        inspect(&env, "selfrm")["State"]["Error"]
+            .as_str()
+            .is_some_and(|e| e.contains(r#"exec: "sh""#))
+    );
 }
 
 #[test]
@@ -382,7 +414,7 @@ fn a_failing_health_check_makes_it_unhealthy_and_on_failure_restarts_it() {
     // Unhealthy, killed, restarted once, unhealthy again, killed, and left exited.
     let v = await_settled(&env, "sick");
     assert_eq!(v["RestartCount"], 1);
-    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(v["State"]["ExitCode"], 137, "{v:#}");
     let h = &v["State"]["Health"];
     assert_eq!(h["Status"], "unhealthy");
     assert_eq!(h["FailingStreak"], 2);
@@ -418,7 +450,7 @@ fn a_health_check_that_hangs_times_out() {
     ]);
     // Without a restart policy, unhealthy kills it once and leaves it exited.
     let v = await_settled(&env, "hung");
-    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(v["State"]["ExitCode"], 137, "{v:#}");
     let log = v["State"]["Health"]["Log"]
         .as_array()
         .expect("a log")
@@ -530,7 +562,7 @@ fn a_probe_wharf_cannot_run_is_not_counted_but_the_checks_own_125_is() {
     ]);
     let v = await_settled(&env, "own");
     assert_eq!(v["State"]["Health"]["Status"], "unhealthy");
-    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(v["State"]["ExitCode"], 137, "{v:#}");
 }
 
 #[test]
@@ -557,7 +589,7 @@ fn a_manifest_carries_the_restart_policy_and_the_health_check() {
     assert!(out.status.success(), "apply: {}", text(&out.stderr));
     let v = await_settled(&env, "flop");
     assert_eq!(v["RestartCount"], 1);
-    assert_eq!(v["State"]["ExitCode"], 2);
+    assert_eq!(v["State"]["ExitCode"], 2, "{v:#}");
     assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
     assert_eq!(history(&env, "flop").len(), 2);
     wait_until(30, "doc to be healthy", || {

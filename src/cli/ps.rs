@@ -497,6 +497,7 @@ mod tests {
             spec: None,
             restart_count: 0,
             health: None,
+            error: None,
         }
     }
 

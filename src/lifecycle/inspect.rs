@@ -94,7 +94,7 @@ pub fn inspect(store: &Store, input: &str) -> Result<serde_json::Value> {
             "FinishedAt": r.finished_at.map(rfc3339),
             "Health": health,
             "Text": r.status_text(crate::store::now_ns()),
-            "Error": r.monitor_died().then_some(MONITOR_DIED),
+            "Error": r.monitor_died().then_some(MONITOR_DIED).or(r.error.as_deref()),
         },
         "RestartCount": r.restart_count,
         "Labels": r.labels,

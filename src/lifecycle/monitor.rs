@@ -167,6 +167,10 @@ pub fn run(store: &Store, id: &str, from: Owner, attach: Attach) -> Result<i32> 
         Attach::Foreground => (None, None, None),
     };
     let res = run_inner(store, id, from, &mut ready, client, winsize);
+    if let Err(e) = &res {
+        // A detached monitor's stderr is /dev/null: the record is where this is seen.
+        let _ = container::set_error(store, id, &format!("{e:#}"));
+    }
     if let (Err(e), Some(ready)) = (&res, &ready) {
         // Not started yet: tell `run -d` why.
         let code = crate::error::exit_code(e);

@@ -222,4 +222,9 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX net_addresses_by_container ON net_addresses(container_id);
     "#,
+    // 8: why the container's last start or restart failed (docker's State.Error): a
+    // detached monitor has no terminal to say it on.
+    r#"
+    ALTER TABLE containers ADD COLUMN error TEXT;
+    "#,
 ];
