@@ -403,25 +403,34 @@ fn network_connect_and_disconnect_change_a_running_container() {
             .starts_with("10.89.208."),
         "{nets}"
     );
-    // By address: app's resolv.conf is its first network's (the default one, no DNS).
+    // The running container's resolv.conf now names side's resolver (the default network
+    // has none), so the peer answers by address and by name.
+    let resolv = env.ok(&["exec", "app", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.89.208.1\n"), "{resolv}");
     let peer = inspect(&env, "peer")["NetworkSettings"]["Networks"]["side"]["IPAddress"]
         .as_str()
         .unwrap()
         .to_string();
-    // (nc: busybox's wget crashes on some refused connections.)
-    let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {peer} 80");
-    let got = wait_until(20, "peer after connect", || {
-        let o = env.run(&["exec", "app", "sh", "-c", &get]);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        out.contains("200 OK").then_some(out)
-    });
-    assert!(got.ends_with("peer\n"), "{got}");
+    let hosts = env.ok(&["exec", "app", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("10.89.208."), "app's new address: {hosts}");
+    for target in [peer.as_str(), "peer"] {
+        // (nc: busybox's wget crashes on some refused connections.)
+        let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {target} 80");
+        let got = wait_until(20, "peer after connect", || {
+            let o = env.run(&["exec", "app", "sh", "-c", &get]);
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            out.contains("200 OK").then_some(out)
+        });
+        assert!(got.ends_with("peer\n"), "by {target}: {got}");
+    }
     let e = env.fails(&["network", "connect", "side", "app"]);
     assert!(e.contains("already on the network side"), "{e}");
     env.ok(&["network", "disconnect", "side", "app"]);
     assert!(inspect(&env, "app")["NetworkSettings"]["Networks"]["side"].is_null());
     let addrs = env.ok(&["exec", "app", "ip", "-o", "-4", "addr"]);
     assert!(!addrs.contains("10.89.208."), "{addrs}");
+    let resolv = env.ok(&["exec", "app", "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains("10.89.208.1"), "{resolv}");
     let e = env.fails(&["network", "disconnect", "wharf", "app"]);
     assert!(e.contains("last one"), "{e}");
     env.ok(&["rm", "-f", "app", "peer"]);

@@ -557,8 +557,38 @@ pub fn connect(store: &Store, input: &str, network: &str, aliases: &[String]) ->
             ep.mac = mac;
         }
         save(store, &rec.id, &st)?;
+        refresh_etc(&rec, &st);
     }
     crate::container::set_config(store, &rec.id, &cfg)
+}
+
+/// Rewrites a running container's /etc/hosts and /etc/resolv.conf after its networks changed
+/// (a resolver of a network it joined, the address of one it left), as they would be at its
+/// next start. They are bind mounts of files in its /dev tmpfs, written in place through its
+/// root: `openat2(RESOLVE_IN_ROOT)` from `/proc/PID/root`, the last component not followed,
+/// so no symlink the container made leads outside it. A failure (a read-only file, a
+/// container that replaced its own) is a warning: the network change itself stands.
+fn refresh_etc(rec: &Record, st: &State) {
+    let Some(pid) = rec.live_pid() else { return };
+    let (hosts, resolv) = etc_files(&rec.config, Some(st), &rec.config.hostname);
+    let files = crate::runtime::launch::etc_files(&rec.config.hostname, &hosts, &resolv);
+    let write = |content: &[u8], dest: &str| -> std::io::Result<()> {
+        let root = File::open(format!("/proc/{pid}/root"))?;
+        let fd = crate::runtime::sys::open_in_root(
+            root.as_raw_fd(),
+            Path::new(dest),
+            libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW,
+        )?;
+        std::io::Write::write_all(&mut File::from(fd), content)
+    };
+    for (content, dest) in files.iter().filter(|(_, d)| *d != "/etc/hostname") {
+        if let Err(e) = write(content, dest) {
+            tracing::warn!(
+                "cannot update {dest} of container {}: {e}; it changes at its next start",
+                rec.name
+            );
+        }
+    }
 }
 
 /// `network disconnect`: the container leaves `network` (at once when it runs). Its last
@@ -603,6 +633,7 @@ pub fn disconnect(store: &Store, input: &str, network: &str) -> Result<()> {
         st.addresses.remove(&n.name);
         save(store, &rec.id, &st)?;
         release_on(store, &n, &rec.id)?;
+        refresh_etc(&rec, &st);
     }
     crate::container::set_config(store, &rec.id, &cfg)
 }

@@ -52,7 +52,7 @@ fn runtime_err(msg: String, hint: &str) -> anyhow::Error {
 
 /// The content of the container's /etc/hostname, /etc/hosts and /etc/resolv.conf. The child
 /// writes them into its /dev tmpfs and bind-mounts them (no file on the host's disk).
-fn etc_files(
+pub fn etc_files(
     hostname: &str,
     hosts_extra: &[String],
     resolv: &[u8],
