@@ -404,6 +404,9 @@ fn push_sends_only_missing_blobs_and_is_reproducible() {
     let uploads = "\"POST /v2/team/app/blobs/uploads/";
     let sent = reg.requests(uploads);
     assert!(sent >= 1, "the access log counts uploads");
+    // Each blob in one PUT, as containerd pushes: no chunked PATCHes.
+    assert_eq!(reg.requests("\"PATCH /v2/team/app/blobs/uploads/"), 0);
+    assert_eq!(reg.requests("\"PUT /v2/team/app/blobs/uploads/"), sent);
     let again = ok(&env, &["push", "app:1", &dest]);
     assert!(
         again.contains("Layer already exists") && !again.contains(": Pushed"),

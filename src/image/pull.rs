@@ -128,6 +128,8 @@ impl Session {
             read_timeout: Some(timeout()),
             connect_timeout: Some(timeout()),
             user_agent: concat!("wharf/", env!("CARGO_PKG_VERSION")),
+            // Blobs go up in one PUT each (push::send says why).
+            use_monolithic_push: true,
             ..Default::default()
         };
         let client = Client::try_from(config)
