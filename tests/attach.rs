@@ -386,3 +386,49 @@ fn junk_on_the_attach_socket_is_ignored() {
     );
     assert_eq!(code(&out), 4, "{}", text(&out.stderr));
 }
+
+#[test]
+fn input_a_tty_container_does_not_read_never_stalls_its_output() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["deaf"]);
+    // It writes and never reads: its terminal's input fills (a pty takes ~64 KiB).
+    env.ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "deaf",
+        "bb:1",
+        "sh",
+        "-c",
+        "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.05; done",
+    ]);
+    let ticks = |env: &Env| -> usize {
+        env.ok(&["logs", "deaf"])
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("tick-")?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let input = env.dir.path().join("input");
+    std::fs::write(&input, format!("{}\n", "x".repeat(63)).repeat(16 * 1024)).expect("write input");
+    let feeder = env
+        .wharf()
+        .args(["attach", "deaf"])
+        .stdin(std::fs::File::open(&input).expect("open input"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn attach");
+    let _feeder = KillOnDrop(feeder);
+    // 1 MiB of input later, the output still flows and the monitor still answers.
+    let seen = wait_until(20, "some output", || {
+        let t = ticks(&env);
+        (t > 0).then_some(t)
+    });
+    wait_until(20, "more output while its input waits", || {
+        (ticks(&env) >= seen + 20).then_some(())
+    });
+    env.ok(&["stop", "-t", "1", "deaf"]);
+    assert_eq!(state(&env, "deaf"), "exited");
+}

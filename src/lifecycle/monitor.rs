@@ -609,11 +609,21 @@ fn relay(
     let mut unhealthy = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 8 * attach::CHUNK];
-    // Input for the stdin pipe that it did not take yet; close it once written.
+    // Input for the pty or the stdin pipe that it did not take yet (a pipe is closed once
+    // written when asked). Never a blocking write: a container that reads no input while it
+    // writes output would block us, and its output with us.
     let mut stdin_queue: Vec<u8> = Vec::new();
     let mut close_stdin = false;
-    // The pipes are non-blocking and drained at each wakeup; the pty master is blocking (its
-    // input is written with blocking writes): one read a wakeup.
+    if let Some(m) = master
+        && let Err(e) = nix::fcntl::fcntl(
+            m,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+    {
+        tracing::warn!("cannot make the pty master non-blocking: {e}");
+    }
+    // The pipes and the pty master (one open file with its duplicate in `outputs`) are
+    // non-blocking and drained at each wakeup.
     let mut drains: Vec<bool> = outputs
         .iter()
         .map(|(fd, _)| {
@@ -641,11 +651,12 @@ fn relay(
                 revents: 0,
             });
         }
-        if let Some(w) = &stdin_w
+        let input_fd = master.or(stdin_w.as_ref()).map(|f| f.as_raw_fd());
+        if let Some(w) = input_fd
             && !stdin_queue.is_empty()
         {
             pfds.push(libc::pollfd {
-                fd: w.as_raw_fd(),
+                fd: w,
                 events: libc::POLLOUT,
                 revents: 0,
             });
@@ -741,13 +752,9 @@ fn relay(
         // The clients: their input, resizes and signals.
         for input in server.handle(&pfds, first_client) {
             match input {
-                Input::Stdin(data) if interactive => match master {
-                    Some(m) => {
-                        let _ = sys::write_all(m.as_raw_fd(), &data);
-                    }
-                    None if stdin_w.is_some() => stdin_queue.extend_from_slice(&data),
-                    None => {}
-                },
+                Input::Stdin(data) if interactive && input_fd.is_some() => {
+                    stdin_queue.extend_from_slice(&data)
+                }
                 Input::Stdin(_) => {}
                 Input::CloseStdin => close_stdin = true,
                 Input::Resize { rows, cols } => {
@@ -772,12 +779,15 @@ fn relay(
                 }
             }
         }
-        // The stdin pipe: what it takes now; closed after the last byte once asked.
-        if let Some(w) = &stdin_w
+        // The pty or the stdin pipe: what it takes now; a pipe is closed after the last byte
+        // once asked.
+        if let Some(w) = input_fd
             && (!stdin_queue.is_empty() || close_stdin)
         {
             let mut gone = false;
             while !stdin_queue.is_empty() {
+                // SAFETY: `w` is the pty master or the stdin pipe, both open for this loop.
+                let w = unsafe { std::os::fd::BorrowedFd::borrow_raw(w) };
                 match nix::unistd::write(w, &stdin_queue) {
                     Ok(n) => {
                         stdin_queue.drain(..n);
@@ -790,7 +800,12 @@ fn relay(
                     }
                 }
             }
-            if gone || (close_stdin && stdin_queue.is_empty()) {
+            if master.is_some() {
+                // A terminal has no end of input to send; what it cannot take is dropped.
+                if gone {
+                    stdin_queue.clear();
+                }
+            } else if gone || (close_stdin && stdin_queue.is_empty()) {
                 stdin_w = None;
                 stdin_queue.clear();
             }
