@@ -128,6 +128,7 @@ fn a_version_bump_plans_import_and_recreate() {
             spec_hash: Some(c.spec_hash.clone()),
             spec: Some(c.spec.clone()),
             state: wharf::reconcile::ObservedState::Running,
+            ports: vec![],
         }],
         volumes: vec![],
         image_configs: Default::default(),

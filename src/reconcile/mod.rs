@@ -264,6 +264,8 @@ pub struct ObservedContainer {
     /// The stored effective spec, when it parses as one.
     pub spec: Option<ContainerSpec>,
     pub state: ObservedState,
+    /// The host ports it publishes (its config's, so `wharf run -p` ones too).
+    pub ports: Vec<crate::model::PortSpec>,
 }
 
 /// A volume in the store.
@@ -460,14 +462,9 @@ fn network_conflict(
         if o.project.as_deref() == Some(project) {
             continue;
         }
-        let Some(spec) = &o.spec else { continue };
-        for theirs in spec
-            .ports
-            .iter()
-            .filter_map(|p| crate::model::PortSpec::parse(p).ok())
-        {
+        for theirs in &o.ports {
             for p in &mine {
-                if let Some(port) = overlap(p, &theirs) {
+                if let Some(port) = overlap(p, theirs) {
                     let owner = o
                         .project
                         .as_deref()

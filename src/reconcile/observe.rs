@@ -62,6 +62,7 @@ pub fn observe(store: &Store) -> Result<Observed> {
                 }
             };
             ObservedContainer {
+                ports: rec.config.net.ports,
                 spec: rec
                     .spec
                     .as_deref()

@@ -38,6 +38,11 @@ fn have(name: &str, s: &ContainerSpec, state: ObservedState) -> ObservedContaine
         spec_hash: Some(s.spec_hash()),
         spec: Some(s.clone()),
         state,
+        ports: s
+            .ports
+            .iter()
+            .filter_map(|p| crate::model::PortSpec::parse(p).ok())
+            .collect(),
     }
 }
 
@@ -461,6 +466,23 @@ fn a_host_port_of_another_project_is_a_conflict_before_anything_starts() {
         plan(&desired(vec![want("web", mine)]), &observed(vec![other]))
             .conflicts
             .is_empty()
+    );
+}
+
+#[test]
+fn a_host_port_of_a_wharf_run_container_is_a_conflict_too() {
+    // `wharf run -p 8080:80`: no project, no manifest spec; its config publishes the port.
+    let mut adhoc = have("adhoc", &spec("app:1.0"), ObservedState::Running);
+    adhoc.project = None;
+    adhoc.spec = None;
+    adhoc.ports = vec![crate::model::PortSpec::parse("8080:80").unwrap()];
+    let mut mine = spec("app:1.0");
+    mine.ports = vec!["8080:80".into()];
+    let p = plan(&desired(vec![want("web", mine)]), &observed(vec![adhoc]));
+    let text = p.to_string();
+    assert!(
+        text.contains("host port 8080/tcp is published by container adhoc of `wharf run`"),
+        "{text}"
     );
 }
 
