@@ -780,14 +780,12 @@ fn relay(
             }
         }
         // The pty or the stdin pipe: what it takes now; a pipe is closed after the last byte
-        // once asked.
-        if let Some(w) = input_fd
+        // once asked (a terminal has no end of input to send).
+        if let Some(w) = master.or(stdin_w.as_ref())
             && (!stdin_queue.is_empty() || close_stdin)
         {
             let mut gone = false;
             while !stdin_queue.is_empty() {
-                // SAFETY: `w` is the pty master or the stdin pipe, both open for this loop.
-                let w = unsafe { std::os::fd::BorrowedFd::borrow_raw(w) };
                 match nix::unistd::write(w, &stdin_queue) {
                     Ok(n) => {
                         stdin_queue.drain(..n);
@@ -800,14 +798,11 @@ fn relay(
                     }
                 }
             }
-            if master.is_some() {
-                // A terminal has no end of input to send; what it cannot take is dropped.
-                if gone {
-                    stdin_queue.clear();
-                }
-            } else if gone || (close_stdin && stdin_queue.is_empty()) {
-                stdin_w = None;
+            if gone {
                 stdin_queue.clear();
+            }
+            if master.is_none() && (gone || (close_stdin && stdin_queue.is_empty())) {
+                stdin_w = None;
             }
         }
         // Health checks.
