@@ -113,3 +113,34 @@ fn completions_and_man_pages_come_from_the_clap_tree() {
         "internal verbs get no page"
     );
 }
+
+#[test]
+fn output_piped_into_a_reader_that_stops_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    // A pipe whose reader takes one chunk and leaves, as `| head -1` does (bash's completion
+    // script is ~170 KB, more than a pipe holds: the write meets the closed pipe).
+    let mut child = env
+        .wharf()
+        .args(["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 16];
+    let mut stdout = child.stdout.take().expect("stdout");
+    stdout.read_exact(&mut first).expect("read");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "as `ls | head` ends"
+    );
+}

@@ -111,6 +111,15 @@ pub fn main() -> i32 {
         Err(e) => return usage_error(&e, std::env::args_os().skip(1)),
     };
     init_logging(cli.debug);
+    if output_only(std::env::args_os().skip(1)) {
+        // SAFETY: SIG_DFL for SIGPIPE installs no handler; nothing else runs yet.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let ctx = Ctx {
         root: cli.root,
         format: cli.format,
@@ -151,18 +160,63 @@ const RUNTIME_VERBS: [&str; 3] = ["run", "create", "exec"];
 /// The verb named on a command line: the first word that is not a global option or its
 /// value (`wharf --root /x run ...` → `run`).
 fn verb_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<String> {
+    words_of(args).into_iter().next()
+}
+
+/// The first two words of a command line that are not options or a global option's value
+/// (`wharf --root /x network ls -q` → `network ls`).
+fn words_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<String> {
     let mut args = args.into_iter();
-    while let Some(a) = args.next() {
+    let mut words = Vec::new();
+    while let Some(a) = args.next()
+        && words.len() < 2
+    {
         let a = a.to_string_lossy().into_owned();
         match a.as_str() {
             "--root" | "--format" => {
                 args.next();
             }
             _ if a.starts_with('-') => {}
-            _ => return Some(a),
+            _ => words.push(a),
         }
     }
-    None
+    words
+}
+
+/// The verbs that only read and print. Their output piped into `head` ends them as it ends
+/// `ls`, by SIGPIPE's default action, rather than with a panic of `println!` or an error.
+/// Every other verb keeps SIGPIPE ignored (Rust's default): it relays to a container's pipes
+/// and sockets, where EPIPE is handled, or changes state, which a closed pipe must not cut
+/// short.
+const OUTPUT_ONLY: [&str; 21] = [
+    "images",
+    "ps",
+    "history",
+    "inspect",
+    "logs",
+    "stats",
+    "top",
+    "events",
+    "port",
+    "completion",
+    "diff",
+    "validate",
+    "image ls",
+    "image inspect",
+    "container ls",
+    "container diff",
+    "system df",
+    "volume ls",
+    "volume inspect",
+    "network ls",
+    "network inspect",
+];
+
+fn output_only(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let words = words_of(args);
+    let one = words.first().map(String::as_str).unwrap_or_default();
+    let two = words.join(" ");
+    OUTPUT_ONLY.contains(&one) || OUTPUT_ONLY.contains(&two.as_str())
 }
 
 /// Prints clap's message for a command line it refused, and returns the exit code: 0 for
@@ -269,6 +323,25 @@ mod tests {
             Some("ps")
         );
         assert_eq!(v(&["--debug"]), None);
+    }
+
+    #[test]
+    fn only_verbs_that_read_and_print_die_of_a_closed_pipe() {
+        let o = |a: &[&str]| output_only(a.iter().map(std::ffi::OsString::from));
+        assert!(o(&["--root", "/x", "images", "-q"]));
+        assert!(o(&["network", "ls"]) && o(&["system", "df", "-v"]));
+        assert!(!o(&["network", "rm", "ls"]) && !o(&["run", "ps"]) && !o(&["apply"]));
+        assert!(!o(&["system", "prune"]) && !o(&["attach", "images"]));
+        // Each listed word or pair is a verb clap knows.
+        let cmd = Cli::command();
+        for v in OUTPUT_ONLY {
+            let mut c = &cmd;
+            for w in v.split(' ') {
+                c = c
+                    .find_subcommand(w)
+                    .unwrap_or_else(|| panic!("no verb {v}"));
+            }
+        }
     }
 
     #[test]
