@@ -60,6 +60,7 @@ impl Reference {
         }
         if let Some((name, digest)) = input.split_once('@') {
             validate_name(input, name)?;
+            let name = docker_hub_short(name);
             let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
                 bad(
                     input,
@@ -86,7 +87,7 @@ impl Reference {
         validate_name(input, name)?;
         validate_tag(input, tag)?;
         Ok(Reference::Tag {
-            repo: name.to_string(),
+            repo: docker_hub_short(name).to_string(),
             tag: tag.to_string(),
         })
     }
@@ -127,6 +128,17 @@ pub fn familiar(r: &oci_client::Reference) -> String {
     } else {
         format!("{}/{repo}", r.registry())
     }
+}
+
+/// A Docker Hub name as docker shows it, the one the store tags with ([`familiar`]):
+/// `docker.io/library/alpine` and `docker.io/alpine` are `alpine`, `docker.io/me/app` is
+/// `me/app`. So `docker.io/library/alpine:3.20` (as skopeo writes an archive's RepoTags)
+/// names the image `alpine:3.20`.
+fn docker_hub_short(name: &str) -> &str {
+    ["docker.io/", "index.docker.io/"]
+        .iter()
+        .find_map(|hub| name.strip_prefix(hub))
+        .map_or(name, |rest| rest.strip_prefix("library/").unwrap_or(rest))
 }
 
 fn bad(input: &str, why: &str) -> UserError {
@@ -337,6 +349,31 @@ mod tests {
         let long = format!("app:{}", "x".repeat(129));
         assert!(Reference::parse(&long).is_err());
         assert!(Reference::parse(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn docker_hub_names_are_the_familiar_ones() {
+        assert_eq!(
+            Reference::parse("docker.io/library/alpine:3.20").unwrap(),
+            tag("alpine", "3.20")
+        );
+        assert_eq!(
+            Reference::parse("docker.io/alpine").unwrap(),
+            tag("alpine", "latest")
+        );
+        assert_eq!(
+            Reference::parse("index.docker.io/me/app:1").unwrap(),
+            tag("me/app", "1")
+        );
+        let d = format!("docker.io/library/alpine@sha256:{}", "a".repeat(64));
+        assert!(
+            matches!(Reference::parse(&d).unwrap(), Reference::Digest { repo, .. } if repo == "alpine")
+        );
+        // Other registries keep their host.
+        assert_eq!(
+            Reference::parse("127.0.0.1:5000/library/alpine:1").unwrap(),
+            tag("127.0.0.1:5000/library/alpine", "1")
+        );
     }
 
     #[test]

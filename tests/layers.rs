@@ -598,3 +598,29 @@ fn a_docker_25_archive_loads() {
     );
     assert_eq!(env.ok(&["run", "--rm", "d25/multi:1"]), "hi\n");
 }
+
+#[test]
+fn an_archive_naming_docker_hub_in_full_loads_as_the_short_name() {
+    require_root!();
+    let env = Env::new();
+    // skopeo writes an archive's RepoTags as docker.io/library/NAME:TAG.
+    let a = env.dir.path().join("hub.tar");
+    let st = std::process::Command::new("skopeo")
+        .args(["copy", "-q"])
+        .arg(format!(
+            "docker-archive:{}",
+            image_fixtures().join("multi-docker.tar").display()
+        ))
+        .arg(format!(
+            "docker-archive:{}:docker.io/library/skimg:3.20",
+            a.display()
+        ))
+        .status()
+        .expect("run skopeo");
+    assert!(st.success());
+    let out = env.ok(&["load", "-i", s(&a)]);
+    assert_eq!(out.trim(), "Loaded image: skimg:3.20", "{out}");
+    for name in ["skimg:3.20", "docker.io/library/skimg:3.20"] {
+        assert_eq!(env.ok(&["run", "--rm", name]), "hi\n", "by {name}");
+    }
+}
