@@ -204,6 +204,29 @@ fn check_copies_in(env: &Env, name: &str) {
     );
     assert!(!Path::new("/tmp").join(format!("{m}-via-link")).exists());
     assert!(!Path::new("/tmp").join(format!("{m}-climb")).exists());
+
+    // An ordinary `tar -C dir -cf - .`: its `./` entry (the destination's own mode and
+    // times) and a hardlink between two of its files.
+    let site = env.dir.path().join(format!("site-{name}"));
+    fs::create_dir_all(&site).expect("mkdir");
+    fs::write(site.join("index.html"), "hello\n").expect("write");
+    fs::hard_link(site.join("index.html"), site.join("same.html")).expect("link");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&site)
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("tar");
+    assert!(tar.status.success());
+    let out = feed(&tar.stdout);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let back = env.dir.path().join(format!("back-{name}"));
+    fs::create_dir_all(&back).expect("mkdir");
+    env.ok(&["cp", &format!("{name}:/d/same.html"), s(&back)]);
+    assert_eq!(
+        fs::read_to_string(back.join("same.html")).unwrap(),
+        "hello\n"
+    );
 }
 
 #[test]

@@ -291,6 +291,29 @@ fn enter(store: &Store, rec: &Record, op: &HelperOp) -> Result<OwnedFd> {
         }
         nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
             .context("cannot join the container's mount namespace")?;
+        // A copy of its mount namespace of our own, with a procfs of our pid namespace on
+        // /proc: the unpacker reaches descriptors through /proc/self/fd (root's mode,
+        // hardlinks, a replaced directory, xattrs), which the container's procfs, of its own
+        // pid namespace, cannot resolve for us. Files still land in the container's
+        // filesystems; it sees none of our mounts.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .context("cannot make a private mount namespace")?;
+        sys::mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        )
+        .context("cannot make the mounts private")?;
+        sys::mount(
+            Some("proc"),
+            Path::new("/proc"),
+            Some("proc"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            None,
+        )
+        .context("cannot mount a procfs for wharf's rootfs helper")?;
         return nix::fcntl::open(
             "/",
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
