@@ -30,7 +30,8 @@
 # dockerd, its containerd and shims by PID (the namespace goes with them), unmounts what is
 # left under the temp dir and deletes it. The host-wide side effects are netavark's own (see
 # README "Networking"): the NETAVARK_* firewall chains it creates stay, empty, as podman
-# leaves them; the bridges go with their last container; and dockerd's /etc/docker/key.json.
+# leaves them; the bridges go with their last container; and what dockerd and containerd
+# write outside the dir: /etc/docker/key.json, /run/docker/plugins, /run/containerd/s.
 #
 # Do not run it alongside tests/network.rs or other wharf roots with bridge containers: every
 # root's default network is the bridge wharf0, but each root hands out its own addresses
