@@ -81,9 +81,10 @@ stop_pid() {
 
 # start_dockerd DIR [net]: a private dockerd whose config, data-root, exec-root, pidfile, unix
 # socket, log and client config are all under DIR (nothing of /etc/docker/daemon.json,
-# /var/lib/docker or ~/.docker is used). Sets DK=(docker --config DIR/cli -H unix://DIR/docker.sock)
-# (not DOCKER_CONFIG in the environment: podman reads it too), DOCKERD_PID, CONTAINERD_PID and
-# DOCKERD_DIR; stop it with stop_dockerd.
+# /var/lib/docker or ~/.docker is used). Sets the client's command line,
+# DOCKER_CMD=(docker --config DIR/cli -H unix://DIR/docker.sock) (not DOCKER_CONFIG in the
+# environment: podman reads it too), DOCKERD_PID, CONTAINERD_PID and DOCKERD_DIR; stop it with
+# stop_dockerd.
 #   without "net": no networking (--bridge=none, no iptables rules, forwarding or masquerade)
 #   with "net": docker's default networking (the docker0 bridge, its iptables chains and
 #     FORWARD policy DROP, docker-proxy for published ports), all of it inside a network
@@ -97,7 +98,7 @@ start_dockerd() {
     DOCKERD_PID="" CONTAINERD_PID="" DOCKERD_WHY="" DOCKERD_DIR=$d
     mkdir -p "$d/cli"
     echo '{}' >"$d/daemon.json"
-    DK=(/usr/bin/docker --config "$d/cli" -H "unix://$d/docker.sock")
+    DOCKER_CMD=(/usr/bin/docker --config "$d/cli" -H "unix://$d/docker.sock")
     args=(--config-file "$d/daemon.json" --data-root "$d/data" --exec-root "$d/exec"
         --pidfile "$d/dockerd.pid" -H "unix://$d/docker.sock" --log-level warn)
     if [ "$mode" = net ]; then
@@ -110,7 +111,7 @@ start_dockerd() {
     DOCKERD_PID=$!
     for _ in $(seq 1 150); do
         kill -0 "$DOCKERD_PID" 2>/dev/null || break
-        "${DK[@]}" version >/dev/null 2>&1 && { up=1; break; }
+        "${DOCKER_CMD[@]}" version >/dev/null 2>&1 && { up=1; break; }
         sleep 0.2
     done
     # the containerd dockerd spawned, if that pidfile is its (containerd's state is under DIR)
@@ -135,7 +136,7 @@ stop_dockerd() {
     [ -n "${DOCKERD_PID:-}" ] || return 0
     local f c sock=$DOCKERD_DIR/exec/containerd/containerd.sock
     if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-        "${DK[@]}" ps -aq 2>/dev/null | xargs -r "${DK[@]}" rm -f >/dev/null 2>&1
+        "${DOCKER_CMD[@]}" ps -aq 2>/dev/null | xargs -r "${DOCKER_CMD[@]}" rm -f >/dev/null 2>&1
     fi
     stop_pid "$DOCKERD_PID" dockerd
     stop_pid "$CONTAINERD_PID" containerd

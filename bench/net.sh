@@ -134,8 +134,8 @@ fi
 if [ -z "${SKIP_SLOW:-}" ] && command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
     if ! start_dockerd "$B/docker" net; then
         note "no docker rows: $DOCKERD_WHY"
-    elif "${DK[@]}" import "$BB_TAR" bench-bb >"$RES/docker-import.log" 2>&1 &&
-        "${DK[@]}" run --rm -p 127.0.0.1::80 bench-bb /bin/true >"$RES/docker-probe.log" 2>&1; then
+    elif "${DOCKER_CMD[@]}" import "$BB_TAR" bench-bb >"$RES/docker-import.log" 2>&1 &&
+        "${DOCKER_CMD[@]}" run --rm -p 127.0.0.1::80 bench-bb /bin/true >"$RES/docker-probe.log" 2>&1; then
         DOCKER_ON=1
         DNS=(nsenter "--net=/proc/$DOCKERD_PID/ns/net" --)
     else
@@ -160,9 +160,9 @@ if [ -n "$PODMAN_ON" ]; then
     add pport "podman -p 127.0.0.1::80" "$RUNS_SLOW" "podman run --rm --network bridge -p 127.0.0.1::80 localhost/bench-bb /bin/true"
 fi
 if [ -n "$DOCKER_ON" ]; then
-    add dnone "docker --network none" "$RUNS_SLOW" "${DK[*]} run --rm --network none bench-bb /bin/true"
-    add dbridge "docker (default: bridge)" "$RUNS_SLOW" "${DK[*]} run --rm bench-bb /bin/true"
-    add dport "docker -p 127.0.0.1::80" "$RUNS_SLOW" "${DK[*]} run --rm -p 127.0.0.1::80 bench-bb /bin/true"
+    add dnone "docker --network none" "$RUNS_SLOW" "${DOCKER_CMD[*]} run --rm --network none bench-bb /bin/true"
+    add dbridge "docker (default: bridge)" "$RUNS_SLOW" "${DOCKER_CMD[*]} run --rm bench-bb /bin/true"
+    add dport "docker -p 127.0.0.1::80" "$RUNS_SLOW" "${DOCKER_CMD[*]} run --rm -p 127.0.0.1::80 bench-bb /bin/true"
 fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -233,8 +233,8 @@ if [ -n "$DOCKER_ON" ]; then
     else
         note "the httpd on the loopback of dockerd's namespace did not answer"
     fi
-    if "${DK[@]}" run -d --name netbench-httpd -p 127.0.0.1::80 -v "$B/www:/www:ro" bench-bb httpd -f -p 80 -h /www >/dev/null 2>"$RES/docker-httpd.log" &&
-        DPORT=$("${DK[@]}" port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$DPORT" "${DNS[@]}"; then
+    if "${DOCKER_CMD[@]}" run -d --name netbench-httpd -p 127.0.0.1::80 -v "$B/www:/www:ro" bench-bb httpd -f -p 80 -h /www >/dev/null 2>"$RES/docker-httpd.log" &&
+        DPORT=$("${DOCKER_CMD[@]}" port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$DPORT" "${DNS[@]}"; then
         xadd dport "docker -p 127.0.0.1::80" "$DPORT" docker dloop
     else
         note "the docker httpd container did not answer: $(tail -2 "$RES/docker-httpd.log" | tr '\n' ' ')"
@@ -256,7 +256,7 @@ for ((r = 0; r < XFER_RUNS; r++)); do
 done
 $W rm -f netbench-httpd >/dev/null 2>&1
 [ -z "$PODMAN_ON" ] || podman rm -f -t 0 netbench-httpd >/dev/null 2>&1
-[ -z "$DOCKER_ON" ] || "${DK[@]}" rm -f netbench-httpd >/dev/null 2>&1
+[ -z "$DOCKER_ON" ] || "${DOCKER_CMD[@]}" rm -f netbench-httpd >/dev/null 2>&1
 
 # ---------------------------------------------------------------- results
 say "results"
