@@ -3,25 +3,35 @@
 #
 #   start    wharf run --rm bb:1 /bin/true   --network none | the default (bridge) | -p 127.0.0.1::80
 #            podman run --rm ... /bin/true   --network none | bridge | -p 127.0.0.1::80
-#            (podman calls the same netavark: the fair peer; SKIP_SLOW=1 skips it)
+#            (podman calls the same netavark: the fair peer)
+#            docker run --rm ... /bin/true   --network none | the default (bridge) | -p 127.0.0.1::80
+#            (docker's own networking, against a dockerd in a network namespace of its own)
 #   transfer curl of a XFER_MB file from 127.0.0.1 through a published port, served by busybox
 #            httpd in a wharf container (and in a podman one), against the same server on the
-#            host's loopback
+#            host's loopback; and in a docker one, fetched from inside dockerd's namespace,
+#            against the same server on that namespace's loopback
+#   SKIP_SLOW=1 leaves out podman and docker.
 #
 # Prints the start medians with each row's ratio to wharf's --network none, and the transfer
-# medians in MB/s with each row's ratio to loopback. Needs root, hyperfine, jq and curl
-# (apt-get installs them when missing, and podman unless SKIP_SLOW=1 or SKIP_INSTALL=1).
+# medians in MB/s with each row's ratio to loopback (its own namespace's). Needs root,
+# hyperfine, jq and curl (apt-get installs them when missing, and podman and docker.io unless
+# SKIP_SLOW=1 or SKIP_INSTALL=1).
 #
 # Knobs: RUNS=30  ROUNDS=5  RUNS_SLOW=10  XFER_MB=200  XFER_RUNS=5  SKIP_SLOW=1  SKIP_INSTALL=1
 #        WHARF=<binary> (skips the release build)  KEEP=1 (keeps the temp dir)
 #
 # Everything lives in one temp dir (wharf's state root, podman's storage, network configs and
-# run dirs, the served file): nothing of the host's podman or wharf state is read or written.
-# Traffic goes only to 127.0.0.1 and to the containers and networks made here. On any exit
-# the trap removes the containers (wharf's and podman's), stops the host server by PID,
-# unmounts what is left under the temp dir and deletes it. The host-wide side effects are
-# netavark's own (see README "Networking"): the NETAVARK_* firewall chains it creates stay,
-# empty, as podman leaves them; the bridges go with their last container.
+# run dirs, dockerd's data-root, exec-root and socket, the served file): nothing of the host's
+# podman, docker or wharf state is read or written. Traffic goes only to 127.0.0.1 and to the
+# containers and networks made here. dockerd (lib.sh's start_dockerd net) runs in a network
+# namespace of its own, with no route out: its docker0 bridge, iptables chains, FORWARD policy
+# DROP, sysctls and docker-proxy listeners are all in there, none in the host's namespace. On
+# any exit the trap removes the containers (wharf's, podman's, docker's), stops the servers,
+# dockerd, its containerd and shims by PID (the namespace goes with them), unmounts what is
+# left under the temp dir and deletes it. The host-wide side effects are netavark's own (see
+# README "Networking"): the NETAVARK_* firewall chains it creates stay, empty, as podman
+# leaves them; the bridges go with their last container; and what dockerd and containerd
+# write outside the dir: /etc/docker/key.json, /run/docker/plugins, /run/containerd/s.
 #
 # Do not run it alongside tests/network.rs or other wharf roots with bridge containers: every
 # root's default network is the bridge wharf0, but each root hands out its own addresses
@@ -29,26 +39,28 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR
 . "$HERE/lib.sh"
 RUNS=${RUNS:-30}
 ROUNDS=${ROUNDS:-5}
 RUNS_SLOW=${RUNS_SLOW:-10}
 XFER_MB=${XFER_MB:-200}
 XFER_RUNS=${XFER_RUNS:-5}
-need_root
+need_root "bridges, firewall rules and network namespaces"
 B=$(mktemp -d /tmp/wharf-bench-net.XXXXXX)
 RES=$B/results
 mkdir -p "$RES"
 
 WROOT=$B/wharf-root
-HTTPD_PID=""
+HTTPD_PIDS=()
 PODMAN_ON=""
+DOCKER_ON=""
 cleanup() {
-    local rc=$? ids
-    if [ -n "$HTTPD_PID" ]; then kill "$HTTPD_PID" 2>/dev/null; wait "$HTTPD_PID" 2>/dev/null; fi
+    local rc=$? pid
+    for pid in "${HTTPD_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    stop_dockerd # its containers, dockerd, containerd and shims, by PID; its namespace with them
     if [ -n "${WHARF:-}" ] && [ -d "$WROOT" ]; then
-        ids=$("$WHARF" --root "$WROOT" ps -aq 2>/dev/null)
-        [ -z "$ids" ] || "$WHARF" --root "$WROOT" rm -f $ids >/dev/null 2>&1
+        "$WHARF" --root "$WROOT" ps -aq 2>/dev/null | xargs -r "$WHARF" --root "$WROOT" rm -f >/dev/null 2>&1
         "$WHARF" --root "$WROOT" network prune -f >/dev/null 2>&1
     fi
     if [ -n "$PODMAN_ON" ]; then
@@ -66,7 +78,7 @@ trap 'exit 130' INT TERM
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
     want=(hyperfine jq curl busybox-static)
-    [ -z "${SKIP_SLOW:-}" ] && want+=(podman runc)
+    [ -z "${SKIP_SLOW:-}" ] && want+=(podman runc docker.io)
     install_missing "${want[@]}"
 fi
 need_tools hyperfine jq curl busybox
@@ -116,6 +128,24 @@ elif [ -z "${SKIP_SLOW:-}" ]; then
     note "podman is not installed (apt-get install podman): no podman rows"
 fi
 
+# docker: a private dockerd with docker's default networking, inside a network namespace of
+# its own (lib.sh's start_dockerd net); the CLI reaches it on its unix socket under $B, and
+# DNS=(nsenter ...) runs a command in that namespace. The rows need `run -p` to work.
+if [ -z "${SKIP_SLOW:-}" ] && command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
+    if ! start_dockerd "$B/docker" net; then
+        note "no docker rows: $DOCKERD_WHY"
+    elif "${DOCKER_CMD[@]}" import "$BB_TAR" bench-bb >"$RES/docker-import.log" 2>&1 &&
+        "${DOCKER_CMD[@]}" run --rm -p 127.0.0.1::80 bench-bb /bin/true >"$RES/docker-probe.log" 2>&1; then
+        DOCKER_ON=1
+        DNS=(nsenter "--net=/proc/$DOCKERD_PID/ns/net" --)
+    else
+        note "no docker rows: docker run -p fails here: $(tail -qn1 "$RES/docker-import.log" "$RES/docker-probe.log" 2>/dev/null | tr '\n' ' ')"
+        stop_dockerd
+    fi
+elif [ -z "${SKIP_SLOW:-}" ]; then
+    note "docker is not installed (apt-get install docker.io): no docker rows"
+fi
+
 # ---------------------------------------------------------------- start
 # The rows take turns: ROUNDS rounds, each starting one row later (as bench/run.sh), so that
 # other work on a shared machine weighs on them alike.
@@ -128,6 +158,11 @@ if [ -n "$PODMAN_ON" ]; then
     add pnone "podman --network none" "$RUNS_SLOW" "podman run --rm --network none localhost/bench-bb /bin/true"
     add pbridge "podman --network bridge" "$RUNS_SLOW" "podman run --rm --network bridge localhost/bench-bb /bin/true"
     add pport "podman -p 127.0.0.1::80" "$RUNS_SLOW" "podman run --rm --network bridge -p 127.0.0.1::80 localhost/bench-bb /bin/true"
+fi
+if [ -n "$DOCKER_ON" ]; then
+    add dnone "docker --network none" "$RUNS_SLOW" "${DOCKER_CMD[*]} run --rm --network none bench-bb /bin/true"
+    add dbridge "docker (default: bridge)" "$RUNS_SLOW" "${DOCKER_CMD[*]} run --rm bench-bb /bin/true"
+    add dport "docker -p 127.0.0.1::80" "$RUNS_SLOW" "${DOCKER_CMD[*]} run --rm -p 127.0.0.1::80 bench-bb /bin/true"
 fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -151,43 +186,68 @@ done
 say "transfer: $XFER_MB MB, $XFER_RUNS fetches per row"
 mkdir -p "$B/www"
 head -c "$((XFER_MB * 1024 * 1024))" /dev/urandom >"$B/www/big" || exit 1
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port [PREFIX...]: a free port on 127.0.0.1 (of the namespace PREFIX, e.g. nsenter, runs in)
+free_port() { "$@" python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# await_http PORT: until GET / answers (the server starts after `run -d` returns)
+# await_http PORT [PREFIX...]: until GET / answers (the server starts after `run -d` returns)
 await_http() {
     local _
     for _ in $(seq 1 100); do
-        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/" && return 0
+        "${@:2}" curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/" && return 0
         sleep 0.1
     done
     return 1
 }
 
+# XROWS: KEY, LABEL, PORT, where curl runs (host | docker: in dockerd's namespace), and the
+# key of the loopback row of that namespace (the ratio's reference)
 XROWS=()
+xadd() { XROWS+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"$5"); }
 HPORT=$(free_port)
 busybox httpd -f -p "127.0.0.1:$HPORT" -h "$B/www" &
-HTTPD_PID=$!
-if await_http "$HPORT"; then XROWS+=("loop"$'\t'"host loopback (busybox httpd)"$'\t'"$HPORT"); else note "the host httpd did not answer"; fi
+HTTPD_PIDS+=($!)
+if await_http "$HPORT"; then xadd loop "host loopback (busybox httpd)" "$HPORT" host loop; else note "the host httpd did not answer"; fi
 
 if $W run -d --name netbench-httpd -p 127.0.0.1::80 -v "$B/www:/www:ro" bb:1 httpd -f -p 80 -h /www >/dev/null 2>"$RES/wharf-httpd.log" &&
     WPORT=$($W port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$WPORT"; then
-    XROWS+=("wport"$'\t'"wharf -p 127.0.0.1::80"$'\t'"$WPORT")
+    xadd wport "wharf -p 127.0.0.1::80" "$WPORT" host loop
 else
     note "the wharf httpd container did not answer: $(tail -2 "$RES/wharf-httpd.log" | tr '\n' ' ')"
 fi
 if [ -n "$PODMAN_ON" ] &&
     podman run -d --name netbench-httpd --network bridge -p 127.0.0.1::80 -v "$B/www:/www:ro" localhost/bench-bb httpd -f -p 80 -h /www >/dev/null 2>"$RES/podman-httpd.log" &&
     PPORT=$(podman port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$PPORT"; then
-    XROWS+=("pport"$'\t'"podman -p 127.0.0.1::80"$'\t'"$PPORT")
+    xadd pport "podman -p 127.0.0.1::80" "$PPORT" host loop
 elif [ -n "$PODMAN_ON" ]; then
     note "the podman httpd container did not answer: $(tail -2 "$RES/podman-httpd.log" | tr '\n' ' ')"
+fi
+# docker's published port is served in dockerd's namespace (for 127.0.0.1 by docker-proxy, its
+# userland relay): curl runs there, and the same busybox httpd on that namespace's loopback is
+# its reference.
+if [ -n "$DOCKER_ON" ]; then
+    DLPORT=$(free_port "${DNS[@]}")
+    "${DNS[@]}" busybox httpd -f -p "127.0.0.1:$DLPORT" -h "$B/www" &
+    HTTPD_PIDS+=($!)
+    if await_http "$DLPORT" "${DNS[@]}"; then
+        xadd dloop "loopback in docker's netns" "$DLPORT" docker dloop
+    else
+        note "the httpd on the loopback of dockerd's namespace did not answer"
+    fi
+    if "${DOCKER_CMD[@]}" run -d --name netbench-httpd -p 127.0.0.1::80 -v "$B/www:/www:ro" bench-bb httpd -f -p 80 -h /www >/dev/null 2>"$RES/docker-httpd.log" &&
+        DPORT=$("${DOCKER_CMD[@]}" port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$DPORT" "${DNS[@]}"; then
+        xadd dport "docker -p 127.0.0.1::80" "$DPORT" docker dloop
+    else
+        note "the docker httpd container did not answer: $(tail -2 "$RES/docker-httpd.log" | tr '\n' ' ')"
+    fi
 fi
 
 # XFER_RUNS rounds, the rows taking turns; each fetch's MB/s (curl's own figure) in a file.
 for ((r = 0; r < XFER_RUNS; r++)); do
     for x in "${XROWS[@]}"; do
-        IFS=$'\t' read -r key label port <<<"$x"
-        s=$(curl -s -o /dev/null --max-time 120 -w '%{size_download} %{speed_download}' "http://127.0.0.1:$port/big") ||
+        IFS=$'\t' read -r key label port ns _ <<<"$x"
+        pre=()
+        [ "$ns" = docker ] && pre=("${DNS[@]}")
+        s=$("${pre[@]}" curl -s -o /dev/null --max-time 120 -w '%{size_download} %{speed_download}' "http://127.0.0.1:$port/big") ||
             { note "$label: a fetch failed"; continue; }
         read -r size speed <<<"$s"
         [ "$size" = "$((XFER_MB * 1024 * 1024))" ] || { note "$label: $size bytes instead of $((XFER_MB * 1024 * 1024))"; continue; }
@@ -196,6 +256,7 @@ for ((r = 0; r < XFER_RUNS; r++)); do
 done
 $W rm -f netbench-httpd >/dev/null 2>&1
 [ -z "$PODMAN_ON" ] || podman rm -f -t 0 netbench-httpd >/dev/null 2>&1
+[ -z "$DOCKER_ON" ] || "${DOCKER_CMD[@]}" rm -f netbench-httpd >/dev/null 2>&1
 
 # ---------------------------------------------------------------- results
 say "results"
@@ -203,7 +264,7 @@ say "results"
 STATS='[.[].results[0].times[]] | sort | map(. * 1000) | [(if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end), .[0], .[-1], length] | @tsv'
 med_of() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 {
-    echo "# bench/net.sh ($(date -u +%Y-%m-%dT%H:%M:%SZ)), $(nproc) cores, kernel $(uname -r), netavark $(/usr/lib/podman/netavark --version 2>/dev/null | cut -d' ' -f2), load $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
+    echo "# bench/net.sh ($(date -u +%Y-%m-%dT%H:%M:%SZ)), $(nproc) cores, kernel $(uname -r), netavark $(/usr/lib/podman/netavark --version 2>/dev/null | cut -d' ' -f2)${DOCKER_ON:+, $(dockerd --version | cut -d, -f1)}, load $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
     echo
     printf '| %-26s | %9s | %8s | %8s | %4s | %12s |\n' start "median ms" "min ms" "max ms" runs "× wharf none"
     printf '|%s|\n' "----------------------------|-----------|----------|----------|------|--------------"
@@ -219,13 +280,13 @@ med_of() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) 
     echo
     printf '| %-30s | %12s | %8s | %8s | %4s | %10s |\n' "transfer ($XFER_MB MB)" "median MB/s" min max runs "× loopback"
     printf '|%s|\n' "--------------------------------|--------------|----------|----------|------|------------"
-    LOOP=""
+    declare -A XMED=()
     for x in "${XROWS[@]}"; do
-        IFS=$'\t' read -r key label port <<<"$x"
+        IFS=$'\t' read -r key label port ns ref <<<"$x"
         [ -s "$RES/xfer-$key.txt" ] || continue
         med=$(med_of <"$RES/xfer-$key.txt")
-        [ "$key" = loop ] && LOOP=$med
-        ratio=$(awk -v a="$med" -v w="${LOOP:-0}" 'BEGIN { if (w > 0) printf "%.2f", a / w; else print "-" }')
+        XMED[$key]=$med
+        ratio=$(awk -v a="$med" -v w="${XMED[$ref]:-0}" 'BEGIN { if (w > 0) printf "%.2f", a / w; else print "-" }')
         printf '| %-30s | %12.1f | %8.1f | %8.1f | %4s | %10s |\n' "$label" "$med" \
             "$(sort -n "$RES/xfer-$key.txt" | head -1)" "$(sort -n "$RES/xfer-$key.txt" | tail -1)" \
             "$(wc -l <"$RES/xfer-$key.txt")" "$ratio"
