@@ -274,3 +274,20 @@ fn cp_resolves_hostile_symlinks_inside_a_running_container() {
         "a tar holding the file"
     );
 }
+
+#[test]
+fn cp_and_export_work_on_a_container_never_started() {
+    require_root!();
+    let env = setup();
+    let _c = Cleanup::new(&env, &["fresh"]);
+    // docker's create, cp, start: the image has one layer and the container no write layer.
+    env.ok(&["create", "--name", "fresh", "bb:1", "cat", "/etc/app.conf"]);
+    let tar = env.dir.path().join("fresh.tar");
+    env.ok(&["export", "-o", s(&tar), "fresh"]);
+    assert!(fs::metadata(&tar).expect("export").len() > 0);
+    let conf = env.dir.path().join("app.conf");
+    fs::write(&conf, "port=80\n").expect("write");
+    env.ok(&["cp", s(&conf), "fresh:/etc/"]);
+    assert_eq!(env.ok(&["start", "-a", "fresh"]), "port=80\n");
+    assert!(common::mounts_below(&env.root).is_empty());
+}

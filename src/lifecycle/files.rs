@@ -333,23 +333,32 @@ fn enter(store: &Store, rec: &Record, op: &HelperOp) -> Result<OwnedFd> {
     let (upper, work) = (cdir.join("upper"), cdir.join("work"));
     let layers = image::layer_dirs(store, &rec.image_id)?;
     let write = matches!(op, HelperOp::Put(_));
-    let data = if write {
+    // The overlay's options, or the one directory to bind read-only: overlay needs two
+    // lower dirs without an upper one (a never-started container of a one-layer image).
+    let (data, single) = if write {
         for d in [&upper, &work] {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
-        format!(
+        let data = format!(
             "lowerdir={},upperdir={},workdir={}",
             crate::runtime::launch::lowerdir(&layers)?,
             upper.display(),
             work.display()
-        )
+        );
+        (data, None)
     } else {
         let mut dirs = Vec::with_capacity(layers.len() + 1);
         if upper.is_dir() {
             dirs.push(upper);
         }
         dirs.extend(layers);
-        format!("lowerdir={}", crate::runtime::launch::lowerdir(&dirs)?)
+        match dirs.as_slice() {
+            [one] => (String::new(), Some(one.clone())),
+            _ => (
+                format!("lowerdir={}", crate::runtime::launch::lowerdir(&dirs)?),
+                None,
+            ),
+        }
     };
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("cannot make a private mount namespace")?;
@@ -365,13 +374,25 @@ fn enter(store: &Store, rec: &Record, op: &HelperOp) -> Result<OwnedFd> {
     std::fs::create_dir_all(&target)
         .with_context(|| format!("cannot create {}", target.display()))?;
     let ro = if write { 0 } else { libc::MS_RDONLY };
-    sys::mount(
-        Some("overlay"),
-        &target,
-        Some("overlay"),
-        libc::MS_NODEV | libc::MS_NOSUID | ro,
-        Some(&data),
-    )
+    let flags = libc::MS_NODEV | libc::MS_NOSUID | ro;
+    match &single {
+        Some(dir) => sys::mount(dir.to_str(), &target, None, libc::MS_BIND, None).and_then(|()| {
+            sys::mount(
+                None,
+                &target,
+                None,
+                libc::MS_REMOUNT | libc::MS_BIND | flags,
+                None,
+            )
+        }),
+        None => sys::mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            flags,
+            Some(&data),
+        ),
+    }
     .context("cannot mount the container's filesystem")?;
     nix::fcntl::open(
         &target,
