@@ -128,6 +128,12 @@ fn leftovers(env: &Env) -> Vec<String> {
 fn a_published_tcp_port_answers_on_127_0_0_1_and_ps_port_and_inspect_show_it() {
     let Some((_g, env)) = net_env() else { return };
     let _c = Cleanup::new(&env, &["web"]);
+    // Loopback only by default: a container that publishes is on the bridge all the same.
+    fs::write(
+        env.root.join("config.toml"),
+        "[network]\ndefault = \"none\"\n",
+    )
+    .expect("config");
     let vol = www(&env, "hello from the container\n");
     // A free port, found by the kernel.
     let port = TcpListener::bind("127.0.0.1:0")

@@ -451,13 +451,20 @@ fn runtime_usage(msg: String, hint: &str) -> anyhow::Error {
     user(msg).hint(hint).code(exit::RUNTIME).into()
 }
 
-/// `--network` (default: the state root's `[network] default`, else bridge), `-p`,
-/// `--network-alias`, `--add-host`, `--dns*`, as the run options take them. A named network
-/// and `container:NAME` are looked up when the container is created.
+/// `--network` (default: the state root's `[network] default`, else bridge; bridge for a
+/// container that publishes ports, as in manifests), `-p`, `--network-alias`, `--add-host`,
+/// `--dns*`, as the run options take them. A named network and `container:NAME` are looked
+/// up when the container is created.
 fn network_options(ctx: &Ctx, a: &CreateArgs) -> Result<(Network, crate::model::NetOptions)> {
     use crate::model::{NetOptions, NetworkAttachment, PortSpec};
     let given = if a.network.is_empty() {
-        vec![crate::policy::default_network(&ctx.root)?]
+        let root_default = crate::policy::default_network(&ctx.root)?;
+        let publishes = a.publish_all || !a.publish.is_empty();
+        if publishes && matches!(root_default.as_str(), "none" | "host") {
+            vec!["bridge".to_string()]
+        } else {
+            vec![root_default]
+        }
     } else {
         a.network.clone()
     };
