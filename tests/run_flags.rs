@@ -537,3 +537,22 @@ fn foreground_runs_with_a_terminal_are_logged_too() {
     let logs = env.ok(&["logs", "fg"]);
     assert!(logs.contains("out-42"), "and the log: {logs:?}");
 }
+
+#[test]
+fn every_error_of_run_and_create_exits_125_as_dockers() {
+    require_root!();
+    let env = setup();
+    for args in [
+        &["run", "--rm", "-m", "4m", "bb:1", "true"][..],
+        &["create", "-m", "4m", "bb:1", "true"],
+        &["run", "--rm", "nosuch:1", "true"],
+        &["create", "--cpus", "4096", "bb:1", "true"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(code(&out), 125, "{args:?}: {}", text(&out.stderr));
+    }
+    // The size as it was typed, not in bytes.
+    let err = env.fails(&["create", "-m", "4m", "bb:1", "true"]);
+    assert!(err.contains("invalid --memory 4MiB"), "{err}");
+    assert_eq!(env.ok(&["ps", "-aq"]), "", "nothing was created");
+}

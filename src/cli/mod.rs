@@ -140,7 +140,17 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let code = error::exit_code(&err);
+            let mut code = error::exit_code(&err);
+            // docker's run and create exit 125 for every error of their own (1 would read as
+            // the command's code).
+            if code == error::exit::ERROR
+                && matches!(
+                    verb_of(std::env::args_os().skip(1)).as_deref(),
+                    Some("run" | "create")
+                )
+            {
+                code = error::exit::RUNTIME;
+            }
             // A health probe's `wharf exec`: mark the failure as wharf's own, not the check's.
             if code == error::exit::RUNTIME
                 && let Ok(token) = std::env::var(crate::runtime::health::PROBE_TOKEN_ENV)

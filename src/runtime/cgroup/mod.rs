@@ -448,9 +448,16 @@ impl Plan {
         let mut p = Plan::default();
         if let Some(m) = l.memory {
             if m < MIN_MEMORY {
-                return Err(user(format!("invalid --memory {m}: the minimum is 6MiB"))
-                    .hint("give -m a value of at least 6m")
-                    .into());
+                let given = match m {
+                    m if m % (1 << 20) == 0 => format!("{}MiB", m >> 20),
+                    m if m % 1024 == 0 => format!("{}KiB", m >> 10),
+                    m => format!("{m} bytes"),
+                };
+                return Err(
+                    user(format!("invalid --memory {given}: the minimum is 6MiB"))
+                        .hint("give -m a value of at least 6m")
+                        .into(),
+                );
             }
             p.memory = Some(m);
         }
