@@ -132,6 +132,7 @@ fn top_lists_the_container_processes_only() {
     sleeper(&env, "topped", &[]);
     let pid = running_pid(&env, "topped");
     let out = env.ok(&["top", "topped"]);
+    assert!(out.ends_with('\n'), "a table ends its last line: {out:?}");
     let mut lines = out.lines();
     let header = lines.next().expect("header");
     assert!(header.contains("PID") && header.contains("CMD"), "{header}");
@@ -169,6 +170,7 @@ fn stats_reads_the_cgroup() {
     sleeper(&env, "measured", &["-m", "64m", "--pids-limit", "50"]);
     env.ok(&["create", "--name", "idle", "bb:1", "true"]);
     let out = env.ok(&["stats", "--no-stream"]);
+    assert!(out.ends_with('\n'), "a table ends its last line: {out:?}");
     let header = out.lines().next().expect("header");
     for col in [
         "CONTAINER ID",

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::container::each;
-use super::output::{print_json, table};
+use super::output::{print_json, print_table, table};
 use crate::container;
 use crate::error::{exit, user};
 use crate::lifecycle::control::{self, Sample};
@@ -160,7 +160,7 @@ pub fn run(ctx: &Ctx, cmd: Commands) -> Result<i32> {
                 print_json(&top)?;
             } else {
                 let titles: Vec<&str> = top.titles.iter().map(String::as_str).collect();
-                print!("{}", table(&titles, top.processes));
+                print_table(&titles, top.processes);
             }
             Ok(exit::OK)
         }
@@ -403,6 +403,7 @@ fn stats(ctx: &Ctx, store: &crate::store::Store, a: &StatsArgs) -> Result<i32> {
                 let _ = out.write_all(b"\x1b[2J\x1b[H");
             }
             let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(b"\n");
             let _ = out.flush();
         }
         if a.no_stream {
