@@ -135,6 +135,17 @@ impl Key {
             Key::Reference => "reference",
         }
     }
+
+    /// What a hint shows of it.
+    fn examples(self) -> &'static [&'static str] {
+        match self {
+            Key::Until => &["until=24h"],
+            Key::Label => &["label=env=prod", "label!=keep"],
+            Key::Name => &["name=web"],
+            Key::Dangling => &["dangling=true"],
+            Key::Reference => &["reference=app:1.0"],
+        }
+    }
 }
 
 /// The keys prune verbs accept.
@@ -206,10 +217,15 @@ pub fn parse(args: &[String], accepted: &[Key], now: i64) -> Result<Filters, Use
     } else {
         &[]
     };
+    let examples: Vec<&str> = accepted
+        .iter()
+        .flat_map(|k| k.examples())
+        .copied()
+        .collect();
     let hint = format!(
-        "write --filter KEY=VALUE with KEY one of: {} (e.g. --filter until=24h, \
-         --filter label=env=prod, --filter label!=keep)",
-        key_list(&keys, negatable)
+        "write --filter KEY=VALUE with KEY one of: {} (e.g. --filter {})",
+        key_list(&keys, negatable),
+        examples.join(", --filter ")
     );
     let mut f = Filters::default();
     for a in split(args, &keys, negatable, &hint)? {
@@ -264,6 +280,15 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_hint_shows_only_keys_the_verb_takes() {
+        let a = vec!["label=x".to_string()];
+        let e = parse(&a, &[Key::Dangling, Key::Reference, Key::Until], NOW).unwrap_err();
+        let hint = e.hint.unwrap_or_default();
+        assert!(!hint.contains("label"), "{hint}");
+        assert!(hint.contains("--filter dangling=true"), "{hint}");
     }
 
     #[test]
