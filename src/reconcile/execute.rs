@@ -572,7 +572,7 @@ fn summarize(results: &[ActionResult], conflicts: &[String]) -> String {
     let failed = results.iter().filter(|r| !r.ok).count();
     let mut s = format!("{} done, {failed} failed", results.len() - failed);
     if !conflicts.is_empty() {
-        s.push_str(&format!(", {} blocked by name conflicts", conflicts.len()));
+        s.push_str(&format!(", {} blocked by conflicts", conflicts.len()));
     }
     s
 }

@@ -790,6 +790,20 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     p.actions.extend(recreates);
     p.actions.extend(creates);
     p.actions.extend(starts);
+    // A network that only blocked containers would join is not made: a refused container
+    // leaves nothing behind.
+    if !p.conflicts.is_empty() {
+        let blocked: BTreeSet<&str> = p.conflicts.iter().map(|c| c.name.as_str()).collect();
+        let used: BTreeSet<&str> = desired
+            .containers
+            .iter()
+            .filter(|d| !blocked.contains(d.name.as_str()))
+            .flat_map(|d| d.spec.networks.iter().map(String::as_str))
+            .collect();
+        p.actions.retain(
+            |a| !matches!(a, Action::CreateNetwork { name, .. } if !used.contains(name.as_str())),
+        );
+    }
     p
 }
 
@@ -877,11 +891,16 @@ impl fmt::Display for Plan {
         }
         if self.actions.is_empty() {
             let n = self.unchanged;
-            return write!(
-                f,
-                "No changes. {n} container{} up to date.",
-                if n == 1 { "" } else { "s" }
-            );
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            if !self.conflicts.is_empty() {
+                let b = self.conflicts.len();
+                return write!(
+                    f,
+                    "Nothing else to do: {b} container{} blocked (above), {n} up to date.",
+                    plural(b)
+                );
+            }
+            return write!(f, "No changes. {n} container{} up to date.", plural(n));
         }
         for a in &self.actions {
             writeln!(f, "{a}")?;

@@ -470,6 +470,31 @@ fn a_host_port_of_another_project_is_a_conflict_before_anything_starts() {
 }
 
 #[test]
+fn a_network_only_blocked_containers_would_join_is_not_created() {
+    let mut adhoc = have("adhoc", &spec("app:1.0"), ObservedState::Running);
+    adhoc.project = None;
+    adhoc.ports = vec![crate::model::PortSpec::parse("8080:80").unwrap()];
+    let mut mine = spec("app:1.0");
+    mine.ports = vec!["8080:80".into()];
+    mine.networks = vec![format!("{P}_default")];
+    let mut d = desired(vec![want("web", mine)]);
+    d.networks.push(DesiredNetwork {
+        name: format!("{P}_default"),
+        subnet: None,
+        internal: false,
+        external: false,
+    });
+    let p = plan(&d, &observed(vec![adhoc]));
+    assert_eq!(p.conflicts.len(), 1, "{p}");
+    assert!(p.actions.is_empty(), "{p}");
+    assert!(
+        p.to_string()
+            .ends_with("Nothing else to do: 1 container blocked (above), 0 up to date."),
+        "{p}"
+    );
+}
+
+#[test]
 fn a_host_port_of_a_wharf_run_container_is_a_conflict_too() {
     // `wharf run -p 8080:80`: no project, no manifest spec; its config publishes the port.
     let mut adhoc = have("adhoc", &spec("app:1.0"), ObservedState::Running);
