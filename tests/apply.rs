@@ -535,6 +535,10 @@ fn down_removes_only_what_the_project_owns() {
 
     let out = t.env.ok(&["down", "-t", "5", "--volumes", "-f", s(&p1)]);
     assert!(out.contains("Down complete"), "{out}");
+    assert!(
+        out.contains("- volume data\n"),
+        "what down removes is shown: {out}"
+    );
     let names: Vec<String> = t.containers().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["byhand", "two"]);
     assert!(t.running("two") && t.running("byhand"));

@@ -360,24 +360,39 @@ fn down(ctx: &Ctx, a: DownArgs) -> Result<i32> {
             ..ApplyOptions::default()
         };
         let applied = execute::down(&store, &m, a.volumes, &opts, |p| {
-            if !ctx.json() && p.actions.is_empty() {
-                println!("Nothing to remove for project {}.", p.project);
-            } else if !ctx.json() {
-                for act in &p.actions {
-                    match act {
-                        Action::RemoveOrphan { name, running, .. } => println!(
-                            "- remove {name}{}",
-                            if *running {
-                                " (running: stopped first)"
-                            } else {
-                                ""
-                            }
-                        ),
-                        other => println!("{other}"),
-                    }
+            if ctx.json() {
+                return;
+            }
+            for act in &p.actions {
+                match act {
+                    Action::RemoveOrphan { name, running, .. } => println!(
+                        "- remove {name}{}",
+                        if *running {
+                            " (running: stopped first)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    other => println!("{other}"),
                 }
             }
         })?;
+        if !ctx.json() {
+            // The project's networks and volumes go after its containers, outside the plan.
+            let after: Vec<&str> = applied
+                .outcome
+                .results
+                .iter()
+                .map(|r| r.action.as_str())
+                .filter(|a| a.starts_with("- network ") || a.starts_with("- volume "))
+                .collect();
+            for a in &after {
+                println!("{a}");
+            }
+            if applied.plan.actions.is_empty() && after.is_empty() {
+                println!("Nothing to remove for project {}.", m.project);
+            }
+        }
         if report(ctx, "Down", &applied)? != exit::OK {
             code = exit::ERROR;
         }
