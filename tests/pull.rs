@@ -166,6 +166,23 @@ fn an_index_gives_the_host_platform_and_platform_picks_another() {
     assert!(!err.contains("unknown/unknown"), "{err}");
     let err = text(&run(&env, &["pull", "--platform", "s390x", &name]).stderr);
     assert!(err.contains("os/arch"), "{err}");
+
+    // An image of one platform, no index: another --platform is refused, held or not.
+    reg.push(&layout_ref("multi"), "wharf/single:1", false);
+    let single = format!("{}/wharf/single:1", reg.host());
+    for env in [&env, &Env::new()] {
+        let out = run(env, &["pull", "--platform", "linux/s390x", &single]);
+        let err = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{err}");
+        assert!(
+            err.contains("not the linux/s390x asked for") && err.contains("leave out --platform"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        ok(&env, &["pull", "-q", &single]).trim(),
+        layout_image_id("multi")
+    );
 }
 
 #[test]

@@ -392,10 +392,11 @@ pub(super) fn layer_bars(quiet: bool) -> Option<indicatif::MultiProgress> {
 }
 
 fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32> {
-    let platform = match &a.platform {
-        Some(p) => image::oci::parse_platform(p)?,
-        None => image::oci::host_platform(),
-    };
+    let platform = a
+        .platform
+        .as_deref()
+        .map(image::oci::parse_platform)
+        .transpose()?;
     let store = ctx.store()?;
     let pulled = image::pull::pull(
         &store,

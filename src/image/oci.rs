@@ -171,25 +171,45 @@ pub fn pick_platform<'a>(
     let have: Vec<String> = candidates
         .iter()
         .filter_map(|d| d.platform.as_ref())
-        .map(|p| match &p.variant {
-            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-            None => format!("{}/{}", p.os, p.architecture),
-        })
+        .map(Platform::to_string)
         .collect();
-    Err(user(format!(
-        "{what} has no image for {}/{}{}",
-        want.os,
-        want.architecture,
-        want.variant
+    Err(user(format!("{what} has no image for {want}"))
+        .hint(if have.is_empty() {
+            "the index lists no usable image".to_string()
+        } else {
+            format!("it has: {}; choose one with --platform", have.join(", "))
+        })
+        .into())
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Refuses an image of one platform (its config's os, architecture and variant) that is not
+/// `want`, as docker does for a `--platform` the image does not have.
+pub fn check_platform(config: &[u8], want: &Platform, what: &str) -> Result<()> {
+    let have: Platform = serde_json::from_slice(config)
+        .map_err(|e| user(format!("the config of {what} is not JSON: {e}")))?;
+    let fits = have.os == want.os
+        && have.architecture == want.architecture
+        && want
+            .variant
             .as_ref()
-            .map(|v| format!("/{v}"))
-            .unwrap_or_default()
+            .is_none_or(|v| have.variant.as_deref() == Some(v));
+    if fits {
+        return Ok(());
+    }
+    Err(user(format!(
+        "{what} is an image for {have}, not the {want} asked for"
     ))
-    .hint(if have.is_empty() {
-        "the index lists no usable image".to_string()
-    } else {
-        format!("it has: {}; choose one with --platform", have.join(", "))
-    })
+    .hint("it names one platform only: leave out --platform to take it as it is")
     .into())
 }
 

@@ -28,7 +28,9 @@ use crate::store::Store;
 
 /// How a pull is asked for.
 pub struct PullOptions {
-    pub platform: Platform,
+    /// `--platform` (None: the host's). Given, an image of another platform is refused, as
+    /// docker refuses it; left out, an image of one platform is taken whatever it is.
+    pub platform: Option<Platform>,
     /// `--tls-verify=false`: plain HTTP to this registry.
     pub tls_verify: bool,
     pub progress: Option<indicatif::MultiProgress>,
@@ -380,8 +382,10 @@ pub fn pull(store: &Store, input: &str, opts: &PullOptions) -> Result<Pulled> {
     // the platform's manifest (push and save send it).
     let (mut bytes, digest) = s.manifest(&s.target.oci)?;
     let mut m = oci::parse_manifest(&bytes, input)?;
-    if m.is_index() {
-        let d = oci::pick_platform(&m, &opts.platform, input)?;
+    let picked = m.is_index();
+    if picked {
+        let want = opts.platform.clone().unwrap_or_else(oci::host_platform);
+        let d = oci::pick_platform(&m, &want, input)?;
         let by = s.target.oci.clone_with_digest(d.digest.clone());
         (bytes, _) = s.manifest(&by)?;
         m = oci::parse_manifest(&bytes, input)?;
@@ -415,6 +419,18 @@ pub fn pull(store: &Store, input: &str, opts: &PullOptions) -> Result<Pulled> {
         .db()
         .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
         .exists([&cfg_hex])?;
+    // An image of one platform (no index to pick from): its config says which.
+    let mut fetched = None;
+    if !picked && let Some(want) = &opts.platform {
+        let config = if held {
+            let path = store.blob_path(&cfg_hex);
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?
+        } else {
+            s.small_blob(&cfg.digest)?
+        };
+        oci::check_platform(&config, want, input)?;
+        fetched = Some(config);
+    }
     if held {
         let tx = store.db().unchecked_transaction()?;
         let now = crate::store::now_ns();
@@ -438,7 +454,10 @@ pub fn pull(store: &Store, input: &str, opts: &PullOptions) -> Result<Pulled> {
         });
     }
 
-    let config = s.small_blob(&cfg.digest)?;
+    let config = match fetched {
+        Some(c) => c,
+        None => s.small_blob(&cfg.digest)?,
+    };
     let layers: Vec<LayerSource> = m
         .layers
         .iter()

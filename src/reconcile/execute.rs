@@ -941,7 +941,7 @@ fn pull_image(store: &Store, what: &str, tags: &[String]) -> Result<()> {
         store,
         what,
         &image::pull::PullOptions {
-            platform: image::oci::host_platform(),
+            platform: None,
             tls_verify: true,
             progress: None,
             parallel: 3,
