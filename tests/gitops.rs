@@ -233,9 +233,14 @@ fn rollback_without_git_then_apply_converges_again() {
 
     // Rolling back again returns to the newest different good generation (1.1): undo.
     // --to picks one explicitly.
-    t.env.ok(&["rollback", "-t", "5", "--to", "2", "app"]);
+    // Back to what the manifest says, it notes nothing; away from it, that apply undoes it.
+    let note = "converges to the manifest again";
+    let out = t.env.run(&["rollback", "-t", "5", "--to", "2", "app"]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(note));
     t.assert_runs(&v2);
-    t.env.ok(&["rollback", "-t", "5", "--to", "1", "app"]);
+    let out = t.env.run(&["rollback", "-t", "5", "--to", "1", "app"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(note));
     t.assert_runs(&v1);
 
     // The manifest still says 1.1: apply converges to it (rollback is an emergency brake).

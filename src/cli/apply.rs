@@ -144,11 +144,13 @@ fn rollback(ctx: &Ctx, a: RollbackArgs) -> Result<i32> {
         r.seq,
         if r.started { ", started" } else { "" }
     );
-    eprintln!(
-        "note: the next `wharf apply` of project {} converges to the manifest again; \
-         revert the manifest (`git revert`) to keep this version",
-        r.project
-    );
+    if !r.as_last_applied {
+        eprintln!(
+            "note: the next `wharf apply` of project {} converges to the manifest again; \
+             revert the manifest (`git revert`) to keep this version",
+            r.project
+        );
+    }
     Ok(exit::OK)
 }
 

@@ -1096,6 +1096,9 @@ pub struct RolledBack {
     pub image_id: String,
     pub image_ref: String,
     pub started: bool,
+    /// What it came back to is what the last apply made (its image and spec): the manifest's
+    /// version, which the next apply keeps.
+    pub as_last_applied: bool,
 }
 
 /// Brings a declared container back to an earlier generation: the newest good generation
@@ -1238,6 +1241,11 @@ pub fn rollback(
             );
         }
     }
+    // Newest first: the last generation an apply made.
+    let as_last_applied = gens
+        .iter()
+        .find(|g| g.cause == "apply")
+        .is_some_and(|g| g.spec_hash == target.spec_hash && g.image_id == target.image_id);
     Ok(RolledBack {
         project,
         name: name.to_string(),
@@ -1248,5 +1256,6 @@ pub fn rollback(
         image_id: target.image_id.clone(),
         image_ref: target.image_ref.clone(),
         started: start,
+        as_last_applied,
     })
 }
