@@ -160,9 +160,11 @@ timed "wharf push" ':' \
     '"$WHARF" --root "$B/run-push" push -q "$H/bench/big:1" "$H/bench/wharf-push-$RUN:1"'
 timed "skopeo copy (push)" ':' \
     'skopeo copy -q --dest-tls-verify=false "oci:$B/layout:big" "docker://$H/bench/skopeo-push-$RUN:1"'
-timed "wharf push (new registry)" 'rm -rf "$B/run-push2"; "$WHARF" --root "$B/run-push2" pull -q "$H/bench/big:1"' \
+# The second registry is emptied before each of these runs (its storage is read from disk at
+# each request): skopeo's blob cache otherwise mounts run 1's blobs into runs 2 and 3.
+timed "wharf push (new registry)" 'rm -rf "$B/registry2/storage" "$B/run-push2"; "$WHARF" --root "$B/run-push2" pull -q "$H/bench/big:1"' \
     '"$WHARF" --root "$B/run-push2" push -q "$H/bench/big:1" "$H2/bench/wharf-push-$RUN:1"'
-timed "skopeo copy (push, new registry)" ':' \
+timed "skopeo copy (push, new registry)" 'rm -rf "$B/registry2/storage"' \
     'skopeo copy -q --dest-tls-verify=false "oci:$B/layout:big" "docker://$H2/bench/skopeo-push-$RUN:1"'
 
 # ------------------------------------------------------------------ results
