@@ -296,16 +296,7 @@ fn enter(store: &Store, rec: &Record, op: &HelperOp) -> Result<OwnedFd> {
         // hardlinks, a replaced directory, xattrs), which the container's procfs, of its own
         // pid namespace, cannot resolve for us. Files still land in the container's
         // filesystems; it sees none of our mounts.
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .context("cannot make a private mount namespace")?;
-        sys::mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        )
-        .context("cannot make the mounts private")?;
+        private_mount_namespace()?;
         sys::mount(
             Some("proc"),
             Path::new("/proc"),
@@ -360,16 +351,7 @@ fn enter(store: &Store, rec: &Record, op: &HelperOp) -> Result<OwnedFd> {
             ),
         }
     };
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("cannot make a private mount namespace")?;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )
-    .context("cannot make the mounts private")?;
+    private_mount_namespace()?;
     let target = store.make_run_dir()?;
     std::fs::create_dir_all(&target)
         .with_context(|| format!("cannot create {}", target.display()))?;
@@ -400,6 +382,21 @@ fn enter(store: &Store, rec: &Record, op: &HelperOp) -> Result<OwnedFd> {
         Mode::empty(),
     )
     .context("cannot open the container's filesystem")
+}
+
+/// Moves this process (the single-threaded `__rootfs` helper) into a copy of its mount
+/// namespace whose mounts propagate nowhere.
+fn private_mount_namespace() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("cannot make a private mount namespace")?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .context("cannot make the mounts private")
 }
 
 /// Splits a container path into its parent and last component, lexically (`..` cannot
