@@ -566,20 +566,28 @@ pub fn connect(store: &Store, input: &str, network: &str, aliases: &[String]) ->
 /// (a resolver of a network it joined, the address of one it left), as they would be at its
 /// next start. They are bind mounts of files in its /dev tmpfs, written in place through its
 /// root: `openat2(RESOLVE_IN_ROOT)` from `/proc/PID/root`, the last component not followed,
-/// so no symlink the container made leads outside it. A failure (a read-only file, a
-/// container that replaced its own) is a warning: the network change itself stands.
+/// so no symlink the container made leads outside it, and only a regular file is written. A
+/// failure (a read-only file, a container that replaced its own) is a warning: the network
+/// change itself stands.
 fn refresh_etc(rec: &Record, st: &State) {
     let Some(pid) = rec.live_pid() else { return };
     let (hosts, resolv) = etc_files(&rec.config, Some(st), &rec.config.hostname);
     let files = crate::runtime::launch::etc_files(&rec.config.hostname, &hosts, &resolv);
     let write = |content: &[u8], dest: &str| -> std::io::Result<()> {
         let root = File::open(format!("/proc/{pid}/root"))?;
+        // Not truncated before it is known to be a regular file: a container able to replace
+        // the mount could leave a FIFO (O_NONBLOCK: no wait for a reader) or a device there.
         let fd = crate::runtime::sys::open_in_root(
             root.as_raw_fd(),
             Path::new(dest),
-            libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW,
+            libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
         )?;
-        std::io::Write::write_all(&mut File::from(fd), content)
+        let mut f = File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        f.set_len(0)?;
+        std::io::Write::write_all(&mut f, content)
     };
     for (content, dest) in files.iter().filter(|(_, d)| *d != "/etc/hostname") {
         if let Err(e) = write(content, dest) {
