@@ -28,7 +28,7 @@ use nix::sys::socket::{
 };
 
 use super::sys;
-use super::tty::{RawMode, read_signals, signal_fd_of};
+use super::tty::{FORWARDED, RawMode, read_signals, signal_fd_of};
 
 /// The socket's file name in the container's directory.
 pub const SOCKET: &str = "attach.sock";
@@ -489,21 +489,14 @@ fn winsize_msg() -> Option<Vec<u8>> {
     Some(m)
 }
 
-/// The signals a client handles; the ending ones restore the terminal before we go.
-const CLIENT_SIGNALS: [libc::c_int; 7] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-];
-
 /// Relays our stdio to and from the attached container until its run ends, the user
 /// detaches, or the monitor goes away.
 pub fn client(sock: OwnedFd, opts: &ClientOptions) -> io::Result<Ended> {
-    let sigfd = signal_fd_of(&CLIENT_SIGNALS).map_err(io::Error::other)?;
+    // The signals a client handles: the forwarded ones (the ending ones also restore the
+    // terminal before we go) and window size changes.
+    let mut sigs = FORWARDED.to_vec();
+    sigs.push(libc::SIGWINCH);
+    let sigfd = signal_fd_of(&sigs).map_err(io::Error::other)?;
     let raw = if opts.tty && opts.stdin {
         RawMode::enter(0)
     } else {
