@@ -573,8 +573,14 @@ fn refresh_etc(rec: &Record, st: &State) {
     let Some(pid) = rec.live_pid() else { return };
     let (hosts, resolv) = etc_files(&rec.config, Some(st), &rec.config.hostname);
     let files = crate::runtime::launch::etc_files(&rec.config.hostname, &hosts, &resolv);
+    let root = match File::open(format!("/proc/{pid}/root")) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot reach the files of container {}: {e}", rec.name);
+            return;
+        }
+    };
     let write = |content: &[u8], dest: &str| -> std::io::Result<()> {
-        let root = File::open(format!("/proc/{pid}/root"))?;
         // Not truncated before it is known to be a regular file: a container able to replace
         // the mount could leave a FIFO (O_NONBLOCK: no wait for a reader) or a device there.
         let fd = crate::runtime::sys::open_in_root(
