@@ -364,8 +364,22 @@ pub fn sealed_exe_copy() -> io::Result<OwnedFd> {
     let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
     // std copies file to file with copy_file_range / sendfile: no pass through user space.
     std::io::copy(&mut src, &mut copy)?;
-    // SAFETY: fcntl(F_ADD_SEALS) with an integer argument on our own memfd.
-    check_int(unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, EXE_SEALS) })?;
+    // F_SEAL_WRITE waits a little for page references the copy left (its splice's pipe
+    // buffers) and says EBUSY when they outlast that, as under load: try again, a while.
+    let mut delay = std::time::Duration::from_millis(1);
+    loop {
+        // SAFETY: fcntl(F_ADD_SEALS) with an integer argument on our own memfd.
+        match check_int(unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, EXE_SEALS) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && delay.as_millis() < 512 => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            res => {
+                res?;
+                break;
+            }
+        }
+    }
     Ok(OwnedFd::from(copy))
 }
 
