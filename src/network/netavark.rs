@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -30,18 +29,29 @@ const DIRS: [&str; 4] = [
 
 /// The netavark and aardvark-dns binaries, or an error saying how to install them.
 pub fn binaries() -> Result<(PathBuf, PathBuf)> {
+    binaries_in(&search_path())
+}
+
+/// Where podman's network binaries are looked for: [`DIRS`], then `$PATH`.
+fn search_path() -> Vec<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = DIRS
-        .iter()
+    DIRS.iter()
         .map(PathBuf::from)
         .chain(std::env::split_paths(&path))
-        .collect();
-    binaries_in(&dirs)
+        .collect()
+}
+
+/// One of podman's network binaries (`aardvark-dns` for the native backend).
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    find_in(&search_path(), name)
+}
+
+fn find_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn binaries_in(dirs: &[PathBuf]) -> Result<(PathBuf, PathBuf)> {
-    let find = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| p.is_file());
-    match (find("netavark"), find("aardvark-dns")) {
+    match (find_in(dirs, "netavark"), find_in(dirs, "aardvark-dns")) {
         (Some(n), Some(a)) => Ok((n, a)),
         (n, _) => Err(user(format!(
             "bridge networks need {}, which is not installed",
@@ -53,9 +63,9 @@ fn binaries_in(dirs: &[PathBuf]) -> Result<(PathBuf, PathBuf)> {
         ))
         .hint(
             "install podman's network backend (Debian/Ubuntu: apt-get install netavark \
-             aardvark-dns; Fedora: dnf install netavark aardvark-dns), or run with \
-             --network none or --network host (`[network] default = \"none\"` in the state \
-             root's config.toml makes none the default)",
+             aardvark-dns; Fedora: dnf install netavark aardvark-dns), or set `[network] \
+             backend = \"native\"` in the state root's config.toml, or run with --network \
+             none or --network host (`[network] default = \"none\"` makes none the default)",
         )
         .code(exit::RUNTIME)
         .into()),
@@ -207,18 +217,7 @@ fn call(root: &Path, verb: &str, netns: &Path, opts: &Options) -> Result<Vec<u8>
         .stdin(Stdio::piped())
         .stdout(stdout.try_clone()?)
         .stderr(stderr.try_clone()?);
-    // SAFETY: close_range is async-signal-safe; it only marks descriptors close-on-exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
-            Ok(())
-        });
-    }
+    crate::runtime::sys::exec_clean(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", netavark.display()))?;

@@ -133,6 +133,25 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
         .map(drop)
 }
 
+/// Makes `cmd` start clean, as a helper wharf runs must (netavark, aardvark-dns, nft): no
+/// signal blocked (the monitor blocks those it reads from a signalfd, and a child inherits
+/// the mask: an aardvark-dns started so never sees the SIGHUP that tells it to reload), and
+/// every descriptor above stderr closed on exec (a pipe a long-lived helper kept open would
+/// never reach EOF).
+pub fn exec_clean(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sigemptyset, sigprocmask and close_range are async-signal-safe and take only
+    // the local set and plain integers.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            cloexec_from(3)
+        })
+    }
+}
+
 /// Sends `data` with one file descriptor attached (SCM_RIGHTS).
 pub fn send_fd(sock: RawFd, data: &[u8], fd: RawFd) -> io::Result<()> {
     let mut iov = libc::iovec {
