@@ -2,12 +2,14 @@
 # bench/net.sh — what networking costs, side by side, in one run:
 #
 #   start    wharf run --rm bb:1 /bin/true   --network none | the default (bridge) | -p 127.0.0.1::80
+#            (wharf's native backend), and the default and -p with `[network] backend =
+#            "netavark"` (a second state root)
 #            podman run --rm ... /bin/true   --network none | bridge | -p 127.0.0.1::80
-#            (podman calls the same netavark: the fair peer)
+#            (podman calls the same netavark as wharf's netavark rows: the fair peer)
 #            docker run --rm ... /bin/true   --network none | the default (bridge) | -p 127.0.0.1::80
 #            (docker's own networking, against a dockerd in a network namespace of its own)
 #   transfer curl of a XFER_MB file from 127.0.0.1 through a published port, served by busybox
-#            httpd in a wharf container (and in a podman one), against the same server on the
+#            httpd in a wharf container (each backend) and in a podman one, against the same server on the
 #            host's loopback; and in a docker one, fetched from inside dockerd's namespace,
 #            against the same server on that namespace's loopback
 #   SKIP_SLOW=1 leaves out podman and docker.
@@ -20,22 +22,21 @@
 # Knobs: RUNS=30  ROUNDS=5  RUNS_SLOW=10  XFER_MB=200  XFER_RUNS=5  SKIP_SLOW=1  SKIP_INSTALL=1
 #        WHARF=<binary> (skips the release build)  KEEP=1 (keeps the temp dir)
 #
-# Everything lives in one temp dir (wharf's state root, podman's storage, network configs and
+# Everything lives in one temp dir (wharf's state roots, podman's storage, network configs and
 # run dirs, dockerd's data-root, exec-root and socket, the served file): nothing of the host's
 # podman, docker or wharf state is read or written. Traffic goes only to 127.0.0.1 and to the
 # containers and networks made here. dockerd (lib.sh's start_dockerd net) runs in a network
 # namespace of its own, with no route out: its docker0 bridge, iptables chains, FORWARD policy
 # DROP, sysctls and docker-proxy listeners are all in there, none in the host's namespace. On
-# any exit the trap removes the containers (wharf's, podman's, docker's), stops the servers,
-# dockerd, its containerd and shims by PID (the namespace goes with them), unmounts what is
-# left under the temp dir and deletes it. The host-wide side effects are netavark's own (see
-# README "Networking"): the NETAVARK_* firewall chains it creates stay, empty, as podman
-# leaves them; the bridges go with their last container; and what dockerd and containerd
-# write outside the dir: /etc/docker/key.json, /run/docker/plugins, /run/containerd/s.
+# any exit the trap removes the containers (wharf's, podman's, docker's), the wharf roots'
+# bridges, stops the servers, dockerd, its containerd and shims by PID (the namespace goes
+# with them), unmounts what is left under the temp dir and deletes it. The host-wide side
+# effects that stay (see README "Networking"): wharf's `ip wharf` nftables table (empty of
+# these roots' subnets and ports) and netavark's NETAVARK_* chains, as podman leaves them;
+# and what dockerd and containerd write outside the dir: /etc/docker/key.json,
+# /run/docker/plugins, /run/containerd/s.
 #
-# Do not run it alongside tests/network.rs or other wharf roots with bridge containers: every
-# root's default network is the bridge wharf0, but each root hands out its own addresses
-# (two roots made while wharf0 is down both take 10.88.0.0/16 and both give out 10.88.0.2).
+# Do not run it alongside tests/network.rs: they share the firewall and the host's subnets.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,6 +53,7 @@ RES=$B/results
 mkdir -p "$RES"
 
 WROOT=$B/wharf-root
+NROOT=$B/wharf-netavark-root
 HTTPD_PIDS=()
 PODMAN_ON=""
 DOCKER_ON=""
@@ -59,10 +61,15 @@ cleanup() {
     local rc=$? pid
     for pid in "${HTTPD_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
     stop_dockerd # its containers, dockerd, containerd and shims, by PID; its namespace with them
-    if [ -n "${WHARF:-}" ] && [ -d "$WROOT" ]; then
-        "$WHARF" --root "$WROOT" ps -aq 2>/dev/null | xargs -r "$WHARF" --root "$WROOT" rm -f >/dev/null 2>&1
-        "$WHARF" --root "$WROOT" network prune -f >/dev/null 2>&1
-    fi
+    for root in "$WROOT" "$NROOT"; do
+        if [ -n "${WHARF:-}" ] && [ -d "$root" ]; then
+            "$WHARF" --root "$root" ps -aq 2>/dev/null | xargs -r "$WHARF" --root "$root" rm -f >/dev/null 2>&1
+            "$WHARF" --root "$root" network prune -f >/dev/null 2>&1
+            # The native backend keeps the default network's bridge with the root.
+            iface=$("$WHARF" --root "$root" --format json network inspect wharf 2>/dev/null | jq -r '.[0].NetworkInterface // empty' 2>/dev/null)
+            [ -n "$iface" ] && ip link del "$iface" 2>/dev/null
+        fi
+    done
     if [ -n "$PODMAN_ON" ]; then
         podman rm -af -t 0 >/dev/null 2>&1
         podman network prune -f >/dev/null 2>&1
@@ -93,6 +100,15 @@ W="$WHARF --root $WROOT"
 $W import -q "$BB_TAR" bb:1 >/dev/null || exit 1
 # The default network is made on first use: make it outside the timing.
 $W run --rm bb:1 /bin/true || { echo "$BENCH_NAME: a bridge run fails here" >&2; exit 1; }
+# The same with netavark as the backend, in a root of its own.
+N="$WHARF --root $NROOT"
+mkdir -p "$NROOT" && printf '[network]\nbackend = "netavark"\n' >"$NROOT/config.toml"
+NETAVARK_ON=""
+if $N import -q "$BB_TAR" bb:1 >/dev/null && $N run --rm bb:1 /bin/true 2>"$RES/netavark-probe.log"; then
+    NETAVARK_ON=1
+else
+    note "no wharf rows with the netavark backend: $(tail -1 "$RES/netavark-probe.log")"
+fi
 
 # podman with private storage, config and network dirs; its default network on a subnet
 # wharf never picks (wharf: 10.49-10.127), runc as in bench/run.sh (crun refuses this
@@ -154,6 +170,10 @@ add() { ROWS+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"); } # add KEY LABEL RUNS CMD
 add none "wharf --network none" "$RUNS" "$W run --rm --network none bb:1 /bin/true"
 add bridge "wharf (default: bridge)" "$RUNS" "$W run --rm bb:1 /bin/true"
 add port "wharf -p 127.0.0.1::80" "$RUNS" "$W run --rm -p 127.0.0.1::80 bb:1 /bin/true"
+if [ -n "$NETAVARK_ON" ]; then
+    add nbridge "wharf, netavark: bridge" "$RUNS_SLOW" "$N run --rm bb:1 /bin/true"
+    add nport "wharf, netavark: -p" "$RUNS_SLOW" "$N run --rm -p 127.0.0.1::80 bb:1 /bin/true"
+fi
 if [ -n "$PODMAN_ON" ]; then
     add pnone "podman --network none" "$RUNS_SLOW" "podman run --rm --network none localhost/bench-bb /bin/true"
     add pbridge "podman --network bridge" "$RUNS_SLOW" "podman run --rm --network bridge localhost/bench-bb /bin/true"
@@ -214,6 +234,13 @@ if $W run -d --name netbench-httpd -p 127.0.0.1::80 -v "$B/www:/www:ro" bb:1 htt
 else
     note "the wharf httpd container did not answer: $(tail -2 "$RES/wharf-httpd.log" | tr '\n' ' ')"
 fi
+if [ -n "$NETAVARK_ON" ] &&
+    $N run -d --name netbench-httpd -p 127.0.0.1::80 -v "$B/www:/www:ro" bb:1 httpd -f -p 80 -h /www >/dev/null 2>"$RES/wharf-n-httpd.log" &&
+    NPORT=$($N port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$NPORT"; then
+    xadd nport "wharf, netavark: -p" "$NPORT" host loop
+elif [ -n "$NETAVARK_ON" ]; then
+    note "the wharf (netavark) httpd container did not answer: $(tail -2 "$RES/wharf-n-httpd.log" | tr '\n' ' ')"
+fi
 if [ -n "$PODMAN_ON" ] &&
     podman run -d --name netbench-httpd --network bridge -p 127.0.0.1::80 -v "$B/www:/www:ro" localhost/bench-bb httpd -f -p 80 -h /www >/dev/null 2>"$RES/podman-httpd.log" &&
     PPORT=$(podman port netbench-httpd 80/tcp | head -1 | sed 's/.*://') && await_http "$PPORT"; then
@@ -255,6 +282,7 @@ for ((r = 0; r < XFER_RUNS; r++)); do
     done
 done
 $W rm -f netbench-httpd >/dev/null 2>&1
+[ -z "$NETAVARK_ON" ] || $N rm -f netbench-httpd >/dev/null 2>&1
 [ -z "$PODMAN_ON" ] || podman rm -f -t 0 netbench-httpd >/dev/null 2>&1
 [ -z "$DOCKER_ON" ] || "${DOCKER_CMD[@]}" rm -f netbench-httpd >/dev/null 2>&1
 

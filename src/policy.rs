@@ -41,15 +41,29 @@ struct NetworkDefaults {
     /// "host", or a network's name.
     #[serde(default)]
     default: Option<String>,
+    /// Who configures bridge networks: "native" (wharf itself, the default) or "netavark".
+    #[serde(default)]
+    backend: Option<NetworkBackend>,
 }
 
-/// The `--network` of a `run`/`create` that gives none: `[network] default` of the root
-/// config, else "bridge".
-pub fn default_network(root: &Path) -> Result<String> {
+/// Who configures bridge networks (`[network] backend` of the root config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkBackend {
+    /// wharf over netlink and nftables, aardvark-dns for names (`network::native`).
+    #[default]
+    Native,
+    /// podman's netavark, called as podman calls it (`network::netavark`).
+    Netavark,
+}
+
+fn network_config(root: &Path) -> Result<NetworkDefaults> {
     let path = root.join(ROOT_CONFIG);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("bridge".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(NetworkDefaults::default());
+        }
         Err(e) => return Err(user(format!("cannot read {}: {e}", path.display())).into()),
     };
     let file: RootConfig = toml::from_str(&text).map_err(|e| {
@@ -57,10 +71,25 @@ pub fn default_network(root: &Path) -> Result<String> {
             let (l, c) = crate::manifest::diag::line_col(&text, sp.start);
             format!(":{l}:{c}")
         });
-        user(format!("{}{at}: {}", path.display(), e.message()))
-            .hint("write [network] default = \"bridge\" (or \"none\", \"host\", a network's name)")
+        user(format!("{}{at}: {}", path.display(), e.message())).hint(
+            "write [network] default = \"bridge\" (or \"none\", \"host\", a network's name), \
+             backend = \"native\" (or \"netavark\")",
+        )
     })?;
-    Ok(file.network.default.unwrap_or_else(|| "bridge".into()))
+    Ok(file.network)
+}
+
+/// `[network] backend` of the root config, else native.
+pub fn network_backend(root: &Path) -> Result<NetworkBackend> {
+    Ok(network_config(root)?.backend.unwrap_or_default())
+}
+
+/// The `--network` of a `run`/`create` that gives none: `[network] default` of the root
+/// config, else "bridge".
+pub fn default_network(root: &Path) -> Result<String> {
+    Ok(network_config(root)?
+        .default
+        .unwrap_or_else(|| "bridge".into()))
 }
 
 /// The journal's default outside projects: the newest 10,000 runs (and applies) are kept.

@@ -21,17 +21,21 @@ use common::{Cleanup, Env, code, inspect, json, probes, running_pid, setup, wait
 static NET: Mutex<()> = Mutex::new(());
 
 /// The lock, and a root whose containers join the default network unless told otherwise;
-/// None (the test is skipped) without root or without netavark.
+/// None (the test is skipped) without root, or without nft and aardvark-dns (the native
+/// backend's tools).
 fn net_env() -> Option<(MutexGuard<'static, ()>, Env)> {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root");
         return None;
     }
-    let found = ["/usr/libexec/podman/netavark", "/usr/lib/podman/netavark"]
-        .iter()
-        .any(|p| Path::new(p).exists());
-    if !found {
-        eprintln!("skipped: netavark is not installed (apt-get install netavark aardvark-dns)");
+    let have = |paths: &[&str]| paths.iter().any(|p| Path::new(p).exists());
+    if !have(&["/usr/sbin/nft", "/sbin/nft"])
+        || !have(&[
+            "/usr/libexec/podman/aardvark-dns",
+            "/usr/lib/podman/aardvark-dns",
+        ])
+    {
+        eprintln!("skipped: needs nft and aardvark-dns (apt-get install nftables aardvark-dns)");
         return None;
     }
     let guard = NET.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,6 +104,8 @@ fn leftovers(env: &Env) -> Vec<String> {
         .lines()
         .map(String::from)
         .collect();
+    // netavark's rules name the container; the native backend's published ports are
+    // elements of the `ip wharf` maps, leading to an address on one of the root's networks.
     let rules = std::process::Command::new("iptables-save")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -107,6 +113,26 @@ fn leftovers(env: &Env) -> Vec<String> {
     for l in rules.lines() {
         if ids.iter().any(|id| l.contains(id.as_str())) {
             left.push(format!("rule {l}"));
+        }
+    }
+    let subnets: Vec<ipnet::Ipv4Net> = nets
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|n| n["Subnets"][0]["Subnet"].as_str()?.parse().ok())
+        .collect();
+    for map in ["ports_any", "ports_ip"] {
+        let out = std::process::Command::new("nft")
+            .args(["list", "map", "ip", "wharf", map])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for word in out.split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}') {
+            if let Ok(a) = word.parse::<std::net::Ipv4Addr>()
+                && subnets.iter().any(|s| s.contains(&a))
+            {
+                left.push(format!("port leading to {a} in {map}"));
+            }
         }
     }
     if let Ok(d) = fs::read_dir(env.root.join("netavark/aardvark-dns")) {
@@ -122,6 +148,23 @@ fn leftovers(env: &Env) -> Vec<String> {
         }
     }
     left
+}
+
+/// Asserts that [`leftovers`] empties: the host ends of the veths of namespaces that were
+/// unmounted go when the kernel has cleaned those namespaces up, in the background.
+fn no_leftovers(env: &Env) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = leftovers(env);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -194,7 +237,7 @@ fn a_published_tcp_port_answers_on_127_0_0_1_and_ps_port_and_inspect_show_it() {
         "{err}"
     );
     env.ok(&["rm", "-f", "web"]);
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the port still answers"
@@ -266,7 +309,7 @@ fn a_published_udp_port_answers_and_a_port_in_use_on_the_host_is_refused() {
             .unwrap_or(true)
     );
     env.ok(&["rm", "-f", "late"]);
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
 }
 
 #[test]
@@ -362,7 +405,7 @@ fn containers_on_a_user_network_reach_each_other_by_name_and_alias_and_share_a_n
     assert!(e.contains("in use by container db"), "{e}");
     env.ok(&["rm", "-f", "db"]);
     env.ok(&["network", "rm", "backend"]);
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
 }
 
 /// Removes the network when dropped (after the containers' Cleanup, declared before it).
@@ -440,7 +483,7 @@ fn network_connect_and_disconnect_change_a_running_container() {
     let e = env.fails(&["network", "disconnect", "wharf", "app"]);
     assert!(e.contains("last one"), "{e}");
     env.ok(&["rm", "-f", "app", "peer"]);
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
 }
 
 #[test]
@@ -474,13 +517,13 @@ fn a_killed_monitor_leaves_nothing_once_the_next_command_recovers() {
     });
     // A verb that changes state recovers: the network is torn down with the run.
     env.ok(&["volume", "prune", "-f"]);
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
     // And it starts again with its network.
     env.ok(&["start", "victim"]);
     running_pid(&env, "victim");
     assert!(!env.ok(&["port", "victim"]).is_empty());
     env.ok(&["rm", "-f", "victim"]);
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
 }
 
 #[test]
@@ -534,7 +577,7 @@ fn publish_all_takes_the_images_exposed_ports_and_host_mode_keeps_the_hosts_name
         hosts.contains("10.1.2.3\tgw.test") && hosts.contains("nameserver 10.9.9.9"),
         "{hosts}"
     );
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
 }
 
 #[test]
@@ -565,7 +608,7 @@ fn a_restart_policy_brings_the_same_ports_back() {
     wait_until(30, "the end", || {
         (inspect(&env, "rs")["State"]["Status"] == "exited").then_some(())
     });
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
 }
 
 #[test]
@@ -580,7 +623,7 @@ fn two_hundred_runs_with_a_published_port_leave_nothing_behind() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
     assert_eq!(env.ok(&["ps", "-aq"]), "");
 }
 
@@ -667,5 +710,57 @@ fn a_project_gets_its_own_network_its_names_resolve_and_down_removes_it() {
         !nets.contains("pn_default") && !nets.contains("pm_default"),
         "{nets}"
     );
-    assert_eq!(leftovers(&env), Vec::<String>::new());
+    no_leftovers(&env);
+}
+
+#[test]
+fn the_netavark_backend_publishes_ports_and_resolves_names_too() {
+    let Some((_g, env)) = net_env() else { return };
+    if !["/usr/libexec/podman/netavark", "/usr/lib/podman/netavark"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        eprintln!("skipped: netavark is not installed (apt-get install netavark)");
+        return;
+    }
+    fs::write(
+        env.root.join("config.toml"),
+        "[network]\ndefault = \"bridge\"\nbackend = \"netavark\"\n",
+    )
+    .expect("config");
+    let _c = Cleanup::new(&env, &["nv-db", "nv-web"]);
+    let _n = NetCleanup(&env, "nv");
+    env.ok(&["network", "create", "nv", "--subnet", "10.89.209.0/24"]);
+    let vol = www(&env, "through netavark\n");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let published = format!("127.0.0.1:{port}:80");
+    for (name, publish) in [("nv-db", None), ("nv-web", Some(published.as_str()))] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", "nv", "-v", &vol];
+        if let Some(p) = publish {
+            args.extend(["-p", p]);
+        }
+        args.extend(["bb:1", "httpd", "-f", "-p", "80", "-h", "/www"]);
+        env.ok(&args);
+    }
+    assert!(http_get(port).contains("through netavark"));
+    let got = wait_until(20, "nv-db by name from nv-web", || {
+        let o = env.run(&["exec", "nv-web", "wget", "-qO-", "http://nv-db/"]);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    assert_eq!(got, "through netavark\n");
+    // netavark's own iptables rules carry the port, not wharf's nftables maps.
+    let id = inspect(&env, "nv-web")["Id"].as_str().unwrap().to_string();
+    let rules = std::process::Command::new("iptables-save")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(rules.contains(&id), "no netavark rule names {id}");
+    env.ok(&["rm", "-f", "nv-web", "nv-db"]);
+    no_leftovers(&env);
 }

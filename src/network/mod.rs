@@ -13,6 +13,7 @@
 //! - user networks (`network create`) and each project's `<project>_default` (apply): DNS
 //!   by container name and alias.
 
+pub mod native;
 pub mod netavark;
 mod netns;
 pub mod ports;
@@ -352,6 +353,11 @@ pub fn remove(store: &Store, name: &str) -> Result<Net> {
     store
         .db()
         .execute("DELETE FROM networks WHERE id = ?1", [&net.id])?;
+    // netavark removes a bridge with its last container; the native backend keeps it with
+    // the network (nothing to do for a bridge that is gone).
+    if let Err(e) = native::remove_network(&net.interface, net.subnet) {
+        tracing::warn!("cannot remove the bridge of network {}: {e:#}", net.name);
+    }
     Ok(net)
 }
 

@@ -16,19 +16,24 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::native;
 use super::netavark::{self, Options, PerNetwork, PortMapping};
 use super::ports::{self, Binding, Reserved};
 use super::{Net, netns};
 use crate::container::Record;
 use crate::error::{exit, user};
 use crate::model::Network;
+use crate::policy::NetworkBackend;
 use crate::store::{Store, fsutil};
 
 /// `network.json`: what was set up for the container's current run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub netns: PathBuf,
-    /// netavark's input: teardown sends it back unchanged.
+    /// Who set it up, and so tears it down (files from before the native backend: netavark).
+    #[serde(default = "legacy_backend")]
+    pub backend: NetworkBackend,
+    /// The backend's input (netavark's JSON): teardown sends it back unchanged.
     pub options: Options,
     /// netavark's answer, per network (empty until setup answered).
     #[serde(default)]
@@ -55,6 +60,36 @@ pub struct Endpoint {
     pub dns: bool,
 }
 
+fn legacy_backend() -> NetworkBackend {
+    NetworkBackend::Netavark
+}
+
+fn setup(
+    backend: NetworkBackend,
+    root: &Path,
+    netns: &Path,
+    opts: &Options,
+) -> Result<BTreeMap<String, netavark::Status>> {
+    match backend {
+        NetworkBackend::Native => native::setup(root, netns, opts),
+        NetworkBackend::Netavark => netavark::setup(root, netns, opts),
+    }
+}
+
+/// `keep_netns`: only some networks go (a disconnect); the namespace stays.
+fn teardown(
+    backend: NetworkBackend,
+    root: &Path,
+    netns: &Path,
+    opts: &Options,
+    keep_netns: bool,
+) -> Result<()> {
+    match backend {
+        NetworkBackend::Native => native::teardown(root, netns, opts, keep_netns),
+        NetworkBackend::Netavark => netavark::teardown(root, netns, opts),
+    }
+}
+
 fn state_path(store: &Store, id: &str) -> PathBuf {
     store.container_dir(id).join("network.json")
 }
@@ -66,9 +101,11 @@ pub fn state(store: &Store, id: &str) -> Option<State> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Not fsynced: what it describes (the namespace, the veths, the firewall elements) is gone
+/// after a crash of the host, and a crash of the process leaves the file whole.
 fn save(store: &Store, id: &str, st: &State) -> Result<()> {
     store.make_container_dir(id)?;
-    fsutil::write_atomic(&state_path(store, id), &serde_json::to_vec(st)?, 0o600)
+    fsutil::write_atomic_volatile(&state_path(store, id), &serde_json::to_vec(st)?, 0o600)
 }
 
 /// A container's network while its monitor runs. Dropped without [`Sandbox::detach`] (an
@@ -120,7 +157,13 @@ pub fn attach(store: &Store, rec: &Record) -> Result<Option<Sandbox>> {
     if rec.config.network != Network::Bridge {
         return Ok(None);
     }
-    netavark::binaries()?;
+    let backend = crate::policy::network_backend(store.root())?;
+    match backend {
+        NetworkBackend::Native => native::nft::check()?,
+        NetworkBackend::Netavark => {
+            netavark::binaries()?;
+        }
+    }
     // Debris of a run whose owner died before recovery saw it.
     if state_path(store, &rec.id).exists() {
         detach(store, &rec.id)?;
@@ -197,6 +240,7 @@ pub fn attach(store: &Store, rec: &Record) -> Result<Option<Sandbox>> {
     let netns = store.root().join("netns").join(&rec.id);
     let mut st = State {
         netns: netns.clone(),
+        backend,
         options,
         status: BTreeMap::new(),
         ports: reserved.bindings.clone(),
@@ -204,7 +248,7 @@ pub fn attach(store: &Store, rec: &Record) -> Result<Option<Sandbox>> {
     };
     save(store, &rec.id, &st).map_err(undo)?;
     netns::create(&netns).map_err(undo)?;
-    st.status = netavark::setup(store.root(), &netns, &st.options).map_err(undo)?;
+    st.status = setup(backend, store.root(), &netns, &st.options).map_err(undo)?;
     for (name, ep) in st.addresses.iter_mut() {
         if let Some(i) = st.status.get(name).and_then(|s| s.interfaces.as_ref())
             && let Some(iface) = i.get(&ep.interface)
@@ -285,12 +329,12 @@ pub fn detach(store: &Store, id: &str) -> Result<()> {
     let mut first_err = None;
     if let Some(st) = st {
         if st.netns.exists()
-            && let Err(e) = netavark::teardown(store.root(), &st.netns, &st.options)
+            && let Err(e) = teardown(st.backend, store.root(), &st.netns, &st.options, false)
         {
             {
                 // A setup cut short leaves less than it says: teardown removes what it finds
                 // (the veth goes with the namespace anyway).
-                tracing::debug!("netavark teardown of {id}: {e:#}");
+                tracing::debug!("network teardown of {id}: {e:#}");
             }
         }
         if let Err(e) = netns::remove(&st.netns) {
@@ -536,7 +580,7 @@ pub fn connect(store: &Store, input: &str, network: &str, aliases: &[String]) ->
             addr,
         );
         let one = one_network(&st, &n.name);
-        let status = match netavark::setup(store.root(), &st.netns, &one) {
+        let status = match setup(st.backend, store.root(), &st.netns, &one) {
             Ok(s) => s,
             Err(e) => {
                 release_on(store, &n, &rec.id)?;
@@ -640,7 +684,13 @@ pub fn disconnect(store: &Store, input: &str, network: &str) -> Result<()> {
         && let Some(mut st) = state(store, &rec.id)
         && st.options.networks.contains_key(&n.name)
     {
-        netavark::teardown(store.root(), &st.netns, &one_network(&st, &n.name))?;
+        teardown(
+            st.backend,
+            store.root(),
+            &st.netns,
+            &one_network(&st, &n.name),
+            true,
+        )?;
         st.options.networks.remove(&n.name);
         st.options.network_info.remove(&n.name);
         st.status.remove(&n.name);

@@ -10,6 +10,18 @@ use anyhow::{Context, Result};
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync the dir.
 /// A reader sees the old content or the new one, never a torn file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    replace(path, bytes, mode, true)
+}
+
+/// [`write_atomic`] without the fsyncs: atomic for readers and against the writer's crash, not
+/// durable across the host's. For state whose truth dies with the host anyway (a running
+/// container's network namespace and veths), where two fsyncs would double the cost of
+/// attaching it.
+pub fn write_atomic_volatile(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    replace(path, bytes, mode, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
@@ -31,11 +43,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        if durable {
+            f.sync_all()
+                .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        }
         fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        sync_dir(dir)
+        if durable { sync_dir(dir) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -137,7 +137,7 @@ impl Env {
 
     /// Writes the root's config.toml: `extra`, then `[network] default = "none"`. The tests
     /// run their containers with loopback only unless they ask for a network (tests/network.rs
-    /// does): bridge networks need netavark, and roots run side by side.
+    /// does): bridge networks need root and nft, and roots run side by side.
     pub fn write_config(&self, extra: &str) -> std::io::Result<()> {
         fs::create_dir_all(&self.root)?;
         fs::write(
@@ -254,6 +254,24 @@ impl Drop for Env {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+            }
+        }
+        // The native backend keeps a network's bridge (and its subnet in the firewall table)
+        // as long as the network: this root's go with it.
+        let db = self.root.join("wharf.db");
+        if db.exists() {
+            let nets: Vec<(String, String)> = rusqlite::Connection::open(&db)
+                .and_then(|c| {
+                    c.prepare("SELECT interface, subnet FROM networks")
+                        .and_then(|mut s| {
+                            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+                        })
+                })
+                .unwrap_or_default();
+            for (iface, subnet) in nets {
+                if let Ok(subnet) = subnet.parse() {
+                    let _ = wharf::network::native::remove_network(&iface, subnet);
+                }
             }
         }
         unmount_below(self.dir.path());

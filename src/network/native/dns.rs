@@ -1,0 +1,158 @@
+//! Container names on networks with DNS, answered by aardvark-dns as netavark drives it: one
+//! file per network in `<root>/netavark/aardvark-dns/` (its gateway, then a line per
+//! container: id, addresses, names), the server started on the first entry and told of
+//! every change by SIGHUP; it reads the files again, and exits when none is left.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, anyhow};
+
+/// One container on one network, as aardvark-dns reads it.
+pub struct Entry<'a> {
+    pub network: &'a str,
+    pub gateway: Ipv4Addr,
+    pub container_id: &'a str,
+    pub address: Ipv4Addr,
+    pub names: Vec<String>,
+    /// The container's own `--dns` servers, which aardvark-dns asks for other names.
+    pub servers: &'a [IpAddr],
+}
+
+pub fn dir(root: &Path) -> PathBuf {
+    crate::network::netavark::config_dir(root).join("aardvark-dns")
+}
+
+fn lock(root: &Path) -> Result<nix::fcntl::Flock<File>> {
+    let path = crate::network::netavark::config_dir(root).join("aardvark.lock");
+    let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock {}", path.display()))
+}
+
+fn join(v: &[impl ToString]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Adds the container's entries and tells aardvark-dns (starting it when it is not running).
+pub fn add(root: &Path, aardvark: &Path, entries: &[Entry<'_>]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let dir = dir(root);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let _lock = lock(root)?;
+    for e in entries {
+        let path = dir.join(e.network);
+        let mut f = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                writeln!(f, "{}", e.gateway)?;
+                f
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().append(true).open(&path)?
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot write {}", path.display()));
+            }
+        };
+        let servers = if e.servers.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", join(e.servers))
+        };
+        // No IPv6 address: an empty field between two spaces, as netavark writes it.
+        writeln!(
+            f,
+            "{} {}  {}{servers}",
+            e.container_id,
+            e.address,
+            join(&e.names)
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    notify(root, aardvark, true)
+}
+
+/// Removes the container's entries from the files of `networks`.
+pub fn remove(root: &Path, aardvark: &Path, container_id: &str, networks: &[&str]) -> Result<()> {
+    let dir = dir(root);
+    if networks.is_empty() || !dir.exists() {
+        return Ok(());
+    }
+    let _lock = lock(root)?;
+    let mut changed = false;
+    for n in networks {
+        let path = dir.join(n);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let head = lines.next().unwrap_or_default();
+        let keep: Vec<&str> = lines
+            .filter(|l| l.split(' ').next() != Some(container_id))
+            .collect();
+        changed = true;
+        if keep.is_empty() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        } else {
+            let mut body = format!("{head}\n");
+            for l in keep {
+                body.push_str(l);
+                body.push('\n');
+            }
+            crate::store::fsutil::write_atomic(&path, body.as_bytes(), 0o644)?;
+        }
+    }
+    if changed {
+        notify(root, aardvark, false)?;
+    }
+    Ok(())
+}
+
+/// SIGHUP to the running aardvark-dns; `start`: start one when none runs.
+fn notify(root: &Path, aardvark: &Path, start: bool) -> Result<()> {
+    let dir = dir(root);
+    let pid = std::fs::read_to_string(dir.join("aardvark.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1);
+    if let Some(pid) = pid {
+        match nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(anyhow!("cannot signal aardvark-dns ({pid}): {e}")),
+        }
+    }
+    if !start {
+        return Ok(());
+    }
+    // It forks and its parent exits once it serves; it must hold none of our descriptors (a
+    // pipe it kept open would never reach EOF).
+    let mut cmd = Command::new(aardvark);
+    cmd.arg("--config")
+        .arg(&dir)
+        .args(["-p", "53", "run"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    crate::runtime::sys::exec_clean(&mut cmd);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", aardvark.display()))?;
+    if !status.success() {
+        return Err(anyhow!("aardvark-dns did not start ({status})"));
+    }
+    Ok(())
+}
