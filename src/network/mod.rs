@@ -1,13 +1,14 @@
 //! Networks: bridge networks and the addresses on them (the `networks` and `net_addresses`
 //! tables), and a container's place on them ([`sandbox`]).
 //!
-//! The mechanism is podman's backend, netavark (bridges, veths, NAT, port forwarding) with
-//! aardvark-dns (container names), called as podman calls them ([`netavark`]). wharf owns
-//! what netavark leaves to its caller: the networks' records, a persistent address allocator
-//! per network (a write transaction of the store, so an address is never handed out twice),
-//! the network namespace's lifetime ([`netns`]), the host ports a container publishes
-//! ([`ports`]: reserved by the monitor for the run's lifetime) and teardown with the same
-//! JSON as setup.
+//! The mechanism is a backend: wharf's own ([`native`], the default: the kernel's bridge,
+//! veth, routing and nftables over netlink, with aardvark-dns for names) or podman's
+//! netavark ([`netavark`], `[network] backend = "netavark"`), both driven with netavark's
+//! options and answering its status. wharf owns what a backend leaves to its caller: the
+//! networks' records, a persistent address allocator per network (a write transaction of
+//! the store, so an address is never handed out twice), the network namespace's lifetime
+//! ([`netns`]), the host ports a container publishes ([`ports`]: reserved by the monitor for
+//! the run's lifetime) and teardown with the same options as setup ([`sandbox`]).
 //!
 //! - `wharf`: the default network, as docker's `bridge`: outbound NAT, no DNS.
 //! - user networks (`network create`) and each project's `<project>_default` (apply): DNS
