@@ -764,3 +764,48 @@ fn the_netavark_backend_publishes_ports_and_resolves_names_too() {
     env.ok(&["rm", "-f", "nv-web", "nv-db"]);
     no_leftovers(&env);
 }
+
+#[test]
+fn a_flushed_firewall_table_is_written_again_by_the_next_start() {
+    let Some((_g, env)) = net_env() else { return };
+    let _c = Cleanup::new(&env, &["fw"]);
+    let vol = www(&env, "after the flush\n");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let published = format!("127.0.0.1:{port}:80");
+    let start = || {
+        env.ok(&[
+            "run", "-d", "--name", "fw", "-p", &published, "-v", &vol, "bb:1", "httpd", "-f", "-p",
+            "80", "-h", "/www",
+        ]);
+    };
+    start();
+    assert!(http_get(port).contains("after the flush"));
+    env.ok(&["rm", "-f", "fw"]);
+    // What a restart of nftables.service does to the table; the bridge stays, marked.
+    let st = std::process::Command::new("nft")
+        .args(["delete", "table", "ip", "wharf"])
+        .status()
+        .expect("nft");
+    assert!(st.success());
+    // A start that publishes nothing writes it again, with the network's subnet (its NAT).
+    env.ok(&["run", "--rm", "bb:1", "true"]);
+    let subnet = json(&env.ok(&["--format", "json", "network", "inspect", "wharf"]))[0]["Subnets"]
+        [0]["Subnet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = std::process::Command::new("nft")
+        .args(["list", "set", "ip", "wharf", "nat_subnets"])
+        .output()
+        .expect("nft");
+    let set = String::from_utf8_lossy(&out.stdout);
+    assert!(set.contains(&subnet), "{subnet} not in {set}");
+    start();
+    assert!(http_get(port).contains("after the flush"));
+    env.ok(&["rm", "-f", "fw"]);
+    no_leftovers(&env);
+}

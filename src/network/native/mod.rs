@@ -140,8 +140,13 @@ pub fn setup(root: &Path, netns: &Path, opts: &Options) -> Result<BTreeMap<Strin
     let ns = File::open(netns).with_context(|| format!("cannot open {}", netns.display()))?;
     let mut veths = Vec::new();
     let mut gateway_taken = false;
+    // A marked bridge has its firewall, unless the host's ruleset was flushed since.
+    let table = nft::table_exists()?;
     for j in &nets {
         let bridge = ensure_bridge(j)?;
+        if !table {
+            nft::ensure(j.subnet, j.info.internal)?;
+        }
         let gateway = (!j.info.internal && !gateway_taken).then_some(j.gateway);
         gateway_taken |= gateway.is_some();
         veths.push(link::Veth {

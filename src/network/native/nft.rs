@@ -149,8 +149,10 @@ pub fn forget(subnet: Ipv4Net) {
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -328,6 +330,30 @@ fn send(buf: &[u8], n: u32) -> std::io::Result<Result<(), i32>> {
         }
     }
     Ok(first_err.map_or(Ok(()), Err))
+}
+
+/// Whether the table is there (a flush of the host's ruleset, as a restart of nftables.service
+/// does, takes it away while the bridges stay).
+pub fn table_exists() -> Result<bool> {
+    let mut body = Vec::new();
+    attr(&mut body, NFTA_TABLE_NAME, format!("{TABLE}\0").as_bytes());
+    let mut buf = Vec::new();
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
+    message(
+        &mut buf,
+        kind,
+        NLM_F_REQUEST | NLM_F_ACK,
+        1,
+        NFPROTO_IPV4,
+        0,
+        &body,
+    );
+    match send(&buf, 1).context("cannot talk to nftables")? {
+        Ok(()) => Ok(true),
+        Err(libc::ENOENT) => Ok(false),
+        Err(code) => Err(std::io::Error::from_raw_os_error(code))
+            .context("cannot look for wharf's nftables table"),
+    }
 }
 
 /// Publishes the container's ports: DNAT from each binding to `to` (its address).
