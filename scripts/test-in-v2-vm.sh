@@ -12,13 +12,15 @@
 # dirs (state roots, overlay upper/work) go to the guest's tmpfs /tmp. The guest has no
 # network and stdin is /dev/null, so the rootfs fixtures are built on the host first.
 #
-# tests/network.rs is not among the default targets: the guest kernel (Debian 6.1) has bridge,
-# veth, nf_tables, nf_nat, nf_conntrack and the xt_* matches as modules, and the VM loads only
-# virtio, 9p and overlay from its initramfs (the guest's / is the host's, which has no
-# /lib/modules for it), so netavark cannot make a bridge or run iptables there. With those
-# modules added to ../shared/vm's WANT_MODS (bridge veth nf_tables nft_compat nft_chain_nat
-# nf_nat nf_conntrack xt_MASQUERADE xt_nat xt_addrtype xt_comment xt_conntrack xt_mark
-# xt_multiport), a bridge run and a published port work in the guest (~13 s per run).
+# tests/network.rs is not among the default targets (its tests are slow under emulation, and
+# its 200-run loop is for the host: `--skip two_hundred` leaves it out). The guest kernel
+# (Debian 6.1) has bridge, veth, nf_tables, nf_nat, nf_conntrack and the xt_* matches as
+# modules, but the VM loads only virtio, 9p and overlay from its initramfs (the guest's / is
+# the host's, which has no /lib/modules for it). So with the network target, this script
+# downloads the guest kernel's package (apt-get download, nothing installed), unpacks its
+# modules under target/tmp/v2vm-modules and the guest loads the ones bridge networks need
+# (`modprobe -d`) before the tests run:
+#   V2VM_TARGETS=network scripts/test-in-v2-vm.sh --skip two_hundred
 #
 # Exit status: 0 when every binary passed, or when ../shared/vm is absent ("skipped");
 # otherwise the first failure's (124: VM_TIMEOUT, default 1800 s; 125: the VM failed).
@@ -81,6 +83,26 @@ case $target_dir in
     *) export VM_RW="${VM_RW:+$VM_RW:}$target_dir" ;;
 esac
 
+# Bridge networks in the guest: the guest kernel's own network modules (see the header).
+moddir="" kver=""
+if [[ " ${targets[*]} " == *" network "* ]]; then
+    cache=${VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/run-in-v2-vm}
+    [ -s "$cache/default-kpkg" ] || "$vm" --setup >&2
+    kpkg=$(cat "$cache/default-kpkg")
+    kver=$(cat "$cache/$kpkg/kver")
+    moddir="$target_dir/tmp/v2vm-modules"
+    if [ ! -f "$moddir/.done-$kver" ]; then
+        echo "test-in-v2-vm: fetching the network modules of $kpkg" >&2
+        rm -rf "$moddir"
+        mkdir -p "$moddir/dl"
+        (cd "$moddir/dl" && apt-get download "$kpkg" >&2)
+        dpkg -x "$moddir"/dl/"${kpkg}"_*.deb "$moddir"
+        rm -rf "$moddir/dl" "$moddir/boot"
+        depmod -b "$moddir" "$kver"
+        touch "$moddir/.done-$kver"
+    fi
+fi
+
 # Runtime tests need the rootfs fixtures; build them here, where there is a network.
 # Under the lock the test binaries take (tests/common/mod.rs), so that a host `cargo test`
 # running alongside (.ci/run) never sees them half built.
@@ -106,6 +128,14 @@ for f in "$WHARF_VM_BIN" "$@"; do
     c=/tmp/v2bin/$(basename "$f")
     { cp "$f" "$c" && mount --bind "$c" "$f"; } || echo "guest: $f runs from the share"
 done
+if [ -n "$WHARF_VM_MODDIR" ]; then
+    # What the native backend needs (bridge, veth, nftables with nat, fib, ct, masquerade), and
+    # what netavark'"'"'s iptables-nft needs besides.
+    modprobe -d "$WHARF_VM_MODDIR" -S "$WHARF_VM_KVER" -a bridge veth nf_tables nft_chain_nat \
+        nft_nat nft_masq nft_ct nft_fib_ipv4 nft_compat xt_MASQUERADE xt_nat xt_addrtype \
+        xt_comment xt_conntrack xt_mark xt_multiport \
+        && echo "guest: network modules loaded" || echo "guest: cannot load the network modules"
+fi
 for t in "$@"; do
     echo "=== $(basename "$t")"
     "$t" --test-threads=1 "${extra[@]}" || { r=$?; echo "=== FAILED: $(basename "$t") ($r)"; [ $rc -ne 0 ] || rc=$r; }
@@ -116,6 +146,7 @@ start=$(date +%s)
 echo "test-in-v2-vm: running ${#bins[@]} test binaries in the v2 VM" >&2
 set +e
 env TMPDIR=/tmp RUST_BACKTRACE=1 WHARF_VM_NARGS=$# WHARF_VM_BIN="$target_dir/debug/wharf" \
+    WHARF_VM_MODDIR="$moddir" WHARF_VM_KVER="$kver" \
     "$vm" bash -c "$guest" guest "$@" "${bins[@]}"
 rc=$?
 set -e

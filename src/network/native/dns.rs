@@ -118,14 +118,39 @@ pub fn remove(root: &Path, aardvark: &Path, container_id: &str, networks: &[&str
     Ok(())
 }
 
+fn server_pid(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join("aardvark.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+}
+
+/// Waits until aardvark-dns `pid` catches SIGHUP. aardvark-dns 1.4 writes its pid file and
+/// tells its parent it is ready before it installs its handler: a SIGHUP in between takes
+/// the default action and kills it (two containers started side by side, the second one's
+/// signal arriving while the first one's server starts). False when it is gone.
+fn await_hup_handler(pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return false;
+        };
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0);
+        if caught || std::time::Instant::now() > deadline {
+            return caught;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// SIGHUP to the running aardvark-dns; `start`: start one when none runs.
 fn notify(root: &Path, aardvark: &Path, start: bool) -> Result<()> {
     let dir = dir(root);
-    let pid = std::fs::read_to_string(dir.join("aardvark.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-        .filter(|p| *p > 1);
-    if let Some(pid) = pid {
+    if let Some(pid) = server_pid(&dir).filter(|p| await_hup_handler(*p)) {
         match nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGHUP,
@@ -154,5 +179,9 @@ fn notify(root: &Path, aardvark: &Path, start: bool) -> Result<()> {
     if !status.success() {
         return Err(anyhow!("aardvark-dns did not start ({status})"));
     }
-    Ok(())
+    // The next writer's SIGHUP must find its handler (we hold the files' lock meanwhile).
+    match server_pid(&dir) {
+        Some(pid) if await_hup_handler(pid) => Ok(()),
+        _ => Err(anyhow!("aardvark-dns started but does not serve")),
+    }
 }
