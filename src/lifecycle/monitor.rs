@@ -329,6 +329,8 @@ fn run_inner(
         let end = match ran {
             Ok(end) => end,
             Err(e) => {
+                // The reason first: whoever reads the run as exited finds why.
+                let _ = container::set_error(store, &rec.id, &format!("{e:#}"));
                 let code = crate::error::exit_code(&e);
                 let out = Outcome {
                     exit_code: if code == exit::ERROR {
