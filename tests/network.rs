@@ -68,6 +68,35 @@ fn http_get(port: u16) -> String {
     })
 }
 
+/// A port of 127.0.0.1 that was free a moment ago (the kernel's pick).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `url` from inside the running container `from`, retried until it answers (names on a
+/// network with DNS resolve once aardvark-dns has read the new entries).
+fn get_from(env: &Env, from: &str, url: &str) -> String {
+    wait_until(20, &format!("{url} from {from}"), || {
+        let o = env.run(&["exec", from, "wget", "-qO-", url]);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+}
+
+/// A host command's standard output ("" when it cannot run).
+fn output_of(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// What is left of the root's networking: namespace files, handed-out addresses (from
 /// `network inspect`), firewall rules naming a container, aardvark-dns entries.
 fn leftovers(env: &Env) -> Vec<String> {
@@ -106,10 +135,7 @@ fn leftovers(env: &Env) -> Vec<String> {
         .collect();
     // netavark's rules name the container; the native backend's published ports are
     // elements of the `ip wharf` maps, leading to an address on one of the root's networks.
-    let rules = std::process::Command::new("iptables-save")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let rules = output_of("iptables-save", &[]);
     for l in rules.lines() {
         if ids.iter().any(|id| l.contains(id.as_str())) {
             left.push(format!("rule {l}"));
@@ -122,11 +148,7 @@ fn leftovers(env: &Env) -> Vec<String> {
         .filter_map(|n| n["Subnets"][0]["Subnet"].as_str()?.parse().ok())
         .collect();
     for map in ["ports_any", "ports_ip"] {
-        let out = std::process::Command::new("nft")
-            .args(["list", "map", "ip", "wharf", map])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+        let out = output_of("nft", &["list", "map", "ip", "wharf", map]);
         for word in out.split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}') {
             if let Ok(a) = word.parse::<std::net::Ipv4Addr>()
                 && subnets.iter().any(|s| s.contains(&a))
@@ -179,11 +201,7 @@ fn a_published_tcp_port_answers_on_127_0_0_1_and_ps_port_and_inspect_show_it() {
     .expect("config");
     let vol = www(&env, "hello from the container\n");
     // A free port, found by the kernel.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     env.ok(&[
         "run",
         "-d",
@@ -650,14 +668,7 @@ fn project(env: &Env, name: &str, subnet: &str, port: u16) -> std::path::PathBuf
 fn a_project_gets_its_own_network_its_names_resolve_and_down_removes_it() {
     let Some((_g, env)) = net_env() else { return };
     let _c = Cleanup::new(&env, &["pn-db", "pn-front", "pm-db", "pm-front"]);
-    let free = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (p1, p2) = (free(), free());
+    let (p1, p2) = (free_port(), free_port());
     let m = project(&env, "pn", "10.89.210.0/24", p1);
     let out = env.ok(&["apply", "-f", common::s(&m)]);
     assert!(
@@ -666,13 +677,10 @@ fn a_project_gets_its_own_network_its_names_resolve_and_down_removes_it() {
     );
     assert!(http_get(p1).contains("from the project"));
     // The containers of one project reach each other by name.
-    let got = wait_until(20, "pn-db by name from pn-front", || {
-        let o = env.run(&["exec", "pn-front", "wget", "-qO-", "http://pn-db:5432/"]);
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-    });
-    assert_eq!(got, "from the project\n");
+    assert_eq!(
+        get_from(&env, "pn-front", "http://pn-db:5432/"),
+        "from the project\n"
+    );
     // A changed port: the plan says so field by field, and the container is recreated.
     let text = fs::read_to_string(&m)
         .unwrap()
@@ -732,11 +740,7 @@ fn the_netavark_backend_publishes_ports_and_resolves_names_too() {
     let _n = NetCleanup(&env, "nv");
     env.ok(&["network", "create", "nv", "--subnet", "10.89.209.0/24"]);
     let vol = www(&env, "through netavark\n");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let published = format!("127.0.0.1:{port}:80");
     for (name, publish) in [("nv-db", None), ("nv-web", Some(published.as_str()))] {
         let mut args = vec!["run", "-d", "--name", name, "--network", "nv", "-v", &vol];
@@ -747,19 +751,13 @@ fn the_netavark_backend_publishes_ports_and_resolves_names_too() {
         env.ok(&args);
     }
     assert!(http_get(port).contains("through netavark"));
-    let got = wait_until(20, "nv-db by name from nv-web", || {
-        let o = env.run(&["exec", "nv-web", "wget", "-qO-", "http://nv-db/"]);
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-    });
-    assert_eq!(got, "through netavark\n");
+    assert_eq!(
+        get_from(&env, "nv-web", "http://nv-db/"),
+        "through netavark\n"
+    );
     // netavark's own iptables rules carry the port, not wharf's nftables maps.
     let id = inspect(&env, "nv-web")["Id"].as_str().unwrap().to_string();
-    let rules = std::process::Command::new("iptables-save")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let rules = output_of("iptables-save", &[]);
     assert!(rules.contains(&id), "no netavark rule names {id}");
     env.ok(&["rm", "-f", "nv-web", "nv-db"]);
     no_leftovers(&env);
@@ -770,11 +768,7 @@ fn a_flushed_firewall_table_is_written_again_by_the_next_start() {
     let Some((_g, env)) = net_env() else { return };
     let _c = Cleanup::new(&env, &["fw"]);
     let vol = www(&env, "after the flush\n");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let published = format!("127.0.0.1:{port}:80");
     let start = || {
         env.ok(&[
@@ -798,11 +792,7 @@ fn a_flushed_firewall_table_is_written_again_by_the_next_start() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = std::process::Command::new("nft")
-        .args(["list", "set", "ip", "wharf", "nat_subnets"])
-        .output()
-        .expect("nft");
-    let set = String::from_utf8_lossy(&out.stdout);
+    let set = output_of("nft", &["list", "set", "ip", "wharf", "nat_subnets"]);
     assert!(set.contains(&subnet), "{subnet} not in {set}");
     start();
     assert!(http_get(port).contains("after the flush"));
