@@ -65,9 +65,17 @@ cleanup() {
         if [ -n "${WHARF:-}" ] && [ -d "$root" ]; then
             "$WHARF" --root "$root" ps -aq 2>/dev/null | xargs -r "$WHARF" --root "$root" rm -f >/dev/null 2>&1
             "$WHARF" --root "$root" network prune -f >/dev/null 2>&1
-            # The native backend keeps the default network's bridge with the root.
-            iface=$("$WHARF" --root "$root" --format json network inspect wharf 2>/dev/null | jq -r '.[0].NetworkInterface // empty' 2>/dev/null)
+            # The native backend keeps the default network's bridge with the root, and its
+            # subnet in the `ip wharf` table.
+            net=$("$WHARF" --root "$root" --format json network inspect wharf 2>/dev/null)
+            iface=$(jq -r '.[0].NetworkInterface // empty' <<<"$net" 2>/dev/null)
+            subnet=$(jq -r '.[0].Subnets[0].Subnet // empty' <<<"$net" 2>/dev/null)
             [ -n "$iface" ] && ip link del "$iface" 2>/dev/null
+            if [ -n "$subnet" ]; then
+                for set in subnets nat_subnets; do
+                    nft delete element ip wharf "$set" "{ $subnet }" 2>/dev/null
+                done
+            fi
         fi
     done
     if [ -n "$PODMAN_ON" ]; then
