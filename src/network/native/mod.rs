@@ -134,8 +134,25 @@ fn ensure_bridge(j: &Joined<'_>) -> Result<u32> {
     })
 }
 
-/// Sets the container's networks up in the namespace at `netns`.
+/// Sets the container's networks up in the namespace at `netns`. A failure of the kernel's
+/// (a module missing, a refused netlink request) says what the backend needs.
 pub fn setup(root: &Path, netns: &Path, opts: &Options) -> Result<BTreeMap<String, Status>> {
+    setup_networks(root, netns, opts).map_err(|e| {
+        if crate::error::find_user_error(&e).is_some() {
+            return e;
+        }
+        user(format!("cannot set up the container's network: {e:#}"))
+            .hint(
+                "the native backend needs the kernel's bridge, veth and nf_tables (nat, fib, ct, \
+                 masq) modules: modprobe bridge veth nf_tables; or set `[network] backend = \
+                 \"netavark\"` in the state root's config.toml, or run with --network none",
+            )
+            .code(exit::RUNTIME)
+            .into()
+    })
+}
+
+fn setup_networks(root: &Path, netns: &Path, opts: &Options) -> Result<BTreeMap<String, Status>> {
     let nets = joined(opts)?;
     let ns = File::open(netns).with_context(|| format!("cannot open {}", netns.display()))?;
     let mut veths = Vec::new();
